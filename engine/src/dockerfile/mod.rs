@@ -1,0 +1,3 @@
+//! The Dockerfile front end: text -> [`ast::Dockerfile`]. The only reader of Dockerfile text.
+
+pub mod ast;

@@ -1,0 +1,1 @@
+//! Layers: deterministic tars with OCI whiteouts from an upper folder, and safe extraction.

@@ -1,0 +1,12 @@
+//! kiln: a container-image build engine whose RUN steps execute in WebAssembly sandboxes.
+//!
+//! Data flows one way (see `shared/DESIGN.md`): [`dockerfile`] (text -> AST) -> [`plan`]
+//! (stages, ARG/ENV scope, steps with cache keys) -> [`build`] (walks the plan, asks the cache,
+//! runs steps) -> [`layer`] -> [`store`]. The engine never prints: it emits
+//! [`progress::ProgressEvent`]s that the CLI or the server renders.
+
+pub mod context;
+pub mod digest;
+pub mod dockerfile;
+pub mod ignore;
+pub mod layer;

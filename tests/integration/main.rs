@@ -1,0 +1,1 @@
+//! kiln's integration tests: one binary, a small harness, real images.
