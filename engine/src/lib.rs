@@ -5,8 +5,11 @@
 //! runs steps) -> [`layer`] -> [`store`]. The engine never prints: it emits
 //! [`progress::ProgressEvent`]s that the CLI or the server renders.
 
+pub mod cli;
 pub mod context;
 pub mod digest;
 pub mod dockerfile;
 pub mod ignore;
 pub mod layer;
+pub mod progress;
+pub mod rootfs;

@@ -1,0 +1,103 @@
+//! The `kiln` command line: plain clap-derive argument structs, one file per subcommand; the work
+//! happens in each module's `run`. stdout carries data only; progress, warnings and errors go to
+//! stderr through [`Printer`].
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Build OCI images from Dockerfiles, with RUN steps sandboxed in WebAssembly.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// The store folder (an OCI image layout plus kiln's state).
+    #[arg(long, global = true, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
+    let _ = (&cli.root, printer);
+    match cli.command {}
+}
+
+/// Exit code for an error: 1 when the user's input caused it, 2 otherwise.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<UserError>()) {
+        1
+    } else {
+        2
+    }
+}
+
+/// `hint:` lines worth printing after an error.
+pub fn hints(err: &anyhow::Error) -> Vec<String> {
+    let _ = err;
+    Vec::new()
+}
+
+/// A failure caused by the user's input (a bad Dockerfile, a missing image, a failing RUN):
+/// exit code 1. Every other error is internal: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// The one place that writes to the terminal: data to stdout, everything else to stderr.
+pub struct Printer {
+    stdout: io::Stdout,
+    stderr: io::Stderr,
+    /// Whether colour and live redraws are allowed (a terminal, and `NO_COLOR` unset).
+    pub color: bool,
+}
+
+impl Printer {
+    /// A printer over the process's stdout and stderr.
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        let stderr = io::stderr();
+        let color = stderr.is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self {
+            stdout: io::stdout(),
+            stderr,
+            color,
+        }
+    }
+
+    /// Writes one line of data to stdout.
+    pub fn data(&mut self, line: &str) -> io::Result<()> {
+        let mut out = self.stdout.lock();
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")
+    }
+
+    /// Writes raw bytes of data to stdout (no newline added).
+    pub fn data_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stdout.lock().write_all(bytes)
+    }
+
+    /// Writes one line of human-facing text to stderr.
+    pub fn status(&mut self, line: &str) -> io::Result<()> {
+        let mut err = self.stderr.lock();
+        err.write_all(line.as_bytes())?;
+        err.write_all(b"\n")
+    }
+
+    /// Flushes stdout.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.stdout.flush()
+    }
+}
+
+impl Default for Printer {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,16 @@
+//! The root filesystem of a build step as seen through its layers.
+//!
+//! A step's rootfs is a stack of read-only layer snapshots (bottom first) plus, while a step
+//! writes, an upper folder. All of them share one on-disk format, kernel-overlayfs compatible (see
+//! `layer`): a whiteout is a character device 0:0 (or an OCI `.wh.<name>` marker file), an opaque
+//! directory carries the `user.overlay.opaque=y` xattr. [`LayerView`] merges such a stack
+//! read-only, the way overlayfs would: lookups go top-down, a whiteout hides what is below, an
+//! opaque directory hides lower directories of the same path, a non-directory ends the search.
+//!
+//! Paths are resolved entirely inside the rootfs: `..` stops at the root, and a symlink's target
+//! is interpreted relative to the rootfs (an absolute target means the rootfs root), so nothing
+//! here can name a host path. Every access goes through an already-opened `cap_std::fs::Dir`.
+
+mod view;
+
+pub use view::{ContainerPath, Entry, EntryKind, LayerView, RootfsError};
