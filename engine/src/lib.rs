@@ -5,6 +5,7 @@
 //! runs steps) -> [`layer`] -> [`store`]. The engine never prints: it emits
 //! [`progress::ProgressEvent`]s that the CLI or the server renders.
 
+pub mod cache;
 pub mod cli;
 pub mod context;
 pub mod digest;
