@@ -11,6 +11,8 @@ pub mod context;
 pub mod digest;
 pub mod dockerfile;
 pub mod ignore;
+pub mod image;
 pub mod layer;
 pub mod progress;
+pub mod reference;
 pub mod rootfs;

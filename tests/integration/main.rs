@@ -1,1 +1,5 @@
 //! kiln's integration tests: one binary, a small harness, real images.
+
+mod harness;
+mod conformance_ignore;
+mod conformance_shell;

@@ -1,0 +1,630 @@
+//! COPY and ADD: copying files from a source tree (the build context, or another stage's rootfs)
+//! into a step's upper folder, with Docker's destination rules.
+//!
+//! The destination is interpreted against the step's rootfs (its lower layers): a destination
+//! that names an existing directory, ends in `/`, or receives several sources is a directory;
+//! symlinks on the way are resolved inside the rootfs; directories that already exist below are
+//! copied up with their metadata, as overlayfs would, so the layer diff is the same one a kernel
+//! overlay would have produced. New files and folders belong to `--chown` (default 0:0), keep
+//! their mode unless `--chmod` says otherwise, and keep their modification time.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+use cap_std::fs::{Dir, DirBuilder, File, Metadata, MetadataExt, OpenOptions};
+use cap_std::fs::{DirBuilderExt, OpenOptionsExt};
+
+use crate::ignore::PatternMatcher;
+use crate::rootfs::{ContainerPath, EntryKind, LayerView, RootfsError};
+
+/// Errors from copying.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Resolving the destination in the rootfs failed.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The destination exists and is not a directory, but must be one.
+    #[error("cannot copy to {0}: it exists and is not a directory")]
+    NotADirectory(ContainerPath),
+    /// Reading a source failed.
+    #[error("read {path}: {source}")]
+    Source {
+        /// The source path.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Writing into the upper folder failed.
+    #[error("write {path}: {source}")]
+    Write {
+        /// The destination path in the container.
+        path: ContainerPath,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+/// A tree files can be copied from: the build context or another stage's rootfs.
+pub trait SourceFs {
+    /// Metadata of `path` without following a final symlink.
+    fn symlink_metadata(&self, path: &str) -> io::Result<Metadata>;
+    /// Opens a regular file.
+    fn open_file(&self, path: &str) -> io::Result<File>;
+    /// Names in a directory (any order).
+    fn list(&self, path: &str) -> io::Result<Vec<String>>;
+    /// A symlink's target.
+    fn link_target(&self, path: &str) -> io::Result<String>;
+}
+
+/// The build context (or any plain folder) as a source, paths relative to its root.
+impl SourceFs for Dir {
+    fn symlink_metadata(&self, path: &str) -> io::Result<Metadata> {
+        if path.is_empty() {
+            self.dir_metadata()
+        } else {
+            Dir::symlink_metadata(self, path)
+        }
+    }
+
+    fn open_file(&self, path: &str) -> io::Result<File> {
+        self.open(path)
+    }
+
+    fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        let d = if path.is_empty() {
+            self.try_clone()?
+        } else {
+            self.open_dir(path)?
+        };
+        d.entries()?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn link_target(&self, path: &str) -> io::Result<String> {
+        Ok(self.read_link_contents(path)?.to_string_lossy().into_owned())
+    }
+}
+
+fn rootfs_io(e: RootfsError) -> io::Error {
+    match e {
+        RootfsError::Io { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Another stage's rootfs as a source; paths are container paths without the leading `/`.
+impl SourceFs for LayerView {
+    fn symlink_metadata(&self, path: &str) -> io::Result<Metadata> {
+        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+            Some(e) => Ok(e.meta),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn open_file(&self, path: &str) -> io::Result<File> {
+        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+            Some(e) => self.open(&e).map_err(rootfs_io),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn list(&self, path: &str) -> io::Result<Vec<String>> {
+        Ok(self
+            .read_dir(&ContainerPath::parse(path))
+            .map_err(rootfs_io)?
+            .into_iter()
+            .filter_map(|e| e.path.file_name().map(str::to_owned))
+            .collect())
+    }
+
+    fn link_target(&self, path: &str) -> io::Result<String> {
+        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+            Some(crate::rootfs::Entry {
+                kind: EntryKind::Symlink(t),
+                ..
+            }) => Ok(t),
+            _ => Err(io::ErrorKind::InvalidInput.into()),
+        }
+    }
+}
+
+/// How a `--chmod` value changes modes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    /// An octal mode (`755`).
+    Octal(u32),
+    /// Symbolic clauses (`u+x,go-w`), applied in order.
+    Symbolic(Vec<SymbolicClause>),
+}
+
+/// One `who op perms` clause of a symbolic mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SymbolicClause {
+    who: u32,
+    op: char,
+    perms: u32,
+    /// `X`: execute only for directories or files that already have an execute bit.
+    cond_exec: bool,
+}
+
+/// A `--chmod` value that is neither octal nor valid symbolic notation.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid chmod value {0:?}")]
+pub struct InvalidChmod(pub String);
+
+impl Chmod {
+    /// Parses `--chmod`: octal (`0755`, `644`) or symbolic (`u=rwx,go=rx`, `+x`, `a-w`).
+    pub fn parse(s: &str) -> Result<Self, InvalidChmod> {
+        let bad = || InvalidChmod(s.to_owned());
+        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            let v = u32::from_str_radix(s, 8).map_err(|_| bad())?;
+            if v > 0o7777 {
+                return Err(bad());
+            }
+            return Ok(Self::Octal(v));
+        }
+        let mut clauses = Vec::new();
+        for part in s.split(',') {
+            let mut chars = part.chars().peekable();
+            let mut who = 0;
+            while let Some(&c) = chars.peek() {
+                who |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o1007,
+                    'a' => 0o7777,
+                    _ => break,
+                };
+                chars.next();
+            }
+            let mut any = false;
+            while let Some(op) = chars.next() {
+                if !matches!(op, '+' | '-' | '=') {
+                    return Err(bad());
+                }
+                let mut perms = 0;
+                let mut cond_exec = false;
+                while let Some(&c) = chars.peek() {
+                    perms |= match c {
+                        'r' => 0o444,
+                        'w' => 0o222,
+                        'x' => 0o111,
+                        'X' => {
+                            cond_exec = true;
+                            0
+                        }
+                        's' => 0o6000,
+                        't' => 0o1000,
+                        _ => break,
+                    };
+                    chars.next();
+                }
+                clauses.push(SymbolicClause {
+                    who,
+                    op,
+                    perms,
+                    cond_exec,
+                });
+                any = true;
+            }
+            if !any {
+                return Err(bad());
+            }
+        }
+        Ok(Self::Symbolic(clauses))
+    }
+
+    /// The new permission bits for an object with `mode` (which includes the file type bits).
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        match self {
+            Self::Octal(v) => *v,
+            Self::Symbolic(clauses) => {
+                let mut m = mode & 0o7777;
+                for c in clauses {
+                    // No `who` means "all, minus the umask"; builds use no umask here.
+                    let who = if c.who == 0 { 0o7777 } else { c.who };
+                    let mut perms = c.perms;
+                    if c.cond_exec && (is_dir || mode & 0o111 != 0) {
+                        perms |= 0o111;
+                    }
+                    let bits = perms & who;
+                    match c.op {
+                        '+' => m |= bits,
+                        '-' => m &= !bits,
+                        _ => m = (m & !who) | bits,
+                    }
+                }
+                m
+            }
+        }
+    }
+}
+
+/// What a copy does besides moving bytes.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOptions {
+    /// Owner of everything created (`--chown`); `None` means 0:0.
+    pub chown: Option<(u32, u32)>,
+    /// `--chmod`.
+    pub chmod: Option<Chmod>,
+    /// `--exclude` patterns, matched against source paths.
+    pub exclude: Option<PatternMatcher>,
+    /// `--parents`: keep each source's path below the destination.
+    pub parents: bool,
+    /// Clamp file times to this (SOURCE_DATE_EPOCH), seconds.
+    pub epoch: Option<i64>,
+}
+
+/// One source of a COPY, already resolved (globs expanded, symlinks of the source path itself
+/// followed) by the caller. `path` is relative to the source tree's root, `""` for the root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    /// Path in the source tree (no leading `/`).
+    pub path: String,
+    /// For `--parents`: the part of `path` to keep below the destination.
+    pub keep: String,
+}
+
+/// Copies `sources` from `src` to `dest` (a container path, already made absolute against
+/// WORKDIR; `dest_is_dir` when it ended with `/`) into `upper`, resolving against `lower`.
+/// Returns the number of files and folders written.
+pub fn copy_into(
+    src: &dyn SourceFs,
+    sources: &[CopySource],
+    dest: &ContainerPath,
+    dest_is_dir: bool,
+    lower: &LayerView,
+    upper: &Dir,
+    opts: &CopyOptions,
+) -> Result<u64, CopyError> {
+    let mut w = Writer {
+        lower,
+        upper,
+        opts,
+        written: 0,
+    };
+    let (real_dest, existing) = lower.resolve(dest, true)?;
+    let existing_dir = match &existing {
+        Some(e) => e.kind == EntryKind::Dir,
+        None => w.upper_is_dir(&real_dest),
+    };
+    let into_dir = dest_is_dir || existing_dir || sources.len() > 1 || opts.parents;
+    if into_dir {
+        if existing.is_some() && !existing_dir {
+            return Err(CopyError::NotADirectory(real_dest));
+        }
+        w.ensure_dir(&real_dest, None)?;
+    } else {
+        w.ensure_dir(&real_dest.parent(), None)?;
+    }
+    for s in sources {
+        let meta = src
+            .symlink_metadata(&s.path)
+            .map_err(|e| CopyError::Source {
+                path: display_src(&s.path),
+                source: e,
+            })?;
+        let target = if opts.parents && !s.keep.is_empty() {
+            let t = real_dest.join(&s.keep);
+            w.ensure_dir(&t.parent(), None)?;
+            t
+        } else if meta.is_dir() {
+            real_dest.clone()
+        } else if into_dir {
+            let name = s.path.rsplit('/').next().unwrap_or(&s.path);
+            real_dest.join(name)
+        } else {
+            real_dest.clone()
+        };
+        if meta.is_dir() {
+            w.ensure_dir(&target, Some(&meta))?;
+            w.copy_tree(src, &s.path, &target)?;
+        } else {
+            w.copy_one(src, &s.path, &meta, &target)?;
+        }
+    }
+    Ok(w.written)
+}
+
+fn display_src(path: &str) -> String {
+    format!("/{path}")
+}
+
+struct Writer<'a> {
+    lower: &'a LayerView,
+    upper: &'a Dir,
+    opts: &'a CopyOptions,
+    written: u64,
+}
+
+impl Writer<'_> {
+    fn werr(path: &ContainerPath) -> impl FnOnce(io::Error) -> CopyError + '_ {
+        move |source| CopyError::Write {
+            path: path.clone(),
+            source,
+        }
+    }
+
+    fn owner(&self) -> (u32, u32) {
+        self.opts.chown.unwrap_or((0, 0))
+    }
+
+    fn upper_is_dir(&self, p: &ContainerPath) -> bool {
+        p.is_root()
+            || self
+                .upper
+                .symlink_metadata(p.rel())
+                .is_ok_and(|m| m.is_dir())
+    }
+
+    fn excluded(&self, src_path: &str) -> bool {
+        match &self.opts.exclude {
+            Some(m) => m.matches_or_parent_matches(src_path).unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Makes sure `p` is a directory in the upper: copied up from the lower with its metadata,
+    /// or created (from `like`'s mode, else 0755) with the copy's owner.
+    fn ensure_dir(&mut self, p: &ContainerPath, like: Option<&Metadata>) -> Result<(), CopyError> {
+        if p.is_root() || self.upper_is_dir(p) {
+            return Ok(());
+        }
+        self.ensure_dir(&p.parent(), None)?;
+        let lower = self.lower.lookup(p, false)?;
+        let (mode, uid, gid, mtime) = match &lower {
+            Some(e) if e.kind == EntryKind::Dir => (
+                e.meta.mode() & 0o7777,
+                e.meta.uid(),
+                e.meta.gid(),
+                Some((e.meta.mtime(), e.meta.mtime_nsec())),
+            ),
+            Some(_) => return Err(CopyError::NotADirectory(p.clone())),
+            None => {
+                let (uid, gid) = self.owner();
+                let base = like.map_or(0o755, |m| m.mode() & 0o7777);
+                let mode = match &self.opts.chmod {
+                    Some(c) if like.is_some() => c.apply(base, true),
+                    _ => base,
+                };
+                let mtime = like.map(|m| (m.mtime(), m.mtime_nsec()));
+                (mode, uid, gid, mtime)
+            }
+        };
+        let mut b = DirBuilder::new();
+        b.mode(mode);
+        self.upper.create_dir_with(p.rel(), &b).or_else(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                Ok(())
+            } else {
+                Err(Self::werr(p)(e))
+            }
+        })?;
+        self.finish(p, mode, uid, gid, mtime)?;
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        p: &ContainerPath,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        mtime: Option<(i64, i64)>,
+    ) -> Result<(), CopyError> {
+        set_owner(self.upper, p, uid, gid, mode).map_err(Self::werr(p))?;
+        // chown clears setuid bits: set the mode afterwards.
+        self.upper
+            .set_permissions(p.rel(), cap_std::fs::Permissions::from_std(
+                std::fs::Permissions::from_mode(mode),
+            ))
+            .map_err(Self::werr(p))?;
+        if let Some((s, ns)) = mtime {
+            let s = match self.opts.epoch {
+                Some(e) if s > e => e,
+                _ => s,
+            };
+            set_mtime(self.upper, p, s, ns, false).map_err(Self::werr(p))?;
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    fn copy_tree(&mut self, src: &dyn SourceFs, from: &str, to: &ContainerPath) -> Result<(), CopyError> {
+        let mut names = src.list(from).map_err(|e| CopyError::Source {
+            path: display_src(from),
+            source: e,
+        })?;
+        names.sort();
+        for name in names {
+            let child = if from.is_empty() {
+                name.clone()
+            } else {
+                format!("{from}/{name}")
+            };
+            if self.excluded(&child) {
+                continue;
+            }
+            let meta = src
+                .symlink_metadata(&child)
+                .map_err(|e| CopyError::Source {
+                    path: display_src(&child),
+                    source: e,
+                })?;
+            let target = to.join(&name);
+            if meta.is_dir() {
+                self.make_dir(&target, &meta)?;
+                self.copy_tree(src, &child, &target)?;
+                // Restore the folder's time after its contents were written.
+                let (s, ns) = (meta.mtime(), meta.mtime_nsec());
+                let s = self.clamp(s);
+                set_mtime(self.upper, &target, s, ns, false).map_err(Self::werr(&target))?;
+            } else {
+                self.copy_one(src, &child, &meta, &target)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn clamp(&self, s: i64) -> i64 {
+        match self.opts.epoch {
+            Some(e) if s > e => e,
+            _ => s,
+        }
+    }
+
+    fn mode_for(&self, meta: &Metadata) -> u32 {
+        let m = meta.mode() & 0o7777;
+        match &self.opts.chmod {
+            Some(c) => c.apply(meta.mode(), meta.is_dir()),
+            None => m,
+        }
+    }
+
+    fn make_dir(&mut self, p: &ContainerPath, meta: &Metadata) -> Result<(), CopyError> {
+        if self.upper_is_dir(p) {
+            return Ok(());
+        }
+        let mode = self.mode_for(meta);
+        let mut b = DirBuilder::new();
+        b.mode(0o700);
+        self.upper.create_dir_with(p.rel(), &b).map_err(Self::werr(p))?;
+        let (uid, gid) = self.owner();
+        self.finish(p, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
+    }
+
+    fn copy_one(
+        &mut self,
+        src: &dyn SourceFs,
+        from: &str,
+        meta: &Metadata,
+        to: &ContainerPath,
+    ) -> Result<(), CopyError> {
+        let serr = |e| CopyError::Source {
+            path: display_src(from),
+            source: e,
+        };
+        // Replace whatever the upper already holds there (a later source wins, as in Docker).
+        match self.upper.symlink_metadata(to.rel()) {
+            Ok(m) if m.is_dir() => return Err(CopyError::NotADirectory(to.clone())),
+            Ok(_) => self.upper.remove_file(to.rel()).map_err(Self::werr(to))?,
+            Err(_) => {}
+        }
+        let (uid, gid) = self.owner();
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let target = src.link_target(from).map_err(serr)?;
+            self.upper.symlink(&target, to.rel()).map_err(Self::werr(to))?;
+            set_owner(self.upper, to, uid, gid, 0).map_err(Self::werr(to))?;
+            let s = self.clamp(meta.mtime());
+            set_mtime(self.upper, to, s, meta.mtime_nsec(), true).map_err(Self::werr(to))?;
+            self.written += 1;
+            return Ok(());
+        }
+        if !ft.is_file() {
+            // Devices, fifos and sockets in a build context are not copied (Docker skips them).
+            return Ok(());
+        }
+        let mut input = src.open_file(from).map_err(serr)?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true).mode(0o600);
+        let mut output = self.upper.open_with(to.rel(), &opts).map_err(Self::werr(to))?;
+        copy_file(&mut input, &mut output).map_err(Self::werr(to))?;
+        drop(output);
+        let mode = self.mode_for(meta);
+        self.finish(to, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
+    }
+}
+
+/// Copies file contents; on Linux `std::io::copy` between files uses `copy_file_range`.
+fn copy_file(input: &mut File, output: &mut File) -> io::Result<u64> {
+    let mut i = input.try_clone()?.into_std();
+    let mut o = output.try_clone()?.into_std();
+    io::copy(&mut i, &mut o)
+}
+
+/// Sets ownership: for real where allowed, else recorded in `user.containers.override_stat`.
+fn set_owner(dir: &Dir, p: &ContainerPath, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    with_proc_path(dir, p, |at| {
+        match rustix::fs::lchown(
+            at,
+            Some(rustix::process::Uid::from_raw(uid)),
+            Some(rustix::process::Gid::from_raw(gid)),
+        ) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::PERM) => {
+                let value = format!("{uid}:{gid}:0{mode:o}");
+                rustix::fs::lsetxattr(
+                    at,
+                    crate::layer::OVERRIDE_STAT_XATTR,
+                    value.as_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(io::Error::from)
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+}
+
+/// Runs `f` with a path naming `p` through an open descriptor of its parent, for the few calls
+/// (`lchown`, `lsetxattr`, `utimensat` on a symlink) that cap-std does not offer. The parent is
+/// opened through cap-std, so the kernel resolves only the last component, and `f`'s calls do
+/// not follow it.
+fn with_proc_path<T>(
+    dir: &Dir,
+    p: &ContainerPath,
+    f: impl FnOnce(&std::path::Path) -> io::Result<T>,
+) -> io::Result<T> {
+    use std::os::fd::AsRawFd;
+    let parent = p.parent();
+    let name = p.file_name().unwrap_or(".");
+    let opened;
+    let pfd = if parent.is_root() {
+        dir.as_raw_fd()
+    } else {
+        opened = dir.open_dir(parent.rel())?;
+        opened.as_raw_fd()
+    };
+    f(std::path::Path::new(&format!("/proc/self/fd/{pfd}/{name}")))
+}
+
+fn set_mtime(dir: &Dir, p: &ContainerPath, secs: i64, nsecs: i64, symlink: bool) -> io::Result<()> {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nsecs as _,
+    };
+    let ts = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let flags = if symlink {
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        rustix::fs::AtFlags::empty()
+    };
+    with_proc_path(dir, p, |at| {
+        rustix::fs::utimensat(rustix::fs::CWD, at, &ts, flags).map_err(io::Error::from)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_parses_octal_and_symbolic() {
+        assert_eq!(Chmod::parse("755").unwrap().apply(0o100644, false), 0o755);
+        assert_eq!(Chmod::parse("0644").unwrap().apply(0o100755, false), 0o644);
+        assert_eq!(Chmod::parse("u+x").unwrap().apply(0o100644, false), 0o744);
+        assert_eq!(Chmod::parse("go-w").unwrap().apply(0o100666, false), 0o644);
+        assert_eq!(Chmod::parse("a=r").unwrap().apply(0o100777, false), 0o444);
+        assert_eq!(Chmod::parse("+X").unwrap().apply(0o40644, true), 0o755);
+        assert_eq!(Chmod::parse("+X").unwrap().apply(0o100644, false), 0o644);
+        assert_eq!(Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0o100000, false), 0o750);
+        for bad in ["", "8", "u*x", "zz", "99999"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Blobs: content-addressed files under `blobs/sha256/`, written atomically and verified on read.
+
+use std::io::{self, BufWriter, Read, Write};
+use std::path::PathBuf;
+
+use cap_std::fs::File;
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+
+use super::{Lease, Store, StoreError, TempFile, BLOBS};
+use crate::digest::{Digest, HashingWriter};
+use crate::image::{CanonicalJson, Descriptor};
+
+/// A blob being written: hashes and counts what passes through, and becomes
+/// `blobs/sha256/<hex>` on [`BlobWriter::commit`]. Dropped without committing, it removes its
+/// temporary file. Holds a [`Lease`] while alive.
+pub struct BlobWriter<'a> {
+    store: &'a Store,
+    out: HashingWriter<BufWriter<File>>,
+    temp: TempFile<'a>,
+    _lease: Lease,
+}
+
+impl<'a> BlobWriter<'a> {
+    fn new(store: &'a Store) -> Result<Self, StoreError> {
+        let lease = store.lease()?;
+        let (rel, file) = store.create_temp("blob")?;
+        Ok(Self {
+            store,
+            out: HashingWriter::new(BufWriter::with_capacity(1 << 16, file)),
+            temp: TempFile {
+                store,
+                rel: Some(rel),
+            },
+            _lease: lease,
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.out.written()
+    }
+
+    /// Makes the blob durable and visible; returns its digest and size.
+    pub fn commit(self) -> Result<(Digest, u64), StoreError> {
+        self.finish(None)
+    }
+
+    /// Like [`BlobWriter::commit`], but fails with [`StoreError::DigestMismatch`] (storing
+    /// nothing) unless the content hashes to `expected`.
+    pub fn commit_expect(self, expected: &Digest) -> Result<u64, StoreError> {
+        self.finish(Some(expected)).map(|(_, n)| n)
+    }
+
+    fn finish(self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
+        let Self {
+            store, out, temp, ..
+        } = self;
+        let rel = temp.rel.clone().unwrap_or_default();
+        let (buf, hash, size) = out.finish();
+        let file = buf
+            .into_inner()
+            .map_err(|e| store.io("write", &rel)(e.into_error()))?;
+        file.sync_all().map_err(store.io("sync", &rel))?;
+        let digest = Digest::from_bytes(hash);
+        if let Some(expected) = expected {
+            if *expected != digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: *expected,
+                    found: digest,
+                });
+            }
+        }
+        let dest = blob_rel(&digest);
+        // Renaming over an existing blob is fine: same content, and it repairs a rotted copy.
+        store
+            .dir
+            .rename(&rel, &store.dir, &dest)
+            .map_err(store.io("rename temporary blob to", &dest))?;
+        temp.disarm();
+        store.sync_dir(BLOBS)?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// A blob being read: fails with an `InvalidData` error wrapping
+/// [`StoreError::DigestMismatch`] at end of file if the content does not match its digest.
+pub struct BlobReader {
+    file: File,
+    expected: Digest,
+    hasher: Sha256,
+    size: u64,
+    verified: bool,
+}
+
+impl BlobReader {
+    /// The blob's size on disk.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(chunk) = buf.get(..n) {
+            self.hasher.update(chunk);
+        }
+        if n == 0 && !buf.is_empty() && !self.verified {
+            let found = Digest::from_bytes(self.hasher.clone().finalize().into());
+            if found != self.expected {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    StoreError::DigestMismatch {
+                        expected: self.expected,
+                        found,
+                    },
+                ));
+            }
+            self.verified = true;
+        }
+        Ok(n)
+    }
+}
+
+fn blob_rel(d: &Digest) -> String {
+    format!("{BLOBS}/{}", d.hex())
+}
+
+impl Store {
+    /// Starts writing a blob (see [`BlobWriter`]); use it to stream content (a layer tar) into
+    /// the store without an intermediate copy.
+    pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
+        BlobWriter::new(self)
+    }
+
+    /// Stores everything `reader` yields; returns its digest and size. Idempotent.
+    pub fn put_blob(&self, reader: impl Read) -> Result<(Digest, u64), StoreError> {
+        let mut w = self.blob_writer()?;
+        copy_into(reader, &mut w)?;
+        w.commit()
+    }
+
+    /// Stores everything `reader` yields if it hashes to `expected` (else
+    /// [`StoreError::DigestMismatch`], storing nothing); returns the size.
+    pub fn put_blob_expect(&self, reader: impl Read, expected: &Digest) -> Result<u64, StoreError> {
+        let mut w = self.blob_writer()?;
+        copy_into(reader, &mut w)?;
+        w.commit_expect(expected)
+    }
+
+    /// Stores `value` in its canonical JSON form; returns its descriptor.
+    pub fn put_json<T: CanonicalJson>(
+        &self,
+        media_type: &str,
+        value: &T,
+    ) -> Result<Descriptor, StoreError> {
+        let bytes = value
+            .to_canonical_json()
+            .map_err(|source| StoreError::Encode {
+                what: "json blob",
+                source,
+            })?;
+        let (digest, size) = self.put_blob(&bytes[..])?;
+        Ok(Descriptor::new(media_type, digest, size))
+    }
+
+    /// Whether the blob is present (not whether it is intact: [`Store::fsck`] checks that).
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.dir.is_file(blob_rel(digest))
+    }
+
+    /// The blob's path, for code that needs one (read-only use; the store may replace or remove
+    /// the file at any time when no [`Lease`] is held).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join(blob_rel(digest))
+    }
+
+    /// The blob's size on disk.
+    pub fn blob_size(&self, digest: &Digest) -> Result<u64, StoreError> {
+        let rel = blob_rel(digest);
+        match self.dir.metadata(&rel) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StoreError::BlobNotFound(*digest)),
+            Err(e) => Err(self.io("stat", &rel)(e)),
+        }
+    }
+
+    /// Opens a blob for reading through a verifying reader.
+    pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader, StoreError> {
+        let rel = blob_rel(digest);
+        let file = match self.dir.open(&rel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound(*digest))
+            }
+            Err(e) => return Err(self.io("open blob", &rel)(e)),
+        };
+        let size = file.metadata().map_err(self.io("stat", &rel))?.len();
+        Ok(BlobReader {
+            file,
+            expected: *digest,
+            hasher: Sha256::new(),
+            size,
+            verified: false,
+        })
+    }
+
+    /// Reads a whole blob of at most `max_len` bytes, verified.
+    pub fn read_blob(&self, digest: &Digest, max_len: u64) -> Result<Vec<u8>, StoreError> {
+        let mut r = self.open_blob(digest)?;
+        if r.size > max_len {
+            return Err(StoreError::TooLarge {
+                digest: *digest,
+                size: r.size,
+                max: max_len,
+            });
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(r.size).unwrap_or(0));
+        // The bound also holds if the file grows while being read (it never should).
+        (&mut r)
+            .take(max_len + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| unwrap_mismatch(e, self, digest))?;
+        if buf.len() as u64 > max_len {
+            return Err(StoreError::TooLarge {
+                digest: *digest,
+                size: buf.len() as u64,
+                max: max_len,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// Reads a JSON blob (at most [`super::MAX_JSON_BLOB`] bytes) as `T`; `what` names it in
+    /// errors (`manifest`, `config`).
+    pub fn read_json<T: DeserializeOwned>(
+        &self,
+        digest: &Digest,
+        what: &'static str,
+    ) -> Result<T, StoreError> {
+        let bytes = self.read_blob(digest, super::MAX_JSON_BLOB)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::BadJson {
+            what,
+            digest: *digest,
+            source,
+        })
+    }
+
+    /// Re-hashes a blob; returns what its content hashes to and its size.
+    pub(super) fn hash_blob(&self, digest: &Digest) -> Result<(Digest, u64), StoreError> {
+        let rel = blob_rel(digest);
+        let mut file = match self.dir.open(&rel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobNotFound(*digest))
+            }
+            Err(e) => return Err(self.io("open blob", &rel)(e)),
+        };
+        let mut w = HashingWriter::new(io::sink());
+        io::copy(&mut file, &mut w).map_err(self.io("read blob", &rel))?;
+        let (_, hash, n) = w.finish();
+        Ok((Digest::from_bytes(hash), n))
+    }
+}
+
+/// Turns a verifying reader's `InvalidData` error back into the [`StoreError`] it carries.
+fn unwrap_mismatch(e: io::Error, store: &Store, digest: &Digest) -> StoreError {
+    let io_err = store.io("read blob", &blob_rel(digest));
+    if e.kind() != io::ErrorKind::InvalidData {
+        return io_err(e);
+    }
+    match e.into_inner().map(|inner| inner.downcast::<StoreError>()) {
+        Some(Ok(err)) => *err,
+        Some(Err(other)) => io_err(io::Error::new(io::ErrorKind::InvalidData, other)),
+        None => io_err(io::ErrorKind::InvalidData.into()),
+    }
+}
+
+fn copy_into(mut reader: impl Read, w: &mut BlobWriter<'_>) -> Result<(), StoreError> {
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(StoreError::Source(e)),
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        let rel = w.temp.rel.clone().unwrap_or_default();
+        w.write_all(chunk).map_err(w.store.io("write", &rel))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MAX_JSON_BLOB;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(&t.path().join("s")).unwrap();
+        (t, s)
+    }
+
+    fn tmp_entries(s: &Store) -> usize {
+        std::fs::read_dir(s.root().join("kiln/tmp")).unwrap().count()
+    }
+
+    #[test]
+    fn put_is_idempotent_and_reads_verify() {
+        let (_t, s) = store();
+        let (d1, n1) = s.put_blob(&b"hello"[..]).unwrap();
+        let (d2, n2) = s.put_blob(&b"hello"[..]).unwrap();
+        assert_eq!((d1, n1), (d2, n2));
+        assert_eq!(d1, Digest::of(b"hello"));
+        assert!(s.has_blob(&d1));
+        assert_eq!(s.read_blob(&d1, 5).unwrap(), b"hello");
+        assert_eq!(tmp_entries(&s), 0);
+        let mut text = String::new();
+        s.open_blob(&d1).unwrap().read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hello");
+    }
+
+    #[test]
+    fn corrupted_blob_fails_on_read() {
+        let (_t, s) = store();
+        let (d, _) = s.put_blob(&b"hello"[..]).unwrap();
+        std::fs::write(s.blob_path(&d), "jello").unwrap();
+        match s.read_blob(&d, 100) {
+            Err(StoreError::DigestMismatch { expected, found }) => {
+                assert_eq!(expected, d);
+                assert_eq!(found, Digest::of(b"jello"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        let err = io::copy(&mut s.open_blob(&d).unwrap(), &mut io::sink()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        // Putting the right content again repairs it.
+        s.put_blob(&b"hello"[..]).unwrap();
+        assert_eq!(s.read_blob(&d, 100).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn expected_digest_is_enforced() {
+        let (_t, s) = store();
+        let wrong = Digest::of(b"other");
+        match s.put_blob_expect(&b"hello"[..], &wrong) {
+            Err(StoreError::DigestMismatch { expected, found }) => {
+                assert_eq!(expected, wrong);
+                assert_eq!(found, Digest::of(b"hello"));
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        assert!(!s.has_blob(&Digest::of(b"hello")));
+        assert_eq!(tmp_entries(&s), 0);
+        assert_eq!(
+            s.put_blob_expect(&b"hello"[..], &Digest::of(b"hello")).unwrap(),
+            5
+        );
+    }
+
+    #[test]
+    fn reads_are_bounded() {
+        let (_t, s) = store();
+        let (d, _) = s.put_blob(&[7u8; 100][..]).unwrap();
+        assert!(matches!(
+            s.read_blob(&d, 99),
+            Err(StoreError::TooLarge { size: 100, max: 99, .. })
+        ));
+        assert!(matches!(
+            s.read_blob(&Digest::of(b"nope"), MAX_JSON_BLOB),
+            Err(StoreError::BlobNotFound(_))
+        ));
+    }
+
+    #[test]
+    fn dropped_writer_leaves_nothing() {
+        let (_t, s) = store();
+        let mut w = s.blob_writer().unwrap();
+        w.write_all(b"partial").unwrap();
+        assert_eq!(w.written(), 7);
+        assert_eq!(tmp_entries(&s), 1);
+        drop(w);
+        assert_eq!(tmp_entries(&s), 0);
+        assert!(!s.has_blob(&Digest::of(b"partial")));
+    }
+}
