@@ -327,6 +327,79 @@ pub fn copy_into(
     Ok(w.written)
 }
 
+/// Creates the folder `path` (resolved in the rootfs) and its missing parents in the upper,
+/// copying existing ones up: WORKDIR, and the destination of an extracted ADD archive.
+pub fn make_dirs(
+    path: &ContainerPath,
+    lower: &LayerView,
+    upper: &Dir,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
+    let mut w = Writer {
+        lower,
+        upper,
+        opts,
+        written: 0,
+    };
+    let (real, existing) = lower.resolve(path, true)?;
+    if let Some(e) = existing {
+        if e.kind != EntryKind::Dir {
+            return Err(CopyError::NotADirectory(real));
+        }
+    }
+    w.ensure_dir(&real, None)
+}
+
+/// Writes a file with `content` (a COPY heredoc): as `name` inside `dest` when `dest` is a
+/// folder, else as `dest`. Mode 0644 unless `--chmod`; time now (clamped to the epoch).
+pub fn write_file(
+    dest: &ContainerPath,
+    dest_is_dir: bool,
+    name: &str,
+    content: &[u8],
+    lower: &LayerView,
+    upper: &Dir,
+    opts: &CopyOptions,
+) -> Result<(), CopyError> {
+    let mut w = Writer {
+        lower,
+        upper,
+        opts,
+        written: 0,
+    };
+    let (real, existing) = lower.resolve(dest, true)?;
+    let is_dir = match &existing {
+        Some(e) => e.kind == EntryKind::Dir,
+        None => w.upper_is_dir(&real),
+    };
+    let target = if dest_is_dir || is_dir {
+        w.ensure_dir(&real, None)?;
+        real.join(name)
+    } else {
+        w.ensure_dir(&real.parent(), None)?;
+        real
+    };
+    match upper.symlink_metadata(target.rel()) {
+        Ok(m) if m.is_dir() => return Err(CopyError::NotADirectory(target)),
+        Ok(_) => upper.remove_file(target.rel()).map_err(Writer::werr(&target))?,
+        Err(_) => {}
+    }
+    let mut o = OpenOptions::new();
+    o.write(true).create_new(true).mode(0o600);
+    let mut f = upper.open_with(target.rel(), &o).map_err(Writer::werr(&target))?;
+    io::Write::write_all(&mut f, content).map_err(Writer::werr(&target))?;
+    drop(f);
+    let mode = match &opts.chmod {
+        Some(c) => c.apply(0o100644, false),
+        None => 0o644,
+    };
+    let (uid, gid) = w.owner();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    w.finish(&target, mode, uid, gid, Some((now, 0)))
+}
+
 fn display_src(path: &str) -> String {
     format!("/{path}")
 }
@@ -547,10 +620,12 @@ fn copy_file(input: &mut File, output: &mut File) -> io::Result<u64> {
 /// Sets ownership: for real where allowed, else recorded in `user.containers.override_stat`.
 fn set_owner(dir: &Dir, p: &ContainerPath, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
     with_proc_path(dir, p, |at| {
-        match rustix::fs::lchown(
+        match rustix::fs::chownat(
+            rustix::fs::CWD,
             at,
             Some(rustix::process::Uid::from_raw(uid)),
             Some(rustix::process::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         ) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::PERM) => {

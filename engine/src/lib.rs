@@ -5,9 +5,12 @@
 //! runs steps) -> [`layer`] -> [`store`]. The engine never prints: it emits
 //! [`progress::ProgressEvent`]s that the CLI or the server renders.
 
+pub mod archive;
+pub mod build;
 pub mod cache;
 pub mod cli;
 pub mod context;
+pub mod copy;
 pub mod digest;
 pub mod dockerfile;
 pub mod ignore;
@@ -16,3 +19,4 @@ pub mod layer;
 pub mod progress;
 pub mod reference;
 pub mod rootfs;
+pub mod store;

@@ -3,3 +3,5 @@
 mod harness;
 mod conformance_ignore;
 mod conformance_shell;
+mod context;
+mod conformance_parser;

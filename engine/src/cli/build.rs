@@ -1,10 +1,19 @@
 //! `kiln build`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use super::render::ProgressMode;
+use super::render::{ProgressMode, Renderer};
+use super::{Printer, UserError};
+use crate::build::{build, BuildRequest, Network};
+use crate::context::{Context, TarLimits};
+use crate::dockerfile::scope::BuildArgs as ScopeBuildArgs;
+use crate::reference::ImageRef;
+use crate::store::Store;
 
 /// Network access for build steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -74,4 +83,127 @@ pub struct BuildArgs {
     /// The context: a folder, or `-` for a tar (or tar.gz) on stdin.
     #[arg(value_name = "CONTEXT")]
     pub context: String,
+}
+
+/// Largest Dockerfile read.
+const MAX_DOCKERFILE: u64 = 16 << 20;
+
+/// Runs `kiln build`.
+pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Result<u8> {
+    let file_from_stdin = args.file.as_deref() == Some("-");
+    let context_from_stdin = args.context == "-";
+    if file_from_stdin && context_from_stdin {
+        return Err(UserError("cannot read both the Dockerfile and the context from stdin".into()).into());
+    }
+    let mut tags = Vec::new();
+    for t in &args.tags {
+        let r = ImageRef::parse(t).map_err(|e| UserError(format!("invalid tag {t:?}: {e}")))?;
+        if r.digest().is_some() {
+            return Err(UserError(format!("invalid tag {t:?}: a tag cannot contain a digest")).into());
+        }
+        tags.push(r);
+    }
+    let host_env: Vec<(String, String)> = std::env::vars().collect();
+    let build_args = ScopeBuildArgs::parse(args.build_args.iter().map(String::as_str), &host_env)
+        .map_err(|e| UserError(e.to_string()))?;
+    let mut labels = BTreeMap::new();
+    for l in &args.labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => Some(
+            v.parse::<i64>()
+                .map_err(|_| UserError(format!("invalid SOURCE_DATE_EPOCH {v:?}")))?,
+        ),
+        _ => None,
+    };
+
+    let (mut context, dockerfile_name, slot_prefix) = if context_from_stdin {
+        let stdin = std::io::stdin();
+        let ctx = Context::from_tar(stdin.lock(), &TarLimits::default(), &[])
+            .context("read the build context from stdin")?;
+        let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
+        (ctx, name.clone(), format!("-\0{name}"))
+    } else {
+        let dir = PathBuf::from(&args.context);
+        let ctx = Context::from_dir(&dir, &[])
+            .with_context(|| format!("open the build context {}", dir.display()))?;
+        let canonical = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
+        let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
+        (ctx, name.clone(), format!("{}\0{name}", canonical.display()))
+    };
+    let dockerfile_text = if file_from_stdin {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .lock()
+            .take(MAX_DOCKERFILE + 1)
+            .read_to_end(&mut buf)
+            .context("read the Dockerfile from stdin")?;
+        buf
+    } else if context_from_stdin {
+        context
+            .read_build_file(&dockerfile_name, MAX_DOCKERFILE)
+            .map_err(|e| UserError(format!("read {dockerfile_name} from the context: {e}")))?
+    } else {
+        // `-f` is relative to the current folder, as in docker; the default is CONTEXT/Dockerfile.
+        let path = match &args.file {
+            Some(f) => PathBuf::from(f),
+            None => Path::new(&args.context).join("Dockerfile"),
+        };
+        read_limited(&path).map_err(|e| UserError(format!("read {}: {e}", path.display())))?
+    };
+    if dockerfile_text.len() as u64 > MAX_DOCKERFILE {
+        return Err(UserError(format!("{dockerfile_name} is larger than {MAX_DOCKERFILE} bytes")).into());
+    }
+    let dockerfile_text = String::from_utf8_lossy(&dockerfile_text).into_owned();
+    let base_name = Path::new(&dockerfile_name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    let patterns = context
+        .dockerignore_patterns(&base_name)
+        .map_err(|e| UserError(format!("read .dockerignore: {e}")))?;
+    context
+        .set_ignore_patterns(&patterns)
+        .map_err(|e| UserError(format!(".dockerignore: {e}")))?;
+    let stat_cache = context
+        .cache_id()
+        .map(|id| store.cache_dir().join("stat").join(id));
+
+    let req = BuildRequest {
+        dockerfile: &dockerfile_text,
+        dockerfile_name: &base_name,
+        context: &context,
+        slot_prefix,
+        tags,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        network: match args.network {
+            NetworkArg::None => Network::None,
+            NetworkArg::Host => Network::Host,
+        },
+        labels,
+        epoch,
+        stat_cache,
+    };
+    let renderer = Renderer::new(args.progress, args.quiet);
+    let out = build(store, &req, &renderer)?;
+    if args.quiet {
+        printer.data(&out.image_id.to_string())?;
+    }
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, out.image_id.to_string())
+            .with_context(|| format!("write {}", p.display()))?;
+    }
+    Ok(0)
+}
+
+fn read_limited(p: &Path) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::fs::File::open(p)?
+        .take(MAX_DOCKERFILE + 1)
+        .read_to_end(&mut buf)?;
+    Ok(buf)
 }

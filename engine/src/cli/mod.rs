@@ -7,6 +7,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::store::Store;
+
+pub mod build;
+pub mod debug;
+pub mod render;
+
 /// Build OCI images from Dockerfiles, with RUN steps sandboxed in WebAssembly.
 #[derive(Debug, Parser)]
 #[command(name = "kiln", version, about, max_term_width = 100)]
@@ -21,17 +27,46 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// Developer tools (`kiln debug parse FILE`).
+    Debug(debug::DebugArgs),
+}
+
+fn open_store(root: Option<&std::path::Path>) -> anyhow::Result<Store> {
+    let root = match root {
+        Some(r) => r.to_path_buf(),
+        None => Store::default_root()?,
+    };
+    Ok(Store::open(&root)?)
+}
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
-    let _ = (&cli.root, printer);
-    match cli.command {}
+    let root = cli.root.as_deref();
+    match &cli.command {
+        Command::Build(a) => build::run(a, &open_store(root)?, printer),
+        Command::Debug(a) => debug::run(a, printer),
+    }
 }
 
 /// Exit code for an error: 1 when the user's input caused it, 2 otherwise.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
-    if err.chain().any(|c| c.is::<UserError>()) {
+    let user = err.chain().any(|c| {
+        c.is::<UserError>()
+            || c.downcast_ref::<crate::build::BuildError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::store::StoreError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::archive::ArchiveError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::context::ContextError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.is::<crate::reference::ReferenceError>()
+            || c.is::<crate::layer::LayerError>()
+    });
+    if user {
         1
     } else {
         2
@@ -40,8 +75,15 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// `hint:` lines worth printing after an error.
 pub fn hints(err: &anyhow::Error) -> Vec<String> {
-    let _ = err;
-    Vec::new()
+    let mut out = Vec::new();
+    let text = format!("{err:#}");
+    if text.contains("--network=host") {
+        return out;
+    }
+    if text.contains("is not in the store") {
+        out.push("kiln has no registry client yet: bring base images in with `kiln load` or `kiln import`".to_owned());
+    }
+    out
 }
 
 /// A failure caused by the user's input (a bad Dockerfile, a missing image, a failing RUN):

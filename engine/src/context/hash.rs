@@ -376,7 +376,13 @@ impl Hashing<'_> {
             self.cache.forget(path);
         }
         // Hash what was read, with the size that was read.
-        Ok((Stat { size: total, ..stat }, hash))
+        Ok((
+            Stat {
+                size: total,
+                ..stat
+            },
+            hash,
+        ))
     }
 }
 
@@ -411,11 +417,11 @@ impl Context {
                 .hasher
                 .update(&(source.path.len() as u64).to_le_bytes());
             hashing.hasher.update(source.path.as_bytes());
-            let start = self
-                .follow(&source.resolved, true)?
-                .ok_or_else(|| ContextError::NotFound {
-                    path: source.path.clone(),
-                })?;
+            let start =
+                self.follow(&source.resolved, true)?
+                    .ok_or_else(|| ContextError::NotFound {
+                        path: source.path.clone(),
+                    })?;
             if start.rel.is_empty() {
                 hashing.cache.covered_all = true;
             }

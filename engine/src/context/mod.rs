@@ -134,6 +134,24 @@ pub enum ContextError {
 }
 
 impl ContextError {
+    /// Whether the user's input caused this (a missing source, a bad pattern, a hostile or
+    /// malformed tar, a missing context folder) rather than the host.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Open { .. }
+            | Self::NotFound { .. }
+            | Self::BadPattern(_)
+            | Self::Ignore(_)
+            | Self::TooManyLinks { .. }
+            | Self::NonUtf8Name { .. }
+            | Self::TooDeep { .. }
+            | Self::FileTooLarge { .. }
+            | Self::NotAFile { .. } => true,
+            Self::Tar(e) => e.is_user_error(),
+            Self::TempDir(_) | Self::Io { .. } | Self::StatCacheWrite { .. } => false,
+        }
+    }
+
     fn io(op: &'static str, path: &str, source: impl Into<io::Error>) -> Self {
         Self::Io {
             op,
@@ -365,6 +383,53 @@ impl Context {
         self.cache_id.as_deref()
     }
 
+    /// The context folder itself, unfiltered: for code that must see the raw tree (it is the
+    /// caller's job to apply [`Self::is_ignored`]).
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// Whether the ignore rules hide the context path `path` (its own name, not following a
+    /// final symlink). An ignored directory that holds a re-included file is not hidden. Paths
+    /// that cannot be examined count as hidden.
+    pub fn is_ignored(&self, path: &str) -> bool {
+        let path = clean_rel(path);
+        match self.ignored(&path) {
+            Ok(false) => false,
+            Ok(true) if !self.matcher.has_exclusions() => true,
+            Ok(true) => {
+                !matches!(self.lstat(&path), Ok(Some(f)) if self.visible(&f).unwrap_or(false))
+            }
+            Err(_) => true,
+        }
+    }
+
+    /// Looks `path` up without following any symlink (a symlink on the way means `None`).
+    fn lstat(&self, path: &str) -> Result<Option<Followed>, ContextError> {
+        let mut parent: Option<OwnedFd> = None;
+        let mut comps = path.split('/').filter(|c| !c.is_empty()).peekable();
+        while let Some(comp) = comps.next() {
+            let dir = parent.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
+            if comps.peek().is_none() {
+                return match sys::stat_at(dir, comp) {
+                    Ok(stat) => Ok(Some(Followed {
+                        rel: path.to_owned(),
+                        stat,
+                        parent,
+                        name: comp.to_owned(),
+                    })),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(ContextError::io("stat", path, e)),
+                };
+            }
+            match sys::open_dir_at(dir, comp) {
+                Ok(fd) => parent = Some(fd),
+                Err(_) => return Ok(None),
+            }
+        }
+        self.follow("", false)
+    }
+
     /// Replaces the ignore rules.
     pub fn set_ignore_patterns(&mut self, patterns: &[String]) -> Result<(), ContextError> {
         self.matcher = PatternMatcher::new(patterns)?;
@@ -374,7 +439,10 @@ impl Context {
     /// The ignore patterns for a build with the Dockerfile at `dockerfile` (context-relative):
     /// `<dockerfile>.dockerignore` if it exists, else `.dockerignore`, else none.
     pub fn dockerignore_patterns(&self, dockerfile: &str) -> Result<Vec<String>, ContextError> {
-        for candidate in [format!("{}.dockerignore", clean_rel(dockerfile)), ".dockerignore".to_owned()] {
+        for candidate in [
+            format!("{}.dockerignore", clean_rel(dockerfile)),
+            ".dockerignore".to_owned(),
+        ] {
             match self.read_build_file(&candidate, MAX_IGNORE_FILE) {
                 Ok(bytes) => return Ok(ignore::read_ignore_file(&String::from_utf8_lossy(&bytes))),
                 Err(ContextError::NotFound { .. }) => continue,
@@ -389,7 +457,9 @@ impl Context {
     pub fn read_build_file(&self, path: &str, max: u64) -> Result<Vec<u8>, ContextError> {
         let f = self
             .follow(path, false)?
-            .ok_or_else(|| ContextError::NotFound { path: clean_rel(path) })?;
+            .ok_or_else(|| ContextError::NotFound {
+                path: clean_rel(path),
+            })?;
         let file = self.open_followed_file(&f)?;
         let mut out = Vec::new();
         file.take(max.saturating_add(1))
@@ -405,7 +475,11 @@ impl Context {
     pub fn open_file(&self, path: &str) -> Result<cap_std::fs::File, ContextError> {
         let f = match self.follow(path, true)? {
             Some(f) if self.visible(&f)? => f,
-            _ => return Err(ContextError::NotFound { path: clean_rel(path) }),
+            _ => {
+                return Err(ContextError::NotFound {
+                    path: clean_rel(path),
+                })
+            }
         };
         Ok(cap_std::fs::File::from_std(self.open_followed_file(&f)?))
     }
@@ -463,9 +537,10 @@ impl Context {
                 (Kind::Symlink, Some((dir, name))) => {
                     let target = sys::read_link_at(dir, name)
                         .map_err(|err| ContextError::io("read link", e.path, err))?;
-                    let target = String::from_utf8(target).map_err(|_| ContextError::NonUtf8Name {
-                        path: e.path.to_owned(),
-                    })?;
+                    let target =
+                        String::from_utf8(target).map_err(|_| ContextError::NonUtf8Name {
+                            path: e.path.to_owned(),
+                        })?;
                     EntryKind::Symlink { target }
                 }
                 _ => EntryKind::Dir,
@@ -561,8 +636,8 @@ impl Context {
         let mut links = 0;
         'restart: loop {
             if path.is_empty() {
-                let stat = sys::stat_fd(self.root.as_fd())
-                    .map_err(|e| ContextError::io("stat", "", e))?;
+                let stat =
+                    sys::stat_fd(self.root.as_fd()).map_err(|e| ContextError::io("stat", "", e))?;
                 return Ok(Some(Followed {
                     rel: path,
                     stat,
@@ -654,20 +729,28 @@ impl Context {
 
     fn open_followed_dir(&self, f: &Followed) -> Result<OwnedFd, ContextError> {
         let dir = f.parent.as_ref().map_or(self.root.as_fd(), |p| p.as_fd());
-        let name = if f.name.is_empty() { "." } else { f.name.as_str() };
+        let name = if f.name.is_empty() {
+            "."
+        } else {
+            f.name.as_str()
+        };
         sys::open_dir_at(dir, name).map_err(|e| ContextError::io("open", &f.rel, e))
     }
 
     fn open_followed_file(&self, f: &Followed) -> Result<std::fs::File, ContextError> {
         if f.stat.kind() != Kind::File {
-            return Err(ContextError::NotAFile { path: f.rel.clone() });
+            return Err(ContextError::NotAFile {
+                path: f.rel.clone(),
+            });
         }
         let dir = f.parent.as_ref().map_or(self.root.as_fd(), |p| p.as_fd());
         let fd = sys::open_file_at(dir, f.name.as_str())
             .map_err(|e| ContextError::io("open", &f.rel, e))?;
         let now = sys::stat_fd(fd.as_fd()).map_err(|e| ContextError::io("stat", &f.rel, e))?;
         if now.kind() != Kind::File {
-            return Err(ContextError::NotAFile { path: f.rel.clone() });
+            return Err(ContextError::NotAFile {
+                path: f.rel.clone(),
+            });
         }
         Ok(std::fs::File::from(fd))
     }
@@ -701,9 +784,14 @@ impl Context {
                 self.walk_dir(&mut st, &fd, &info, 0, visit)?;
             }
             Kind::File | Kind::Symlink if !ignored => {
-                let name = CString::new(start.name.as_str())
-                    .map_err(|_| ContextError::NotAFile { path: start.rel.clone() })?;
-                let dir = start.parent.as_ref().map_or(self.root.as_fd(), |p| p.as_fd());
+                let name =
+                    CString::new(start.name.as_str()).map_err(|_| ContextError::NotAFile {
+                        path: start.rel.clone(),
+                    })?;
+                let dir = start
+                    .parent
+                    .as_ref()
+                    .map_or(self.root.as_fd(), |p| p.as_fd());
                 visit(&WalkEntry {
                     path: &start.rel,
                     rel: "",

@@ -4,6 +4,8 @@
 //! `Dump()` format byte for byte, but keeps arguments as plain strings: the only nesting a
 //! Dockerfile has is `ONBUILD <instruction>`.
 
+use super::go_quote;
+
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dockerfile {
@@ -31,7 +33,8 @@ pub struct Directives {
 /// A warning with the line it refers to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning {
-    /// 1-based line of the instruction the warning is about.
+    /// 1-based line of the instruction the warning is about (its last line, as BuildKit
+    /// reports it).
     pub line: usize,
     /// The message, e.g. `Empty continuation line found in: RUN echo hi`.
     pub message: String,
@@ -42,6 +45,8 @@ pub struct Warning {
 pub struct Node {
     /// The instruction word as written, lowercased (`run`, `copy`, or an unknown word).
     pub keyword: String,
+    /// The instruction word exactly as written (`RUN`, `Run`), for messages.
+    pub raw_keyword: String,
     /// `--name=value` flags before the arguments, quotes removed, as BuildKit's parser keeps them.
     pub flags: Vec<String>,
     /// The arguments after the per-instruction rule of BuildKit's parser (see `dump`).
@@ -73,4 +78,42 @@ pub struct Heredoc {
     pub chomp: bool,
     /// The body, lines verbatim including their newlines, un-chomped.
     pub content: String,
+}
+
+impl Dockerfile {
+    /// BuildKit's `Node.Dump()` of the whole file: one `(…)` line per instruction, joined by
+    /// newlines, without a final newline (the conformance `result` files add one).
+    pub fn dump(&self) -> String {
+        let lines: Vec<String> = self
+            .instructions
+            .iter()
+            .map(|n| format!("({})", n.dump()))
+            .collect();
+        lines.join("\n")
+    }
+}
+
+impl Node {
+    /// BuildKit's `Node.Dump()` of one instruction: the lowercased keyword, the flags as a Go
+    /// `%q` list, then each argument Go-quoted, or the nested instruction for ONBUILD:
+    /// `run ["--mount=type=cache"] "make"`, `onbuild (copy "a" "b")`.
+    pub fn dump(&self) -> String {
+        let mut s = self.keyword.clone();
+        if !self.flags.is_empty() {
+            let flags: Vec<String> = self.flags.iter().map(|f| go_quote(f)).collect();
+            s.push_str(" [");
+            s.push_str(&flags.join(" "));
+            s.push(']');
+        }
+        if let Some(inner) = &self.onbuild {
+            s.push_str(" (");
+            s.push_str(&inner.dump());
+            s.push(')');
+        }
+        for arg in &self.args {
+            s.push(' ');
+            s.push_str(&go_quote(arg));
+        }
+        s.trim().to_string()
+    }
 }

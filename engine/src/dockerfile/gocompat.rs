@@ -280,7 +280,8 @@ pub(crate) fn parse_duration(input: &str) -> Result<i64, DurationError> {
         s = &s[ulen..];
         let unit: u64 = match unit_bytes {
             b"ns" => 1,
-            b"us" | "µs".as_bytes() | "μs".as_bytes() => 1_000,
+            // "us", "µs" (U+00B5) and "μs" (U+03BC).
+            b"us" | [0xc2, 0xb5, b's'] | [0xce, 0xbc, b's'] => 1_000,
             b"ms" => 1_000_000,
             b"s" => 1_000_000_000,
             b"m" => 60_000_000_000,

@@ -355,13 +355,15 @@ impl Scope {
         let mut env = self.env_for_cache();
         for pair in PROXY_ARGS.chunks(2) {
             let [upper, lower] = pair else { continue };
+            // The last matching key decides, even when its value is empty (then no proxy).
             let value = self
                 .build_args
                 .0
                 .iter()
-                .filter(|(k, v)| k.eq_ignore_ascii_case(upper) && !v.is_empty())
+                .rev()
+                .find(|(k, _)| k.eq_ignore_ascii_case(upper))
                 .map(|(_, v)| v)
-                .last();
+                .filter(|v| !v.is_empty());
             if let Some(value) = value {
                 for name in [upper, lower] {
                     if !env.iter().any(|(k, _)| k == name) {
@@ -410,5 +412,336 @@ impl Scope {
 impl EnvLookup for Scope {
     fn get(&self, name: &str) -> Option<&str> {
         self.lookup(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn amd64() -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: "amd64".into(),
+            variant: String::new(),
+        }
+    }
+
+    fn scope(build_args: &[&str]) -> Scope {
+        let args = BuildArgs::parse(build_args.iter().copied(), &pairs(&[]));
+        Scope::new(args.unwrap_or_default(), &amd64(), &amd64())
+    }
+
+    fn lexer() -> Lexer {
+        Lexer::new('\\')
+    }
+
+    fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        EnvLookup::get(env, name)
+    }
+
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    #[test]
+    fn host_platform_is_linux_amd64_here() {
+        assert_eq!(Platform::host(), amd64());
+        assert_eq!(Platform::host().to_string(), "linux/amd64");
+    }
+
+    #[test]
+    fn platform_args_are_global_only() -> Result<(), ScopeError> {
+        // Docs ("Automatic platform ARGs in the global scope"): they are defined in the global
+        // scope, so not automatically available inside stages; `ARG TARGETARCH` without a value
+        // brings one in.
+        let target = Platform {
+            os: "linux".into(),
+            arch: "arm".into(),
+            variant: "v7".into(),
+        };
+        let mut s = Scope::new(BuildArgs::default(), &amd64(), &target);
+        assert_eq!(s.lookup("TARGETPLATFORM"), Some("linux/arm/v7"));
+        assert_eq!(s.lookup("BUILDPLATFORM"), Some("linux/amd64"));
+        // Set but empty, so `${BUILDVARIANT:+...}` and `${BUILDVARIANT+...}` differ.
+        assert_eq!(s.lookup("BUILDVARIANT"), Some(""));
+        s.begin_stage(&[]);
+        assert_eq!(s.lookup("TARGETARCH"), None);
+        s.declare_arg(&lexer(), "TARGETARCH", None)?;
+        assert_eq!(s.lookup("TARGETARCH"), Some("arm"));
+        assert_eq!(get(s.globals(), "TARGETVARIANT"), Some("v7"));
+        Ok(())
+    }
+
+    #[test]
+    fn platform_args_yield_to_build_args() {
+        // BuildKit's defaultArgs: a build arg of the same name replaces a platform arg.
+        let s = scope(&["TARGETARCH=riscv64"]);
+        assert_eq!(get(s.globals(), "TARGETARCH"), Some("riscv64"));
+        assert!(s.used_build_args().contains("TARGETARCH"));
+    }
+
+    #[test]
+    fn global_args_feed_from_and_are_imported_by_bare_arg() -> Result<(), ScopeError> {
+        // Docs ("Understand how ARG and FROM interact"): an ARG before FROM is usable in FROM
+        // but not after it, unless the stage declares `ARG VERSION` without a value, which
+        // brings in the global default.
+        let mut s = scope(&[]);
+        s.declare_arg(&lexer(), "VERSION", Some("latest"))?;
+        let from = lexer().process_word("busybox:$VERSION", s.globals());
+        assert_eq!(from.as_deref().ok(), Some("busybox:latest"));
+        s.begin_stage(&[]);
+        assert_eq!(s.lookup("VERSION"), None);
+        s.declare_arg(&lexer(), "VERSION", None)?;
+        assert_eq!(s.lookup("VERSION"), Some("latest"));
+        // The global scope is still what later FROM lines see.
+        assert_eq!(get(s.globals(), "VERSION"), Some("latest"));
+        Ok(())
+    }
+
+    #[test]
+    fn global_defaults_expand_against_earlier_globals() -> Result<(), ScopeError> {
+        let mut s = scope(&[]);
+        s.declare_arg(&lexer(), "BASE", Some("alpine"))?;
+        s.declare_arg(&lexer(), "IMAGE", Some("${BASE}:3-$TARGETARCH"))?;
+        assert_eq!(get(s.globals(), "IMAGE"), Some("alpine:3-amd64"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_stage_default_beats_the_global_default() -> Result<(), ScopeError> {
+        // BuildKit's dispatchArg consults the global value only for an ARG without a default.
+        let mut s = scope(&[]);
+        s.declare_arg(&lexer(), "V", Some("global"))?;
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "V", Some("stage"))?;
+        assert_eq!(s.lookup("V"), Some("stage"));
+        Ok(())
+    }
+
+    #[test]
+    fn build_arg_overrides_defaults_global_and_stage() -> Result<(), ScopeError> {
+        // Docs ("ARG"): `--build-arg user=what_user` replaces the default of `ARG user=someuser`.
+        let mut s = scope(&["user=what_user", "tag=1.0"]);
+        s.declare_arg(&lexer(), "tag", Some("latest"))?;
+        assert_eq!(get(s.globals(), "tag"), Some("1.0"));
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "user", Some("someuser"))?;
+        assert_eq!(s.lookup("user"), Some("what_user"));
+        s.declare_arg(&lexer(), "tag", None)?;
+        assert_eq!(s.lookup("tag"), Some("1.0"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_build_arg_skips_default_expansion() -> Result<(), ScopeError> {
+        // BuildKit's testArgDefaultExpansion: `ARG BAR=${FOO:?"foo missing"}` fails without
+        // FOO, but not when BAR itself is given.
+        let mut s = scope(&[]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "FOO", None)?;
+        let err = s.declare_arg(&lexer(), "BAR", Some("${FOO:?\"foo missing\"}"));
+        assert!(err.is_err_and(|e| e.to_string().contains("FOO: foo missing")));
+        let mut s = scope(&["BAR=123"]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "FOO", None)?;
+        s.declare_arg(&lexer(), "BAR", Some("${FOO:?\"foo missing\"}"))?;
+        assert_eq!(s.lookup("BAR"), Some("123"));
+        Ok(())
+    }
+
+    #[test]
+    fn an_arg_takes_effect_from_its_line() -> Result<(), ScopeError> {
+        // Docs ("Default values"/"Scope"): an ARG comes into effect from the line that declares
+        // it, not from its use on the command line.
+        let mut s = scope(&["user=what_user"]);
+        s.begin_stage(&[]);
+        let before = lexer().process_word("${user:-some_user}", &s);
+        assert_eq!(before.as_deref().ok(), Some("some_user"));
+        s.declare_arg(&lexer(), "user", None)?;
+        let after = lexer().process_word("${user:-some_user}", &s);
+        assert_eq!(after.as_deref().ok(), Some("what_user"));
+        Ok(())
+    }
+
+    #[test]
+    fn an_arg_without_value_is_declared_but_unset() -> Result<(), ScopeError> {
+        // BuildKit's testEmptyStringArgInEnv: `ARG FOO` leaves FOO out of the environment,
+        // `ARG BAR=` sets it empty; both show in the RUN history as `K=...`.
+        let mut s = scope(&[]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "FOO", None)?;
+        s.declare_arg(&lexer(), "BAR", Some(""))?;
+        let env = s.env_for_run();
+        assert_eq!(get(&env, "FOO"), None);
+        assert_eq!(get(&env, "BAR"), Some(""));
+        assert_eq!(s.history_args(), pairs(&[("FOO", ""), ("BAR", "")]));
+        Ok(())
+    }
+
+    #[test]
+    fn an_empty_build_arg_is_set_but_empty() -> Result<(), ScopeError> {
+        // BuildKit's testDefaultEnvWithArgs: `--build-arg my_arg=` makes
+        // `${my_arg:-def_val}` take the default.
+        let mut s = scope(&["my_arg="]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "my_arg", None)?;
+        assert_eq!(s.lookup("my_arg"), Some(""));
+        let v = lexer().process_word("${my_arg:-def_val}|${my_arg-def_val}", &s);
+        assert_eq!(v.as_deref().ok(), Some("def_val|"));
+        Ok(())
+    }
+
+    #[test]
+    fn env_overrides_an_earlier_arg() -> Result<(), ScopeError> {
+        // Docs ("Using ARG variables"): ENV always overrides an ARG of the same name, whatever
+        // --build-arg says; the history line shows the value the step really sees.
+        let mut s = scope(&["CONT_IMG_VER=v2.0.1"]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "CONT_IMG_VER", None)?;
+        s.set_env("CONT_IMG_VER", "v1.0.0")?;
+        assert_eq!(s.lookup("CONT_IMG_VER"), Some("v1.0.0"));
+        assert_eq!(get(&s.env_for_run(), "CONT_IMG_VER"), Some("v1.0.0"));
+        assert_eq!(s.history_args(), pairs(&[("CONT_IMG_VER", "v1.0.0")]));
+        Ok(())
+    }
+
+    #[test]
+    fn a_later_arg_with_a_value_replaces_env_but_not_the_image_config() -> Result<(), ScopeError> {
+        // BuildKit applies ARG and ENV to one environment in order, so an ARG declared after an
+        // ENV (or after the base image's ENV) wins for the rest of the stage; the image config
+        // keeps the ENV value.
+        let mut s = scope(&["HELLO=arg"]);
+        s.begin_stage(&pairs(&[("HELLO", "World"), ("PATH", "/bin")]));
+        s.declare_arg(&lexer(), "HELLO", None)?;
+        assert_eq!(s.lookup("HELLO"), Some("arg"));
+        let stage = s.stage().cloned().unwrap_or_default();
+        assert_eq!(get(stage.image_env(), "HELLO"), Some("World"));
+        // Without a value, an ARG leaves the ENV alone.
+        let mut s = scope(&[]);
+        s.begin_stage(&pairs(&[("HELLO", "World")]));
+        s.declare_arg(&lexer(), "HELLO", None)?;
+        assert_eq!(s.lookup("HELLO"), Some("World"));
+        Ok(())
+    }
+
+    #[test]
+    fn env_needs_a_stage() {
+        assert_eq!(
+            scope(&[]).set_env("A", "1"),
+            Err(ScopeError::EnvOutsideStage { name: "A".into() })
+        );
+    }
+
+    #[test]
+    fn proxies_reach_run_without_declaration_but_not_cache_or_history() -> Result<(), ScopeError> {
+        // Docs ("Predefined ARGs"): usable without an ARG instruction, excluded from
+        // `docker history` and exempt from caching unless declared.
+        let mut s = scope(&["http_proxy=http://proxy:3128", "NO_PROXY=localhost"]);
+        s.begin_stage(&[]);
+        let run = s.env_for_run();
+        assert_eq!(get(&run, "HTTP_PROXY"), Some("http://proxy:3128"));
+        assert_eq!(get(&run, "http_proxy"), Some("http://proxy:3128"));
+        assert_eq!(get(&run, "no_proxy"), Some("localhost"));
+        assert_eq!(get(&s.env_for_cache(), "http_proxy"), None);
+        assert!(s.history_args().is_empty());
+        // Not visible to Dockerfile-level expansion either, as in BuildKit.
+        assert_eq!(s.lookup("http_proxy"), None);
+        assert_eq!(s.unused_build_args(), BTreeSet::new());
+
+        s.declare_arg(&lexer(), "http_proxy", None)?;
+        assert_eq!(
+            get(&s.env_for_cache(), "http_proxy"),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            s.history_args(),
+            pairs(&[("http_proxy", "http://proxy:3128")])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn proxy_spellings_resolve_like_buildkit() {
+        // BuildKit's proxyEnvFromBuildArgs: keys compared case-insensitively in sorted order,
+        // the last one deciding, and an empty value meaning no proxy.
+        let mut s = scope(&["Ftp_Proxy=a", "ftp_proxy=b", "ALL_PROXY=x", "all_proxy="]);
+        s.begin_stage(&[]);
+        let run = s.env_for_run();
+        assert_eq!(get(&run, "FTP_PROXY"), Some("b"));
+        assert_eq!(get(&run, "ALL_PROXY"), None);
+        assert_eq!(get(&run, "all_proxy"), None);
+    }
+
+    #[test]
+    fn a_stage_env_keeps_its_proxy_value() -> Result<(), ScopeError> {
+        let mut s = scope(&["HTTP_PROXY=http://build:1"]);
+        s.begin_stage(&[]);
+        s.set_env("HTTP_PROXY", "")?;
+        let run = s.env_for_run();
+        assert_eq!(get(&run, "HTTP_PROXY"), Some(""));
+        assert_eq!(get(&run, "http_proxy"), Some("http://build:1"));
+        Ok(())
+    }
+
+    #[test]
+    fn stages_do_not_share_args_unless_built_from_each_other() -> Result<(), ScopeError> {
+        // Docs ("Scope"): an ARG goes out of scope at the end of the stage it is defined in.
+        // BuildKit continues a stage's environment in a stage built `FROM` it.
+        let mut s = scope(&[]);
+        s.begin_stage(&[]);
+        s.declare_arg(&lexer(), "A", Some("1"))?;
+        s.set_env("E", "e")?;
+        let first = s.stage().cloned().unwrap_or_default();
+        s.begin_stage(&[]);
+        assert_eq!(s.lookup("A"), None);
+        assert_eq!(s.lookup("E"), None);
+        s.begin_stage_from(&first);
+        assert_eq!(s.lookup("A"), Some("1"));
+        assert_eq!(s.lookup("E"), Some("e"));
+        assert_eq!(s.history_args(), pairs(&[("A", "1")]));
+        Ok(())
+    }
+
+    #[test]
+    fn stage_defaults_expand_against_the_stage() -> Result<(), ScopeError> {
+        let mut s = scope(&[]);
+        s.begin_stage(&pairs(&[("PATH", "/bin")]));
+        s.set_env("PREFIX", "/opt")?;
+        s.declare_arg(&lexer(), "PATH", Some("$PREFIX/bin:$PATH"))?;
+        assert_eq!(s.lookup("PATH"), Some("/opt/bin:/bin"));
+        Ok(())
+    }
+
+    #[test]
+    fn bare_build_args_come_from_the_host_environment() {
+        // Docs (`docker build --build-arg`): `--build-arg HTTP_PROXY` without a value takes it
+        // from the local environment; the docker CLI drops it when that is unset.
+        let host = pairs(&[("HTTP_PROXY", "http://host:8080"), ("EMPTY", "")]);
+        let args = BuildArgs::parse(["HTTP_PROXY", "MISSING", "EMPTY", "A=1=2", "A=3"], &host);
+        let args = args.unwrap_or_default();
+        assert_eq!(args.get("HTTP_PROXY"), Some("http://host:8080"));
+        assert_eq!(args.get("MISSING"), None);
+        assert_eq!(args.get("EMPTY"), Some(""));
+        assert_eq!(args.get("A"), Some("3"));
+        assert_eq!(
+            BuildArgs::parse(["=x"], &host),
+            Err(ScopeError::EmptyBuildArgName { spec: "=x".into() })
+        );
+    }
+
+    #[test]
+    fn used_and_unused_build_args() -> Result<(), ScopeError> {
+        let mut s = scope(&["A=1", "B=2", "HTTPS_PROXY=p"]);
+        s.declare_arg(&lexer(), "A", None)?;
+        s.begin_stage(&[]);
+        assert_eq!(s.used_build_args().iter().collect::<Vec<_>>(), vec!["A"]);
+        assert_eq!(s.unused_build_args(), BTreeSet::from(["B".to_owned()]));
+        s.declare_arg(&lexer(), "B", Some("x"))?;
+        assert!(s.unused_build_args().is_empty());
+        Ok(())
     }
 }

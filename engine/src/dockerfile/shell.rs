@@ -206,17 +206,11 @@ impl Lexer {
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
         };
+        // Without a stop character the end of the word is the normal end.
         match state.process_until(None, self.raw_escapes) {
-            Ok(Some((result, words))) => Ok(Output {
-                result,
-                words,
-                matched: state.matched,
-                unmatched: state.unmatched,
-            }),
-            // Without a stop character the end of the word is the normal end.
-            Ok(None) => Ok(Output {
-                result: String::new(),
-                words: Vec::new(),
+            Ok(segment) => Ok(Output {
+                result: segment.text,
+                words: segment.fields,
                 matched: state.matched,
                 unmatched: state.unmatched,
             }),
@@ -226,6 +220,14 @@ impl Lexer {
             }),
         }
     }
+}
+
+/// What one run of [`State::process_until`] produced.
+struct Segment {
+    text: String,
+    fields: Vec<String>,
+    /// Whether the stop character was found (always false without one).
+    stopped: bool,
 }
 
 struct Output {
@@ -339,30 +341,30 @@ impl<E: EnvLookup + ?Sized> State<'_, '_, '_, E> {
         }
     }
 
-    /// Processes characters until `stop` (consumed) or the end of the word. Returns `None` when
-    /// a stop character was wanted and the word ended first.
+    /// Processes characters until `stop` (consumed) or the end of the word.
     fn process_until(
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
-    ) -> Result<Option<(String, Vec<String>)>, ShellErrorKind> {
+    ) -> Result<Segment, ShellErrorKind> {
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let out = self.process_until_inner(stop);
         self.raw_escapes = saved;
         out
     }
 
-    fn process_until_inner(
-        &mut self,
-        stop: Option<char>,
-    ) -> Result<Option<(String, Vec<String>)>, ShellErrorKind> {
+    fn process_until_inner(&mut self, stop: Option<char>) -> Result<Segment, ShellErrorKind> {
         let quotes = !self.lexer.skip_process_quotes;
         let mut result = String::new();
         let mut fields = Fields::default();
         while let Some(ch) = self.scan.peek() {
             if stop == Some(ch) {
                 self.scan.next();
-                return Ok(Some((result, fields.finish())));
+                return Ok(Segment {
+                    text: result,
+                    fields: fields.finish(),
+                    stopped: true,
+                });
             }
             match ch {
                 '$' => {
@@ -406,10 +408,11 @@ impl<E: EnvLookup + ?Sized> State<'_, '_, '_, E> {
             }
             self.check_len(result.len())?;
         }
-        if stop.is_some() {
-            return Ok(None);
-        }
-        Ok(Some((result, fields.finish())))
+        Ok(Segment {
+            text: result,
+            fields: fields.finish(),
+            stopped: false,
+        })
     }
 
     /// Processes up to `stop` for the inside of a `${...}`. Any failure that leaves the scanner
@@ -422,8 +425,8 @@ impl<E: EnvLookup + ?Sized> State<'_, '_, '_, E> {
         missing: ShellErrorKind,
     ) -> Result<String, ShellErrorKind> {
         match self.process_until(Some(stop), raw_escapes) {
-            Ok(Some((word, _))) => Ok(word),
-            Ok(None) => Err(missing),
+            Ok(segment) if segment.stopped => Ok(segment.text),
+            Ok(_) => Err(missing),
             Err(e @ (ShellErrorKind::TooDeep { .. } | ShellErrorKind::TooLong { .. })) => Err(e),
             Err(_) if self.scan.peek().is_none() => Err(missing),
             Err(e) => Err(e),

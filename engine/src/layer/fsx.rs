@@ -21,8 +21,23 @@ pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
 pub(crate) const XATTR_MAX: usize = 64 * 1024;
 
 /// Opens `name` in `dir` as a directory, refusing symlinks.
-pub(crate) fn open_dir_at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?)
+pub(crate) fn open_dir_at<P: rustix::path::Arg>(
+    dir: BorrowedFd<'_>,
+    name: P,
+) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())
+}
+
+/// Whether a directory has no entries besides `.` and `..`.
+pub(crate) fn is_empty_dir(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Access and modification time both set to `secs.nanos`.
@@ -66,12 +81,12 @@ pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> 
 /// Calls `f(name, value)` for every xattr of the open file `fd`, in the order the kernel lists
 /// them. `list` and `value` are scratch buffers of [`XATTR_MAX`] bytes. A filesystem without
 /// xattr support has none.
-pub(crate) fn for_each_xattr<E>(
+pub(crate) fn for_each_xattr(
     fd: BorrowedFd<'_>,
     list: &mut [u8],
     value: &mut [u8],
-    mut f: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
-) -> Result<Result<(), E>, io::Error> {
+    mut f: impl FnMut(&[u8], &[u8]),
+) -> io::Result<()> {
     let n = match rustix::fs::flistxattr(fd, &mut *list) {
         Ok(n) => n,
         Err(Errno::NOTSUP) => 0,
@@ -88,11 +103,9 @@ pub(crate) fn for_each_xattr<E>(
             Err(Errno::NODATA) => continue,
             Err(e) => return Err(e.into()),
         };
-        if let Err(e) = f(cname.to_bytes(), &value[..len.min(value.len())]) {
-            return Ok(Err(e));
-        }
+        f(cname.to_bytes(), &value[..len.min(value.len())]);
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Sets an xattr on an open file or directory.

@@ -20,6 +20,8 @@ mod fsx;
 mod override_stat;
 mod reader;
 mod tarfmt;
+#[cfg(test)]
+mod tests;
 mod unpack;
 mod write;
 
@@ -27,7 +29,8 @@ use std::io;
 
 pub use compress::{compress, decompress_auto, CompressedBlob, Compression, Decompressor, Format};
 pub use override_stat::{OverrideStat, OverrideType};
-pub use unpack::{unpack_layer, Limits, UnpackOptions, UnpackStats, Whiteouts};
+pub use reader::Limits;
+pub use unpack::{unpack_layer, UnpackOptions, UnpackStats, Whiteouts};
 pub use write::{write_layer, LayerTar};
 
 /// The xattr holding ownership and mode that could not be set for real (containers/storage).
@@ -183,7 +186,9 @@ pub enum Refusal {
         limit: u64,
     },
     /// The entry's size would push the archive past [`Limits::max_total_bytes`].
-    #[error("entry claims {claimed} bytes; after {before} bytes that exceeds the {limit}-byte limit")]
+    #[error(
+        "entry claims {claimed} bytes; after {before} bytes that exceeds the {limit}-byte limit"
+    )]
     TooLarge {
         /// The size the header claims.
         claimed: u64,
@@ -235,6 +240,9 @@ pub enum Malformed {
     /// More consecutive extension headers than kiln accepts.
     #[error("too many consecutive extended headers")]
     TooManyExtensions,
+    /// More bytes after the end-of-archive marker than the size limit leaves room for.
+    #[error("too much data after the end-of-archive marker")]
+    TrailingData,
     /// The archive ends in the middle of a header block.
     #[error("archive ends inside a header block")]
     TruncatedHeader,

@@ -118,7 +118,9 @@ impl<R: Read> TarReader<R> {
         if self.data_left == 0 || buf.is_empty() {
             return Ok(0);
         }
-        let want = usize::try_from(self.data_left).unwrap_or(usize::MAX).min(buf.len());
+        let want = usize::try_from(self.data_left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
         let n = loop {
             match self.inner.read(&mut buf[..want]) {
                 Ok(n) => break n,
@@ -236,8 +238,9 @@ impl<R: Read> TarReader<R> {
             if extensions > MAX_EXTENSIONS {
                 return Err(self.malformed(at, Malformed::TooManyExtensions));
             }
-            let size = tarfmt::parse_unsigned(tarfmt::field_bytes(&block, tarfmt::SIZE), tarfmt::SIZE)
-                .map_err(|r| self.malformed(at, r))?;
+            let size =
+                tarfmt::parse_unsigned(tarfmt::field_bytes(&block, tarfmt::SIZE), tarfmt::SIZE)
+                    .map_err(|r| self.malformed(at, r))?;
             let limit = match typeflag {
                 flag::GNU_LONGNAME | flag::GNU_LONGLINK => self.limits.max_path_len as u64 + 1,
                 _ => MAX_PAX,
@@ -291,8 +294,12 @@ impl<R: Read> TarReader<R> {
         long_link: Option<Vec<u8>>,
     ) -> Result<Entry, LayerError> {
         let num = |f: tarfmt::Field| {
-            tarfmt::parse_unsigned(tarfmt::field_bytes(block, f), f)
-                .map_err(|r| LayerError::Malformed { offset: at, reason: r })
+            tarfmt::parse_unsigned(tarfmt::field_bytes(block, f), f).map_err(|r| {
+                LayerError::Malformed {
+                    offset: at,
+                    reason: r,
+                }
+            })
         };
         let posix = tarfmt::field_bytes(block, tarfmt::MAGIC) == tarfmt::USTAR_MAGIC;
         let mut path = match long_name {
@@ -307,17 +314,25 @@ impl<R: Read> TarReader<R> {
                 }
             }
         };
-        let mut link = long_link.unwrap_or_else(|| tarfmt::field_str(block, tarfmt::LINKNAME).to_vec());
+        let mut link =
+            long_link.unwrap_or_else(|| tarfmt::field_str(block, tarfmt::LINKNAME).to_vec());
         let mut uid = num(tarfmt::UID)?;
         let mut gid = num(tarfmt::GID)?;
         let mut size = num(tarfmt::SIZE)?;
-        let mut mtime = tarfmt::parse_signed(tarfmt::field_bytes(block, tarfmt::MTIME), tarfmt::MTIME)
-            .map_err(|r| LayerError::Malformed { offset: at, reason: r })?;
+        let mut mtime =
+            tarfmt::parse_signed(tarfmt::field_bytes(block, tarfmt::MTIME), tarfmt::MTIME)
+                .map_err(|r| LayerError::Malformed {
+                    offset: at,
+                    reason: r,
+                })?;
         let mut mtime_nsec = 0;
         let mut xattrs = Vec::new();
         let mut sparse = false;
         if let Some(pax) = &pax {
-            let bad = |r| LayerError::Malformed { offset: at, reason: r };
+            let bad = |r| LayerError::Malformed {
+                offset: at,
+                reason: r,
+            };
             for record in PaxRecords::new(pax) {
                 let (key, value) = record.map_err(bad)?;
                 match key {
@@ -360,7 +375,10 @@ impl<R: Read> TarReader<R> {
         let limit = self.limits.max_path_len;
         for p in [&path, &link] {
             if p.len() > limit {
-                return Err(refuse(Refusal::PathTooLong { len: p.len(), limit }));
+                return Err(refuse(Refusal::PathTooLong {
+                    len: p.len(),
+                    limit,
+                }));
             }
             if p.contains(&0) {
                 return Err(refuse(Refusal::NulByte));

@@ -230,8 +230,7 @@ impl<'a> Iterator for PaxRecords<'a> {
         let record = (|| {
             let space = self.rest.iter().position(|&b| b == b' ')?;
             let digits = &self.rest[..space];
-            if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit)
-            {
+            if digits.is_empty() || digits.len() > 10 || !digits.iter().all(u8::is_ascii_digit) {
                 return None;
             }
             let len: usize = std::str::from_utf8(digits).ok()?.parse().ok()?;
@@ -308,7 +307,12 @@ mod tests {
 
     #[test]
     fn pax_records_reject_garbage() {
-        for bad in [&b"5 a=b\n"[..], b"x path=a\n", b"100 path=a\n", b"9 patha\n\n"] {
+        for bad in [
+            &b"5 a=b\n"[..],
+            b"x path=a\n",
+            b"100 path=a\n",
+            b"9 patha\n\n",
+        ] {
             assert!(PaxRecords::new(bad).any(|r| r.is_err()), "{bad:?}");
         }
     }

@@ -314,7 +314,9 @@ mod tests {
     }
 
     fn tmp_entries(s: &Store) -> usize {
-        std::fs::read_dir(s.root().join("kiln/tmp")).unwrap().count()
+        std::fs::read_dir(s.root().join("kiln/tmp"))
+            .unwrap()
+            .count()
     }
 
     #[test]
@@ -365,7 +367,8 @@ mod tests {
         assert!(!s.has_blob(&Digest::of(b"hello")));
         assert_eq!(tmp_entries(&s), 0);
         assert_eq!(
-            s.put_blob_expect(&b"hello"[..], &Digest::of(b"hello")).unwrap(),
+            s.put_blob_expect(&b"hello"[..], &Digest::of(b"hello"))
+                .unwrap(),
             5
         );
     }
@@ -376,7 +379,11 @@ mod tests {
         let (d, _) = s.put_blob(&[7u8; 100][..]).unwrap();
         assert!(matches!(
             s.read_blob(&d, 99),
-            Err(StoreError::TooLarge { size: 100, max: 99, .. })
+            Err(StoreError::TooLarge {
+                size: 100,
+                max: 99,
+                ..
+            })
         ));
         assert!(matches!(
             s.read_blob(&Digest::of(b"nope"), MAX_JSON_BLOB),

@@ -58,13 +58,14 @@ mod fsck;
 mod gc;
 mod images;
 mod snapshots;
+mod work;
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
 use cap_std::ambient_authority;
+use cap_std::fs::{Dir, File, OpenOptions, OpenOptionsExt};
 use rustix::fs::FlockOperation;
 
 use crate::digest::{DiffId, Digest};
@@ -105,7 +106,9 @@ pub enum StoreError {
         path: PathBuf,
     },
     /// The `oci-layout` file names a version kiln does not know.
-    #[error("{path}: unsupported OCI layout {found:?} (expected imageLayoutVersion {LAYOUT_VERSION})")]
+    #[error(
+        "{path}: unsupported OCI layout {found:?} (expected imageLayoutVersion {LAYOUT_VERSION})"
+    )]
     UnsupportedLayout {
         /// The `oci-layout` file.
         path: PathBuf,
@@ -318,10 +321,12 @@ impl Store {
                 let layout = OciLayout {
                     image_layout_version: LAYOUT_VERSION.to_owned(),
                 };
-                let bytes = layout.to_canonical_json().map_err(|source| StoreError::Encode {
-                    what: "oci-layout",
-                    source,
-                })?;
+                let bytes = layout
+                    .to_canonical_json()
+                    .map_err(|source| StoreError::Encode {
+                        what: "oci-layout",
+                        source,
+                    })?;
                 store.write_atomic(LAYOUT, &bytes)?;
             }
         }
@@ -356,8 +361,11 @@ impl Store {
                 .open(LAYOUT)
                 .and_then(|f| f.take(4096).read_to_string(&mut text))
                 .map_err(self.io("read", LAYOUT))?;
-            let layout: OciLayout = serde_json::from_str(&text)
-                .map_err(|source| StoreError::BadFile { path: path.clone(), source })?;
+            let layout: OciLayout =
+                serde_json::from_str(&text).map_err(|source| StoreError::BadFile {
+                    path: path.clone(),
+                    source,
+                })?;
             if layout.image_layout_version != LAYOUT_VERSION {
                 return Err(StoreError::UnsupportedLayout {
                     path,
@@ -440,7 +448,10 @@ impl Store {
 
     /// `fsync`s a folder, making renames into it durable.
     fn sync_dir(&self, rel: &str) -> Result<(), StoreError> {
-        let d = self.dir.open_dir(rel).map_err(self.io("open folder", rel))?;
+        let d = self
+            .dir
+            .open_dir(rel)
+            .map_err(self.io("open folder", rel))?;
         rustix::fs::fsync(&d).map_err(|e| self.io("sync folder", rel)(e.into()))
     }
 
@@ -449,7 +460,10 @@ impl Store {
     fn write_atomic(&self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
         use std::io::Write;
         let (tmp, mut file) = self.create_temp(rel)?;
-        let guard = TempFile { store: self, rel: Some(tmp.clone()) };
+        let guard = TempFile {
+            store: self,
+            rel: Some(tmp.clone()),
+        };
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
             .map_err(self.io("write", &tmp))?;
@@ -566,7 +580,11 @@ mod tests {
     #[test]
     fn open_refuses_an_unknown_layout_version() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("oci-layout"), r#"{"imageLayoutVersion":"9.9"}"#).unwrap();
+        std::fs::write(
+            t.path().join("oci-layout"),
+            r#"{"imageLayoutVersion":"9.9"}"#,
+        )
+        .unwrap();
         assert!(matches!(
             Store::open(t.path()),
             Err(StoreError::UnsupportedLayout { .. })

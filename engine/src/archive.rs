@@ -1,0 +1,674 @@
+//! Image archives: `save` (docker-archive or OCI archive), `load` (either), and `import` (a
+//! root filesystem tarball as a one-layer image, like `docker import`).
+//!
+//! A docker-archive written here is what Docker 25+ writes: `manifest.json` (+ `repositories`)
+//! for every docker version, plus `oci-layout`/`index.json` so OCI tools read it too; layers are
+//! stored as uncompressed tars, as `docker save` does. An OCI archive holds gzip (or zstd)
+//! layers. Loading never trusts the archive: it is unpacked with the layer module's hostile-input
+//! rules into a private folder, every blob is verified against its digest, and every layer's
+//! uncompressed digest against the config's `diff_ids`, before anything is tagged.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::build::state::{host_arch, ImageState, Layer};
+use crate::digest::{DiffId, Digest, HashingReader};
+use crate::image::{
+    media_types, CanonicalJson, Descriptor, History, ImageConfig, ImageIndex, ImageManifest,
+    ANNOTATION_REF_NAME,
+};
+use crate::layer::{self, Compression, LayerError, Limits, UnpackOptions, Whiteouts};
+use crate::reference::{ImageRef, ReferenceError};
+use crate::store::{Image, Store, StoreError, MAX_JSON_BLOB};
+
+/// Errors from saving, loading and importing.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A layer could not be read or written.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// A name in the archive is not a valid reference.
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// The archive has neither `manifest.json` nor `index.json`.
+    #[error("not an image archive: no manifest.json or index.json")]
+    NotAnArchive,
+    /// A JSON document in the archive is malformed.
+    #[error("invalid {what} in archive: {source}")]
+    BadJson {
+        /// Which document.
+        what: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// The archive names a file it does not contain, or one outside itself.
+    #[error("archive references missing file {0:?}")]
+    MissingFile(String),
+    /// A layer's content does not match the config's diff ID.
+    #[error("layer {index} of {image}: content has diff ID {found}, config says {expected}")]
+    DiffIdMismatch {
+        /// Which image.
+        image: String,
+        /// Which layer (0 = bottom).
+        index: usize,
+        /// From the config.
+        expected: DiffId,
+        /// From the content.
+        found: DiffId,
+    },
+    /// The config lists a different number of layers than the manifest.
+    #[error("image {0}: manifest and config disagree on the number of layers")]
+    LayerCount(String),
+    /// A `--change` instruction that `import`/`commit` do not accept, or a bad one.
+    #[error("invalid --change {0:?}: {1}")]
+    BadChange(String, String),
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Writing the archive to its destination failed.
+    #[error("write archive: {0}")]
+    Write(#[source] io::Error),
+}
+
+impl ArchiveError {
+    /// Whether the user's input caused this error (exit code 1).
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Store(e) => e.is_user_error(),
+            Self::Io { .. } | Self::Write(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// The archive format of `save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveFormat {
+    /// `docker save`'s format (also a valid OCI layout).
+    Docker,
+    /// An OCI image layout in a tar, layers compressed.
+    Oci,
+}
+
+/// One entry of a docker-archive `manifest.json`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    repo_tags: Option<Vec<String>>,
+    layers: Vec<String>,
+}
+
+struct TarOut<W: Write> {
+    tar: tar::Builder<W>,
+    written: std::collections::BTreeSet<String>,
+}
+
+impl<W: Write> TarOut<W> {
+    fn new(w: W) -> Self {
+        let mut tar = tar::Builder::new(w);
+        tar.mode(tar::HeaderMode::Deterministic);
+        Self {
+            tar,
+            written: Default::default(),
+        }
+    }
+
+    fn header(size: u64, mode: u32) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h
+    }
+
+    fn dir(&mut self, path: &str) -> io::Result<()> {
+        if !self.written.insert(path.to_owned()) {
+            return Ok(());
+        }
+        let mut h = Self::header(0, 0o755);
+        h.set_entry_type(tar::EntryType::Directory);
+        self.tar.append_data(&mut h, path, io::empty())
+    }
+
+    fn bytes(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        if !self.written.insert(path.to_owned()) {
+            return Ok(());
+        }
+        let mut h = Self::header(data.len() as u64, 0o644);
+        self.tar.append_data(&mut h, path, data)
+    }
+
+    fn reader(&mut self, path: &str, size: u64, r: impl Read) -> io::Result<()> {
+        if !self.written.insert(path.to_owned()) {
+            return Ok(());
+        }
+        let mut h = Self::header(size, 0o644);
+        self.tar.append_data(&mut h, path, r)
+    }
+
+    fn finish(self) -> io::Result<W> {
+        self.tar.into_inner()
+    }
+}
+
+fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// What `save` needs of one image.
+struct Saved {
+    image: Image,
+    manifest: ImageManifest,
+    config: Vec<u8>,
+    names: Vec<ImageRef>,
+}
+
+fn read_image(store: &Store, image: Image, names: Vec<ImageRef>) -> Result<Saved, ArchiveError> {
+    let manifest = image.manifest.clone();
+    let config = store.read_blob(&manifest.config.digest, MAX_JSON_BLOB)?;
+    Ok(Saved {
+        image,
+        manifest,
+        config,
+        names,
+    })
+}
+
+/// Writes the images named by `refs` to `out` as an archive. A name that is a tag is recorded
+/// as such in the archive; an image ID is saved without a name, as docker does.
+pub fn save(
+    store: &Store,
+    refs: &[String],
+    format: SaveFormat,
+    compression: Compression,
+    out: impl Write,
+) -> Result<(), ArchiveError> {
+    let mut images: Vec<Saved> = Vec::new();
+    for r in refs {
+        let image = store.resolve(r)?;
+        let name = ImageRef::parse(r).ok().filter(|n| n.tag().is_some());
+        match images.iter_mut().find(|s| s.image.manifest_digest == image.manifest_digest) {
+            Some(s) => s.names.extend(name),
+            None => images.push(read_image(store, image, name.into_iter().collect())?),
+        }
+    }
+    let mut tar = TarOut::new(out);
+    let w = |e| ArchiveError::Write(e);
+    tar.bytes(
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .map_err(w)?;
+    tar.dir("blobs/").map_err(w)?;
+    tar.dir("blobs/sha256/").map_err(w)?;
+    let mut index = ImageIndex::empty();
+    let mut docker_manifest = Vec::new();
+    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for s in &images {
+        let config_digest = s.manifest.config.digest;
+        tar.bytes(&blob_name(&config_digest), &s.config).map_err(w)?;
+        let config: ImageConfig =
+            serde_json::from_slice(&s.config).map_err(|source| ArchiveError::BadJson {
+                what: format!("config {config_digest}"),
+                source,
+            })?;
+        let mut layers = Vec::new();
+        let mut layer_paths = Vec::new();
+        for (desc, diff_id) in s.manifest.layers.iter().zip(&config.rootfs.diff_ids) {
+            let (out_desc, path) = match format {
+                SaveFormat::Docker => {
+                    // docker-archive layers are uncompressed tars named by diff ID.
+                    let d = diff_id.as_uncompressed_digest();
+                    let path = blob_name(&d);
+                    if !tar.written.contains(&path) {
+                        let tmp = uncompressed_layer(store, desc, diff_id)?;
+                        let size = tmp.as_file().metadata().map_err(w)?.len();
+                        let f = tmp.reopen().map_err(w)?;
+                        tar.reader(&path, size, f).map_err(w)?;
+                    }
+                    let size = uncompressed_size(store, desc, diff_id)?;
+                    (
+                        Descriptor::new(media_types::OCI_LAYER, d, size),
+                        path,
+                    )
+                }
+                SaveFormat::Oci => {
+                    let tmp = tempfile::tempfile().map_err(w)?;
+                    let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
+                    let blob = layer::compress(reader, &tmp, compression)?;
+                    let mt = match compression {
+                        Compression::Gzip => media_types::OCI_LAYER_GZIP,
+                        Compression::Zstd => media_types::OCI_LAYER_ZSTD,
+                    };
+                    let path = blob_name(&blob.digest);
+                    let mut f = tmp;
+                    io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(w)?;
+                    tar.reader(&path, blob.size, f).map_err(w)?;
+                    (Descriptor::new(mt, blob.digest, blob.size), path)
+                }
+            };
+            layers.push(out_desc);
+            layer_paths.push(path);
+        }
+        if layers.len() != s.manifest.layers.len() {
+            return Err(ArchiveError::LayerCount(s.image.id().to_string()));
+        }
+        let manifest = ImageManifest {
+            layers,
+            config: Descriptor::new(
+                media_types::OCI_CONFIG,
+                config_digest,
+                s.config.len() as u64,
+            ),
+            ..s.manifest.clone()
+        };
+        let mbytes = manifest
+            .to_canonical_json()
+            .map_err(|e| ArchiveError::Write(e.into()))?;
+        let mdigest = Digest::of(&mbytes);
+        tar.bytes(&blob_name(&mdigest), &mbytes).map_err(w)?;
+        let names: Vec<&ImageRef> = s.names.iter().collect();
+        if names.is_empty() {
+            index
+                .manifests
+                .push(Descriptor::new(media_types::OCI_MANIFEST, mdigest, mbytes.len() as u64));
+        }
+        for n in &names {
+            let mut d = Descriptor::new(media_types::OCI_MANIFEST, mdigest, mbytes.len() as u64);
+            d.annotations
+                .insert("io.containerd.image.name".to_owned(), n.to_string());
+            d.annotations.insert(
+                ANNOTATION_REF_NAME.to_owned(),
+                n.tag().unwrap_or("latest").to_owned(),
+            );
+            index.manifests.push(d);
+            repositories
+                .entry(n.familiar_name())
+                .or_default()
+                .insert(n.tag().unwrap_or("latest").to_owned(), config_digest.hex());
+        }
+        docker_manifest.push(DockerManifestEntry {
+            config: blob_name(&config_digest),
+            repo_tags: Some(names.iter().map(|n| n.familiar()).collect()),
+            layers: layer_paths,
+        });
+    }
+    let index_bytes = index
+        .to_canonical_json()
+        .map_err(|e| ArchiveError::Write(e.into()))?;
+    tar.bytes("index.json", &index_bytes).map_err(w)?;
+    if format == SaveFormat::Docker {
+        let m = serde_json::to_vec(&docker_manifest).map_err(|e| ArchiveError::Write(e.into()))?;
+        tar.bytes("manifest.json", &m).map_err(w)?;
+        if !repositories.is_empty() {
+            let r = serde_json::to_vec(&repositories).map_err(|e| ArchiveError::Write(e.into()))?;
+            tar.bytes("repositories", &r).map_err(w)?;
+        }
+    }
+    tar.finish().map_err(w)?.flush().map_err(w)?;
+    Ok(())
+}
+
+/// The layer as an uncompressed tar in a temporary file, verified against its diff ID.
+fn uncompressed_layer(
+    store: &Store,
+    desc: &Descriptor,
+    diff_id: &DiffId,
+) -> Result<tempfile::NamedTempFile, ArchiveError> {
+    let mut tmp = tempfile::NamedTempFile::new().map_err(ArchiveError::Write)?;
+    let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
+    let mut hr = HashingReader::new(reader);
+    io::copy(&mut hr, tmp.as_file_mut()).map_err(ArchiveError::Write)?;
+    let (h, _) = hr.finish();
+    let found = DiffId::from_bytes(h);
+    if &found != diff_id {
+        return Err(ArchiveError::DiffIdMismatch {
+            image: desc.digest.to_string(),
+            index: 0,
+            expected: *diff_id,
+            found,
+        });
+    }
+    Ok(tmp)
+}
+
+fn uncompressed_size(store: &Store, desc: &Descriptor, diff_id: &DiffId) -> Result<u64, ArchiveError> {
+    if desc.digest == diff_id.as_uncompressed_digest() {
+        return Ok(desc.size);
+    }
+    let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
+    io::copy(&mut io::BufReader::new(reader), &mut io::sink()).map_err(ArchiveError::Write)
+}
+
+/// What `load` did.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// `Loaded image: NAME` lines (familiar names), or image IDs for untagged images.
+    pub loaded: Vec<String>,
+}
+
+/// Loads a docker-archive or OCI archive (possibly compressed) into the store.
+pub fn load(store: &Store, input: impl Read) -> Result<LoadReport, ArchiveError> {
+    let tmp = store.temp_dir()?;
+    let dir = tmp.path().to_path_buf();
+    let opts = UnpackOptions {
+        whiteouts: Whiteouts::Refuse,
+        allow_devices: false,
+        same_owner: false,
+        limits: Limits::default(),
+    };
+    layer::unpack_layer(input, &open_dir(&dir)?, &opts)?;
+    let read = |rel: &str, max: u64| -> Result<Vec<u8>, ArchiveError> {
+        let p = safe_join(&dir, rel).ok_or_else(|| ArchiveError::MissingFile(rel.to_owned()))?;
+        read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.to_owned()))
+    };
+    let mut report = LoadReport::default();
+    if dir.join("manifest.json").is_file() {
+        let bytes = read("manifest.json", MAX_JSON_BLOB)?;
+        let entries: Vec<DockerManifestEntry> =
+            serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+                what: "manifest.json".to_owned(),
+                source,
+            })?;
+        for e in entries {
+            let config_bytes = read(&e.config, MAX_JSON_BLOB)?;
+            let config: ImageConfig =
+                serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
+                    what: e.config.clone(),
+                    source,
+                })?;
+            if config.rootfs.diff_ids.len() != e.layers.len() {
+                return Err(ArchiveError::LayerCount(e.config.clone()));
+            }
+            let mut layers = Vec::new();
+            for (i, (path, expected)) in e.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+                let p = safe_join(&dir, path).ok_or_else(|| ArchiveError::MissingFile(path.clone()))?;
+                layers.push(store_layer(store, &p, expected, &e.config, i)?);
+            }
+            let (config_digest, config_size) = store.put_blob(&config_bytes[..])?;
+            let state = ImageState {
+                layers,
+                config,
+            };
+            let manifest = state.manifest(Descriptor::new(
+                media_types::OCI_CONFIG,
+                config_digest,
+                config_size,
+            ));
+            let mdesc = store.put_json(media_types::OCI_MANIFEST, &manifest)?;
+            let tags = e.repo_tags.unwrap_or_default();
+            let mut refs = Vec::new();
+            for t in &tags {
+                refs.push(ImageRef::parse(t)?);
+            }
+            store.add_image(&mdesc, &refs)?;
+            if refs.is_empty() {
+                report.loaded.push(format!("Loaded image ID: {config_digest}"));
+            }
+            for r in refs {
+                report.loaded.push(format!("Loaded image: {}", r.familiar()));
+            }
+        }
+        return Ok(report);
+    }
+    if dir.join("index.json").is_file() {
+        let bytes = read("index.json", MAX_JSON_BLOB)?;
+        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+            what: "index.json".to_owned(),
+            source,
+        })?;
+        for d in index.manifests {
+            load_oci_manifest(store, &dir, &d, &mut report, 0)?;
+        }
+        return Ok(report);
+    }
+    Err(ArchiveError::NotAnArchive)
+}
+
+fn load_oci_manifest(
+    store: &Store,
+    dir: &Path,
+    d: &Descriptor,
+    report: &mut LoadReport,
+    depth: usize,
+) -> Result<(), ArchiveError> {
+    let bytes = copy_blob(store, dir, &d.digest, Some(MAX_JSON_BLOB))?;
+    if media_types::is_index(&d.media_type) {
+        if depth > 4 {
+            return Err(ArchiveError::NotAnArchive);
+        }
+        let idx: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+            what: d.digest.to_string(),
+            source,
+        })?;
+        // Load the entry for this machine's platform; skip others (and attestations).
+        for m in idx.manifests {
+            let ok = m
+                .platform
+                .as_ref()
+                .is_none_or(|p| p.os == "linux" && p.architecture == host_arch());
+            if ok && media_types::is_manifest(&m.media_type) {
+                let mut m = m;
+                m.annotations.extend(d.annotations.clone());
+                return load_oci_manifest(store, dir, &m, report, depth + 1);
+            }
+        }
+        return Ok(());
+    }
+    let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+        what: d.digest.to_string(),
+        source,
+    })?;
+    let config_bytes = copy_blob(store, dir, &manifest.config.digest, Some(MAX_JSON_BLOB))?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
+            what: manifest.config.digest.to_string(),
+            source,
+        })?;
+    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        return Err(ArchiveError::LayerCount(d.digest.to_string()));
+    }
+    for (i, (l, expected)) in manifest.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+        let p = safe_join(dir, &blob_name(&l.digest))
+            .ok_or_else(|| ArchiveError::MissingFile(blob_name(&l.digest)))?;
+        // Verify the uncompressed content before accepting the blob as is.
+        let f = fs::File::open(&p).map_err(|_| ArchiveError::MissingFile(blob_name(&l.digest)))?;
+        let mut hr = HashingReader::new(layer::decompress_auto(f)?);
+        io::copy(&mut hr, &mut io::sink()).map_err(ArchiveError::Write)?;
+        let found = DiffId::from_bytes(hr.finish().0);
+        if &found != expected {
+            return Err(ArchiveError::DiffIdMismatch {
+                image: d.digest.to_string(),
+                index: i,
+                expected: *expected,
+                found,
+            });
+        }
+        copy_blob(store, dir, &l.digest, None)?;
+    }
+    let mdesc = Descriptor::new(media_types::OCI_MANIFEST, d.digest, bytes.len() as u64);
+    let name = d
+        .annotations
+        .get("io.containerd.image.name")
+        .or_else(|| d.annotations.get(ANNOTATION_REF_NAME));
+    match name.map(|n| ImageRef::parse(n)) {
+        Some(Ok(r)) => {
+            store.add_image(&mdesc, std::slice::from_ref(&r))?;
+            report.loaded.push(format!("Loaded image: {}", r.familiar()));
+        }
+        _ => {
+            store.add_image(&mdesc, &[])?;
+            report
+                .loaded
+                .push(format!("Loaded image ID: {}", manifest.config.digest));
+        }
+    }
+    Ok(())
+}
+
+/// Copies blob `digest` from the unpacked archive into the store, verifying it; returns its
+/// bytes when `max` is given (for JSON documents).
+fn copy_blob(store: &Store, dir: &Path, digest: &Digest, max: Option<u64>) -> Result<Vec<u8>, ArchiveError> {
+    let rel = blob_name(digest);
+    let p = safe_join(dir, &rel).ok_or_else(|| ArchiveError::MissingFile(rel.clone()))?;
+    match max {
+        Some(max) => {
+            let bytes = read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
+            store.put_blob_expect(&bytes[..], digest)?;
+            Ok(bytes)
+        }
+        None => {
+            let f = fs::File::open(&p).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
+            store.put_blob_expect(f, digest)?;
+            Ok(Vec::new())
+        }
+    }
+}
+
+/// Stores a layer file from an archive as an uncompressed blob, checking its diff ID.
+fn store_layer(
+    store: &Store,
+    path: &Path,
+    expected: &DiffId,
+    image: &str,
+    index: usize,
+) -> Result<Layer, ArchiveError> {
+    let f = fs::File::open(path).map_err(|_| ArchiveError::MissingFile(path.display().to_string()))?;
+    let reader = layer::decompress_auto(f)?;
+    let mut w = store.blob_writer()?;
+    io::copy(&mut io::BufReader::new(reader), &mut w).map_err(ArchiveError::Write)?;
+    let (digest, size) = w.commit()?;
+    let found = DiffId::from_bytes(*digest.as_bytes());
+    if &found != expected {
+        return Err(ArchiveError::DiffIdMismatch {
+            image: image.to_owned(),
+            index,
+            expected: *expected,
+            found,
+        });
+    }
+    Ok(Layer {
+        desc: Descriptor::new(media_types::OCI_LAYER, digest, size),
+        diff_id: found,
+    })
+}
+
+fn open_dir(p: &Path) -> Result<cap_std::fs::Dir, ArchiveError> {
+    cap_std::fs::Dir::open_ambient_dir(p, cap_std::ambient_authority()).map_err(|source| {
+        ArchiveError::Io {
+            op: "open",
+            path: p.to_owned(),
+            source,
+        }
+    })
+}
+
+/// `dir/rel`, provided `rel` is a plain relative path (no `..`, not absolute).
+fn safe_join(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+    {
+        return None;
+    }
+    let full = dir.join(p);
+    // The unpacker refuses symlinks that leave the folder, but a symlink inside it could still
+    // point at another file in it: only read regular files.
+    let m = fs::symlink_metadata(&full).ok()?;
+    m.is_file().then_some(full)
+}
+
+fn read_limited(p: &Path, max: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    fs::File::open(p)?.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::other("file too large"));
+    }
+    Ok(buf)
+}
+
+/// Imports a root filesystem tarball (possibly compressed) as a one-layer image, like
+/// `docker import`: the tar is unpacked with the hostile-input rules, then written back as a
+/// deterministic layer. `config` carries the `--change` instructions already applied.
+pub fn import(
+    store: &Store,
+    input: impl Read,
+    source: &str,
+    mut config: ImageConfig,
+    epoch: Option<i64>,
+) -> Result<(Digest, Digest), ArchiveError> {
+    let tmp = store.temp_dir()?;
+    let root = tmp.path().join("rootfs");
+    fs::create_dir(&root).map_err(|source| ArchiveError::Io {
+        op: "create",
+        path: root.clone(),
+        source,
+    })?;
+    let opts = UnpackOptions {
+        whiteouts: Whiteouts::Refuse,
+        allow_devices: rustix::process::geteuid().is_root(),
+        same_owner: true,
+        limits: Limits::default(),
+    };
+    let root_dir = open_dir(&root)?;
+    layer::unpack_layer(input, &root_dir, &opts)?;
+    let mut w = store.blob_writer()?;
+    let tar = layer::write_layer(&root_dir, epoch, &mut w)?;
+    let (digest, size) = w.commit()?;
+    let diff_id = tar.diff_id;
+    let created = match epoch {
+        Some(e) => OffsetDateTime::from_unix_timestamp(e).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        None => OffsetDateTime::now_utc(),
+    };
+    if config.architecture.is_empty() {
+        config.architecture = host_arch().to_owned();
+    }
+    if config.os.is_empty() {
+        config.os = "linux".to_owned();
+    }
+    config.created = Some(created);
+    config.rootfs.diff_ids = vec![diff_id];
+    config.history = vec![History {
+        created: Some(created),
+        created_by: String::new(),
+        author: String::new(),
+        comment: format!("Imported from {source}"),
+        empty_layer: false,
+    }];
+    let state = ImageState {
+        config,
+        layers: vec![Layer {
+            desc: Descriptor::new(media_types::OCI_LAYER, digest, size),
+            diff_id,
+        }],
+    };
+    let (cbytes, _) = state
+        .config_bytes()
+        .map_err(|e| ArchiveError::Write(e.into()))?;
+    let (cdigest, csize) = store.put_blob(&cbytes[..])?;
+    let manifest = state.manifest(Descriptor::new(media_types::OCI_CONFIG, cdigest, csize));
+    let mdesc = store.put_json(media_types::OCI_MANIFEST, &manifest)?;
+    Ok((cdigest, mdesc.digest))
+}

@@ -1,0 +1,1287 @@
+//! Dispatching instructions: expand, key, look up, execute on a miss, record.
+
+use std::io::Write;
+use std::time::Instant;
+
+use cap_std::fs::Dir;
+use time::OffsetDateTime;
+
+use super::plan::{find_stage, Plan};
+use super::state::{ImageState, Layer};
+use super::users::resolve_owner;
+use super::{BuildError, BuildOutput, BuildRequest, Network};
+use crate::cache::{Cache, CacheEntry, CachedLayer, KeyBuilder};
+use crate::context::{Source, StatCache};
+use crate::copy::{copy_into, Chmod, CopyOptions, CopySource, SourceFs};
+use crate::digest::{CacheKey, Digest};
+use crate::dockerfile::go_quote;
+use crate::dockerfile::instruction::{self as ins, Instruction, Spanned};
+use crate::dockerfile::scope::{Platform, Scope, Stage as ScopeStage};
+use crate::dockerfile::shell::Lexer;
+use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
+use crate::ignore::PatternMatcher;
+use crate::layer;
+use crate::progress::{ProgressEvent, ProgressSink};
+use crate::rootfs::{ContainerPath, EntryKind, LayerView};
+use crate::store::Store;
+
+/// The result of a finished stage.
+struct StageResult {
+    state: ImageState,
+    key: CacheKey,
+    scope: ScopeStage,
+}
+
+/// A stage being built.
+struct StageCx {
+    index: usize,
+    state: ImageState,
+    key: CacheKey,
+    scope: Scope,
+}
+
+/// Work a step does on a cache miss.
+enum Work {
+    /// Nothing but the config change.
+    None,
+    /// Copy files into a new layer.
+    Copy(Box<CopyWork>),
+    /// Create the working directory if it does not exist.
+    Workdir {
+        path: ContainerPath,
+        owner: Option<String>,
+    },
+    /// Run a process.
+    Run,
+}
+
+enum CopyFrom {
+    Context(Vec<Source>),
+    Stage { index: usize, paths: Vec<String> },
+    Image { layers: Vec<Layer>, paths: Vec<String> },
+}
+
+struct CopyWork {
+    from: CopyFrom,
+    heredocs: Vec<(String, String)>,
+    dest: ContainerPath,
+    dest_is_dir: bool,
+    chown: Option<String>,
+    chmod: Option<Chmod>,
+    exclude: Option<PatternMatcher>,
+    parents: bool,
+    add: bool,
+}
+
+/// A prepared step: how to key it, what history says, and what to do on a miss.
+struct Prepared {
+    parts: Vec<(String, Vec<u8>)>,
+    created_by: String,
+    work: Work,
+}
+
+struct Run<'a> {
+    store: &'a Store,
+    req: &'a BuildRequest<'a>,
+    progress: &'a dyn ProgressSink,
+    lexer: Lexer,
+    cache: Cache,
+    stat_cache: StatCache,
+    total: usize,
+    step: usize,
+    stages: Vec<Option<StageResult>>,
+    plan_stages: Vec<super::plan::Stage>,
+}
+
+/// Builds `req` into `store`, reporting progress to `progress`.
+pub fn build(
+    store: &Store,
+    req: &BuildRequest<'_>,
+    progress: &dyn ProgressSink,
+) -> Result<BuildOutput, BuildError> {
+    let _lease = store.lease()?;
+    let file = req.dockerfile_name.to_owned();
+    let perr = |source| BuildError::Parse {
+        file: file.clone(),
+        source,
+    };
+    let df = crate::dockerfile::parse(req.dockerfile).map_err(perr)?;
+    for w in &df.warnings {
+        progress.emit(ProgressEvent::Warning {
+            message: format!("{file}:{}: {}", w.line, w.message),
+        });
+    }
+    let instructions = ins::instructions(&df).map_err(perr)?;
+    let lexer = Lexer::new(df.escape);
+    let platform = Platform::host();
+    let mut scope = Scope::new(req.build_args.clone(), &platform, &platform);
+    let plan = Plan::new(instructions, req.target.as_deref(), &lexer, &mut scope).map_err(|e| {
+        BuildError::Step {
+            file: file.clone(),
+            line: e.line(),
+            message: e.to_string(),
+        }
+    })?;
+    let stat_cache = match &req.stat_cache {
+        Some(p) => load_stat_cache(p),
+        None => StatCache::new(),
+    };
+    let mut run = Run {
+        store,
+        req,
+        progress,
+        lexer,
+        cache: Cache::new(store.cache_dir()),
+        stat_cache,
+        total: plan.total_steps(),
+        step: 0,
+        stages: (0..plan.stages.len()).map(|_| None).collect(),
+        plan_stages: plan.stages.clone(),
+    };
+    for &i in &plan.needed {
+        let r = run.stage(i, &scope)?;
+        run.stages[i] = Some(r);
+    }
+    if let Some(p) = &req.stat_cache {
+        save_stat_cache(p, &mut run.stat_cache);
+    }
+    let unused = scope.unused_build_args();
+    let mut result = run.stages[plan.target]
+        .take()
+        .ok_or_else(|| BuildError::Step {
+            file: file.clone(),
+            line: 0,
+            message: "target stage was not built".to_owned(),
+        })?;
+    for (k, v) in &req.labels {
+        result.state.config.config.labels.insert(k.clone(), v.clone());
+    }
+    let _ = unused;
+    let out = commit_image(store, &result.state, &req.tags)?;
+    progress.emit(ProgressEvent::Built {
+        image_id: out.image_id.to_string(),
+    });
+    for t in &req.tags {
+        progress.emit(ProgressEvent::Tagged { name: t.familiar() });
+    }
+    Ok(out)
+}
+
+/// Writes the image's config and manifest (unless present) and records it in the index.
+pub(crate) fn commit_image(
+    store: &Store,
+    state: &ImageState,
+    tags: &[crate::reference::ImageRef],
+) -> Result<BuildOutput, BuildError> {
+    let (bytes, config_digest) = state.config_bytes().map_err(|e| BuildError::Io {
+        op: "encode image config",
+        source: e.into(),
+    })?;
+    if !store.has_blob(&config_digest) {
+        store.put_blob(&bytes[..])?;
+    }
+    let manifest = state.manifest(Descriptor::new(
+        media_types::OCI_CONFIG,
+        config_digest,
+        bytes.len() as u64,
+    ));
+    let mbytes = crate::image::CanonicalJson::to_canonical_json(&manifest).map_err(|e| {
+        BuildError::Io {
+            op: "encode manifest",
+            source: e.into(),
+        }
+    })?;
+    let mdigest = Digest::of(&mbytes);
+    if !store.has_blob(&mdigest) {
+        store.put_blob(&mbytes[..])?;
+    }
+    let desc = Descriptor::new(media_types::OCI_MANIFEST, mdigest, mbytes.len() as u64);
+    store.add_image(&desc, tags)?;
+    Ok(BuildOutput {
+        image_id: config_digest,
+        manifest: mdigest,
+    })
+}
+
+fn load_stat_cache(path: &std::path::Path) -> StatCache {
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => {
+            match Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
+                Ok(d) => StatCache::load(&d, name),
+                Err(_) => StatCache::new(),
+            }
+        }
+        _ => StatCache::new(),
+    }
+}
+
+fn save_stat_cache(path: &std::path::Path, cache: &mut StatCache) {
+    // A stat cache is an optimisation: failing to save it only costs a re-read next time.
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        if std::fs::create_dir_all(dir).is_ok() {
+            if let Ok(d) = Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
+                let _ = cache.save(&d, name);
+            }
+        }
+    }
+}
+
+fn now(epoch: Option<i64>) -> OffsetDateTime {
+    match epoch.and_then(|e| OffsetDateTime::from_unix_timestamp(e).ok()) {
+        Some(t) => t,
+        None => OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    }
+}
+
+fn fmt_time(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+/// Canonical bytes of a list of strings: each length-prefixed.
+fn canon(fields: &[&str]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields {
+        out.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        out.extend_from_slice(f.as_bytes());
+    }
+    out
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`.
+fn go_list(items: &[String]) -> String {
+    let inner: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", inner.join(" "))
+}
+
+/// Go's `%v` of a string slice: `[a b]`.
+fn go_plain_list(items: &[String]) -> String {
+    format!("[{}]", items.join(" "))
+}
+
+impl Run<'_> {
+    fn file(&self) -> String {
+        self.req.dockerfile_name.to_owned()
+    }
+
+    fn fail(&self, line: usize, message: impl std::fmt::Display) -> BuildError {
+        BuildError::Step {
+            file: self.file(),
+            line,
+            message: message.to_string(),
+        }
+    }
+
+    fn expand(&self, cx: &StageCx, line: usize, word: &str) -> Result<String, BuildError> {
+        self.lexer
+            .process_word(word, &cx.scope)
+            .map_err(|e| self.fail(line, e))
+    }
+
+    fn stage(&mut self, i: usize, globals: &Scope) -> Result<StageResult, BuildError> {
+        let st = self.plan_stages[i].clone();
+        self.step += 1;
+        let started = Instant::now();
+        self.progress.emit(ProgressEvent::StepStarted {
+            index: self.step,
+            total: self.total,
+            stage: st.name.clone().unwrap_or_else(|| i.to_string()),
+            text: match &st.name {
+                Some(n) => format!("FROM {} AS {n}", st.base),
+                None => format!("FROM {}", st.base),
+            },
+        });
+        let mut scope = globals.clone();
+        let mut kb = KeyBuilder::new(None);
+        let state = if st.base.eq_ignore_ascii_case("scratch") {
+            scope.begin_stage(&[]);
+            kb.part("base", b"scratch");
+            ImageState::scratch()
+        } else if let Some(dep) = find_stage(&self.plan_stages[..i], &st.base) {
+            let r = self.stages[dep]
+                .as_ref()
+                .ok_or_else(|| self.fail(st.line, format!("stage {:?} was not built", st.base)))?;
+            scope.begin_stage_from(&r.scope);
+            kb.part("base", r.key.hex().as_bytes());
+            r.state.clone()
+        } else {
+            let img = self.store.resolve(&st.base).map_err(|e| {
+                if e.is_user_error() {
+                    self.fail(
+                        st.line,
+                        format!(
+                            "base image {:?} is not in the store: {e} (kiln does not pull from registries; use kiln load or kiln import)",
+                            st.base
+                        ),
+                    )
+                } else {
+                    BuildError::Store(e)
+                }
+            })?;
+            let env: Vec<(String, String)> = img
+                .config
+                .config
+                .env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), v.to_owned()),
+                    None => (kv.clone(), String::new()),
+                })
+                .collect();
+            scope.begin_stage(&env);
+            kb.part("base", img.manifest_digest.to_string().as_bytes());
+            ImageState::from_parts(&img.manifest, img.config)
+        };
+        if let Some(p) = &st.platform {
+            kb.part("platform", p.as_bytes());
+        }
+        let (key, _) = kb.finish();
+        let mut cx = StageCx {
+            index: i,
+            state,
+            key,
+            scope,
+        };
+        let id = if cx.state.layers.is_empty() && cx.state.config.history.is_empty() {
+            None
+        } else {
+            cx.state.config_bytes().ok().map(|(_, d)| d.to_string())
+        };
+        self.progress.emit(ProgressEvent::StepDone {
+            index: self.step,
+            image_id: id,
+            duration: started.elapsed(),
+        });
+        // ONBUILD triggers of the base image run now, as part of this stage.
+        let triggers = std::mem::take(&mut cx.state.config.config.on_build);
+        for (n, t) in triggers.iter().enumerate() {
+            let df = crate::dockerfile::parse(t).map_err(|e| {
+                self.fail(st.line, format!("ONBUILD trigger {t:?}: {}", e.kind))
+            })?;
+            let list = ins::instructions(&df).map_err(|e| {
+                self.fail(st.line, format!("ONBUILD trigger {t:?}: {}", e.kind))
+            })?;
+            for mut one in list {
+                one.start_line = st.line;
+                self.instruction(&mut cx, &one, &format!("onbuild{n}"), false)?;
+            }
+        }
+        for (n, one) in st.instructions.iter().enumerate() {
+            self.instruction(&mut cx, one, &n.to_string(), true)?;
+        }
+        Ok(StageResult {
+            state: cx.state,
+            key: cx.key,
+            scope: cx
+                .scope
+                .stage()
+                .cloned()
+                .ok_or_else(|| self.fail(st.line, "stage has no scope"))?,
+        })
+    }
+
+    fn instruction(
+        &mut self,
+        cx: &mut StageCx,
+        one: &Spanned<Instruction>,
+        slot_idx: &str,
+        counted: bool,
+    ) -> Result<(), BuildError> {
+        let started = Instant::now();
+        let index = if counted {
+            self.step += 1;
+            self.step
+        } else {
+            self.step
+        };
+        if counted {
+            self.progress.emit(ProgressEvent::StepStarted {
+                index,
+                total: self.total,
+                stage: cx.index.to_string(),
+                text: one.original.clone(),
+            });
+        }
+        let prepared = self.prepare(cx, one)?;
+        let mut kb = KeyBuilder::new(Some(&cx.key));
+        for (label, bytes) in &prepared.parts {
+            kb.part(label, bytes);
+        }
+        let (key, parts) = kb.finish();
+        let slot = format!("{}\0{}\0{}", self.req.slot_prefix, cx.index, slot_idx);
+        let hit = if self.req.no_cache {
+            None
+        } else {
+            self.cache.get(&key).filter(|e| {
+                e.layer.as_ref().is_none_or(|l| {
+                    self.store.has_blob(&l.diff_id.as_uncompressed_digest())
+                })
+            })
+        };
+        let entry = match hit {
+            Some(e) => {
+                self.progress.emit(ProgressEvent::StepCached { index });
+                e
+            }
+            None => {
+                if !self.req.no_cache {
+                    if let Some(reason) = self.cache.explain_miss(&slot, &parts) {
+                        self.progress.emit(ProgressEvent::CacheMiss { index, reason });
+                    }
+                }
+                let layer = self.execute(cx, one, prepared.work)?;
+                let entry = CacheEntry {
+                    created: fmt_time(now(self.req.epoch)),
+                    layer,
+                };
+                self.cache.put(&key, &entry)?;
+                self.cache.remember(&slot, &parts)?;
+                entry
+            }
+        };
+        let created = parse_time(&entry.created).unwrap_or_else(|| now(self.req.epoch));
+        let created = match self.req.epoch {
+            Some(_) => now(self.req.epoch),
+            None => created,
+        };
+        let layer = entry.layer.map(|l| Layer {
+            desc: Descriptor::new(
+                media_types::OCI_LAYER,
+                l.diff_id.as_uncompressed_digest(),
+                l.size,
+            ),
+            diff_id: l.diff_id,
+        });
+        cx.state.commit(created, prepared.created_by, layer);
+        cx.key = key;
+        let id = cx.state.config_bytes().ok().map(|(_, d)| d.to_string());
+        self.progress.emit(ProgressEvent::StepDone {
+            index,
+            image_id: id,
+            duration: started.elapsed(),
+        });
+        Ok(())
+    }
+
+    /// Expands the instruction, applies its config change, and says how to key and run it.
+    fn prepare(&mut self, cx: &mut StageCx, one: &Spanned<Instruction>) -> Result<Prepared, BuildError> {
+        let line = one.start_line;
+        let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
+        let (created_by, work) = match &one.value {
+            Instruction::From(_) => return Err(self.fail(line, "FROM inside a stage")),
+            Instruction::Arg(args) => {
+                let mut shown = Vec::new();
+                for a in args {
+                    cx.scope
+                        .declare_arg(&self.lexer, &a.name, a.default.as_deref())
+                        .map_err(|e| self.fail(line, e))?;
+                    let v = cx.scope.lookup(&a.name).map(str::to_owned);
+                    parts.push((
+                        format!("arg {}", a.name),
+                        canon(&[&a.name, v.as_deref().unwrap_or("\0unset")]),
+                    ));
+                    shown.push(match (&a.default, v) {
+                        (Some(_), Some(v)) => format!("{}={v}", a.name),
+                        _ => a.name.clone(),
+                    });
+                }
+                (format!("ARG {}", shown.join(" ")), Work::None)
+            }
+            Instruction::Env(pairs) => {
+                let mut expanded = Vec::new();
+                for kv in pairs {
+                    expanded.push((kv.key.clone(), self.expand(cx, line, &kv.value)?));
+                }
+                for (k, v) in &expanded {
+                    cx.scope.set_env(k, v).map_err(|e| self.fail(line, e))?;
+                    cx.state.set_env(k, v);
+                }
+                let shown: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+                parts.push(("instruction".into(), canon(&[&["ENV"], &fields[..]].concat())));
+                (format!("ENV {}", shown.join(" ")), Work::None)
+            }
+            Instruction::Label(pairs) => {
+                let mut shown = Vec::new();
+                for kv in pairs {
+                    let k = self.expand(cx, line, &kv.key)?;
+                    let v = self.expand(cx, line, &kv.value)?;
+                    shown.push(format!("{k}={v}"));
+                    cx.state.config.config.labels.insert(k, v);
+                }
+                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+                parts.push(("instruction".into(), canon(&[&["LABEL"], &fields[..]].concat())));
+                (format!("LABEL {}", shown.join(" ")), Work::None)
+            }
+            Instruction::Maintainer(m) => {
+                cx.state.config.author = m.clone();
+                parts.push(("instruction".into(), canon(&["MAINTAINER", m])));
+                (format!("MAINTAINER {m}"), Work::None)
+            }
+            Instruction::Cmd(cmd) => {
+                let argv = self.command(cx, cmd);
+                cx.state.config.config.cmd = argv.clone();
+                parts.push(("instruction".into(), canon(&[&["CMD"], &to_strs(&argv)[..]].concat())));
+                (format!("CMD {}", go_list(&argv)), Work::None)
+            }
+            Instruction::Entrypoint(cmd) => {
+                let argv = self.command(cx, cmd);
+                cx.state.config.config.entrypoint = argv.clone();
+                // Docker: ENTRYPOINT resets a CMD inherited from the base image.
+                cx.state.config.config.cmd = Vec::new();
+                parts.push((
+                    "instruction".into(),
+                    canon(&[&["ENTRYPOINT"], &to_strs(&argv)[..]].concat()),
+                ));
+                (format!("ENTRYPOINT {}", go_list(&argv)), Work::None)
+            }
+            Instruction::Shell(argv) => {
+                cx.state.config.config.shell = argv.clone();
+                parts.push(("instruction".into(), canon(&[&["SHELL"], &to_strs(argv)[..]].concat())));
+                (format!("SHELL {}", go_plain_list(argv)), Work::None)
+            }
+            Instruction::Expose(ports) => {
+                let mut shown = Vec::new();
+                for p in ports {
+                    for word in self
+                        .lexer
+                        .process_words(p, &cx.scope)
+                        .map_err(|e| self.fail(line, e))?
+                    {
+                        let port = if word.contains('/') {
+                            word.to_ascii_lowercase()
+                        } else {
+                            format!("{word}/tcp")
+                        };
+                        cx.state
+                            .config
+                            .config
+                            .exposed_ports
+                            .insert(port.clone(), EmptyObject);
+                        shown.push(port);
+                    }
+                }
+                shown.sort();
+                shown.dedup();
+                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+                parts.push(("instruction".into(), canon(&[&["EXPOSE"], &fields[..]].concat())));
+                let map: Vec<String> = shown.iter().map(|p| format!("{p}:{{}}")).collect();
+                (format!("EXPOSE map[{}]", map.join(" ")), Work::None)
+            }
+            Instruction::Volume(vols) => {
+                let mut shown = Vec::new();
+                for v in vols {
+                    let v = self.expand(cx, line, v)?;
+                    if v.trim().is_empty() {
+                        return Err(self.fail(line, "VOLUME specified can not be an empty string"));
+                    }
+                    cx.state.config.config.volumes.insert(v.clone(), EmptyObject);
+                    shown.push(v);
+                }
+                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+                parts.push(("instruction".into(), canon(&[&["VOLUME"], &fields[..]].concat())));
+                (format!("VOLUME {}", go_plain_list(&shown)), Work::None)
+            }
+            Instruction::User(u) => {
+                let u = self.expand(cx, line, u)?;
+                cx.state.config.config.user = u.clone();
+                parts.push(("instruction".into(), canon(&["USER", &u])));
+                (format!("USER {u}"), Work::None)
+            }
+            Instruction::StopSignal(s) => {
+                let s = self.expand(cx, line, s)?;
+                if !valid_signal(&s) {
+                    return Err(self.fail(line, format!("invalid signal: {s}")));
+                }
+                cx.state.config.config.stop_signal = s.clone();
+                parts.push(("instruction".into(), canon(&["STOPSIGNAL", &s])));
+                (format!("STOPSIGNAL {s}"), Work::None)
+            }
+            Instruction::Healthcheck(hc) => {
+                let (config, shown) = healthcheck(hc);
+                let canonical = serde_json::to_vec(&config).map_err(|e| BuildError::Io {
+                    op: "encode healthcheck",
+                    source: e.into(),
+                })?;
+                cx.state.config.config.healthcheck = Some(config);
+                parts.push(("instruction".into(), [b"HEALTHCHECK\0".as_slice(), &canonical].concat()));
+                (format!("HEALTHCHECK {shown}"), Work::None)
+            }
+            Instruction::Onbuild(trigger) => {
+                cx.state.config.config.on_build.push(trigger.clone());
+                parts.push(("instruction".into(), canon(&["ONBUILD", trigger])));
+                (format!("ONBUILD {trigger}"), Work::None)
+            }
+            Instruction::Workdir(w) => {
+                let w = self.expand(cx, line, w)?;
+                let base = ContainerPath::parse(&cx.state.config.config.working_dir);
+                let path = ContainerPath::resolve(&base, &w);
+                cx.state.config.config.working_dir = path.to_string();
+                let owner = Some(cx.state.config.config.user.clone()).filter(|u| !u.is_empty());
+                parts.push((
+                    "instruction".into(),
+                    canon(&["WORKDIR", path.as_str(), owner.as_deref().unwrap_or("")]),
+                ));
+                (format!("WORKDIR {path}"), Work::Workdir { path, owner })
+            }
+            Instruction::Run(run) => {
+                let argv = self.command(cx, &run.command);
+                let args = cx.scope.history_args();
+                let mut fields = vec!["RUN".to_owned()];
+                fields.extend(argv.iter().cloned());
+                for (k, v) in cx.scope.env_for_cache() {
+                    fields.push(format!("env {k}={v}"));
+                }
+                fields.push(format!(
+                    "flags {:?} {:?} {:?} {:?}",
+                    run.mounts, run.network, run.security, run.devices
+                ));
+                for h in &run.heredocs {
+                    fields.push(format!("heredoc {} {}", h.name, h.content));
+                }
+                let f: Vec<&str> = fields.iter().map(String::as_str).collect();
+                parts.push(("instruction".into(), canon(&f)));
+                let prefix = if args.is_empty() {
+                    String::new()
+                } else {
+                    let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("|{} {} ", args.len(), kv.join(" "))
+                };
+                (
+                    format!("RUN {prefix}{} # buildkit", argv.join(" ")),
+                    Work::Run,
+                )
+            }
+            Instruction::Copy(_) | Instruction::Add(_) => {
+                let add = matches!(one.value, Instruction::Add(_));
+                let spec = CopySpec::of(&one.value);
+                let work = self.prepare_copy(cx, line, &spec, add, &mut parts)?;
+                let name = if add { "ADD" } else { "COPY" };
+                let text = one
+                    .original
+                    .trim_start()
+                    .get(name.len()..)
+                    .unwrap_or("")
+                    .trim();
+                (format!("{name} {text} # buildkit"), work)
+            }
+        };
+        Ok(Prepared {
+            parts,
+            created_by,
+            work,
+        })
+    }
+
+    /// A CMD/ENTRYPOINT/RUN command as argv: exec form as is, shell form through the SHELL.
+    fn command(&self, cx: &StageCx, cmd: &ins::Command) -> Vec<String> {
+        match cmd {
+            ins::Command::Exec(argv) => argv.clone(),
+            ins::Command::Shell(text) => {
+                let mut argv = if cx.state.config.config.shell.is_empty() {
+                    vec!["/bin/sh".to_owned(), "-c".to_owned()]
+                } else {
+                    cx.state.config.config.shell.clone()
+                };
+                argv.push(text.clone());
+                argv
+            }
+        }
+    }
+
+    fn prepare_copy(
+        &mut self,
+        cx: &mut StageCx,
+        line: usize,
+        c: &CopySpec<'_>,
+        add: bool,
+        parts: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<Work, BuildError> {
+        let mut canonical = vec![if add { "ADD" } else { "COPY" }.to_owned()];
+        let mut file_sources = Vec::new();
+        let mut inline = Vec::new();
+        for src in c.sources {
+            match src {
+                ins::Source::Path(p) => file_sources.push(self.expand(cx, line, p)?),
+                ins::Source::Inline(f) => inline.push(f),
+            }
+        }
+        let dest_raw = self.expand(cx, line, &c.dest)?;
+        let dest_is_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+        let wd = ContainerPath::parse(&cx.state.config.config.working_dir);
+        let dest = ContainerPath::resolve(&wd, &dest_raw);
+        let chown = c
+            .chown
+            .map(|v| self.expand(cx, line, v))
+            .transpose()?;
+        let chmod = match c.chmod {
+            Some(v) => {
+                let v = self.expand(cx, line, v)?;
+                Some(Chmod::parse(&v).map_err(|e| self.fail(line, e))?)
+            }
+            None => None,
+        };
+        let mut excludes = Vec::new();
+        for e in c.excludes {
+            excludes.push(self.expand(cx, line, e)?);
+        }
+        let exclude = if excludes.is_empty() {
+            None
+        } else {
+            Some(PatternMatcher::new(&excludes).map_err(|e| self.fail(line, e))?)
+        };
+        canonical.push(format!("dest {dest} {dest_is_dir}"));
+        canonical.push(format!("chown {chown:?}"));
+        canonical.push(format!("chmod {:?}", c.chmod));
+        canonical.push(format!("exclude {excludes:?}"));
+        canonical.push(format!("parents {} link {}", c.parents, c.link));
+        let mut heredocs = Vec::new();
+        for h in inline {
+            let content = if h.expand {
+                self.expand(cx, line, &h.content)?
+            } else {
+                h.content.clone()
+            };
+            canonical.push(format!("heredoc {}", h.name));
+            parts.push((format!("heredoc {}", h.name), content.as_bytes().to_vec()));
+            heredocs.push((h.name.clone(), content));
+        }
+        for s in &file_sources {
+            if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
+                return Err(match self.req.network {
+                    Network::None => self.fail(
+                        line,
+                        format!("ADD {s}: fetching URLs needs network access, which this build does not have; pass --network=host to allow it"),
+                    ),
+                    Network::Host => self.fail(
+                        line,
+                        format!("ADD {s}: remote sources are not supported by this build of kiln"),
+                    ),
+                });
+            }
+        }
+        canonical.push(format!("sources {file_sources:?}"));
+        let from = match c.from {
+            None => {
+                let mut resolved = Vec::new();
+                for s in &file_sources {
+                    let found = self.req.context.resolve(s).map_err(|e| {
+                        if e.is_user_error() {
+                            self.fail(line, format!("{} failed: {e}", if add { "ADD" } else { "COPY" }))
+                        } else {
+                            BuildError::Context(e)
+                        }
+                    })?;
+                    resolved.extend(found);
+                }
+                if !resolved.is_empty() {
+                    let d = self
+                        .req
+                        .context
+                        .digest(&resolved, &mut self.stat_cache)
+                        .map_err(BuildError::Context)?;
+                    parts.push(("files".into(), d.hash.to_vec()));
+                }
+                CopyFrom::Context(resolved)
+            }
+            Some(f) => {
+                let f = self.expand(cx, line, f)?;
+                if let Some(i) = find_stage(&self.plan_stages[..cx.index], &f) {
+                    let r = self.stages[i]
+                        .as_ref()
+                        .ok_or_else(|| self.fail(line, format!("stage {f:?} was not built")))?;
+                    parts.push(("from".into(), r.key.hex().into_bytes()));
+                    CopyFrom::Stage {
+                        index: i,
+                        paths: file_sources.clone(),
+                    }
+                } else {
+                    let img = self.store.resolve(&f).map_err(|e| {
+                        if e.is_user_error() {
+                            self.fail(line, format!("--from={f}: {e}"))
+                        } else {
+                            BuildError::Store(e)
+                        }
+                    })?;
+                    parts.push(("from".into(), img.manifest_digest.to_string().into_bytes()));
+                    let st = ImageState::from_parts(&img.manifest, img.config);
+                    CopyFrom::Image {
+                        layers: st.layers,
+                        paths: file_sources.clone(),
+                    }
+                }
+            }
+        };
+        let cs: Vec<&str> = canonical.iter().map(String::as_str).collect();
+        parts.insert(0, ("instruction".into(), canon(&cs)));
+        let multiple = file_sources.len() + heredocs.len() > 1;
+        Ok(Work::Copy(Box::new(CopyWork {
+            from,
+            heredocs,
+            dest,
+            dest_is_dir: dest_is_dir || multiple,
+            chown,
+            chmod,
+            exclude,
+            parents: c.parents,
+            add,
+        })))
+    }
+
+    /// The read-only view of `layers`, unpacking snapshots that are missing.
+    fn view(&self, layers: &[Layer]) -> Result<LayerView, BuildError> {
+        let mut dirs = Vec::new();
+        for l in layers {
+            if !self.store.has_snapshot(&l.diff_id) {
+                let digest = l.desc.digest;
+                let store = self.store;
+                store.create_snapshot(&l.diff_id, |dir: &Dir| {
+                    let blob = store.open_blob(&digest)?;
+                    layer::unpack_layer(blob, dir, &layer::UnpackOptions::snapshot())?;
+                    Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+                })?;
+            }
+            dirs.push(self.store.open_snapshot(&l.diff_id)?);
+        }
+        Ok(LayerView::new(dirs))
+    }
+
+    fn execute(
+        &mut self,
+        cx: &mut StageCx,
+        one: &Spanned<Instruction>,
+        work: Work,
+    ) -> Result<Option<CachedLayer>, BuildError> {
+        let line = one.start_line;
+        match work {
+            Work::None => Ok(None),
+            Work::Run => Err(BuildError::NoExecutor {
+                file: self.file(),
+                line,
+            }),
+            Work::Workdir { path, owner } => {
+                let lower = self.view(&cx.state.layers)?;
+                match lower.lookup(&path, true).map_err(BuildError::Rootfs)? {
+                    Some(e) if e.kind == EntryKind::Dir => return Ok(None),
+                    Some(_) => {
+                        return Err(self.fail(line, format!("WORKDIR {path}: not a directory")))
+                    }
+                    None => {}
+                }
+                let ids = match owner {
+                    Some(u) => Some(resolve_owner(&u, &lower).map_err(|e| self.fail(line, e))?),
+                    None => None,
+                };
+                let upper = self.store.temp_dir()?;
+                let udir = open_dir(upper.path())?;
+                let opts = CopyOptions {
+                    chown: ids,
+                    epoch: self.req.epoch,
+                    ..CopyOptions::default()
+                };
+                crate::copy::make_dirs(&path, &lower, &udir, &opts).map_err(BuildError::Copy)?;
+                self.commit_upper(upper).map(Some)
+            }
+            Work::Copy(w) => self.execute_copy(cx, line, *w).map(Some),
+        }
+    }
+
+    fn execute_copy(&mut self, cx: &mut StageCx, line: usize, w: CopyWork) -> Result<CachedLayer, BuildError> {
+        let lower = self.view(&cx.state.layers)?;
+        let chown = match &w.chown {
+            Some(spec) => Some(resolve_owner(spec, &lower).map_err(|e| self.fail(line, e))?),
+            None => None,
+        };
+        let opts = CopyOptions {
+            chown,
+            chmod: w.chmod.clone(),
+            exclude: w.exclude.clone(),
+            parents: w.parents,
+            epoch: self.req.epoch,
+        };
+        let upper = self.store.temp_dir()?;
+        let udir = open_dir(upper.path())?;
+        let cerr = |e: crate::copy::CopyError| self.fail(line, e);
+        match &w.from {
+            CopyFrom::Context(sources) => {
+                let ctx = self.req.context;
+                let mut plain = Vec::new();
+                for s in sources {
+                    if w.add && s.kind == crate::context::SourceKind::File {
+                        if let Some(()) = self.try_extract(ctx.root(), &s.resolved, &w, &lower, &udir, &opts, line)? {
+                            continue;
+                        }
+                    }
+                    plain.push(CopySource {
+                        path: s.resolved.clone(),
+                        keep: s.path.trim_start_matches('/').to_owned(),
+                    });
+                }
+                if !plain.is_empty() {
+                    let src = ContextSource(ctx);
+                    copy_into(&src, &plain, &w.dest, w.dest_is_dir, &lower, &udir, &opts)
+                        .map_err(cerr)?;
+                }
+            }
+            CopyFrom::Stage { index, paths } => {
+                let layers = self.stages[*index]
+                    .as_ref()
+                    .map(|r| r.state.layers.clone())
+                    .unwrap_or_default();
+                let view = self.view(&layers)?;
+                let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
+                copy_into(&view, &sources, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
+            }
+            CopyFrom::Image { layers, paths } => {
+                let view = self.view(layers)?;
+                let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
+                copy_into(&view, &sources, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
+            }
+        }
+        for (name, content) in &w.heredocs {
+            crate::copy::write_file(
+                &w.dest,
+                w.dest_is_dir,
+                name,
+                content.as_bytes(),
+                &lower,
+                &udir,
+                &opts,
+            )
+            .map_err(cerr)?;
+        }
+        self.commit_upper(upper)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn try_extract(
+        &self,
+        root: &Dir,
+        path: &str,
+        w: &CopyWork,
+        lower: &LayerView,
+        udir: &Dir,
+                opts: &CopyOptions,
+        line: usize,
+    ) -> Result<Option<()>, BuildError> {
+        let Ok(f) = root.open(path) else {
+            return Ok(None);
+        };
+        if !looks_like_tar(f.into_std()) {
+            return Ok(None);
+        }
+        crate::copy::make_dirs(&w.dest, lower, udir, opts).map_err(|e| self.fail(line, e))?;
+        let f = root.open(path).map_err(|e| BuildError::Io {
+            op: "open archive",
+            source: e,
+        })?;
+        let (real, _) = lower.resolve(&w.dest, true).map_err(BuildError::Rootfs)?;
+        let target = if real.is_root() {
+            udir.try_clone()
+        } else {
+            udir.open_dir(real.rel())
+        }
+        .map_err(|e| BuildError::Io {
+            op: "open ADD destination",
+            source: e,
+        })?;
+        layer::unpack_layer(f.into_std(), &target, &layer::UnpackOptions::archive())
+            .map_err(|e| self.fail(line, format!("ADD {path}: {e}")))?;
+        Ok(Some(()))
+    }
+
+    /// Turns an upper folder into a layer blob and a snapshot.
+    fn commit_upper(&self, upper: tempfile::TempDir) -> Result<CachedLayer, BuildError> {
+        let mut w = self.store.blob_writer()?;
+        let tar = layer::write_layer(&open_dir(upper.path())?, self.req.epoch, &mut w)?;
+        w.flush().map_err(|e| BuildError::Io {
+            op: "write layer",
+            source: e,
+        })?;
+        let (digest, size) = w.commit()?;
+        debug_assert_eq!(digest, tar.diff_id.as_uncompressed_digest());
+        self.store.adopt_snapshot(&tar.diff_id, upper)?;
+        Ok(CachedLayer {
+            diff_id: tar.diff_id,
+            size,
+        })
+    }
+}
+
+/// Whether a file is a tar archive (possibly compressed): ADD extracts those.
+fn looks_like_tar(f: std::fs::File) -> bool {
+    use std::io::Read;
+    let Ok(mut r) = layer::decompress_auto(f) else {
+        return false;
+    };
+    let mut block = [0u8; 512];
+    let mut got = 0;
+    while got < block.len() {
+        match r.read(&mut block[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(_) => return false,
+        }
+    }
+    got == block.len() && &block[257..262] == b"ustar"
+}
+
+fn to_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn open_dir(p: &std::path::Path) -> Result<Dir, BuildError> {
+    Dir::open_ambient_dir(p, cap_std::ambient_authority()).map_err(|e| BuildError::Io {
+        op: "open upper folder",
+        source: e,
+    })
+}
+
+
+/// The build context as a COPY source: its folder, minus what `.dockerignore` excludes.
+struct ContextSource<'a>(&'a crate::context::Context);
+
+impl SourceFs for ContextSource<'_> {
+    fn symlink_metadata(&self, path: &str) -> std::io::Result<cap_std::fs::Metadata> {
+        SourceFs::symlink_metadata(self.0.root(), path)
+    }
+
+    fn open_file(&self, path: &str) -> std::io::Result<cap_std::fs::File> {
+        self.0.root().open_file(path)
+    }
+
+    fn list(&self, path: &str) -> std::io::Result<Vec<String>> {
+        let names = self.0.root().list(path)?;
+        Ok(names
+            .into_iter()
+            .filter(|n| {
+                let rel = if path.is_empty() {
+                    n.clone()
+                } else {
+                    format!("{path}/{n}")
+                };
+                !self.0.is_ignored(&rel)
+            })
+            .collect())
+    }
+
+    fn link_target(&self, path: &str) -> std::io::Result<String> {
+        self.0.root().link_target(path)
+    }
+}
+
+/// Resolves COPY --from source patterns (with wildcards per component) in another rootfs.
+fn glob_view(view: &LayerView, patterns: &[String]) -> Result<Vec<CopySource>, String> {
+    let mut out = Vec::new();
+    for p in patterns {
+        let path = ContainerPath::parse(p);
+        let mut matches = vec![ContainerPath::root()];
+        for comp in path.components() {
+            let mut next = Vec::new();
+            let wild = comp.contains(['*', '?', '[']);
+            for m in &matches {
+                if wild {
+                    for e in view.read_dir(m).map_err(|e| e.to_string())? {
+                        let name = e.path.file_name().unwrap_or_default().to_owned();
+                        if crate::ignore::glob_match(comp, &name).map_err(|e| e.to_string())? {
+                            next.push(m.join(&name));
+                        }
+                    }
+                } else {
+                    next.push(m.join(comp));
+                }
+            }
+            matches = next;
+        }
+        let mut found = false;
+        for m in matches {
+            // The source path itself is followed when it is a symlink.
+            if let Some(e) = view.lookup(&m, true).map_err(|e| e.to_string())? {
+                found = true;
+                out.push(CopySource {
+                    path: e.path.rel().to_owned(),
+                    keep: m.rel().to_owned(),
+                });
+            }
+        }
+        if !found {
+            return Err(format!("{p:?}: not found"));
+        }
+    }
+    Ok(out)
+}
+
+/// The Docker HEALTHCHECK config and BuildKit's history text for it.
+fn healthcheck(hc: &ins::Healthcheck) -> (Healthcheck, String) {
+    match hc {
+        ins::Healthcheck::Disable => {
+            let c = Healthcheck {
+                test: vec!["NONE".to_owned()],
+                ..Healthcheck::default()
+            };
+            (c, "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}".to_owned())
+        }
+        ins::Healthcheck::Check(h) => {
+            let mut test = Vec::new();
+            match &h.test {
+                ins::Command::Exec(argv) => {
+                    test.push("CMD".to_owned());
+                    test.extend(argv.iter().cloned());
+                }
+                ins::Command::Shell(s) => {
+                    test.push("CMD-SHELL".to_owned());
+                    test.push(s.clone());
+                }
+            }
+            let c = Healthcheck {
+                test: test.clone(),
+                interval: h.interval,
+                timeout: h.timeout,
+                start_period: h.start_period,
+                start_interval: h.start_interval,
+                retries: h.retries,
+            };
+            let d = |v: std::time::Duration| go_quote(&go_duration(v));
+            let shown = format!(
+                "&{{{} {} {} {} {} {}}}",
+                go_list(&test),
+                d(c.interval),
+                d(c.timeout),
+                d(c.start_period),
+                d(c.start_interval),
+                go_rune(c.retries),
+            );
+            (c, shown)
+        }
+    }
+}
+
+/// Go's `time.Duration.String()`: `0s`, `1.5s`, `1m30s`, `2h0m0s`, `500ms`.
+fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".to_owned();
+    }
+    if ns < 1_000_000_000 {
+        let (unit, div) = if ns < 1_000 {
+            ("ns", 1u128)
+        } else if ns < 1_000_000 {
+            ("µs", 1_000)
+        } else {
+            ("ms", 1_000_000)
+        };
+        return format!("{}{unit}", trim_frac(ns, div));
+    }
+    let total_s = ns / 1_000_000_000;
+    let h = total_s / 3600;
+    let m = (total_s % 3600) / 60;
+    let secs = trim_frac(ns % 60_000_000_000, 1_000_000_000);
+    if h > 0 {
+        format!("{h}h{m}m{secs}s")
+    } else if m > 0 {
+        format!("{m}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `v / div` with the fraction's trailing zeros trimmed, as Go prints durations.
+fn trim_frac(v: u128, div: u128) -> String {
+    let whole = v / div;
+    let frac = v % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.to_string().len() - 1;
+    let f = format!("{frac:0width$}");
+    format!("{whole}.{}", f.trim_end_matches('0'))
+}
+
+/// Go's `%q` of an integer: a quoted character literal (`'\x03'`).
+fn go_rune(v: u32) -> String {
+    match char::from_u32(v) {
+        Some(c) if (' '..='~').contains(&c) && c != '\'' && c != '\\' => format!("'{c}'"),
+        Some('\'') => "'\\''".to_owned(),
+        Some('\\') => "'\\\\'".to_owned(),
+        _ if v < 0x80 => format!("'\\x{v:02x}'"),
+        _ if v < 0x10000 => format!("'\\u{v:04x}'"),
+        _ => format!("'\\U{v:08x}'"),
+    }
+}
+
+/// Whether `s` is a signal Docker accepts in STOPSIGNAL: a number, or a name with or without
+/// `SIG`, or a real-time signal `SIGRTMIN+n`.
+fn valid_signal(s: &str) -> bool {
+    if s.parse::<u32>().is_ok_and(|n| n > 0 && n < 65) {
+        return true;
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
+        "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP",
+        "TSTP", "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+        "RTMIN", "RTMAX",
+    ];
+    if NAMES.contains(&name) {
+        return true;
+    }
+    for base in ["RTMIN+", "RTMAX-"] {
+        if let Some(n) = name.strip_prefix(base) {
+            return n.parse::<u32>().is_ok_and(|n| n <= 30);
+        }
+    }
+    false
+}
+
+/// COPY and ADD seen through one shape.
+struct CopySpec<'a> {
+    sources: &'a [ins::Source],
+    dest: &'a str,
+    from: Option<&'a str>,
+    chown: Option<&'a str>,
+    chmod: Option<&'a str>,
+    link: bool,
+    excludes: &'a [String],
+    parents: bool,
+}
+
+impl<'a> CopySpec<'a> {
+    fn of(i: &'a Instruction) -> Self {
+        match i {
+            Instruction::Add(a) => Self {
+                sources: &a.sources,
+                dest: &a.dest,
+                from: None,
+                chown: a.chown.as_deref(),
+                chmod: a.chmod.as_deref(),
+                link: a.link,
+                excludes: &a.excludes,
+                parents: false,
+            },
+            Instruction::Copy(c) => Self {
+                sources: &c.sources,
+                dest: &c.dest,
+                from: c.from.as_deref(),
+                chown: c.chown.as_deref(),
+                chmod: c.chmod.as_deref(),
+                link: c.link,
+                excludes: &c.excludes,
+                parents: c.parents,
+            },
+            _ => Self {
+                sources: &[],
+                dest: "",
+                from: None,
+                chown: None,
+                chmod: None,
+                link: false,
+                excludes: &[],
+                parents: false,
+            },
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The builder: walks the plan stage by stage, asks the cache for every step, runs the steps
+//! that missed, and commits the target stage's image to the store.
+//!
+//! Every step has a cache key (see [`crate::cache`]) chained from its stage's base image, so a
+//! change at line N misses from N down and nothing above. A step's result is its history entry
+//! (with the time it was first built) and, for COPY/ADD/WORKDIR/RUN, a layer; metadata steps are
+//! replayed from the Dockerfile, which is why a fully cached rebuild yields the same image ID.
+//!
+//! The builder never executes a process itself: RUN goes to an [`Executor`], which knows nothing
+//! about Dockerfiles.
+
+pub mod plan;
+pub mod state;
+pub mod users;
+
+mod dispatch;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::context::{Context, ContextError};
+use crate::copy::CopyError;
+use crate::dockerfile::ParseError;
+use crate::layer::LayerError;
+use crate::reference::ImageRef;
+use crate::rootfs::RootfsError;
+use crate::store::StoreError;
+
+pub use dispatch::build;
+pub use users::UserError;
+
+/// Network access for build steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// Loopback only.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// What to build and how.
+pub struct BuildRequest<'a> {
+    /// The Dockerfile's text.
+    pub dockerfile: &'a str,
+    /// Its name for messages (`Dockerfile`, `build/Dockerfile.dev`, `-`).
+    pub dockerfile_name: &'a str,
+    /// The context.
+    pub context: &'a Context,
+    /// Identifies this context + Dockerfile for cache-miss explanations (a path, or `-`).
+    pub slot_prefix: String,
+    /// Names for the result.
+    pub tags: Vec<ImageRef>,
+    /// `--build-arg` values, resolved.
+    pub build_args: crate::dockerfile::scope::BuildArgs,
+    /// `--target`.
+    pub target: Option<String>,
+    /// `--no-cache`.
+    pub no_cache: bool,
+    /// `--network`.
+    pub network: Network,
+    /// `--label` values, set on the result.
+    pub labels: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`: clamps file times and history/config times.
+    pub epoch: Option<i64>,
+    /// Where the context's stat cache lives (`None`: don't keep one).
+    pub stat_cache: Option<PathBuf>,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildOutput {
+    /// The image ID (the config's digest).
+    pub image_id: crate::digest::Digest,
+    /// The manifest's digest.
+    pub manifest: crate::digest::Digest,
+}
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The Dockerfile does not parse.
+    #[error("{file}:{}: {}", .source.line, .source.kind)]
+    Parse {
+        /// The Dockerfile's name.
+        file: String,
+        /// The parse error.
+        source: ParseError,
+    },
+    /// An instruction failed for a reason in the input.
+    #[error("{file}:{line}: {message}")]
+    Step {
+        /// The Dockerfile's name.
+        file: String,
+        /// The instruction's line.
+        line: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// A RUN step needs an executor and none is available.
+    #[error("{file}:{line}: RUN needs a sandbox executor, and this build of kiln has none")]
+    NoExecutor {
+        /// The Dockerfile's name.
+        file: String,
+        /// The instruction's line.
+        line: usize,
+    },
+    /// The context failed.
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing or reading a layer failed.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// Copying failed for an internal reason.
+    #[error(transparent)]
+    Copy(CopyError),
+    /// Reading a rootfs failed.
+    #[error(transparent)]
+    Rootfs(RootfsError),
+    /// The cache could not be written.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// A file operation failed.
+    #[error("{op}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// Whether the user's input caused this (exit code 1) rather than kiln or the machine.
+    pub fn is_user_error(&self) -> bool {
+        match self {
+            Self::Parse { .. } | Self::Step { .. } | Self::NoExecutor { .. } => true,
+            Self::Context(e) => e.is_user_error(),
+            Self::Store(e) => e.is_user_error(),
+            Self::Layer(_) => true,
+            _ => false,
+        }
+    }
+}

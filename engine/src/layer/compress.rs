@@ -1,0 +1,184 @@
+//! Compressing layer tars into shippable blobs, and reading blobs in any common compression.
+
+use std::io::{self, BufReader, Chain, Cursor, Read, Write};
+
+use super::LayerError;
+use crate::digest::{Digest, HashingWriter};
+
+/// Copy buffer size for [`compress`].
+const CHUNK: usize = 256 * 1024;
+
+/// Largest memory an xz stream may ask for while decoding (xz's own default for `-9` is 64 MiB).
+const XZ_MEMLIMIT: u64 = 256 * 1024 * 1024;
+
+/// How to compress a blob that leaves the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at the default level, Docker-compatible (`application/vnd.oci.image.layer.v1.tar+gzip`).
+    Gzip,
+    /// zstd at the default level (`application/vnd.oci.image.layer.v1.tar+zstd`).
+    Zstd,
+}
+
+/// A compressed blob that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressedBlob {
+    /// sha256 of the compressed bytes.
+    pub digest: Digest,
+    /// Length of the compressed bytes.
+    pub size: u64,
+}
+
+/// Compresses everything `reader` yields into `writer`, hashing the output.
+///
+/// The output is deterministic for a given input: gzip headers carry no name and mtime 0.
+pub fn compress<R: Read, W: Write>(
+    mut reader: R,
+    writer: W,
+    compression: Compression,
+) -> Result<CompressedBlob, LayerError> {
+    let hashing = HashingWriter::new(writer);
+    let mut hashing = match compression {
+        Compression::Gzip => {
+            let mut enc = flate2::GzBuilder::new()
+                .mtime(0)
+                .write(hashing, flate2::Compression::default());
+            pump(&mut reader, &mut enc)?;
+            enc.finish().map_err(LayerError::Compress)?
+        }
+        Compression::Zstd => {
+            let mut enc =
+                zstd::stream::write::Encoder::new(hashing, zstd::DEFAULT_COMPRESSION_LEVEL)
+                    .map_err(LayerError::Compress)?;
+            pump(&mut reader, &mut enc)?;
+            enc.finish().map_err(LayerError::Compress)?
+        }
+    };
+    hashing.flush().map_err(LayerError::Compress)?;
+    let (_, hash, size) = hashing.finish();
+    Ok(CompressedBlob {
+        digest: Digest::from_bytes(hash),
+        size,
+    })
+}
+
+/// Copies `reader` into `writer` with a large buffer.
+fn pump<R: Read, W: Write>(reader: &mut R, writer: &mut W) -> Result<(), LayerError> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LayerError::Compress(e)),
+        };
+        writer.write_all(&buf[..n]).map_err(LayerError::Compress)?;
+    }
+}
+
+/// A compression format, as detected from a blob's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// No compression (or one kiln does not recognise).
+    Plain,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+    /// bzip2 (`BZh`).
+    Bzip2,
+    /// xz (`fd 37 7a 58 5a 00`).
+    Xz,
+}
+
+impl Format {
+    fn detect(magic: &[u8]) -> Self {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Self::Gzip
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Self::Zstd
+        } else if magic.starts_with(b"BZh") {
+            Self::Bzip2
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+            Self::Xz
+        } else {
+            Self::Plain
+        }
+    }
+}
+
+/// The prefix that was peeked at, followed by the rest of the input.
+type Peeked<R> = Chain<Cursor<[u8; 6]>, R>;
+
+/// A reader that decompresses whatever [`decompress_auto`] detected.
+pub struct Decompressor<R: Read> {
+    format: Format,
+    inner: Inner<R>,
+}
+
+enum Inner<R: Read> {
+    Plain(Peeked<R>),
+    Gzip(Box<flate2::read::MultiGzDecoder<Peeked<R>>>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Peeked<R>>>>),
+    Bzip2(Box<bzip2::read::MultiBzDecoder<Peeked<R>>>),
+    Xz(Box<xz2::read::XzDecoder<Peeked<R>>>),
+}
+
+impl<R: Read> Decompressor<R> {
+    /// The detected format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+}
+
+impl<R: Read> Read for Decompressor<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Plain(r) => r.read(buf),
+            Inner::Gzip(r) => r.read(buf),
+            Inner::Zstd(r) => r.read(buf),
+            Inner::Bzip2(r) => r.read(buf),
+            Inner::Xz(r) => r.read(buf),
+        }
+    }
+}
+
+/// Wraps `reader` in the decompressor its magic bytes call for: gzip, zstd, bzip2, xz, or none.
+///
+/// Concatenated streams (several gzip members, zstd frames, bzip2 or xz streams) are read
+/// through, as Go's readers do. xz decoding memory is capped at 256 MiB and zstd's window at
+/// its default maximum (128 MiB), so a hostile header cannot make kiln allocate without bound.
+pub fn decompress_auto<R: Read>(mut reader: R) -> Result<Decompressor<R>, LayerError> {
+    let mut magic = [0u8; 6];
+    let mut got = 0;
+    while got < magic.len() {
+        match reader.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(LayerError::ReadArchive(e)),
+        }
+    }
+    let format = Format::detect(&magic[..got]);
+    // Short input: move the bytes read to the end of the array and start the cursor there.
+    let skip = magic.len() - got;
+    magic.copy_within(..got, skip);
+    let mut prefix = Cursor::new(magic);
+    prefix.set_position(skip as u64);
+    let chained = prefix.chain(reader);
+    let inner = match format {
+        Format::Plain => Inner::Plain(chained),
+        Format::Gzip => Inner::Gzip(Box::new(flate2::read::MultiGzDecoder::new(chained))),
+        Format::Zstd => Inner::Zstd(Box::new(
+            zstd::stream::read::Decoder::new(chained).map_err(LayerError::ReadArchive)?,
+        )),
+        Format::Bzip2 => Inner::Bzip2(Box::new(bzip2::read::MultiBzDecoder::new(chained))),
+        Format::Xz => {
+            let stream =
+                xz2::stream::Stream::new_stream_decoder(XZ_MEMLIMIT, xz2::stream::CONCATENATED)
+                    .map_err(|e| LayerError::ReadArchive(e.into()))?;
+            Inner::Xz(Box::new(xz2::read::XzDecoder::new_stream(chained, stream)))
+        }
+    };
+    Ok(Decompressor { format, inner })
+}

@@ -1,0 +1,626 @@
+//! Writing a layer tar from an upper (or snapshot) folder, deterministically.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+
+use cap_std::fs::Dir;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+
+use super::fsx;
+use super::override_stat::{OverrideStat, OverrideType};
+use super::tarfmt::{self, flag, HeaderBlock, BLOCK};
+use super::{
+    keep_xattr, lossy, LayerError, Unrepresentable, OPAQUE_MARKER, OPAQUE_XATTR,
+    OVERRIDE_STAT_XATTR, WHITEOUT_PREFIX,
+};
+use crate::digest::{DiffId, HashingWriter};
+
+/// Copy and output buffer size: large, so a big file costs few system calls.
+const CHUNK: usize = 1024 * 1024;
+
+/// Longest symlink target recorded as file content under an override (`PATH_MAX`).
+const MAX_LINK_TARGET: usize = 4096;
+
+/// A layer tar that was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerTar {
+    /// sha256 of the tar bytes.
+    pub diff_id: DiffId,
+    /// Length of the tar in bytes.
+    pub size: u64,
+}
+
+/// Writes the layer tar of an upper folder to `out`, hashing it as it goes.
+///
+/// The tar is deterministic, the same tree gives the same bytes:
+/// - entries in byte-wise sorted order of their tar names, a directory (`etc/`) right before its
+///   contents (`etc/passwd`); names are relative, without `./` or `/`; the root itself is not
+///   an entry. One exception: a directory's opaque marker `.wh..wh..opq` comes right after the
+///   directory, before its other contents, as containerd writes it, so consumers that apply it
+///   on sight do not delete siblings from the same layer;
+/// - POSIX ustar headers with PAX records where a value does not fit (long names and link
+///   targets, big sizes and ids, times before 1970) and for xattrs (`SCHILY.xattr.*`:
+///   `security.capability` and `user.*` except `user.overlay.*` and the override record);
+/// - numeric uid/gid, empty uname/gname, mode with setuid/setgid/sticky, whole-second mtimes
+///   clamped to `source_date_epoch` when given, no atime/ctime;
+/// - whiteouts (0:0 character devices, or `.wh.<name>` regular files) become `.wh.<name>`
+///   entries and opaque directories (`user.overlay.opaque=y`, or a `.wh..wh..opq` regular file)
+///   get a `.wh..wh..opq` entry; markers carry mode 0, owner 0:0 and mtime 0;
+/// - `user.containers.override_stat`, when present, supplies uid, gid, mode and type;
+/// - the second and later paths of an inode (same device and inode number) are hardlink entries
+///   to the first in tar order;
+/// - sockets are skipped, as Docker does; xattrs are read from files and directories only
+///   (Linux allows `user.*` on nothing else).
+pub fn write_layer<W: Write>(
+    upper: &Dir,
+    source_date_epoch: Option<i64>,
+    out: W,
+) -> Result<LayerTar, LayerError> {
+    let mut w = TarWriter {
+        out: BufWriter::with_capacity(CHUNK, HashingWriter::new(out)),
+        epoch: source_date_epoch,
+        data: vec![0; CHUNK],
+        pax: Vec::new(),
+        xattr_list: vec![0; fsx::XATTR_MAX],
+        xattr_value: vec![0; fsx::XATTR_MAX],
+        attrs: Attrs::default(),
+        path: Vec::new(),
+        links: HashMap::new(),
+    };
+    let root = fsx::open_dir_at(upper.as_fd(), c".").map_err(|e| w.upper_err(b"", "open", e))?;
+    w.read_attrs(root.as_fd(), b"")?;
+    let opaque = w.attrs.opaque;
+    w.walk(root.as_fd(), opaque)?;
+    w.out
+        .write_all(&[0u8; 2 * BLOCK])
+        .map_err(LayerError::WriteTar)?;
+    let mut hashing = w
+        .out
+        .into_inner()
+        .map_err(|e| LayerError::WriteTar(e.into_error()))?;
+    hashing.flush().map_err(LayerError::WriteTar)?;
+    let (_, hash, size) = hashing.finish();
+    Ok(LayerTar {
+        diff_id: DiffId::from_bytes(hash),
+        size,
+    })
+}
+
+/// xattrs of one file or directory, sorted out.
+#[derive(Default)]
+struct Attrs {
+    /// xattrs that go into the tar, sorted by name.
+    kept: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Raw `user.containers.override_stat`.
+    override_raw: Option<Vec<u8>>,
+    /// `user.overlay.opaque` is `y`.
+    opaque: bool,
+}
+
+/// A directory child, as listed before sorting.
+struct Child {
+    /// Range of the name in the tar, inside the directory's name arena.
+    name: (usize, usize),
+    what: ChildKind,
+}
+
+enum ChildKind {
+    /// A whiteout marker; the name already has its `.wh.` prefix.
+    Whiteout,
+    /// A node to archive; `stat` is its `lstat`.
+    Node(Box<Stat>),
+}
+
+impl Child {
+    fn is_dir(&self) -> bool {
+        matches!(&self.what, ChildKind::Node(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory)
+    }
+}
+
+/// One header's worth of metadata.
+struct Meta<'a> {
+    typeflag: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    size: u64,
+    link: &'a [u8],
+    major: u32,
+    minor: u32,
+    xattrs: &'a [(Vec<u8>, Vec<u8>)],
+}
+
+/// Metadata every entry of a node shares.
+#[derive(Clone, Copy)]
+struct Base {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+}
+
+impl Meta<'static> {
+    /// A header-only entry of type `typeflag` with `base`'s metadata.
+    fn plain(base: Base, typeflag: u8) -> Self {
+        Meta {
+            typeflag,
+            mode: base.mode,
+            uid: base.uid,
+            gid: base.gid,
+            mtime: base.mtime,
+            size: 0,
+            link: b"",
+            major: 0,
+            minor: 0,
+            xattrs: &[],
+        }
+    }
+
+    /// A whiteout or opaque marker: an empty regular file owned by 0:0, mode 0, mtime 0.
+    fn marker() -> Self {
+        let zero = Base {
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        };
+        Self::plain(zero, flag::REGULAR)
+    }
+}
+
+struct TarWriter<W: Write> {
+    out: BufWriter<HashingWriter<W>>,
+    epoch: Option<i64>,
+    data: Vec<u8>,
+    pax: Vec<u8>,
+    xattr_list: Vec<u8>,
+    xattr_value: Vec<u8>,
+    attrs: Attrs,
+    /// The current directory's tar name: empty at the root, else ending in `/`.
+    path: Vec<u8>,
+    /// First tar name of every multiply-linked inode seen, by (device, inode).
+    links: HashMap<(u64, u64), Vec<u8>>,
+}
+
+impl<W: Write> TarWriter<W> {
+    fn upper_err(&self, name: &[u8], op: &'static str, e: impl Into<io::Error>) -> LayerError {
+        LayerError::ReadUpper {
+            path: lossy(&[&self.path[..], name].concat()),
+            op,
+            source: e.into(),
+        }
+    }
+
+    fn unrepresentable(&self, name: &[u8], reason: Unrepresentable) -> LayerError {
+        LayerError::Unrepresentable {
+            path: lossy(&[&self.path[..], name].concat()),
+            reason,
+        }
+    }
+
+    /// Archives the children of `dir` (whose own entry, if any, is already written).
+    fn walk(&mut self, dir: BorrowedFd<'_>, opaque: bool) -> Result<(), LayerError> {
+        let mut opaque = opaque;
+        let mut arena: Vec<u8> = Vec::new();
+        let mut kids: Vec<Child> = Vec::new();
+        let listing =
+            rustix::fs::Dir::read_from(dir).map_err(|e| self.upper_err(b"", "list", e))?;
+        for entry in listing {
+            let entry = entry.map_err(|e| self.upper_err(b"", "list", e))?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| self.upper_err(name, "stat", e))?;
+            let ft = FileType::from_raw_mode(st.st_mode);
+            let start = arena.len();
+            let what = if name.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+                if ft != FileType::RegularFile {
+                    return Err(self.unrepresentable(name, Unrepresentable::WhiteoutName));
+                }
+                if name == OPAQUE_MARKER.as_bytes() {
+                    opaque = true;
+                    continue;
+                }
+                ChildKind::Whiteout
+            } else if ft == FileType::CharacterDevice && st.st_rdev == 0 {
+                arena.extend_from_slice(WHITEOUT_PREFIX.as_bytes());
+                ChildKind::Whiteout
+            } else if ft == FileType::Socket {
+                continue;
+            } else {
+                ChildKind::Node(Box::new(st))
+            };
+            arena.extend_from_slice(name);
+            kids.push(Child {
+                name: (start, arena.len()),
+                what,
+            });
+        }
+        let key = |c: &Child| {
+            let slash: &[u8] = if c.is_dir() { b"/" } else { b"" };
+            (c.name, slash)
+        };
+        kids.sort_by(|a, b| {
+            let ((a0, a1), sa) = key(a);
+            let ((b0, b1), sb) = key(b);
+            arena[a0..a1]
+                .iter()
+                .chain(sa)
+                .cmp(arena[b0..b1].iter().chain(sb))
+        });
+        // A 0:0 device `x` and a `.wh.x` file both say "x is deleted"; write it once.
+        kids.dedup_by(|b, a| {
+            matches!(
+                (&a.what, &b.what),
+                (ChildKind::Whiteout, ChildKind::Whiteout)
+            ) && arena[a.name.0..a.name.1] == arena[b.name.0..b.name.1]
+        });
+        if opaque {
+            let name = [&self.path[..], OPAQUE_MARKER.as_bytes()].concat();
+            self.header(&name, &Meta::marker())?;
+        }
+        for kid in &kids {
+            let name = &arena[kid.name.0..kid.name.1];
+            match &kid.what {
+                ChildKind::Whiteout => {
+                    let full = [&self.path[..], name].concat();
+                    self.header(&full, &Meta::marker())?;
+                }
+                ChildKind::Node(st) => self.node(dir, name, st)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the xattrs of an open file or directory into `self.attrs`.
+    fn read_attrs(&mut self, fd: BorrowedFd<'_>, name: &[u8]) -> Result<(), LayerError> {
+        let attrs = &mut self.attrs;
+        attrs.kept.clear();
+        attrs.override_raw = None;
+        attrs.opaque = false;
+        let res = fsx::for_each_xattr(fd, &mut self.xattr_list, &mut self.xattr_value, |n, v| {
+            if n == OVERRIDE_STAT_XATTR.as_bytes() {
+                attrs.override_raw = Some(v.to_vec());
+            } else if n == OPAQUE_XATTR.as_bytes() {
+                attrs.opaque = v == b"y";
+            } else if keep_xattr(n) {
+                attrs.kept.push((n.to_vec(), v.to_vec()));
+            }
+        });
+        res.map_err(|e| self.upper_err(name, "read xattrs", e))?;
+        self.attrs.kept.sort();
+        Ok(())
+    }
+
+    /// The parsed override record of the last [`Self::read_attrs`].
+    fn override_stat(&self, name: &[u8]) -> Result<Option<OverrideStat>, LayerError> {
+        match &self.attrs.override_raw {
+            None => Ok(None),
+            Some(raw) => OverrideStat::parse(raw).map(Some).ok_or_else(|| {
+                self.unrepresentable(name, Unrepresentable::BadOverride { value: lossy(raw) })
+            }),
+        }
+    }
+
+    fn clamp(&self, mtime: i64) -> i64 {
+        match self.epoch {
+            Some(epoch) => mtime.min(epoch),
+            None => mtime,
+        }
+    }
+
+    /// Archives one non-whiteout child of `dir`.
+    fn node(&mut self, dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> Result<(), LayerError> {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let full = [&self.path[..], name].concat();
+        let base = Base {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime: self.clamp(st.st_mtime),
+        };
+        match ft {
+            FileType::Directory => self.directory(dir, name, full, base),
+            FileType::RegularFile => self.regular(dir, name, &full, base),
+            FileType::Symlink => {
+                if let Some(first) = self.seen_before(st, &full) {
+                    return self.header(
+                        &full,
+                        &Meta {
+                            link: &first,
+                            ..Meta::plain(base, flag::HARDLINK)
+                        },
+                    );
+                }
+                let target = rustix::fs::readlinkat(dir, name, Vec::new())
+                    .map_err(|e| self.upper_err(name, "read link", e))?;
+                let meta = Meta {
+                    link: target.as_bytes(),
+                    ..Meta::plain(base, flag::SYMLINK)
+                };
+                self.header(&full, &meta)
+            }
+            FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
+                if let Some(first) = self.seen_before(st, &full) {
+                    return self.header(
+                        &full,
+                        &Meta {
+                            link: &first,
+                            ..Meta::plain(base, flag::HARDLINK)
+                        },
+                    );
+                }
+                let (typeflag, major, minor) = match ft {
+                    FileType::CharacterDevice => (
+                        flag::CHAR,
+                        rustix::fs::major(st.st_rdev),
+                        rustix::fs::minor(st.st_rdev),
+                    ),
+                    FileType::BlockDevice => (
+                        flag::BLOCK,
+                        rustix::fs::major(st.st_rdev),
+                        rustix::fs::minor(st.st_rdev),
+                    ),
+                    _ => (flag::FIFO, 0, 0),
+                };
+                self.header(
+                    &full,
+                    &Meta {
+                        major,
+                        minor,
+                        ..Meta::plain(base, typeflag)
+                    },
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Archives a directory, then its contents.
+    fn directory(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        full: Vec<u8>,
+        mut base: Base,
+    ) -> Result<(), LayerError> {
+        let fd = fsx::open_dir_at(dir, name).map_err(|e| self.upper_err(name, "open", e))?;
+        self.read_attrs(fd.as_fd(), name)?;
+        if let Some(ov) = self.override_stat(name)? {
+            if !matches!(ov.kind, None | Some(OverrideType::Dir)) {
+                return Err(self.mismatch(name, ov.kind, "directory"));
+            }
+            (base.uid, base.gid, base.mode) = (ov.uid, ov.gid, ov.mode);
+        }
+        let attrs = std::mem::take(&mut self.attrs);
+        let mut dir_name = full;
+        dir_name.push(b'/');
+        let written = self.header(
+            &dir_name,
+            &Meta {
+                xattrs: &attrs.kept,
+                ..Meta::plain(base, flag::DIR)
+            },
+        );
+        self.attrs = attrs;
+        written?;
+        let opaque = self.attrs.opaque;
+        let depth = self.path.len();
+        self.path = dir_name;
+        let walked = self.walk(fd.as_fd(), opaque);
+        self.path.truncate(depth);
+        walked
+    }
+
+    fn mismatch(
+        &self,
+        name: &[u8],
+        claimed: Option<OverrideType>,
+        actual: &'static str,
+    ) -> LayerError {
+        let claimed = match claimed {
+            None | Some(OverrideType::File) => "file",
+            Some(OverrideType::Dir) => "dir",
+            Some(OverrideType::Symlink) => "symlink",
+            Some(OverrideType::Pipe) => "pipe",
+            Some(OverrideType::Socket) => "socket",
+            Some(OverrideType::Char { .. }) => "char",
+            Some(OverrideType::Block { .. }) => "block",
+        };
+        self.unrepresentable(name, Unrepresentable::OverrideMismatch { claimed, actual })
+    }
+
+    /// The first tar name of this inode if it was archived before; records it otherwise.
+    fn seen_before(&mut self, st: &Stat, full: &[u8]) -> Option<Vec<u8>> {
+        if st.st_nlink <= 1 {
+            return None;
+        }
+        let key = (st.st_dev, st.st_ino);
+        if let Some(first) = self.links.get(&key) {
+            return Some(first.clone());
+        }
+        self.links.insert(key, full.to_vec());
+        None
+    }
+
+    /// Archives a regular file (or what its override record says it stands for).
+    fn regular(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        full: &[u8],
+        mut base: Base,
+    ) -> Result<(), LayerError> {
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY;
+        let fd = rustix::fs::openat(dir, name, flags, Mode::empty())
+            .map_err(|e| self.upper_err(name, "open", e))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| self.upper_err(name, "stat", e))?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return Err(self.unrepresentable(name, Unrepresentable::Changed));
+        }
+        if let Some(first) = self.seen_before(&st, full) {
+            return self.header(
+                full,
+                &Meta {
+                    link: &first,
+                    ..Meta::plain(base, flag::HARDLINK)
+                },
+            );
+        }
+        self.read_attrs(fd.as_fd(), name)?;
+        let kind = match self.override_stat(name)? {
+            Some(ov) => {
+                (base.uid, base.gid, base.mode) = (ov.uid, ov.gid, ov.mode);
+                ov.kind
+            }
+            None => None,
+        };
+        let mut file = File::from(fd);
+        match kind {
+            None | Some(OverrideType::File) => {
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                let attrs = std::mem::take(&mut self.attrs);
+                let meta = Meta {
+                    size,
+                    xattrs: &attrs.kept,
+                    ..Meta::plain(base, flag::REGULAR)
+                };
+                let written = self.header(full, &meta);
+                self.attrs = attrs;
+                written?;
+                self.file_data(&mut file, size, name)
+            }
+            Some(OverrideType::Symlink) => {
+                let mut target = Vec::new();
+                (&mut file)
+                    .take(MAX_LINK_TARGET as u64 + 1)
+                    .read_to_end(&mut target)
+                    .map_err(|e| self.upper_err(name, "read", e))?;
+                if target.len() > MAX_LINK_TARGET {
+                    return Err(self.unrepresentable(
+                        name,
+                        Unrepresentable::LinkTargetTooLong(MAX_LINK_TARGET),
+                    ));
+                }
+                self.header(
+                    full,
+                    &Meta {
+                        link: &target,
+                        ..Meta::plain(base, flag::SYMLINK)
+                    },
+                )
+            }
+            Some(OverrideType::Pipe) => self.header(full, &Meta::plain(base, flag::FIFO)),
+            Some(OverrideType::Char { major, minor }) => self.header(
+                full,
+                &Meta {
+                    major,
+                    minor,
+                    ..Meta::plain(base, flag::CHAR)
+                },
+            ),
+            Some(OverrideType::Block { major, minor }) => self.header(
+                full,
+                &Meta {
+                    major,
+                    minor,
+                    ..Meta::plain(base, flag::BLOCK)
+                },
+            ),
+            Some(OverrideType::Socket) => Ok(()),
+            Some(OverrideType::Dir) => Err(self.mismatch(name, kind, "regular file")),
+        }
+    }
+
+    /// Copies exactly `size` bytes of a file into the tar, then the padding.
+    fn file_data(&mut self, file: &mut File, size: u64, name: &[u8]) -> Result<(), LayerError> {
+        let mut left = size;
+        while left > 0 {
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(self.data.len());
+            let n = match file.read(&mut self.data[..want]) {
+                Ok(0) => return Err(self.unrepresentable(name, Unrepresentable::Changed)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.upper_err(name, "read", e)),
+            };
+            self.out
+                .write_all(&self.data[..n])
+                .map_err(LayerError::WriteTar)?;
+            left -= n as u64;
+        }
+        self.pad(size)
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), LayerError> {
+        let pad = tarfmt::padding(size) as usize;
+        self.out
+            .write_all(&[0u8; BLOCK][..pad])
+            .map_err(LayerError::WriteTar)
+    }
+
+    /// Writes a header (preceded by a PAX header when something does not fit ustar).
+    fn header(&mut self, name: &[u8], m: &Meta<'_>) -> Result<(), LayerError> {
+        let mut h = HeaderBlock::ustar();
+        let pax = &mut self.pax;
+        pax.clear();
+        // PAX records in byte-wise key order: SCHILY.xattr.*, gid, linkpath, mtime, path, size, uid.
+        for (k, v) in m.xattrs {
+            tarfmt::push_pax_record(pax, &[&b"SCHILY.xattr."[..], k].concat(), v);
+        }
+        if !h.set_octal(tarfmt::GID, m.gid.into()) {
+            tarfmt::push_pax_record(pax, b"gid", m.gid.to_string().as_bytes());
+            h.set_octal(tarfmt::GID, 0);
+        }
+        if m.link.len() > tarfmt::LINKNAME.len {
+            tarfmt::push_pax_record(pax, b"linkpath", m.link);
+        }
+        h.set_bytes(tarfmt::LINKNAME, m.link);
+        let mtime_fits = u64::try_from(m.mtime).is_ok_and(|t| h.set_octal(tarfmt::MTIME, t));
+        if !mtime_fits {
+            tarfmt::push_pax_record(pax, b"mtime", m.mtime.to_string().as_bytes());
+            h.set_octal(tarfmt::MTIME, 0);
+        }
+        if name.len() > tarfmt::NAME.len {
+            tarfmt::push_pax_record(pax, b"path", name);
+        }
+        h.set_bytes(tarfmt::NAME, name);
+        if !h.set_octal(tarfmt::SIZE, m.size) {
+            tarfmt::push_pax_record(pax, b"size", m.size.to_string().as_bytes());
+            h.set_octal(tarfmt::SIZE, 0);
+        }
+        if !h.set_octal(tarfmt::UID, m.uid.into()) {
+            tarfmt::push_pax_record(pax, b"uid", m.uid.to_string().as_bytes());
+            h.set_octal(tarfmt::UID, 0);
+        }
+        h.set_octal(tarfmt::MODE, (m.mode & 0o7777).into());
+        h.set_octal(tarfmt::DEVMAJOR, m.major.into());
+        h.set_octal(tarfmt::DEVMINOR, m.minor.into());
+        h.set_type(m.typeflag);
+        h.finish();
+        if !self.pax.is_empty() {
+            let mut ph = HeaderBlock::ustar();
+            ph.set_bytes(tarfmt::NAME, b"././@PaxHeader");
+            ph.set_octal(tarfmt::MODE, 0o644);
+            ph.set_octal(tarfmt::UID, 0);
+            ph.set_octal(tarfmt::GID, 0);
+            ph.set_octal(tarfmt::MTIME, 0);
+            ph.set_octal(tarfmt::SIZE, self.pax.len() as u64);
+            ph.set_type(flag::PAX);
+            ph.finish();
+            self.out.write_all(&ph.0).map_err(LayerError::WriteTar)?;
+            self.out
+                .write_all(&self.pax)
+                .map_err(LayerError::WriteTar)?;
+            self.pad(self.pax.len() as u64)?;
+        }
+        self.out.write_all(&h.0).map_err(LayerError::WriteTar)
+    }
+}

@@ -1,0 +1,234 @@
+//! Snapshots: unpacked layers, one folder per diff ID, used as read-only overlay lowers.
+//!
+//! `kiln/snapshots/<diff-id hex>/` holds `rootfs/` (the unpacked layer) and `complete`, a marker
+//! holding the diff ID. A snapshot is unpacked into a fresh folder in `kiln/tmp`, flushed to disk
+//! (`syncfs`), marked complete and renamed into place, so a snapshot folder either is complete or
+//! does not exist; whoever loses a race to create the same snapshot discards its copy.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use cap_std::fs::Dir;
+
+use super::{Store, StoreError, TempFile, SNAPSHOTS};
+use crate::digest::DiffId;
+
+/// The marker file written last into a snapshot folder.
+pub(super) const MARKER: &str = "complete";
+/// The unpacked layer inside a snapshot folder.
+pub(super) const ROOTFS: &str = "rootfs";
+
+fn snapshot_rel(diff: &DiffId) -> String {
+    format!("{SNAPSHOTS}/{}", diff.hex())
+}
+
+impl Store {
+    /// The folder holding the unpacked layer `diff` (it exists once
+    /// [`Store::create_snapshot`] has returned). For read-only use, under a [`super::Lease`].
+    pub fn snapshot_dir(&self, diff: &DiffId) -> PathBuf {
+        self.root.join(snapshot_rel(diff)).join(ROOTFS)
+    }
+
+    /// Whether a complete snapshot of `diff` exists.
+    pub fn has_snapshot(&self, diff: &DiffId) -> bool {
+        self.dir.is_file(format!("{}/{MARKER}", snapshot_rel(diff)))
+    }
+
+    /// Opens the unpacked layer `diff` as a capability.
+    pub fn open_snapshot(&self, diff: &DiffId) -> Result<Dir, StoreError> {
+        if !self.has_snapshot(diff) {
+            return Err(StoreError::SnapshotNotFound(*diff));
+        }
+        let rel = format!("{}/{ROOTFS}", snapshot_rel(diff));
+        self.dir
+            .open_dir(&rel)
+            .map_err(self.io("open snapshot", &rel))
+    }
+
+    /// Creates the snapshot of `diff` unless it exists: calls `unpack` with an empty folder to
+    /// fill, then commits it atomically. Returns [`Store::snapshot_dir`]. `unpack` is trusted to
+    /// write exactly the layer whose diff ID is `diff`; the store cannot check that.
+    pub fn create_snapshot<E>(
+        &self,
+        diff: &DiffId,
+        unpack: impl FnOnce(&Dir) -> Result<(), E>,
+    ) -> Result<PathBuf, StoreError>
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _lease = self.lease()?;
+        if self.has_snapshot(diff) {
+            return Ok(self.snapshot_dir(diff));
+        }
+        let tmp = self.create_temp_dir("snapshot")?;
+        let guard = TempFile {
+            store: self,
+            rel: Some(tmp.clone()),
+        };
+        let rootfs_rel = format!("{tmp}/{ROOTFS}");
+        self.dir
+            .create_dir(&rootfs_rel)
+            .map_err(self.io("create folder", &rootfs_rel))?;
+        let rootfs = self
+            .dir
+            .open_dir(&rootfs_rel)
+            .map_err(self.io("open folder", &rootfs_rel))?;
+        unpack(&rootfs).map_err(|e| StoreError::Unpack {
+            diff_id: *diff,
+            source: e.into(),
+        })?;
+        // Everything unpacked must be on disk before the marker says the snapshot is complete.
+        rustix::fs::syncfs(&rootfs).map_err(|e| self.io("sync", &rootfs_rel)(e.into()))?;
+        let marker = format!("{tmp}/{MARKER}");
+        self.dir
+            .create(&marker)
+            .and_then(|mut f| {
+                f.write_all(format!("{diff}\n").as_bytes())?;
+                f.sync_all()
+            })
+            .map_err(self.io("write", &marker))?;
+        let dest = snapshot_rel(diff);
+        match self.dir.rename(&tmp, &self.dir, &dest) {
+            Ok(()) => guard.disarm(),
+            // Another writer committed the same snapshot first; ours is dropped by the guard.
+            Err(e) if is_not_empty(&e) && self.has_snapshot(diff) => {}
+            Err(e) => return Err(self.io("rename snapshot into place", &dest)(e)),
+        }
+        self.sync_dir(SNAPSHOTS)?;
+        Ok(self.snapshot_dir(diff))
+    }
+
+    /// The complete snapshots.
+    pub fn list_snapshots(&self) -> Result<Vec<DiffId>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self
+            .dir
+            .read_dir(SNAPSHOTS)
+            .map_err(self.io("list", SNAPSHOTS))?
+        {
+            let entry = entry.map_err(self.io("list", SNAPSHOTS))?;
+            if let Some(diff) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| DiffId::from_hex(n).ok())
+            {
+                if self.has_snapshot(&diff) {
+                    out.push(diff);
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes the snapshot of `diff`; returns whether there was one. Waits until no
+    /// [`super::Lease`] is held, since a running build may be using it.
+    pub fn remove_snapshot(&self, diff: &DiffId) -> Result<bool, StoreError> {
+        let _gc = self.lock_exclusive(super::GC_LOCK)?;
+        self.discard_snapshot(&snapshot_rel(diff))
+    }
+
+    /// Moves a snapshot folder to `kiln/tmp` (so it vanishes atomically) and deletes it there.
+    /// The caller excludes leases.
+    pub(super) fn discard_snapshot(&self, rel: &str) -> Result<bool, StoreError> {
+        let trash = format!("{}/{}", super::TMP, super::unique_name("trash"));
+        match self.dir.rename(rel, &self.dir, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(self.io("move snapshot to trash", rel)(e)),
+        }
+        self.remove_tree(&trash)?;
+        Ok(true)
+    }
+}
+
+/// `rename(2)` onto a non-empty folder fails with `ENOTEMPTY` or `EEXIST`.
+fn is_not_empty(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_is_atomic_and_idempotent() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let diff = DiffId::of(b"layer");
+        assert!(!s.has_snapshot(&diff));
+        let p = s
+            .create_snapshot(&diff, |d: &Dir| d.write("hello.txt", "hi"))
+            .unwrap();
+        assert_eq!(p, s.snapshot_dir(&diff));
+        assert_eq!(std::fs::read_to_string(p.join("hello.txt")).unwrap(), "hi");
+        // A second create does not call the unpacker.
+        s.create_snapshot(&diff, |_: &Dir| -> io::Result<()> {
+            panic!("unpacked twice")
+        })
+        .unwrap();
+        assert_eq!(s.list_snapshots().unwrap(), vec![diff]);
+        assert_eq!(
+            s.open_snapshot(&diff)
+                .unwrap()
+                .read_to_string("hello.txt")
+                .unwrap(),
+            "hi"
+        );
+        assert!(s.remove_snapshot(&diff).unwrap());
+        assert!(!s.remove_snapshot(&diff).unwrap());
+        assert!(s.list_snapshots().unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(t.path().join("kiln/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn failed_unpack_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let diff = DiffId::of(b"bad");
+        let err = s
+            .create_snapshot(&diff, |d: &Dir| {
+                d.write("partial", "x")?;
+                Err(io::Error::other("truncated tar"))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Unpack { .. }), "{err}");
+        assert!(err.to_string().contains("truncated tar"));
+        assert!(!s.has_snapshot(&diff));
+        assert_eq!(
+            std::fs::read_dir(t.path().join("kiln/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(s.list_snapshots().unwrap().is_empty());
+    }
+
+    #[test]
+    fn racing_creators_agree() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let diff = DiffId::of(b"shared");
+        std::thread::scope(|scope| {
+            for i in 0..4 {
+                let s = &s;
+                scope.spawn(move || {
+                    s.create_snapshot(&diff, |d: &Dir| d.write("f", format!("{i}")))
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(s.list_snapshots().unwrap(), vec![diff]);
+        assert_eq!(
+            std::fs::read_dir(t.path().join("kiln/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+}
