@@ -611,13 +611,15 @@ fn read_limited(p: &Path, max: u64) -> io::Result<Vec<u8>> {
 
 /// Imports a root filesystem tarball (possibly compressed) as a one-layer image, like
 /// `docker import`: the tar is unpacked with the hostile-input rules, then written back as a
-/// deterministic layer. `config` carries the `--change` instructions already applied.
+/// deterministic layer. `config` carries the `--change` instructions already applied. Returns
+/// the image ID and the manifest digest; the caller records the image in the index.
 pub fn import(
     store: &Store,
     input: impl Read,
     source: &str,
     mut config: ImageConfig,
     epoch: Option<i64>,
+    message: Option<&str>,
 ) -> Result<(Digest, Digest), ArchiveError> {
     let tmp = store.temp_dir()?;
     let root = tmp.path().join("rootfs");
@@ -654,7 +656,7 @@ pub fn import(
         created: Some(created),
         created_by: String::new(),
         author: String::new(),
-        comment: format!("Imported from {source}"),
+        comment: message.map_or_else(|| format!("Imported from {source}"), str::to_owned),
         empty_layer: false,
     }];
     let state = ImageState {

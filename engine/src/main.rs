@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("kiln: {err:#}");
+            eprintln!("kiln: {}", cli::error_text(&err));
             for hint in cli::hints(&err) {
                 eprintln!("hint: {hint}");
             }

@@ -33,7 +33,9 @@ pub struct HostileTar {
 enum Source {
     Bytes(Vec<u8>),
     /// `count` empty files, generated while reading.
-    ManyEntries { count: u64 },
+    ManyEntries {
+        count: u64,
+    },
 }
 
 /// What unpacking a hostile tar must do.
@@ -63,8 +65,16 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
     const NO_WHITEOUTS: Expect = Fails("whiteout entries are not allowed in this archive");
     let same = |e: Expect| (e, e);
     let cases: Vec<(&'static str, Vec<u8>, (Expect, Expect))> = vec![
-        ("dotdot", tar(&[file("../sibling/pwned", b"x")]), same(LEAVES)),
-        ("dotdot-deep", tar(&[file("a/../../../kiln-hostile-dotdot", b"x")]), same(LEAVES)),
+        (
+            "dotdot",
+            tar(&[file("../sibling/pwned", b"x")]),
+            same(LEAVES),
+        ),
+        (
+            "dotdot-deep",
+            tar(&[file("a/../../../kiln-hostile-dotdot", b"x")]),
+            same(LEAVES),
+        ),
         (
             "dotdot-from-root",
             tar(&[file("/../../../../kiln-hostile-absdotdot", b"x")]),
@@ -83,7 +93,10 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         ),
         (
             "symlink-absolute-write-through",
-            tar(&[symlink("tmp", "/tmp"), file("tmp/kiln-hostile-symlink", b"x")]),
+            tar(&[
+                symlink("tmp", "/tmp"),
+                file("tmp/kiln-hostile-symlink", b"x"),
+            ]),
             same(SYMLINK),
         ),
         (
@@ -108,7 +121,11 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         ),
         (
             "symlink-then-dir-same-name",
-            tar(&[symlink("d", "../sibling"), dir("d/"), file("d/x", b"inside")]),
+            tar(&[
+                symlink("d", "../sibling"),
+                dir("d/"),
+                file("d/x", b"inside"),
+            ]),
             same(Extracts("d/x", Some(b"inside"))),
         ),
         (
@@ -123,8 +140,16 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
             tar(&[file("f", b"orig"), hardlink("h", "f"), file("h", b"new")]),
             same(Extracts("f", Some(b"orig"))),
         ),
-        ("hardlink-dotdot", tar(&[hardlink("h", "../sibling/canary")]), same(Fails("leaves the destination"))),
-        ("hardlink-absolute", tar(&[hardlink("h", "/etc/passwd")]), same(Fails("is absolute"))),
+        (
+            "hardlink-dotdot",
+            tar(&[hardlink("h", "../sibling/canary")]),
+            same(Fails("leaves the destination")),
+        ),
+        (
+            "hardlink-absolute",
+            tar(&[hardlink("h", "/etc/passwd")]),
+            same(Fails("is absolute")),
+        ),
         (
             "hardlink-not-extracted",
             tar(&[hardlink("h", "etc/passwd")]),
@@ -137,7 +162,10 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         ),
         (
             "hardlink-pax-linkpath-escape",
-            tar(&[pax(&[("linkpath", b"../sibling/canary")]), hardlink("h", "innocent")]),
+            tar(&[
+                pax(&[("linkpath", b"../sibling/canary")]),
+                hardlink("h", "innocent"),
+            ]),
             same(Fails("leaves the destination")),
         ),
         (
@@ -148,12 +176,18 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         (
             "char-device",
             tar(&[device(b'3', "dev/mem", 1, 1)]),
-            (Extracts("dev/mem", None), Fails("device nodes are not allowed here")),
+            (
+                Extracts("dev/mem", None),
+                Fails("device nodes are not allowed here"),
+            ),
         ),
         (
             "block-device",
             tar(&[device(b'4', "dev/sda", 8, 0)]),
-            (Extracts("dev/sda", None), Fails("device nodes are not allowed here")),
+            (
+                Extracts("dev/sda", None),
+                Fails("device nodes are not allowed here"),
+            ),
         ),
         (
             "zero-device",
@@ -166,15 +200,32 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         (
             "whiteout-dotdot-name",
             tar(&[file(".wh...", b"")]),
-            (Fails("whiteout does not name a sibling entry"), NO_WHITEOUTS),
+            (
+                Fails("whiteout does not name a sibling entry"),
+                NO_WHITEOUTS,
+            ),
         ),
         (
             "whiteout-dot-name",
             tar(&[file("a/.wh..", b"")]),
-            (Fails("whiteout does not name a sibling entry"), NO_WHITEOUTS),
+            (
+                Fails("whiteout does not name a sibling entry"),
+                NO_WHITEOUTS,
+            ),
         ),
-        ("whiteout-empty-name", tar(&[file(".wh.", b"")]), (Fails("whiteout does not name a sibling entry"), NO_WHITEOUTS)),
-        ("whiteout-nested-escape", tar(&[file("a/../../.wh.x", b"")]), same(LEAVES)),
+        (
+            "whiteout-empty-name",
+            tar(&[file(".wh.", b"")]),
+            (
+                Fails("whiteout does not name a sibling entry"),
+                NO_WHITEOUTS,
+            ),
+        ),
+        (
+            "whiteout-nested-escape",
+            tar(&[file("a/../../.wh.x", b"")]),
+            same(LEAVES),
+        ),
         (
             "whiteout-through-symlink",
             tar(&[symlink("s", "../sibling"), file("s/.wh.canary", b"")]),
@@ -190,10 +241,17 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
             tar(&[symlink("s", "../sibling"), file("s/.wh..wh..opq", b"")]),
             (SYMLINK, NO_WHITEOUTS),
         ),
-        ("root-as-symlink", tar(&[symlink("./", "/")]), same(Fails("names the destination root"))),
+        (
+            "root-as-symlink",
+            tar(&[symlink("./", "/")]),
+            same(Fails("names the destination root")),
+        ),
         (
             "pax-path-escape",
-            tar(&[pax(&[("path", b"../sibling/pwned")]), file("innocent", b"x")]),
+            tar(&[
+                pax(&[("path", b"../sibling/pwned")]),
+                file("innocent", b"x"),
+            ]),
             same(LEAVES),
         ),
         (
@@ -211,22 +269,56 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
         ),
         (
             "path-too-long",
-            tar(&[pax(&[("path", "p/".repeat(2500).as_bytes())]), file("innocent", b"x")]),
+            tar(&[
+                pax(&[("path", "p/".repeat(2500).as_bytes())]),
+                file("innocent", b"x"),
+            ]),
             same(Fails("more than the 4096-byte limit")),
         ),
-        ("sparse-claim-10gib", sparse_claim_base256(), same(Fails("exceeds the 8589934592-byte limit"))),
         (
-            "pax-size-10gib",
-            tar_unterminated(&[pax(&[("size", b"10737418240")]), header_only("big", b'0', 0)], &[0xaa; 4096]),
+            "sparse-claim-10gib",
+            sparse_claim_base256(),
             same(Fails("exceeds the 8589934592-byte limit")),
         ),
-        ("pax-header-huge", pax_claiming(64 << 20), same(Fails("extended header of 67108864 bytes exceeds"))),
-        ("gnu-sparse", tar(&[raw_entry(b"sparse", b'S', b"", 0, 0)]), same(Fails("sparse files are not supported"))),
-        ("bad-checksum", bad_checksum(), same(Fails("header checksum mismatch"))),
-        ("truncated-data", truncated(), same(Fails("archive ends inside the entry"))),
+        (
+            "pax-size-10gib",
+            tar_unterminated(
+                &[
+                    pax(&[("size", b"10737418240")]),
+                    header_only("big", b'0', 0).to_vec(),
+                ],
+                &[0xaa; 4096],
+            ),
+            same(Fails("exceeds the 8589934592-byte limit")),
+        ),
+        (
+            "pax-header-huge",
+            pax_claiming(64 << 20),
+            same(Fails("extended header of 67108864 bytes exceeds")),
+        ),
+        (
+            "gnu-sparse",
+            tar(&[raw_entry(b"sparse", b'S', b"", 0, 0)]),
+            same(Fails("sparse files are not supported")),
+        ),
+        (
+            "bad-checksum",
+            bad_checksum(),
+            same(Fails("header checksum mismatch")),
+        ),
+        (
+            "truncated-data",
+            truncated(),
+            same(Fails("archive ends inside the entry")),
+        ),
         (
             "data-after-end",
-            [tar(&[file("a", b"a")]), header_only("b", b'0', 0).to_vec()].concat(),
+            [
+                file("a", b"a"),
+                vec![0; 512],
+                header_only("b", b'0', 0).to_vec(),
+            ]
+            .concat(),
             same(Fails("data after an end-of-archive block")),
         ),
     ];
@@ -259,7 +351,10 @@ pub fn corpus() -> Vec<(&'static str, HostileTar)> {
 /// A ustar header; `size` is written in base-256 when octal cannot hold it.
 fn raw_header(name: &[u8], typeflag: u8, size: u64, link: &[u8], dev: (u32, u32)) -> [u8; 512] {
     let mut h = [0u8; 512];
-    assert!(name.len() <= 100 && link.len() <= 100, "use PAX for long names");
+    assert!(
+        name.len() <= 100 && link.len() <= 100,
+        "use PAX for long names"
+    );
     h[..name.len()].copy_from_slice(name);
     octal(&mut h[100..108], 0o644);
     octal(&mut h[108..116], 0);
@@ -353,20 +448,24 @@ fn tar(entries: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Entries followed by raw bytes and no end-of-archive marker.
-fn tar_unterminated(entries: &[impl AsRef<[u8]>], tail: &[u8]) -> Vec<u8> {
-    let mut v: Vec<u8> = entries.iter().flat_map(|e| e.as_ref().to_vec()).collect();
+fn tar_unterminated(entries: &[Vec<u8>], tail: &[u8]) -> Vec<u8> {
+    let mut v = entries.concat();
     v.extend_from_slice(tail);
     v
 }
 
 /// A header claiming 10 GiB (base-256 size) followed by 1 KiB of data and the end of input.
 fn sparse_claim_base256() -> Vec<u8> {
-    tar_unterminated(&[header_only("big", b'0', 10 << 30)], &[0x55; 1024])
+    tar_unterminated(
+        &[header_only("big", b'0', 10 << 30).to_vec()],
+        &[0x55; 1024],
+    )
 }
 
 /// A PAX header claiming `size` bytes, with only a little data behind it.
 fn pax_claiming(size: u64) -> Vec<u8> {
-    tar_unterminated(&[raw_header(b"././@PaxHeader", b'x', size, b"", (0, 0))], &[b'9'; 512])
+    let header = raw_header(b"././@PaxHeader", b'x', size, b"", (0, 0));
+    tar_unterminated(&[header.to_vec()], &[b'9'; 512])
 }
 
 fn bad_checksum() -> Vec<u8> {
@@ -453,7 +552,10 @@ fn check(name: &str, case: &HostileTar, opts: &UnpackOptions, expect: Expect, mo
     fs::create_dir(&sibling).unwrap();
     fs::write(sibling.join("canary"), "canary").unwrap();
     let before = escapes_outside(scratch.path());
-    assert!(before.is_empty(), "leftovers from an earlier run, remove them: {before:?}");
+    assert!(
+        before.is_empty(),
+        "leftovers from an earlier run, remove them: {before:?}"
+    );
 
     let dir = Dir::open_ambient_dir(&dest, ambient_authority()).unwrap();
     let start = Instant::now();
@@ -464,7 +566,10 @@ fn check(name: &str, case: &HostileTar, opts: &UnpackOptions, expect: Expect, mo
     match (expect, &result) {
         (Expect::Fails(text), Err(e)) => {
             let msg = e.to_string();
-            assert!(msg.contains(text), "{ctx}: error {msg:?} does not mention {text:?}");
+            assert!(
+                msg.contains(text),
+                "{ctx}: error {msg:?} does not mention {text:?}"
+            );
         }
         (Expect::Fails(text), Ok(stats)) => {
             panic!("{ctx}: expected an error mentioning {text:?}, unpacked {stats:?}")
@@ -484,7 +589,11 @@ fn check(name: &str, case: &HostileTar, opts: &UnpackOptions, expect: Expect, mo
         .collect();
     siblings.sort();
     assert_eq!(siblings, ["canary"], "{ctx}: sibling folder changed");
-    assert_eq!(fs::read(sibling.join("canary")).unwrap(), b"canary", "{ctx}: canary changed");
+    assert_eq!(
+        fs::read(sibling.join("canary")).unwrap(),
+        b"canary",
+        "{ctx}: canary changed"
+    );
     let mut top: Vec<_> = fs::read_dir(scratch.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -500,7 +609,13 @@ fn check(name: &str, case: &HostileTar, opts: &UnpackOptions, expect: Expect, mo
 #[test]
 fn hostile_corpus_as_snapshot() {
     for (name, case) in corpus() {
-        check(name, &case, &UnpackOptions::snapshot(), case.as_layer, "snapshot");
+        check(
+            name,
+            &case,
+            &UnpackOptions::snapshot(),
+            case.as_layer,
+            "snapshot",
+        );
     }
 }
 
@@ -514,7 +629,13 @@ fn hostile_corpus_as_apply() {
 #[test]
 fn hostile_corpus_as_archive() {
     for (name, case) in corpus() {
-        check(name, &case, &UnpackOptions::archive(), case.as_archive, "archive");
+        check(
+            name,
+            &case,
+            &UnpackOptions::archive(),
+            case.as_archive,
+            "archive",
+        );
     }
 }
 

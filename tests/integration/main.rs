@@ -1,7 +1,9 @@
 //! kiln's integration tests: one binary, a small harness, real images.
 
 mod harness;
+mod hostile;
 mod conformance_ignore;
 mod conformance_shell;
 mod context;
 mod conformance_parser;
+mod store;

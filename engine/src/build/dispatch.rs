@@ -471,6 +471,16 @@ impl Run<'_> {
     fn prepare(&mut self, cx: &mut StageCx, one: &Spanned<Instruction>) -> Result<Prepared, BuildError> {
         let line = one.start_line;
         let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(created_by) =
+            apply_metadata(&self.lexer, &mut cx.state, &mut cx.scope, &one.value, &mut parts)
+                .map_err(|m| self.fail(line, m))?
+        {
+            return Ok(Prepared {
+                parts,
+                created_by,
+                work: Work::None,
+            });
+        }
         let (created_by, work) = match &one.value {
             Instruction::From(_) => return Err(self.fail(line, "FROM inside a stage")),
             Instruction::Arg(args) => {
@@ -491,131 +501,6 @@ impl Run<'_> {
                 }
                 (format!("ARG {}", shown.join(" ")), Work::None)
             }
-            Instruction::Env(pairs) => {
-                let mut expanded = Vec::new();
-                for kv in pairs {
-                    expanded.push((kv.key.clone(), self.expand(cx, line, &kv.value)?));
-                }
-                for (k, v) in &expanded {
-                    cx.scope.set_env(k, v).map_err(|e| self.fail(line, e))?;
-                    cx.state.set_env(k, v);
-                }
-                let shown: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-                parts.push(("instruction".into(), canon(&[&["ENV"], &fields[..]].concat())));
-                (format!("ENV {}", shown.join(" ")), Work::None)
-            }
-            Instruction::Label(pairs) => {
-                let mut shown = Vec::new();
-                for kv in pairs {
-                    let k = self.expand(cx, line, &kv.key)?;
-                    let v = self.expand(cx, line, &kv.value)?;
-                    shown.push(format!("{k}={v}"));
-                    cx.state.config.config.labels.insert(k, v);
-                }
-                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-                parts.push(("instruction".into(), canon(&[&["LABEL"], &fields[..]].concat())));
-                (format!("LABEL {}", shown.join(" ")), Work::None)
-            }
-            Instruction::Maintainer(m) => {
-                cx.state.config.author = m.clone();
-                parts.push(("instruction".into(), canon(&["MAINTAINER", m])));
-                (format!("MAINTAINER {m}"), Work::None)
-            }
-            Instruction::Cmd(cmd) => {
-                let argv = self.command(cx, cmd);
-                cx.state.config.config.cmd = argv.clone();
-                parts.push(("instruction".into(), canon(&[&["CMD"], &to_strs(&argv)[..]].concat())));
-                (format!("CMD {}", go_list(&argv)), Work::None)
-            }
-            Instruction::Entrypoint(cmd) => {
-                let argv = self.command(cx, cmd);
-                cx.state.config.config.entrypoint = argv.clone();
-                // Docker: ENTRYPOINT resets a CMD inherited from the base image.
-                cx.state.config.config.cmd = Vec::new();
-                parts.push((
-                    "instruction".into(),
-                    canon(&[&["ENTRYPOINT"], &to_strs(&argv)[..]].concat()),
-                ));
-                (format!("ENTRYPOINT {}", go_list(&argv)), Work::None)
-            }
-            Instruction::Shell(argv) => {
-                cx.state.config.config.shell = argv.clone();
-                parts.push(("instruction".into(), canon(&[&["SHELL"], &to_strs(argv)[..]].concat())));
-                (format!("SHELL {}", go_plain_list(argv)), Work::None)
-            }
-            Instruction::Expose(ports) => {
-                let mut shown = Vec::new();
-                for p in ports {
-                    for word in self
-                        .lexer
-                        .process_words(p, &cx.scope)
-                        .map_err(|e| self.fail(line, e))?
-                    {
-                        let port = if word.contains('/') {
-                            word.to_ascii_lowercase()
-                        } else {
-                            format!("{word}/tcp")
-                        };
-                        cx.state
-                            .config
-                            .config
-                            .exposed_ports
-                            .insert(port.clone(), EmptyObject);
-                        shown.push(port);
-                    }
-                }
-                shown.sort();
-                shown.dedup();
-                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-                parts.push(("instruction".into(), canon(&[&["EXPOSE"], &fields[..]].concat())));
-                let map: Vec<String> = shown.iter().map(|p| format!("{p}:{{}}")).collect();
-                (format!("EXPOSE map[{}]", map.join(" ")), Work::None)
-            }
-            Instruction::Volume(vols) => {
-                let mut shown = Vec::new();
-                for v in vols {
-                    let v = self.expand(cx, line, v)?;
-                    if v.trim().is_empty() {
-                        return Err(self.fail(line, "VOLUME specified can not be an empty string"));
-                    }
-                    cx.state.config.config.volumes.insert(v.clone(), EmptyObject);
-                    shown.push(v);
-                }
-                let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-                parts.push(("instruction".into(), canon(&[&["VOLUME"], &fields[..]].concat())));
-                (format!("VOLUME {}", go_plain_list(&shown)), Work::None)
-            }
-            Instruction::User(u) => {
-                let u = self.expand(cx, line, u)?;
-                cx.state.config.config.user = u.clone();
-                parts.push(("instruction".into(), canon(&["USER", &u])));
-                (format!("USER {u}"), Work::None)
-            }
-            Instruction::StopSignal(s) => {
-                let s = self.expand(cx, line, s)?;
-                if !valid_signal(&s) {
-                    return Err(self.fail(line, format!("invalid signal: {s}")));
-                }
-                cx.state.config.config.stop_signal = s.clone();
-                parts.push(("instruction".into(), canon(&["STOPSIGNAL", &s])));
-                (format!("STOPSIGNAL {s}"), Work::None)
-            }
-            Instruction::Healthcheck(hc) => {
-                let (config, shown) = healthcheck(hc);
-                let canonical = serde_json::to_vec(&config).map_err(|e| BuildError::Io {
-                    op: "encode healthcheck",
-                    source: e.into(),
-                })?;
-                cx.state.config.config.healthcheck = Some(config);
-                parts.push(("instruction".into(), [b"HEALTHCHECK\0".as_slice(), &canonical].concat()));
-                (format!("HEALTHCHECK {shown}"), Work::None)
-            }
-            Instruction::Onbuild(trigger) => {
-                cx.state.config.config.on_build.push(trigger.clone());
-                parts.push(("instruction".into(), canon(&["ONBUILD", trigger])));
-                (format!("ONBUILD {trigger}"), Work::None)
-            }
             Instruction::Workdir(w) => {
                 let w = self.expand(cx, line, w)?;
                 let base = ContainerPath::parse(&cx.state.config.config.working_dir);
@@ -629,7 +514,7 @@ impl Run<'_> {
                 (format!("WORKDIR {path}"), Work::Workdir { path, owner })
             }
             Instruction::Run(run) => {
-                let argv = self.command(cx, &run.command);
+                let argv = command(&cx.state, &run.command);
                 let args = cx.scope.history_args();
                 let mut fields = vec!["RUN".to_owned()];
                 fields.extend(argv.iter().cloned());
@@ -669,28 +554,15 @@ impl Run<'_> {
                     .trim();
                 (format!("{name} {text} # buildkit"), work)
             }
+            other => {
+                return Err(self.fail(line, format!("unexpected instruction {other:?}")))
+            }
         };
         Ok(Prepared {
             parts,
             created_by,
             work,
         })
-    }
-
-    /// A CMD/ENTRYPOINT/RUN command as argv: exec form as is, shell form through the SHELL.
-    fn command(&self, cx: &StageCx, cmd: &ins::Command) -> Vec<String> {
-        match cmd {
-            ins::Command::Exec(argv) => argv.clone(),
-            ins::Command::Shell(text) => {
-                let mut argv = if cx.state.config.config.shell.is_empty() {
-                    vec!["/bin/sh".to_owned(), "-c".to_owned()]
-                } else {
-                    cx.state.config.config.shell.clone()
-                };
-                argv.push(text.clone());
-                argv
-            }
-        }
     }
 
     fn prepare_copy(
@@ -1010,6 +882,209 @@ impl Run<'_> {
             size,
         })
     }
+}
+
+/// Applies a metadata-only instruction (ENV, LABEL, CMD, ENTRYPOINT, SHELL, EXPOSE, VOLUME, USER,
+/// STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER) to an image config: used by the builder and by
+/// `import --change`/`commit -c`. Returns the history text, or `None` for other instructions;
+/// pushes the step's canonical form onto `parts`.
+pub(crate) fn apply_metadata(
+    lexer: &Lexer,
+    state: &mut ImageState,
+    scope: &mut Scope,
+    instruction: &Instruction,
+    parts: &mut Vec<(String, Vec<u8>)>,
+) -> Result<Option<String>, String> {
+    let created_by = match instruction {
+        Instruction::Env(pairs) => {
+            let mut expanded = Vec::new();
+            for kv in pairs {
+                expanded.push((kv.key.clone(), expand(lexer, scope, &kv.value)?));
+            }
+            for (k, v) in &expanded {
+                scope.set_env(k, v).map_err(|e| e.to_string())?;
+                state.set_env(k, v);
+            }
+            let shown: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+            parts.push(("instruction".into(), canon(&[&["ENV"], &fields[..]].concat())));
+            format!("ENV {}", shown.join(" "))
+        }
+        Instruction::Label(pairs) => {
+            let mut shown = Vec::new();
+            for kv in pairs {
+                let k = expand(lexer, scope, &kv.key)?;
+                let v = expand(lexer, scope, &kv.value)?;
+                shown.push(format!("{k}={v}"));
+                state.config.config.labels.insert(k, v);
+            }
+            let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+            parts.push(("instruction".into(), canon(&[&["LABEL"], &fields[..]].concat())));
+            format!("LABEL {}", shown.join(" "))
+        }
+        Instruction::Maintainer(m) => {
+            state.config.author = m.clone();
+            parts.push(("instruction".into(), canon(&["MAINTAINER", m])));
+            format!("MAINTAINER {m}")
+        }
+        Instruction::Cmd(cmd) => {
+            let argv = command(state, cmd);
+            state.config.config.cmd = argv.clone();
+            parts.push(("instruction".into(), canon(&[&["CMD"], &to_strs(&argv)[..]].concat())));
+            format!("CMD {}", go_list(&argv))
+        }
+        Instruction::Entrypoint(cmd) => {
+            let argv = command(state, cmd);
+            state.config.config.entrypoint = argv.clone();
+            // Docker: ENTRYPOINT resets a CMD inherited from the base image.
+            state.config.config.cmd = Vec::new();
+            parts.push((
+                "instruction".into(),
+                canon(&[&["ENTRYPOINT"], &to_strs(&argv)[..]].concat()),
+            ));
+            format!("ENTRYPOINT {}", go_list(&argv))
+        }
+        Instruction::Shell(argv) => {
+            state.config.config.shell = argv.clone();
+            parts.push(("instruction".into(), canon(&[&["SHELL"], &to_strs(argv)[..]].concat())));
+            format!("SHELL {}", go_plain_list(argv))
+        }
+        Instruction::Expose(ports) => {
+            let mut shown = Vec::new();
+            for p in ports {
+                for word in lexer
+                    .process_words(p, &*scope)
+                    .map_err(|e| e.to_string())?
+                {
+                    let port = if word.contains('/') {
+                        word.to_ascii_lowercase()
+                    } else {
+                        format!("{word}/tcp")
+                    };
+                    state
+                        .config
+                        .config
+                        .exposed_ports
+                        .insert(port.clone(), EmptyObject);
+                    shown.push(port);
+                }
+            }
+            shown.sort();
+            shown.dedup();
+            let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+            parts.push(("instruction".into(), canon(&[&["EXPOSE"], &fields[..]].concat())));
+            let map: Vec<String> = shown.iter().map(|p| format!("{p}:{{}}")).collect();
+            format!("EXPOSE map[{}]", map.join(" "))
+        }
+        Instruction::Volume(vols) => {
+            let mut shown = Vec::new();
+            for v in vols {
+                let v = expand(lexer, scope, v)?;
+                if v.trim().is_empty() {
+                    return Err("VOLUME specified can not be an empty string".to_owned());
+                }
+                state.config.config.volumes.insert(v.clone(), EmptyObject);
+                shown.push(v);
+            }
+            let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
+            parts.push(("instruction".into(), canon(&[&["VOLUME"], &fields[..]].concat())));
+            format!("VOLUME {}", go_plain_list(&shown))
+        }
+        Instruction::User(u) => {
+            let u = expand(lexer, scope, u)?;
+            state.config.config.user = u.clone();
+            parts.push(("instruction".into(), canon(&["USER", &u])));
+            format!("USER {u}")
+        }
+        Instruction::StopSignal(s) => {
+            let s = expand(lexer, scope, s)?;
+            if !valid_signal(&s) {
+                return Err(format!("invalid signal: {s}"));
+            }
+            state.config.config.stop_signal = s.clone();
+            parts.push(("instruction".into(), canon(&["STOPSIGNAL", &s])));
+            format!("STOPSIGNAL {s}")
+        }
+        Instruction::Healthcheck(hc) => {
+            let (config, shown) = healthcheck(hc);
+            let canonical = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
+            state.config.config.healthcheck = Some(config);
+            parts.push(("instruction".into(), [b"HEALTHCHECK\0".as_slice(), &canonical].concat()));
+            format!("HEALTHCHECK {shown}")
+        }
+        Instruction::Onbuild(trigger) => {
+            state.config.config.on_build.push(trigger.clone());
+            parts.push(("instruction".into(), canon(&["ONBUILD", trigger])));
+            format!("ONBUILD {trigger}")
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(created_by))
+}
+
+fn expand(lexer: &Lexer, scope: &Scope, word: &str) -> Result<String, String> {
+    lexer.process_word(word, scope).map_err(|e| e.to_string())
+}
+
+/// A CMD/ENTRYPOINT/RUN command as argv: exec form as is, shell form through the SHELL.
+fn command(state: &ImageState, cmd: &ins::Command) -> Vec<String> {
+    match cmd {
+        ins::Command::Exec(argv) => argv.clone(),
+        ins::Command::Shell(text) => {
+            let mut argv = if state.config.config.shell.is_empty() {
+                vec!["/bin/sh".to_owned(), "-c".to_owned()]
+            } else {
+                state.config.config.shell.clone()
+            };
+            argv.push(text.clone());
+            argv
+        }
+    }
+}
+
+/// The image config made by `--change` instructions (`docker import -c`, `docker commit -c`):
+/// each is parsed by the Dockerfile front end; only the instructions docker accepts there are
+/// allowed (HEALTHCHECK only for commit).
+pub fn apply_changes(changes: &[String], allow_healthcheck: bool) -> Result<crate::image::ImageConfig, String> {
+    let mut state = ImageState::scratch();
+    state.config.config.env.clear();
+    state.config.config.working_dir.clear();
+    let mut scope = Scope::new(Default::default(), &Platform::host(), &Platform::host());
+    scope.begin_stage(&[]);
+    let lexer = Lexer::new('\\');
+    for change in changes {
+        let df = crate::dockerfile::parse(change).map_err(|e| format!("{change:?}: {}", e.kind))?;
+        let list = ins::instructions(&df).map_err(|e| format!("{change:?}: {}", e.kind))?;
+        for one in list {
+            let allowed = match &one.value {
+                Instruction::Cmd(_)
+                | Instruction::Entrypoint(_)
+                | Instruction::Env(_)
+                | Instruction::Expose(_)
+                | Instruction::Label(_)
+                | Instruction::Onbuild(_)
+                | Instruction::StopSignal(_)
+                | Instruction::User(_)
+                | Instruction::Volume(_)
+                | Instruction::Workdir(_) => true,
+                Instruction::Healthcheck(_) => allow_healthcheck,
+                _ => false,
+            };
+            if !allowed {
+                return Err(format!("{change:?}: this instruction is not supported as a change"));
+            }
+            if let Instruction::Workdir(w) = &one.value {
+                let w = expand(&lexer, &scope, w)?;
+                let base = ContainerPath::parse(&state.config.config.working_dir);
+                state.config.config.working_dir = ContainerPath::resolve(&base, &w).to_string();
+                continue;
+            }
+            apply_metadata(&lexer, &mut state, &mut scope, &one.value, &mut Vec::new())
+                .map_err(|e| format!("{change:?}: {e}"))?;
+        }
+    }
+    state.config.history.clear();
+    Ok(state.config)
 }
 
 /// Whether a file is a tar archive (possibly compressed): ADD extracts those.

@@ -11,7 +11,17 @@ use crate::store::Store;
 
 pub mod build;
 pub mod debug;
+pub mod fsck;
+pub mod history;
+pub mod images;
+pub mod import;
+pub mod inspect;
+pub mod load;
+pub mod prune;
 pub mod render;
+pub mod rmi;
+pub mod save;
+pub mod tag;
 
 /// Build OCI images from Dockerfiles, with RUN steps sandboxed in WebAssembly.
 #[derive(Debug, Parser)]
@@ -30,6 +40,26 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile.
     Build(build::BuildArgs),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Give an image another name.
+    Tag(tag::TagArgs),
+    /// Remove images.
+    Rmi(rmi::RmiArgs),
+    /// Show images' details as JSON.
+    Inspect(inspect::InspectArgs),
+    /// Show an image's history.
+    History(history::HistoryArgs),
+    /// Remove unused data: untagged images, unreferenced blobs and snapshots, build cache.
+    Prune(prune::PruneArgs),
+    /// Verify every blob, reference and snapshot in the store.
+    Fsck(fsck::FsckArgs),
+    /// Create an image from a root filesystem tarball.
+    Import(import::ImportArgs),
+    /// Save images to a tar archive.
+    Save(save::SaveArgs),
+    /// Load images from a tar archive.
+    Load(load::LoadArgs),
     /// Developer tools (`kiln debug parse FILE`).
     Debug(debug::DebugArgs),
 }
@@ -47,6 +77,16 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
     let root = cli.root.as_deref();
     match &cli.command {
         Command::Build(a) => build::run(a, &open_store(root)?, printer),
+        Command::Images(a) => images::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Tag(a) => tag::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Rmi(a) => rmi::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Inspect(a) => inspect::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::History(a) => history::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Prune(a) => prune::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Fsck(a) => fsck::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Import(a) => import::run(a, &open_store(root)?, printer),
+        Command::Save(a) => save::run(a, &open_store(root)?, printer),
+        Command::Load(a) => load::run(a, &open_store(root)?, printer),
         Command::Debug(a) => debug::run(a, printer),
     }
 }
@@ -73,10 +113,26 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// The error and its causes on one line. Library errors often already print their source
+/// (`open x: permission denied`); a cause whose text is already there is not repeated.
+pub fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
 /// `hint:` lines worth printing after an error.
 pub fn hints(err: &anyhow::Error) -> Vec<String> {
     let mut out = Vec::new();
-    let text = format!("{err:#}");
+    let text = error_text(err);
     if text.contains("--network=host") {
         return out;
     }

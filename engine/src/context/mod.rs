@@ -299,14 +299,6 @@ fn has_wildcards(component: &str) -> bool {
     false
 }
 
-fn join(base: &str, name: &str) -> String {
-    if base.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{base}/{name}")
-    }
-}
-
 impl Context {
     /// Opens the folder `path` as a build context ignoring `ignore_patterns` (as read by
     /// [`ignore::read_ignore_file`]).

@@ -645,6 +645,65 @@ mod tests {
     }
 
     #[test]
+    fn readme_rules() {
+        // Two or more escapes at the end of a line are not a continuation.
+        assert_eq!(
+            parse("RUN y \\\\\\\nRUN z\n").unwrap().dump(),
+            "(run \"y \\\\\\\\\\\\\")\n(run \"z\")"
+        );
+        // BOM, CRLF, comments inside continuations, unknown instructions.
+        let df = parse("\u{feff}FROM a\r\nRUN x \\\r\n  # note\r\n  y\r\nFOO bar baz\r\n").unwrap();
+        assert_eq!(df.dump(), "(from \"a\")\n(run \"x   y\")\n(foo \"\")");
+        assert_eq!(
+            (df.instructions[1].start_line, df.instructions[1].end_line),
+            (2, 4)
+        );
+        assert_eq!(df.instructions[2].raw_keyword, "FOO");
+        assert!(df.warnings.is_empty());
+    }
+
+    #[test]
+    fn directives_and_their_errors() {
+        let df = parse("# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM a\nRUN b `\n c\n").unwrap();
+        assert_eq!(df.escape, '`');
+        assert_eq!(df.directives.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(df.directives.check.as_deref(), Some("skip=all"));
+        assert_eq!(df.dump(), "(from \"a\")\n(run \"b  c\")");
+        let err = parse("# escape=`\n# ESCAPE=\\\nFROM a\n").unwrap_err();
+        assert_eq!((err.line, err.kind.to_string()), (2, "only one escape parser directive can be used".into()));
+        let err = parse("# escape=x\nFROM a\n").unwrap_err();
+        assert_eq!(err.kind, ParseErrorKind::InvalidEscapeToken("x".into()));
+        // A directive after anything else is a comment.
+        assert_eq!(parse("# hi\n# escape=`\nFROM a\n").unwrap().escape, '\\');
+    }
+
+    #[test]
+    fn heredoc_errors_and_onbuild_heredocs() {
+        let err = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
+        assert_eq!((err.line, err.kind), (2, ParseErrorKind::UnterminatedHeredoc));
+        let df = parse("FROM a\nONBUILD RUN <<EOF\nx\nEOF\nCOPY [\"<<EOF\", \"/d\"]\n").unwrap();
+        assert_eq!(df.instructions[1].heredocs.len(), 1);
+        assert_eq!(df.instructions[1].heredocs[0].content, "x\n");
+        assert_eq!(df.instructions[1].end_line, 4);
+        assert!(df.instructions[2].heredocs.is_empty());
+        // A line that does not lex has no heredocs (BuildKit ignores that error).
+        let df = parse("FROM a\nRUN <<\"EOF\n").unwrap();
+        assert!(df.instructions[1].heredocs.is_empty());
+    }
+
+    #[test]
+    fn argument_errors() {
+        assert_eq!(parse("LABEL a").unwrap_err().kind, ParseErrorKind::MissingValue("LABEL"));
+        assert_eq!(
+            parse("ENV a=1 b").unwrap_err().kind.to_string(),
+            "syntax error - can't find = in \"b\". Must be of the form: name=value"
+        );
+        assert_eq!(parse("RUN [\"a\", 1]").unwrap_err().kind, ParseErrorKind::JsonNotStrings);
+        assert_eq!(parse("RUN [\"a\", 1e999]").unwrap().dump(), "(run \"[\\\"a\\\", 1e999]\")");
+        assert_eq!(parse("").unwrap_err(), ParseError { line: 1, kind: ParseErrorKind::NoInstructions });
+    }
+
+    #[test]
     fn lone_continuation_gives_an_empty_instruction() {
         assert_eq!(parse("\\\n").unwrap().dump(), "(\"\")");
     }

@@ -34,8 +34,7 @@ pub enum Whiteouts {
     /// Unpacking a layer into an empty snapshot folder: a whiteout becomes an overlay whiteout
     /// (a 0:0 character device; a `.wh.<name>` empty file where the kernel refuses the device)
     /// and an opaque marker sets `user.overlay.opaque=y` on its directory (a `.wh..wh..opq`
-    /// empty file where user xattrs are unsupported). A 0:0 character device entry is refused:
-    /// in the snapshot it would read as a whiteout.
+    /// empty file where user xattrs are unsupported).
     Overlay,
     /// Applying a layer onto an existing tree (flattening for export or run): a whiteout deletes
     /// its target, an opaque marker deletes what the directory held before this archive.
@@ -53,7 +52,9 @@ pub enum Whiteouts {
 /// component is refused, even one that would stay inside. A root entry (`./`) that is a
 /// directory is skipped; the destination's own metadata is left alone. Later entries replace
 /// earlier ones of the same name (a directory over a directory merges). Missing parent
-/// directories are created `0755`, owned by 0:0.
+/// directories are created `0755`, owned by 0:0. A 0:0 character device entry is refused in
+/// every mode: it is no real device, and in a snapshot, an upper or a tree later used as an
+/// overlay lower it would read as a whiteout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackOptions {
     /// What whiteout entries mean.
@@ -364,11 +365,7 @@ impl Extractor<'_> {
             Kind::Char | Kind::Block if !self.ctx.opts.allow_devices => {
                 return Err(refused(&e.path, Refusal::DeviceNotAllowed))
             }
-            Kind::Char
-                if e.major == 0
-                    && e.minor == 0
-                    && self.ctx.opts.whiteouts == Whiteouts::Overlay =>
-            {
+            Kind::Char if e.major == 0 && e.minor == 0 => {
                 return Err(refused(&e.path, Refusal::WhiteoutDevice))
             }
             Kind::Char | Kind::Block | Kind::Fifo => Plan::Special,

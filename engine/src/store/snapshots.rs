@@ -77,8 +77,27 @@ impl Store {
             diff_id: *diff,
             source: e.into(),
         })?;
+        self.commit_snapshot(diff, guard)
+    }
+
+    /// Completes the snapshot being built in the temporary folder `holder` (which holds
+    /// `rootfs/`): flushes it to disk, writes the marker, renames it into place. The caller holds
+    /// a lease. Losing a race to an identical snapshot is success.
+    pub(super) fn commit_snapshot(
+        &self,
+        diff: &DiffId,
+        holder: TempFile<'_>,
+    ) -> Result<PathBuf, StoreError> {
+        let tmp = holder.rel.clone().unwrap_or_default();
+        let rootfs_rel = format!("{tmp}/{ROOTFS}");
+        let rootfs = self
+            .dir
+            .open_dir(&rootfs_rel)
+            .map_err(self.io("open folder", &rootfs_rel))?;
         // Everything unpacked must be on disk before the marker says the snapshot is complete.
-        rustix::fs::syncfs(&rootfs).map_err(|e| self.io("sync", &rootfs_rel)(e.into()))?;
+        super::readable_fd(&rootfs)
+            .and_then(rustix::fs::syncfs)
+            .map_err(|e| self.io("sync", &rootfs_rel)(e.into()))?;
         let marker = format!("{tmp}/{MARKER}");
         self.dir
             .create(&marker)
@@ -89,8 +108,8 @@ impl Store {
             .map_err(self.io("write", &marker))?;
         let dest = snapshot_rel(diff);
         match self.dir.rename(&tmp, &self.dir, &dest) {
-            Ok(()) => guard.disarm(),
-            // Another writer committed the same snapshot first; ours is dropped by the guard.
+            Ok(()) => holder.disarm(),
+            // Another writer committed the same snapshot first; ours is dropped with `holder`.
             Err(e) if is_not_empty(&e) && self.has_snapshot(diff) => {}
             Err(e) => return Err(self.io("rename snapshot into place", &dest)(e)),
         }

@@ -1,15 +1,15 @@
 //! Scratch folders for writers (a build step's upper folder) and turning a finished one into a
 //! snapshot without copying it.
 
-use std::io::Write;
-
-use super::snapshots::{MARKER, ROOTFS};
-use super::{Store, StoreError, SNAPSHOTS, TMP};
+use super::snapshots::ROOTFS;
+use super::{Store, StoreError, TempFile, TMP};
 use crate::digest::DiffId;
 
 impl Store {
     /// A fresh, empty folder in `kiln/tmp`, on the store's filesystem (so it can become a
-    /// snapshot by renaming). Removed when dropped; `gc` collects it if the process dies.
+    /// snapshot by renaming). Removed when dropped (best effort); `gc` collects whatever is left
+    /// once it is older than the grace period, or if the process dies. Hold a
+    /// [`super::Lease`] while using it.
     pub fn temp_dir(&self) -> Result<tempfile::TempDir, StoreError> {
         let parent = self.root.join(TMP);
         tempfile::Builder::new()
@@ -33,35 +33,66 @@ impl Store {
         if self.has_snapshot(diff) {
             return Ok(());
         }
-        let io = |op: &'static str, path: std::path::PathBuf| {
-            move |source| StoreError::Io { op, path, source }
+        let name = folder
+            .path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned)
+            .filter(|_| folder.path().parent() == Some(self.root.join(TMP).as_path()))
+            .ok_or_else(|| StoreError::Io {
+                op: "adopt snapshot from",
+                path: folder.path().to_path_buf(),
+                source: std::io::Error::other("not a folder made by Store::temp_dir"),
+            })?;
+        let holder = self.create_temp_dir("snapshot")?;
+        let holder = TempFile {
+            store: self,
+            rel: Some(holder),
         };
-        let tmp = self.root.join(TMP);
-        let holder = tempfile::Builder::new()
-            .prefix("snapshot-")
-            .tempdir_in(&tmp)
-            .map_err(io("create temporary folder in", tmp.clone()))?;
-        let rootfs = holder.path().join(ROOTFS);
-        std::fs::rename(folder.path(), &rootfs)
-            .map_err(io("move upper folder to", rootfs.clone()))?;
+        let from = format!("{TMP}/{name}");
+        let to = format!("{}/{ROOTFS}", holder.rel.as_deref().unwrap_or_default());
+        self.dir
+            .rename(&from, &self.dir, &to)
+            .map_err(self.io("move upper folder to", &to))?;
         // The folder now lives under `holder`; forget it so its drop does not look for it.
         let _ = folder.keep();
-        let marker = holder.path().join(MARKER);
-        std::fs::File::create(&marker)
-            .and_then(|mut f| {
-                f.write_all(format!("{diff}\n").as_bytes())?;
-                f.sync_all()
-            })
-            .map_err(io("write", marker.clone()))?;
-        let dest = self.root.join(SNAPSHOTS).join(diff.hex());
-        match std::fs::rename(holder.path(), &dest) {
-            Ok(()) => {
-                let _ = holder.keep();
-                Ok(())
-            }
-            // Another writer committed the same snapshot first; ours is removed with `holder`.
-            Err(_) if self.has_snapshot(diff) => Ok(()),
-            Err(e) => Err(io("rename snapshot into place", dest)(e)),
-        }
+        self.commit_snapshot(diff, holder).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adopts_an_upper_folder() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Store::open(t.path()).unwrap();
+        let diff = DiffId::of(b"upper");
+        let upper = s.temp_dir().unwrap();
+        std::fs::write(upper.path().join("f"), "x").unwrap();
+        s.adopt_snapshot(&diff, upper).unwrap();
+        assert!(s.has_snapshot(&diff));
+        assert_eq!(
+            std::fs::read_to_string(s.snapshot_dir(&diff).join("f")).unwrap(),
+            "x"
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path().join("kiln/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        // A second copy of the same layer is discarded.
+        let again = s.temp_dir().unwrap();
+        s.adopt_snapshot(&diff, again).unwrap();
+        assert_eq!(
+            std::fs::read_dir(t.path().join("kiln/tmp"))
+                .unwrap()
+                .count(),
+            0
+        );
+        let outside = tempfile::tempdir().unwrap();
+        assert!(s.adopt_snapshot(&DiffId::of(b"o"), outside).is_err());
     }
 }
