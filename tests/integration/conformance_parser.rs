@@ -30,7 +30,10 @@ fn cases(dir: &Path) -> Vec<(String, PathBuf)> {
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
         .map(|entry| {
             let entry = entry.expect("read dir entry");
-            (entry.file_name().to_string_lossy().into_owned(), entry.path())
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                entry.path(),
+            )
         })
         .filter(|(_, p)| p.is_dir())
         .collect();
@@ -97,7 +100,9 @@ fn testfiles_dump_through_kiln_debug_parse() {
                 String::from_utf8_lossy(&out.stderr)
             ));
         } else if stdout != expected {
-            failures.push(format!("{name}:\n--- expected\n{expected}--- got\n{stdout}"));
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- got\n{stdout}"
+            ));
         }
     }
     report("testfiles via kiln debug parse", cases.len(), &failures);
@@ -205,7 +210,10 @@ fn heredoc_json(h: &Heredoc, with_content: bool) -> Value {
 /// Compares a parsed file with an `expected.json` listing every instruction's line, dump and
 /// heredocs.
 fn check_heredoc_case(dir: &Path, failures: &mut Vec<String>) -> usize {
-    let case = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let case = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let expected = json(&dir.join("expected.json"));
     let children = expected["children"].as_array().expect("children");
     let df = match parse(&read(&dir.join("Dockerfile"))) {
@@ -226,7 +234,12 @@ fn check_heredoc_case(dir: &Path, failures: &mut Vec<String>) -> usize {
         let heredocs = if node.heredocs.is_empty() {
             Value::Null
         } else {
-            Value::Array(node.heredocs.iter().map(|h| heredoc_json(h, true)).collect())
+            Value::Array(
+                node.heredocs
+                    .iter()
+                    .map(|h| heredoc_json(h, true))
+                    .collect(),
+            )
         };
         let mut got = serde_json::json!({
             "line": node.start_line,
@@ -318,7 +331,10 @@ fn heredoc_helpers_match_buildkit() {
     let chomp = &data["chomp"];
     let got = heredoc::chomp(str_field(chomp, "input"));
     if got != str_field(chomp, "expected") {
-        failures.push(format!("chomp: got {got:?}, expected {}", chomp["expected"]));
+        failures.push(format!(
+            "chomp: got {got:?}, expected {}",
+            chomp["expected"]
+        ));
     }
     report("heredoc helpers", total, &failures);
 }
@@ -340,7 +356,11 @@ fn empty_continuation_lines_warn_once_per_instruction() {
         failures.push(format!("warnings {got:?}, expected {want:?}"));
     }
     if df.dump() != str_field(&expected, "dump") {
-        failures.push(format!("dump:\n{}\nexpected:\n{}", df.dump(), expected["dump"]));
+        failures.push(format!(
+            "dump:\n{}\nexpected:\n{}",
+            df.dump(),
+            expected["dump"]
+        ));
     }
     report("empty continuation warnings", 2, &failures);
 }
@@ -354,7 +374,10 @@ fn parse_words_splits_like_buildkit() {
         let input = str_field(case, "input");
         let got = Value::from(parse_words(input, '\\'));
         if got != case["expected"] {
-            failures.push(format!("{input:?}: got {got}, expected {}", case["expected"]));
+            failures.push(format!(
+                "{input:?}: got {got}, expected {}",
+                case["expected"]
+            ));
         }
     }
     report("parse words", cases.len(), &failures);
@@ -375,17 +398,25 @@ fn directives_are_read_like_buildkit() {
                     .map(|d| serde_json::json!({"name": d.name, "value": d.value}))
                     .collect();
                 if got != case["directives"] {
-                    failures.push(format!("{input:?}: got {got}, expected {}", case["directives"]));
+                    failures.push(format!(
+                        "{input:?}: got {got}, expected {}",
+                        case["directives"]
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{input:?}: {e}")),
         }
     }
     let detect_cases = [
-        ("detect_syntax", data["detect_syntax"].as_array().expect("detect_syntax")),
+        (
+            "detect_syntax",
+            data["detect_syntax"].as_array().expect("detect_syntax"),
+        ),
         (
             "parse_directive_check",
-            data["parse_directive_check"].as_array().expect("parse_directive_check"),
+            data["parse_directive_check"]
+                .as_array()
+                .expect("parse_directive_check"),
         ),
     ];
     for (family, list) in detect_cases {
@@ -440,5 +471,8 @@ fn overlong_lines_are_rejected() {
         }
     }
     let longest = format!("FROM image\nLABEL test={}\n", "a".repeat(65_535 - 11));
-    assert!(parse(&longest).is_ok(), "a 65535-byte line must be accepted");
+    assert!(
+        parse(&longest).is_ok(),
+        "a 65535-byte line must be accepted"
+    );
 }

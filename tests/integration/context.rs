@@ -572,6 +572,17 @@ fn context_tars_in_every_compression_give_the_same_digest() {
     let d = ctx
         .digest(&ctx.resolve(".").expect("root"), &mut StatCache::new())
         .expect("digest");
+    let tar_ctx = Context::from_tar(&plain[..], &TarLimits::default(), &[]).expect("tar");
+    assert_eq!(
+        ctx.entries(&ctx.resolve(".").expect("root")[0]).expect("entries"),
+        tar_ctx.entries(&tar_ctx.resolve(".").expect("root")[0]).expect("entries")
+            .into_iter()
+            .map(|mut e| {
+                e.mtime_ns = 0;
+                e
+            })
+            .collect::<Vec<_>>()
+    );
     assert_eq!(d.hash, digests[0], "folder and tar digests differ");
 }
 

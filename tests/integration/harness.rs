@@ -110,3 +110,91 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 }
+
+/// One file in a flattened image: kind, mode, owner and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// `f` file, `d` folder, `l` symlink (with its target in `content`), `h` hardlink.
+    pub kind: char,
+    /// Permission bits (with setuid/setgid/sticky).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// File content or link target.
+    pub content: Vec<u8>,
+}
+
+/// Reads an image from a store through kiln's library and flattens its layers (applying OCI
+/// whiteouts), keyed by path without a leading `/` (folders end without `/`).
+pub fn image_tree(root: &Path, image: &str) -> std::collections::BTreeMap<String, FileInfo> {
+    use std::io::Read;
+    let store = kiln::store::Store::open(root).expect("open store");
+    let img = store.resolve(image).expect("resolve image");
+    let mut tree = std::collections::BTreeMap::new();
+    for layer in &img.manifest.layers {
+        let blob = store.open_blob(&layer.digest).expect("open layer");
+        let mut ar = tar::Archive::new(kiln::layer::decompress_auto(blob).expect("decompress"));
+        for entry in ar.entries().expect("read tar") {
+            let mut entry = entry.expect("tar entry");
+            let path = entry.path().expect("path").to_string_lossy().trim_end_matches('/').to_owned();
+            let name = path.rsplit('/').next().unwrap_or("").to_owned();
+            let parent = path.rsplit_once('/').map(|(p, _)| p.to_owned()).unwrap_or_default();
+            if name == ".wh..wh..opq" {
+                let prefix = format!("{parent}/");
+                tree.retain(|k: &String, _| !k.starts_with(&prefix));
+                continue;
+            }
+            if let Some(hidden) = name.strip_prefix(".wh.") {
+                let target = if parent.is_empty() { hidden.to_owned() } else { format!("{parent}/{hidden}") };
+                let prefix = format!("{target}/");
+                tree.retain(|k: &String, _| k != &target && !k.starts_with(&prefix));
+                continue;
+            }
+            let h = entry.header();
+            let kind = match h.entry_type() {
+                tar::EntryType::Directory => 'd',
+                tar::EntryType::Symlink => 'l',
+                tar::EntryType::Link => 'h',
+                _ => 'f',
+            };
+            let mode = h.mode().expect("mode");
+            let uid = h.uid().expect("uid");
+            let gid = h.gid().expect("gid");
+            let mut content = Vec::new();
+            if kind == 'l' || kind == 'h' {
+                content = entry
+                    .link_name_bytes()
+                    .map(|c| c.into_owned())
+                    .unwrap_or_default();
+            } else {
+                entry.read_to_end(&mut content).expect("read entry");
+            }
+            tree.insert(path, FileInfo { kind, mode, uid, gid, content });
+        }
+    }
+    tree
+}
+
+/// The paths of a flattened image.
+pub fn paths(tree: &std::collections::BTreeMap<String, FileInfo>) -> Vec<&str> {
+    tree.keys().map(String::as_str).collect()
+}
+
+/// Fails the test with a clear message when a tool a test needs is missing.
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run .ci/run once (it installs the test tools)");
+}
+
+/// Lines of stderr that are Docker-style step progress, for assertions on caching.
+pub fn step_lines(stderr: &str) -> Vec<String> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("Step ") || l.starts_with(" ---> "))
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,5 +1,6 @@
 //! kiln's integration tests: one binary, a small harness, real images.
 
+mod build;
 mod harness;
 mod hostile;
 mod conformance_ignore;

@@ -42,7 +42,11 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     for w in &df.warnings {
-        assert!((1..=lines).contains(&w.line), "warning line {} outside 1..={lines}", w.line);
+        assert!(
+            (1..=lines).contains(&w.line),
+            "warning line {} outside 1..={lines}",
+            w.line
+        );
     }
     match instructions(&df) {
         Ok(list) => {

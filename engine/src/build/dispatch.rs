@@ -359,12 +359,8 @@ impl Run<'_> {
         // ONBUILD triggers of the base image run now, as part of this stage.
         let triggers = std::mem::take(&mut cx.state.config.config.on_build);
         for (n, t) in triggers.iter().enumerate() {
-            let df = crate::dockerfile::parse(t).map_err(|e| {
-                self.fail(st.line, format!("ONBUILD trigger {t:?}: {}", e.kind))
-            })?;
-            let list = ins::instructions(&df).map_err(|e| {
-                self.fail(st.line, format!("ONBUILD trigger {t:?}: {}", e.kind))
-            })?;
+            let list = fragment(t)
+                .map_err(|e| self.fail(st.line, format!("ONBUILD trigger {t:?}: {e}")))?;
             for mut one in list {
                 one.start_line = st.line;
                 self.instruction(&mut cx, &one, &format!("onbuild{n}"), false)?;
@@ -1053,8 +1049,7 @@ pub fn apply_changes(changes: &[String], allow_healthcheck: bool) -> Result<crat
     scope.begin_stage(&[]);
     let lexer = Lexer::new('\\');
     for change in changes {
-        let df = crate::dockerfile::parse(change).map_err(|e| format!("{change:?}: {}", e.kind))?;
-        let list = ins::instructions(&df).map_err(|e| format!("{change:?}: {}", e.kind))?;
+        let list = fragment(change).map_err(|e| format!("{change:?}: {e}"))?;
         for one in list {
             let allowed = match &one.value {
                 Instruction::Cmd(_)
@@ -1085,6 +1080,22 @@ pub fn apply_changes(changes: &[String], allow_healthcheck: bool) -> Result<crat
     }
     state.config.history.clear();
     Ok(state.config)
+}
+
+/// Parses instructions that stand alone, outside any stage (ONBUILD triggers, `--change`).
+fn fragment(text: &str) -> Result<Vec<Spanned<Instruction>>, String> {
+    let df = crate::dockerfile::parse(text).map_err(|e| e.kind.to_string())?;
+    df.instructions
+        .iter()
+        .map(|node| {
+            Ok(Spanned {
+                value: ins::instruction(node).map_err(|e| e.to_string())?,
+                start_line: node.start_line,
+                end_line: node.end_line,
+                original: node.original.trim().to_owned(),
+            })
+        })
+        .collect()
 }
 
 /// Whether a file is a tar archive (possibly compressed): ADD extracts those.

@@ -5,7 +5,7 @@ use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::images::{created_since, human_size, user_facing, Format, Table};
+use super::images::{created_since, human_size, Format, Table};
 use super::Printer;
 use crate::store::{Image, Store};
 
@@ -102,7 +102,7 @@ fn ellipsis(s: &str, width: usize) -> String {
 
 /// Prints the image's history.
 pub fn run(args: &HistoryArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
-    let img = store.resolve(&args.image).map_err(user_facing)?;
+    let img = store.resolve(&args.image)?;
     let now = OffsetDateTime::now_utc();
     let steps = steps(&img, args.no_trunc);
     if args.quiet {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{Printer, UserError};
-use crate::store::{Image, Store, StoreError};
+use crate::store::{Image, Store};
 
 /// List images.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ struct ImageRow {
 
 /// Lists the store's images, newest first, one row per tag.
 pub fn run(args: &ImagesArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
-    let list = store.list_images().map_err(user_facing)?;
+    let list = store.list_images()?;
     for b in &list.broken {
         let name = b
             .tags
@@ -191,15 +191,6 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// Maps a store error to a user error (exit 1) when the user's input caused it.
-pub(super) fn user_facing(e: StoreError) -> anyhow::Error {
-    if e.is_user_error() {
-        anyhow::Error::new(UserError(e.to_string()))
-    } else {
-        anyhow::Error::new(e)
-    }
-}
-
 /// Ends a command that handled several arguments and collected their errors: one error is
 /// returned as is; several are each printed, then summarised as `{n} of {total} {what}`.
 pub(super) fn finish_many(
@@ -213,7 +204,7 @@ pub(super) fn finish_many(
             out.status(&format!("kiln: {e:#}"))?;
         }
         let summary = format!("{} of {total} {what}", errors.len());
-        return Err(if errors.iter().all(|e| e.is::<UserError>()) {
+        return Err(if errors.iter().all(|e| super::exit_code(e) == 1) {
             anyhow::Error::new(UserError(summary))
         } else {
             anyhow::anyhow!(summary)

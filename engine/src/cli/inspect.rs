@@ -4,7 +4,7 @@ use clap::Args;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 
-use super::images::{finish_many, user_facing};
+use super::images::finish_many;
 use super::Printer;
 use crate::image::ContainerConfig;
 use crate::store::{Image, Store};
@@ -99,7 +99,7 @@ pub fn run(args: &InspectArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
     for name in &args.images {
         match store.resolve(name) {
             Ok(img) => found.push(img),
-            Err(e) => errors.push(user_facing(e)),
+            Err(e) => errors.push(e.into()),
         }
     }
     let docs: Vec<Inspect<'_>> = found.iter().map(inspect).collect();

@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::images::{finish_many, user_facing};
+use super::images::finish_many;
 use super::Printer;
 use crate::store::{RemoveEvent, Store};
 
@@ -36,7 +36,7 @@ pub fn run(args: &RmiArgs, store: &Store, out: &mut Printer) -> anyhow::Result<(
                     })?;
                 }
             }
-            Err(e) => errors.push(user_facing(e)),
+            Err(e) => errors.push(e.into()),
         }
     }
     finish_many(

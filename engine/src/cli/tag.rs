@@ -2,8 +2,7 @@
 
 use clap::Args;
 
-use super::images::user_facing;
-use super::{Printer, UserError};
+use super::Printer;
 use crate::reference::ImageRef;
 use crate::store::Store;
 
@@ -21,6 +20,7 @@ pub struct TagArgs {
 
 /// Tags the image; prints nothing, like docker.
 pub fn run(args: &TagArgs, store: &Store, _out: &mut Printer) -> anyhow::Result<()> {
-    let target = ImageRef::parse(&args.target).map_err(|e| UserError(e.to_string()))?;
-    store.tag(&args.source, &target).map_err(user_facing)
+    let target = ImageRef::parse(&args.target)?;
+    store.tag(&args.source, &target)?;
+    Ok(())
 }

@@ -336,10 +336,20 @@ impl Context {
     ) -> Result<Self, ContextError> {
         let temp = tempfile::Builder::new()
             .prefix("kiln-context-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir()
             .map_err(ContextError::TempDir)?;
         let root = Dir::open_ambient_dir(temp.path(), cap_std::ambient_authority())
             .map_err(ContextError::TempDir)?;
+        // Private from creation, and exactly 0700 whatever the umask: other users must not see
+        // or plant files in the context.
+        rustix::fs::chmodat(
+            &root,
+            ".",
+            rustix::fs::Mode::from_raw_mode(0o700),
+            rustix::fs::AtFlags::empty(),
+        )
+        .map_err(|e| ContextError::TempDir(e.into()))?;
         tar::extract(reader, &root, limits)?;
         Self::with_root(root, ignore_patterns, None, Some(temp))
     }

@@ -113,7 +113,9 @@ fn match_directive(s: &str) -> Option<(&str, &str)> {
     if rest.is_empty() || rest.contains('\n') {
         return None;
     }
-    let value = rest.trim_start_matches(is_re_space).trim_end_matches(is_re_space);
+    let value = rest
+        .trim_start_matches(is_re_space)
+        .trim_end_matches(is_re_space);
     if value.is_empty() {
         // All blanks: the lazy `(.+?)` still takes the last one.
         return Some((key, &rest[rest.len() - 1..]));
@@ -150,11 +152,14 @@ fn detect(key: &str, text: &str, any_format: bool) -> Option<FoundDirective> {
         let directives = DirectiveParser::new(comment, first_line)
             .parse_all(text)
             .unwrap_or_default();
-        directives.into_iter().find(|d| d.name == key).map(|d| FoundDirective {
-            reference: d.value.split(' ').next().unwrap_or_default().to_string(),
-            cmdline: d.value,
-            line: d.line,
-        })
+        directives
+            .into_iter()
+            .find(|d| d.name == key)
+            .map(|d| FoundDirective {
+                reference: d.value.split(' ').next().unwrap_or_default().to_string(),
+                cmdline: d.value,
+                line: d.line,
+            })
     };
     if let Some(found) = from_comments("#") {
         return Some(found);
@@ -192,6 +197,9 @@ mod tests {
     fn repeated_directives_are_errors() {
         let err = scan_directives("# syntax=a\n# syntax=b\n").unwrap_err();
         assert_eq!(err.line, 2);
-        assert_eq!(err.kind.to_string(), "only one syntax parser directive can be used");
+        assert_eq!(
+            err.kind.to_string(),
+            "only one syntax parser directive can be used"
+        );
     }
 }

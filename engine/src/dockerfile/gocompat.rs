@@ -362,7 +362,11 @@ pub(crate) fn ram_in_bytes(s: &str) -> Option<i64> {
 fn parse_go_float(s: &str) -> Option<f64> {
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
     // Rust also accepts "inf"/"nan" spellings Go spells differently; decimal digits only here.
-    if body.is_empty() || !body.bytes().all(|b| b.is_ascii_digit() || b"eE.+-".contains(&b)) {
+    if body.is_empty()
+        || !body
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"eE.+-".contains(&b))
+    {
         return None;
     }
     s.parse::<f64>().ok().filter(|f| f.is_finite())
@@ -459,7 +463,10 @@ mod tests {
             r#"time: unknown unit "x" in duration "3x""#
         );
         assert!(matches!(parse_duration(""), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_duration(".s"), Err(DurationError::Invalid(_))));
+        assert!(matches!(
+            parse_duration(".s"),
+            Err(DurationError::Invalid(_))
+        ));
         assert!(matches!(
             parse_duration("9999999999999h"),
             Err(DurationError::Invalid(_))

@@ -489,13 +489,14 @@ mod tests {
 
     #[test]
     fn lexer_keeps_unset_variables_and_raw_text() {
-        assert_eq!(words("a $B ${C} ${D:-x y}", false, false).unwrap(), [
-            "a", "$B", "${C}", "${D:-x", "y}"
-        ]);
-        assert_eq!(words(r#"'a b' "c\"d""#, true, true).unwrap(), [
-            "'a b'",
-            r#""c\"d""#
-        ]);
+        assert_eq!(
+            words("a $B ${C} ${D:-x y}", false, false).unwrap(),
+            ["a", "$B", "${C}", "${D:-x", "y}"]
+        );
+        assert_eq!(
+            words(r#"'a b' "c\"d""#, true, true).unwrap(),
+            ["'a b'", r#""c\"d""#]
+        );
         assert_eq!(words(r#"x"\a""#, true, true).unwrap(), [r#"x"\\a""#]);
         assert_eq!(words("<<  EOF x", false, false).unwrap(), ["<<  EOF", "x"]);
         assert_eq!(words("${a/b/c}", false, false).unwrap(), ["${a/b/c}"]);
@@ -504,12 +505,24 @@ mod tests {
 
     #[test]
     fn lexer_errors_match_buildkit() {
-        assert_eq!(words("'a", false, false), Err(LexError::UnterminatedSingleQuote));
-        assert_eq!(words("\"a", false, false), Err(LexError::UnterminatedDoubleQuote));
-        assert_eq!(words("${a", false, false), Err(LexError::UnsupportedModifier("\u{fffd}".into())));
+        assert_eq!(
+            words("'a", false, false),
+            Err(LexError::UnterminatedSingleQuote)
+        );
+        assert_eq!(
+            words("\"a", false, false),
+            Err(LexError::UnterminatedDoubleQuote)
+        );
+        assert_eq!(
+            words("${a", false, false),
+            Err(LexError::UnsupportedModifier("\u{fffd}".into()))
+        );
         assert_eq!(words("${a:-b", false, false), Err(LexError::MissingBrace));
         assert_eq!(words("${}", false, false), Err(LexError::BadSubstitution));
-        assert_eq!(words("${a:#b}", false, false), Err(LexError::UnsupportedModifier(":#".into())));
+        assert_eq!(
+            words("${a:#b}", false, false),
+            Err(LexError::UnsupportedModifier(":#".into()))
+        );
         assert_eq!(words("${a/b", false, false), Err(LexError::MissingSlash));
         let deep = "${a:-".repeat(10_000);
         assert_eq!(words(&deep, false, false), Err(LexError::TooDeep));
@@ -518,10 +531,16 @@ mod tests {
     #[test]
     fn heredoc_words() {
         let h = parse_heredoc("3<<-'E'O\\'F").unwrap().unwrap();
-        assert_eq!((h.name.as_str(), h.fd, h.chomp, h.expand), ("EO'F", 3, true, false));
+        assert_eq!(
+            (h.name.as_str(), h.fd, h.chomp, h.expand),
+            ("EO'F", 3, true, false)
+        );
         assert_eq!(parse_heredoc("<<EOF sh").unwrap(), None);
         assert!(parse_heredoc("<<'EOF").is_err());
-        assert_eq!(parse_heredoc("99999999999<<A").unwrap().unwrap().fd, u32::MAX);
+        assert_eq!(
+            parse_heredoc("99999999999<<A").unwrap().unwrap().fd,
+            u32::MAX
+        );
     }
 
     #[test]

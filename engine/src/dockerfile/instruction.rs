@@ -617,7 +617,11 @@ fn sources_and_dest(
             Ok(Some(h)) => {
                 let body = bodies.get(h.name.as_str()).copied().unwrap_or_default();
                 Source::Inline(InlineFile {
-                    content: if h.chomp { chomp(body) } else { body.to_string() },
+                    content: if h.chomp {
+                        chomp(body)
+                    } else {
+                        body.to_string()
+                    },
                     expand: h.expand,
                     name: h.name,
                 })
@@ -686,10 +690,8 @@ fn optional_interval(flags: &Flags, name: &'static str) -> Result<Duration, Pars
     if value.is_empty() {
         return Ok(Duration::ZERO);
     }
-    let nanos = parse_duration(value).map_err(|source| ParseErrorKind::Duration {
-        flag: name,
-        source,
-    })?;
+    let nanos =
+        parse_duration(value).map_err(|source| ParseErrorKind::Duration { flag: name, source })?;
     match u64::try_from(nanos) {
         Ok(0) => Ok(Duration::ZERO),
         Ok(n) if n >= 1_000_000 => Ok(Duration::from_nanos(n)),
@@ -830,15 +832,29 @@ mod tests {
                 platform: Some("$BUILDPLATFORM".into()),
             })
         );
-        assert_eq!(got[0].original, "FROM --platform=$BUILDPLATFORM golang:1.22 AS Build");
-        let e = |t: &str| instructions(&parse(t).unwrap()).unwrap_err().kind.to_string();
+        assert_eq!(
+            got[0].original,
+            "FROM --platform=$BUILDPLATFORM golang:1.22 AS Build"
+        );
+        let e = |t: &str| {
+            instructions(&parse(t).unwrap())
+                .unwrap_err()
+                .kind
+                .to_string()
+        };
         assert_eq!(e("FROM a b"), "FROM requires either one or three arguments");
-        assert_eq!(e("FROM a AS b c"), "FROM requires either one or three arguments");
+        assert_eq!(
+            e("FROM a AS b c"),
+            "FROM requires either one or three arguments"
+        );
         assert_eq!(
             e("FROM a AS 1x"),
             "invalid name for build stage: \"1x\", name can't start with a number or contain symbols"
         );
-        assert_eq!(e("FROM --platfrom=x a"), "unknown flag: --platfrom (did you mean platform?)");
+        assert_eq!(
+            e("FROM --platfrom=x a"),
+            "unknown flag: --platfrom (did you mean platform?)"
+        );
         assert_eq!(e("FROM --plat=x a"), "unknown flag: --plat");
         assert!(instructions(&parse("FROM a aſ b").unwrap()).is_ok());
     }
@@ -855,8 +871,14 @@ mod tests {
     fn unknown_instruction_names_the_word_and_a_suggestion() {
         let e = instructions(&parse("FROM a\n\nRUNN x\n").unwrap()).unwrap_err();
         assert_eq!(e.line, 3);
-        assert_eq!(e.to_string(), "line 3: unknown instruction: RUNN (did you mean RUN?)");
-        assert_eq!(err("frob x"), "unknown instruction: frob (did you mean from?)");
+        assert_eq!(
+            e.to_string(),
+            "line 3: unknown instruction: RUNN (did you mean RUN?)"
+        );
+        assert_eq!(
+            err("frob x"),
+            "unknown instruction: frob (did you mean from?)"
+        );
         assert_eq!(err("xyzzy x"), "unknown instruction: xyzzy");
     }
 
@@ -876,11 +898,26 @@ mod tests {
         let m = r.mounts[0]
             .resolve(|v| Ok::<_, MountError>(v.to_string()))
             .unwrap();
-        assert_eq!((m.kind, m.target.as_deref()), (MountType::Cache, Some("/root/.cache")));
-        assert_eq!(err("RUN --network=bridge x"), "invalid network mode \"bridge\"");
-        assert_eq!(err("RUN --security=privileged x"), "security \"privileged\" is not valid");
-        assert_eq!(err("RUN --network=none --network=host x"), "duplicate flag specified: --network");
-        assert_eq!(err("RUN --mont=type=cache x"), "unknown flag: --mont (did you mean mount?)");
+        assert_eq!(
+            (m.kind, m.target.as_deref()),
+            (MountType::Cache, Some("/root/.cache"))
+        );
+        assert_eq!(
+            err("RUN --network=bridge x"),
+            "invalid network mode \"bridge\""
+        );
+        assert_eq!(
+            err("RUN --security=privileged x"),
+            "security \"privileged\" is not valid"
+        );
+        assert_eq!(
+            err("RUN --network=none --network=host x"),
+            "duplicate flag specified: --network"
+        );
+        assert_eq!(
+            err("RUN --mont=type=cache x"),
+            "unknown flag: --mont (did you mean mount?)"
+        );
         assert_eq!(err("RUN --network x"), "missing a value on flag: --network");
         assert_eq!(
             err("RUN --mount=from=$X,target=/x x"),
@@ -901,7 +938,10 @@ mod tests {
         .unwrap() else {
             panic!("not a COPY")
         };
-        assert_eq!(c.sources, [Source::Path("a".into()), Source::Path("b".into())]);
+        assert_eq!(
+            c.sources,
+            [Source::Path("a".into()), Source::Path("b".into())]
+        );
         assert_eq!(c.dest, "/dst/");
         assert_eq!(c.from.as_deref(), Some("build"));
         assert_eq!(c.chown.as_deref(), Some("1:2"));
@@ -916,12 +956,21 @@ mod tests {
             panic!("not an ADD")
         };
         assert_eq!(a.checksum.as_deref(), Some("sha256:abc"));
-        assert_eq!((a.keep_git_dir, a.unpack, a.link), (Some(false), Some(true), false));
+        assert_eq!(
+            (a.keep_git_dir, a.unpack, a.link),
+            (Some(false), Some(true), false)
+        );
         assert_eq!(err("COPY --from=x a"), "COPY requires at least two arguments, but only one was provided. Destination could not be determined");
         assert_eq!(err("COPY --checksum=x a b"), "unknown flag: --checksum");
-        assert_eq!(err("ADD --link=yes a b"), "expecting boolean value for flag --link, not: yes");
+        assert_eq!(
+            err("ADD --link=yes a b"),
+            "expecting boolean value for flag --link, not: yes"
+        );
         assert_eq!(err("ADD --link= a b"), "missing a value on flag: --link");
-        assert_eq!(err("COPY a <<EOF\nx\nEOF"), "COPY cannot accept a heredoc as a destination");
+        assert_eq!(
+            err("COPY a <<EOF\nx\nEOF"),
+            "COPY cannot accept a heredoc as a destination"
+        );
     }
 
     #[test]
@@ -965,14 +1014,38 @@ mod tests {
         assert_eq!(h.timeout, Duration::from_secs(3));
         assert_eq!(h.start_period, Duration::ZERO);
         assert_eq!(h.retries, 3);
-        assert_eq!(one("HEALTHCHECK NONE").unwrap(), Instruction::Healthcheck(Healthcheck::Disable));
-        assert_eq!(err("HEALTHCHECK NONE x"), "HEALTHCHECK NONE takes no arguments");
-        assert_eq!(err("HEALTHCHECK CMD"), "missing command after HEALTHCHECK CMD");
-        assert_eq!(err("HEALTHCHECK CONNECT x"), "unknown type \"CONNECT\" in HEALTHCHECK (try CMD)");
-        assert_eq!(err("HEALTHCHECK --interval=10us CMD x"), "interval \"interval\" cannot be less than 1ms");
-        assert_eq!(err("HEALTHCHECK --timeout=5 CMD x"), "--timeout: time: missing unit in duration \"5\"");
-        assert_eq!(err("HEALTHCHECK --retries=-1 CMD x"), "--retries cannot be negative (-1)");
-        assert_eq!(err("HEALTHCHECK --retries=x CMD x"), "strconv.ParseInt: parsing \"x\": invalid syntax");
+        assert_eq!(
+            one("HEALTHCHECK NONE").unwrap(),
+            Instruction::Healthcheck(Healthcheck::Disable)
+        );
+        assert_eq!(
+            err("HEALTHCHECK NONE x"),
+            "HEALTHCHECK NONE takes no arguments"
+        );
+        assert_eq!(
+            err("HEALTHCHECK CMD"),
+            "missing command after HEALTHCHECK CMD"
+        );
+        assert_eq!(
+            err("HEALTHCHECK CONNECT x"),
+            "unknown type \"CONNECT\" in HEALTHCHECK (try CMD)"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --interval=10us CMD x"),
+            "interval \"interval\" cannot be less than 1ms"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --timeout=5 CMD x"),
+            "--timeout: time: missing unit in duration \"5\""
+        );
+        assert_eq!(
+            err("HEALTHCHECK --retries=-1 CMD x"),
+            "--retries cannot be negative (-1)"
+        );
+        assert_eq!(
+            err("HEALTHCHECK --retries=x CMD x"),
+            "strconv.ParseInt: parsing \"x\": invalid syntax"
+        );
         assert_eq!(err("HEALTHCHECK --foo=1 CMD x"), "unknown flag: --foo");
     }
 
@@ -981,8 +1054,16 @@ mod tests {
         assert_eq!(
             one("ENV a=1 b=\"x y\"").unwrap(),
             Instruction::Env(vec![
-                KeyValue { key: "a".into(), value: "1".into(), legacy: false },
-                KeyValue { key: "b".into(), value: "\"x y\"".into(), legacy: false },
+                KeyValue {
+                    key: "a".into(),
+                    value: "1".into(),
+                    legacy: false
+                },
+                KeyValue {
+                    key: "b".into(),
+                    value: "\"x y\"".into(),
+                    legacy: false
+                },
             ])
         );
         assert_eq!(
@@ -996,8 +1077,14 @@ mod tests {
         assert_eq!(
             one("ARG a b=$c").unwrap(),
             Instruction::Arg(vec![
-                ArgDef { name: "a".into(), default: None },
-                ArgDef { name: "b".into(), default: Some("$c".into()) },
+                ArgDef {
+                    name: "a".into(),
+                    default: None
+                },
+                ArgDef {
+                    name: "b".into(),
+                    default: Some("$c".into())
+                },
             ])
         );
         assert_eq!(err("ENV"), "ENV requires at least one argument");
@@ -1009,9 +1096,18 @@ mod tests {
 
     #[test]
     fn single_argument_instructions() {
-        assert_eq!(one("WORKDIR /app").unwrap(), Instruction::Workdir("/app".into()));
-        assert_eq!(one("USER 1000:1000").unwrap(), Instruction::User("1000:1000".into()));
-        assert_eq!(one("STOPSIGNAL SIGTERM").unwrap(), Instruction::StopSignal("SIGTERM".into()));
+        assert_eq!(
+            one("WORKDIR /app").unwrap(),
+            Instruction::Workdir("/app".into())
+        );
+        assert_eq!(
+            one("USER 1000:1000").unwrap(),
+            Instruction::User("1000:1000".into())
+        );
+        assert_eq!(
+            one("STOPSIGNAL SIGTERM").unwrap(),
+            Instruction::StopSignal("SIGTERM".into())
+        );
         assert_eq!(err("WORKDIR"), "WORKDIR requires exactly one argument");
         assert_eq!(err("USER"), "USER requires exactly one argument");
         assert_eq!(err("EXPOSE"), "EXPOSE requires at least one argument");
@@ -1019,14 +1115,23 @@ mod tests {
             one("VOLUME [\" /data \", \"/b\"]").unwrap(),
             Instruction::Volume(vec!["/data".into(), "/b".into()])
         );
-        assert_eq!(err("VOLUME [\" \"]"), "VOLUME specified can not be an empty string");
+        assert_eq!(
+            err("VOLUME [\" \"]"),
+            "VOLUME specified can not be an empty string"
+        );
         assert_eq!(
             one("SHELL [\"/bin/bash\", \"-c\"]").unwrap(),
             Instruction::Shell(vec!["/bin/bash".into(), "-c".into()])
         );
-        assert_eq!(err("SHELL /bin/bash -c"), "SHELL requires the arguments to be in JSON form");
+        assert_eq!(
+            err("SHELL /bin/bash -c"),
+            "SHELL requires the arguments to be in JSON form"
+        );
         assert_eq!(err("SHELL []"), "SHELL requires at least one argument");
-        assert_eq!(one("CMD").unwrap(), Instruction::Cmd(Command::Shell(String::new())));
+        assert_eq!(
+            one("CMD").unwrap(),
+            Instruction::Cmd(Command::Shell(String::new()))
+        );
     }
 
     #[test]
@@ -1039,10 +1144,22 @@ mod tests {
             one("ONBUILD RUN <<EOF\necho hi\nEOF").unwrap(),
             Instruction::Onbuild("RUN <<EOF\necho hi\nEOF".into())
         );
-        assert_eq!(one("ONBUILD RUNN x").unwrap(), Instruction::Onbuild("RUNN x".into()));
-        assert_eq!(err("ONBUILD ONBUILD RUN x"), "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed");
-        assert_eq!(err("ONBUILD from x"), "FROM isn't allowed as an ONBUILD trigger");
-        assert_eq!(err("ONBUILD MAINTAINER x"), "MAINTAINER isn't allowed as an ONBUILD trigger");
+        assert_eq!(
+            one("ONBUILD RUNN x").unwrap(),
+            Instruction::Onbuild("RUNN x".into())
+        );
+        assert_eq!(
+            err("ONBUILD ONBUILD RUN x"),
+            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+        );
+        assert_eq!(
+            err("ONBUILD from x"),
+            "FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            err("ONBUILD MAINTAINER x"),
+            "MAINTAINER isn't allowed as an ONBUILD trigger"
+        );
         assert_eq!(err("ONBUILD"), "ONBUILD requires at least one argument");
     }
 }

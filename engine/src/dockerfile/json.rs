@@ -28,8 +28,14 @@ pub(crate) fn parse_json_array(rest: &str) -> JsonArgs {
         return JsonArgs::NotJson;
     }
     match Decoder::new(rest.as_bytes()).run() {
-        Some(Top { strings, all_strings: true, overflow: false }) => JsonArgs::Strings(strings),
-        Some(Top { overflow: false, .. }) => JsonArgs::NotAllStrings,
+        Some(Top {
+            strings,
+            all_strings: true,
+            overflow: false,
+        }) => JsonArgs::Strings(strings),
+        Some(Top {
+            overflow: false, ..
+        }) => JsonArgs::NotAllStrings,
         _ => JsonArgs::NotJson,
     }
 }
@@ -331,7 +337,13 @@ mod tests {
 
     #[test]
     fn non_strings_are_reported() {
-        for text in [r#"["a", 1]"#, "[null]", r#"[["a"]]"#, r#"[{"a":"b"}]"#, "[true]"] {
+        for text in [
+            r#"["a", 1]"#,
+            "[null]",
+            r#"[["a"]]"#,
+            r#"[{"a":"b"}]"#,
+            "[true]",
+        ] {
             assert_eq!(parse_json_array(text), JsonArgs::NotAllStrings, "{text}");
         }
     }

@@ -595,18 +595,36 @@ mod tests {
             msg("type=bnd"),
             "unsupported mount type \"bnd\" (did you mean bind?)"
         );
-        assert_eq!(msg("type=cache,sharing=x"), "unsupported sharing value \"x\"");
-        assert_eq!(msg("target=/a,required"), "unexpected key 'required' for mount type 'bind'");
+        assert_eq!(
+            msg("type=cache,sharing=x"),
+            "unsupported sharing value \"x\""
+        );
+        assert_eq!(
+            msg("target=/a,required"),
+            "unexpected key 'required' for mount type 'bind'"
+        );
         assert_eq!(msg("foo"), "invalid field 'foo' must be a key=value pair");
         assert_eq!(
             msg("targt=/x"),
             "unexpected key 'targt' in 'targt=/x' (did you mean target?)"
         );
-        assert_eq!(msg("type=bind,uid=1"), "uid not allowed for \"bind\" type mounts");
+        assert_eq!(
+            msg("type=bind,uid=1"),
+            "uid not allowed for \"bind\" type mounts"
+        );
         assert_eq!(msg("type=cache,mode=9"), "invalid value 9 for mode");
-        assert_eq!(msg("type=secret"), "invalid secret mount. one of source, target required");
-        assert_eq!(msg("type=secret,id=a,source=b"), "both source and id can't be set");
-        assert_eq!(msg("type=bind,sharing=shared"), "invalid cache sharing set for bind mount");
+        assert_eq!(
+            msg("type=secret"),
+            "invalid secret mount. one of source, target required"
+        );
+        assert_eq!(
+            msg("type=secret,id=a,source=b"),
+            "both source and id can't be set"
+        );
+        assert_eq!(
+            msg("type=bind,sharing=shared"),
+            "invalid cache sharing set for bind mount"
+        );
         assert_eq!(msg("type=tmpfs,size=lots"), "invalid value for size: lots");
         assert_eq!(msg("ro=maybe"), "invalid value for ro: maybe");
         assert_eq!(
@@ -624,9 +642,7 @@ mod tests {
     fn resolve_expands_values_only() {
         let spec = MountSpec::parse("type=cache,target=$HOME/.cache,uid=$UID").unwrap();
         let m = spec
-            .resolve(|v| {
-                Ok::<_, MountError>(v.replace("$HOME", "/root").replace("$UID", "42"))
-            })
+            .resolve(|v| Ok::<_, MountError>(v.replace("$HOME", "/root").replace("$UID", "42")))
             .unwrap();
         assert_eq!(m.target.as_deref(), Some("/root/.cache"));
         assert_eq!(m.uid, Some(42));

@@ -511,7 +511,11 @@ pub fn parse_words(rest: &str, escape: char) -> Vec<String> {
 
 /// BuildKit's `parseNameVal` for ENV and LABEL: `key value…` (legacy form: key, the rest
 /// verbatim, `""`) or `k=v …` (each word gives k, v, `"="`).
-fn name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<String>, ParseErrorKind> {
+fn name_val(
+    rest: &str,
+    instruction: &'static str,
+    escape: char,
+) -> Result<Vec<String>, ParseErrorKind> {
     let words = parse_words(rest, escape);
     let Some(first) = words.first() else {
         return Ok(vec![]);
@@ -521,7 +525,11 @@ fn name_val(rest: &str, instruction: &'static str, escape: char) -> Result<Vec<S
             return Err(ParseErrorKind::MissingValue(instruction));
         };
         let value = rest[i..].trim_start_matches(is_blank);
-        return Ok(vec![rest[..i].to_string(), value.to_string(), String::new()]);
+        return Ok(vec![
+            rest[..i].to_string(),
+            value.to_string(),
+            String::new(),
+        ]);
     }
     let mut out = Vec::with_capacity(words.len() * 3);
     for word in words {
@@ -575,7 +583,10 @@ fn maybe_json_to_list(rest: &str) -> Result<Args, ParseErrorKind> {
 /// BuildKit's `parseHealthConfig`: the first word (`CMD`, `NONE`, …) then the RUN rule.
 fn health_config(rest: &str) -> Result<Args, ParseErrorKind> {
     let b = rest.as_bytes();
-    let sep = b.iter().position(|&c| is_go_space_byte(c)).unwrap_or(b.len());
+    let sep = b
+        .iter()
+        .position(|&c| is_go_space_byte(c))
+        .unwrap_or(b.len());
     if sep == 0 {
         return Ok(Args::plain(vec![]));
     }
@@ -618,7 +629,10 @@ mod tests {
         assert_eq!(flags, ["--chown=Jos\u{c3}\u{a9}"]);
         assert_eq!(rest, "x");
         let (rest, flags) = extract_flags("--x", '\\');
-        assert_eq!((rest.as_str(), flags.as_slice()), ("", ["--x".to_string()].as_slice()));
+        assert_eq!(
+            (rest.as_str(), flags.as_slice()),
+            ("", ["--x".to_string()].as_slice())
+        );
     }
 
     #[test]
@@ -664,13 +678,19 @@ mod tests {
 
     #[test]
     fn directives_and_their_errors() {
-        let df = parse("# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM a\nRUN b `\n c\n").unwrap();
+        let df = parse(
+            "# syntax=docker/dockerfile:1\n# escape=`\n# check=skip=all\nFROM a\nRUN b `\n c\n",
+        )
+        .unwrap();
         assert_eq!(df.escape, '`');
         assert_eq!(df.directives.syntax.as_deref(), Some("docker/dockerfile:1"));
         assert_eq!(df.directives.check.as_deref(), Some("skip=all"));
         assert_eq!(df.dump(), "(from \"a\")\n(run \"b  c\")");
         let err = parse("# escape=`\n# ESCAPE=\\\nFROM a\n").unwrap_err();
-        assert_eq!((err.line, err.kind.to_string()), (2, "only one escape parser directive can be used".into()));
+        assert_eq!(
+            (err.line, err.kind.to_string()),
+            (2, "only one escape parser directive can be used".into())
+        );
         let err = parse("# escape=x\nFROM a\n").unwrap_err();
         assert_eq!(err.kind, ParseErrorKind::InvalidEscapeToken("x".into()));
         // A directive after anything else is a comment.
@@ -680,7 +700,10 @@ mod tests {
     #[test]
     fn heredoc_errors_and_onbuild_heredocs() {
         let err = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
-        assert_eq!((err.line, err.kind), (2, ParseErrorKind::UnterminatedHeredoc));
+        assert_eq!(
+            (err.line, err.kind),
+            (2, ParseErrorKind::UnterminatedHeredoc)
+        );
         let df = parse("FROM a\nONBUILD RUN <<EOF\nx\nEOF\nCOPY [\"<<EOF\", \"/d\"]\n").unwrap();
         assert_eq!(df.instructions[1].heredocs.len(), 1);
         assert_eq!(df.instructions[1].heredocs[0].content, "x\n");
@@ -693,14 +716,29 @@ mod tests {
 
     #[test]
     fn argument_errors() {
-        assert_eq!(parse("LABEL a").unwrap_err().kind, ParseErrorKind::MissingValue("LABEL"));
+        assert_eq!(
+            parse("LABEL a").unwrap_err().kind,
+            ParseErrorKind::MissingValue("LABEL")
+        );
         assert_eq!(
             parse("ENV a=1 b").unwrap_err().kind.to_string(),
             "syntax error - can't find = in \"b\". Must be of the form: name=value"
         );
-        assert_eq!(parse("RUN [\"a\", 1]").unwrap_err().kind, ParseErrorKind::JsonNotStrings);
-        assert_eq!(parse("RUN [\"a\", 1e999]").unwrap().dump(), "(run \"[\\\"a\\\", 1e999]\")");
-        assert_eq!(parse("").unwrap_err(), ParseError { line: 1, kind: ParseErrorKind::NoInstructions });
+        assert_eq!(
+            parse("RUN [\"a\", 1]").unwrap_err().kind,
+            ParseErrorKind::JsonNotStrings
+        );
+        assert_eq!(
+            parse("RUN [\"a\", 1e999]").unwrap().dump(),
+            "(run \"[\\\"a\\\", 1e999]\")"
+        );
+        assert_eq!(
+            parse("").unwrap_err(),
+            ParseError {
+                line: 1,
+                kind: ParseErrorKind::NoInstructions
+            }
+        );
     }
 
     #[test]
