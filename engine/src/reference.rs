@@ -740,7 +740,8 @@ mod tests {
         let long_input = format!("{long_path}:tag-puts-this-over-max");
         let max_path = "a".repeat(255);
         let max_input = format!("example.com/{max_path}:tag");
-        let cases: Vec<(&str, &str, &str, Option<&str>, Option<&str>)> = vec![
+        type Case<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
             ("test.com/repo:tag", "test.com", "repo", Some("tag"), None),
             ("test:5000/repo", "test:5000", "repo", None, None),
             ("test:5000/repo:tag", "test:5000", "repo", Some("tag"), None),

@@ -5,6 +5,7 @@ mod harness;
 mod hostile;
 mod conformance_ignore;
 mod conformance_shell;
+mod consumers;
 mod context;
 mod conformance_parser;
 mod store;

@@ -480,3 +480,239 @@ fn other_oci_tools_read_the_layout() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A store with `app:1` (two layers) and an untagged image, for the command-line tests.
+fn cli_env() -> (crate::harness::Env, Digest, Digest) {
+    let env = crate::harness::Env::new();
+    let store = open(&env);
+    let (desc, _) = make_image(&store, &[("a", "1"), ("b", "22")], "2024-01-01T00:00:00Z");
+    store.add_image(&desc, &[r("app:1")]).expect("add");
+    let (loose, _) = make_image(&store, &[("c", "3")], "2023-01-01T00:00:00Z");
+    store.add_image(&loose, &[]).expect("add untagged");
+    let id = store.resolve("app:1").expect("resolve").id();
+    let loose_id = store.resolve(&loose.digest.to_string()).map(|i| i.id());
+    assert!(loose_id.is_err(), "a manifest digest is not an image ID");
+    let loose_id = store
+        .list_images()
+        .expect("list")
+        .images
+        .iter()
+        .find(|i| i.tags.is_empty())
+        .expect("untagged image")
+        .id();
+    (env, id, loose_id)
+}
+
+#[test]
+fn cli_images_lists_like_docker() {
+    let (env, id, loose) = cli_env();
+    let out = env.ok(&["images"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    // Docker's tabwriter: columns padded to the widest cell + 3, at least 10 wide.
+    assert!(
+        lines[0].starts_with("REPOSITORY   TAG       IMAGE ID       CREATED   "),
+        "{out}"
+    );
+    assert!(lines[0].ends_with("   SIZE"), "{out}");
+    let size_at = lines[0].find("SIZE").expect("SIZE column");
+    assert_eq!(lines[1].find("kB"), Some(lines[1].len() - 2), "{out}");
+    assert!(
+        lines[1].get(size_at..).is_some_and(|s| s.ends_with("kB")),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("app          1         {}   ", id.short())),
+        "{out}"
+    );
+    assert!(lines[1].contains(" ago "), "{out}");
+    assert!(lines[1].ends_with("kB"), "{out}");
+    assert!(lines[2].starts_with("<none>       <none>    "), "{out}");
+    assert_eq!(
+        env.ok(&["images", "-q"]),
+        format!("{}\n{}\n", id.short(), loose.short())
+    );
+    assert_eq!(
+        env.ok(&["images", "-q", "--no-trunc", "app"]),
+        format!("{id}\n")
+    );
+    assert_eq!(env.ok(&["images", "-q", "app:2"]), "");
+    let json = env.ok(&["images", "--format", "json", "app:1"]);
+    let row: serde_json::Value = serde_json::from_str(json.trim()).expect("one json line");
+    assert_eq!(row["Repository"], "app");
+    assert_eq!(row["Tag"], "1");
+    assert_eq!(row["ID"], id.short());
+    assert_eq!(row["CreatedAt"], "2024-01-01 00:00:00 +0000 UTC");
+}
+
+#[test]
+fn cli_tag_rmi_inspect_history() {
+    let (env, id, _) = cli_env();
+    env.ok(&["tag", "app:1", "me/other:2"]);
+    let err = env.fails(&["tag", "app:1", "Bad"], 1);
+    assert!(err.contains("must be lowercase"), "{err}");
+    let err = env.fails(&["tag", "nope", "x"], 1);
+    assert!(err.contains("no such image: nope"), "{err}");
+
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "me/other:2"])).expect("inspect json");
+    let doc = &inspect[0];
+    assert_eq!(doc["Id"], id.to_string());
+    assert_eq!(doc["RepoTags"], serde_json::json!(["app:1", "me/other:2"]));
+    assert_eq!(doc["Os"], "linux");
+    assert_eq!(doc["Created"], "2024-01-01T00:00:00Z");
+    assert_eq!(doc["RootFS"]["Type"], "layers");
+    assert_eq!(doc["RootFS"]["Layers"].as_array().map(Vec::len), Some(2));
+    assert_eq!(doc["Config"]["Cmd"], serde_json::json!(["sh"]));
+    env.fails(&["inspect", "app:1", "missing"], 1);
+
+    let history = env.ok(&["history", "app:1"]);
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 4, "{history}");
+    assert!(lines[0].starts_with("IMAGE          CREATED"), "{history}");
+    assert!(lines[1].starts_with(&id.short()), "{history}");
+    assert!(
+        lines[1].contains("CMD [\"sh\"]") && lines[1].contains("0B"),
+        "{history}"
+    );
+    assert!(
+        lines[2].starts_with("<missing>") && lines[2].contains("COPY b /"),
+        "{history}"
+    );
+    assert!(lines[3].ends_with("buildkit.dockerfile.v0"), "{history}");
+    assert_eq!(
+        env.ok(&["history", "-q", "app:1"]),
+        format!("{}\n<missing>\n<missing>\n", id.short())
+    );
+
+    let err = env.fails(&["rmi", &id.short()], 1);
+    assert!(err.contains("must be forced"), "{err}");
+    assert_eq!(env.ok(&["rmi", "app:1"]), "Untagged: app:1\n");
+    assert_eq!(
+        env.ok(&["rmi", "me/other:2"]),
+        format!("Untagged: me/other:2\nDeleted: {id}\n")
+    );
+    env.fails(&["rmi", "app:1"], 1);
+}
+
+#[test]
+fn cli_fsck_and_prune() {
+    let (env, id, loose) = cli_env();
+    env.ok(&["fsck"]);
+    let store = open(&env);
+    let img = store.resolve("app:1").expect("resolve");
+    let layer = img.manifest.layers[1].digest;
+    std::fs::write(store.blob_path(&layer), "rot").expect("corrupt");
+    let out = env.run(&["fsck"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("blob {layer}: content hashes to {}\n", Digest::of(b"rot"))
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store damaged: 1 problem found"));
+    let tar = layer_tar("b", "22");
+    store.put_blob_expect(&tar[..], &layer).expect("repair");
+    env.ok(&["fsck"]);
+
+    // Without --force, prune asks; with no answer it does nothing.
+    env.ok(&["prune"]);
+    assert_eq!(store.list_images().expect("list").images.len(), 2);
+    let out = env.ok(&["prune", "-f"]);
+    assert!(
+        out.starts_with(&format!("Deleted Images:\ndeleted: {loose}\n")),
+        "{out}"
+    );
+    assert!(out.contains("Total reclaimed space: "), "{out}");
+    let list = store.list_images().expect("list");
+    assert_eq!(list.images.len(), 1);
+    assert_eq!(list.images[0].id(), id);
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn cli_concurrent_processes_keep_every_tag() {
+    let (env, id, _) = cli_env();
+    let children: Vec<_> = (0..8)
+        .map(|p| {
+            env.kiln()
+                .arg("tag")
+                .arg(id.short())
+                .arg(format!("p{p}/app:1"))
+                .spawn()
+                .expect("spawn kiln tag")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    let tags = tags_in_index(&env.root());
+    for p in 0..8 {
+        assert!(tags.contains(&format!("docker.io/p{p}/app:1")), "{tags:?}");
+    }
+    assert_eq!(tags.len(), 9);
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn cli_kill_9_mid_write_leaves_a_clean_store() {
+    use std::io::Write as _;
+    let (env, _, _) = cli_env();
+    let tmp = env.root().join("kiln/tmp");
+    // `kiln load` streams its input into the store; feed it half a tar and kill it.
+    let mut child = env
+        .kiln()
+        .arg("load")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn kiln load");
+    let mut h = tar::Header::new_ustar();
+    h.set_path("blobs/sha256/big").expect("path");
+    h.set_size(1 << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(h.as_bytes()).expect("write header");
+    stdin.write_all(&vec![7u8; 300_000]).expect("write part");
+    stdin.flush().expect("flush");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::read_dir(&tmp).expect("list tmp").count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kiln load never started writing"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    drop(stdin);
+
+    let out = env.ok(&["fsck"]);
+    assert_eq!(out, "", "a killed writer is not damage");
+    // Temporary entries survive prune while young (their writer may be alive)...
+    env.ok(&["prune", "-f"]);
+    assert!(std::fs::read_dir(&tmp).expect("list tmp").count() > 0);
+    // ...and are collected once older than the grace period.
+    let old = rustix::fs::Timespec {
+        tv_sec: 1_000_000_000,
+        tv_nsec: 0,
+    };
+    for entry in std::fs::read_dir(&tmp).expect("list tmp") {
+        let path = entry.expect("entry").path();
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &path,
+            &rustix::fs::Timestamps {
+                last_access: old,
+                last_modification: old,
+            },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .expect("backdate");
+    }
+    env.ok(&["prune", "-f"]);
+    assert_eq!(std::fs::read_dir(&tmp).expect("list tmp").count(), 0);
+    env.ok(&["fsck"]);
+    assert_eq!(open(&env).list_images().expect("list").images.len(), 1);
+}

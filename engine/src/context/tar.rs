@@ -270,19 +270,19 @@ fn parse_pax(data: &[u8], pending: &mut Pending, name: &str) -> Result<(), TarEr
         let sp = rest
             .iter()
             .position(|&b| b == b' ')
-            .ok_or_else(|| corrupt_pax())?;
+            .ok_or_else(corrupt_pax)?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
             .filter(|&l| l > sp + 1 && l <= rest.len())
-            .ok_or_else(|| corrupt_pax())?;
+            .ok_or_else(corrupt_pax)?;
         let record = &rest[sp + 1..len];
         rest = &rest[len..];
-        let record = record.strip_suffix(b"\n").ok_or_else(|| corrupt_pax())?;
+        let record = record.strip_suffix(b"\n").ok_or_else(corrupt_pax)?;
         let eq = record
             .iter()
             .position(|&b| b == b'=')
-            .ok_or_else(|| corrupt_pax())?;
+            .ok_or_else(corrupt_pax)?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
         match key {
             b"path" => pending.path = Some(value.to_vec()),
@@ -291,7 +291,7 @@ fn parse_pax(data: &[u8], pending: &mut Pending, name: &str) -> Result<(), TarEr
                 let size = std::str::from_utf8(value)
                     .ok()
                     .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| corrupt_pax())?;
+                    .ok_or_else(corrupt_pax)?;
                 pending.size = Some(size);
             }
             k if k.starts_with(b"GNU.sparse") => {
