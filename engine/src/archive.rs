@@ -369,6 +369,8 @@ pub struct LoadReport {
 
 /// Loads a docker-archive or OCI archive (possibly compressed) into the store.
 pub fn load(store: &Store, input: impl Read) -> Result<LoadReport, ArchiveError> {
+    // Hold off garbage collection until the images are in the index.
+    let _lease = store.lease()?;
     let tmp = store.temp_dir()?;
     let dir = tmp.path().to_path_buf();
     let opts = UnpackOptions {

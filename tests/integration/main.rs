@@ -3,6 +3,7 @@
 mod build;
 mod harness;
 mod hostile;
+mod hostile_cli;
 mod conformance_ignore;
 mod conformance_shell;
 mod consumers;

@@ -38,6 +38,8 @@ pub fn run(args: &ImportArgs, store: &Store, printer: &mut Printer) -> anyhow::R
         None => None,
     };
     let config = apply_changes(&args.changes, false).map_err(UserError)?;
+    // Hold off garbage collection until the image is in the index.
+    let _lease = store.lease()?;
     let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok());
     let source = args.file.display().to_string();
     let (id, manifest) = if source == "-" {

@@ -292,6 +292,9 @@ struct Hashing<'c> {
     buf: Vec<u8>,
     /// Files changed after this instant are not cached.
     start: Nanos,
+    /// Whether the stat cache applies (not in a tar context: it is new every time, and its
+    /// modes may come from recorded xattrs rather than from the stat the cache checks).
+    use_cache: bool,
 }
 
 impl Hashing<'_> {
@@ -307,12 +310,16 @@ impl Hashing<'_> {
         match (e.kind, e.at) {
             (Kind::File, Some((dir, name))) => {
                 self.stats.files_statted += 1;
-                let (stat, content) = match self.cache.lookup(e.path, e.stat) {
-                    Some(h) => (*e.stat, h),
+                let cached = match self.use_cache {
+                    true => self.cache.lookup(e.path, e.stat),
+                    false => None,
+                };
+                let (size, content) = match cached {
+                    Some(h) => (e.stat.size, h),
                     None => self.read_file(e.path, dir, name)?,
                 };
-                self.record(b'f', e.rel, stat.perm());
-                self.hasher.update(&stat.size.to_le_bytes());
+                self.record(b'f', e.rel, e.stat.perm());
+                self.hasher.update(&size.to_le_bytes());
                 self.hasher.update(&content);
             }
             (Kind::Symlink, Some((dir, name))) => {
@@ -334,7 +341,7 @@ impl Hashing<'_> {
         path: &str,
         dir: std::os::fd::BorrowedFd<'_>,
         name: &std::ffi::CStr,
-    ) -> Result<(Stat, [u8; 32]), ContextError> {
+    ) -> Result<(u64, [u8; 32]), ContextError> {
         let fd = sys::open_file_at(dir, name).map_err(|e| ContextError::io("open", path, e))?;
         let stat = sys::stat_fd(std::os::fd::AsFd::as_fd(&fd))
             .map_err(|e| ContextError::io("stat", path, e))?;
@@ -370,19 +377,15 @@ impl Hashing<'_> {
             RACY_MARGIN_NS
         };
         let settled = stat.ctime < self.start.saturating_sub(margin);
-        if settled && after == stat && total == stat.size {
-            self.cache.store(path, &stat, hash);
-        } else {
-            self.cache.forget(path);
+        if self.use_cache {
+            if settled && after == stat && total == stat.size {
+                self.cache.store(path, &stat, hash);
+            } else {
+                self.cache.forget(path);
+            }
         }
         // Hash what was read, with the size that was read.
-        Ok((
-            Stat {
-                size: total,
-                ..stat
-            },
-            hash,
-        ))
+        Ok((total, hash))
     }
 }
 
@@ -409,6 +412,7 @@ impl Context {
             stats: HashStats::default(),
             buf: Vec::new(),
             start: now_ns(),
+            use_cache: !self.overrides,
         };
         hashing.hasher.update(b"kiln-context-v1\0");
         for source in sources {

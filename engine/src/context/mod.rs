@@ -27,7 +27,6 @@
 
 mod hash;
 mod sys;
-mod tar;
 
 use std::ffi::{CStr, CString};
 use std::io::{self, Read};
@@ -37,9 +36,12 @@ use std::path::{Path, PathBuf};
 use cap_std::fs::Dir;
 
 use crate::ignore::{self, BadPattern, IgnoreError, MatchInfo, PatternMatcher};
+use crate::layer::{LayerError, OverrideStat, UnpackOptions, Whiteouts, OVERRIDE_STAT_XATTR};
 
 pub use hash::{ContentDigest, HashStats, StatCache};
-pub use tar::{TarError, TarLimits};
+
+/// Limits on a context tar (entries, total bytes, name length): the layer unpacker's.
+pub type TarLimits = crate::layer::Limits;
 
 use sys::{Kind, Stat};
 
@@ -120,9 +122,9 @@ pub enum ContextError {
         /// The context-relative path.
         path: String,
     },
-    /// A context tar that is malformed, hostile or over its limits.
-    #[error(transparent)]
-    Tar(#[from] TarError),
+    /// A context tar that is malformed, hostile or over its limits (or could not be written).
+    #[error("build context tar: {0}")]
+    Tar(#[from] LayerError),
     /// The stat cache could not be written.
     #[error("write stat cache {name:?}: {source}")]
     StatCacheWrite {
@@ -147,7 +149,17 @@ impl ContextError {
             | Self::TooDeep { .. }
             | Self::FileTooLarge { .. }
             | Self::NotAFile { .. } => true,
-            Self::Tar(e) => e.is_user_error(),
+            Self::Tar(e) => match e {
+                LayerError::Refused { .. }
+                | LayerError::Malformed { .. }
+                | LayerError::Truncated { .. } => true,
+                // Corrupt compressed data surfaces as a read error.
+                LayerError::ReadArchive(io) => matches!(
+                    io.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ),
+                _ => false,
+            },
             Self::TempDir(_) | Self::Io { .. } | Self::StatCacheWrite { .. } => false,
         }
     }
@@ -172,6 +184,9 @@ pub struct Context {
     cache_id: Option<String>,
     /// The private folder of an extracted tar, removed on drop (after `root` is closed).
     _extracted: Option<tempfile::TempDir>,
+    /// Whether real modes may be recorded in `user.containers.override_stat` (an extracted
+    /// tar: without root, the unpacker keeps owner access and records the mode it widened).
+    overrides: bool,
 }
 
 /// Whether a COPY/ADD source is a file or a directory (after following symlinks).
@@ -319,12 +334,13 @@ impl Context {
     }
 
     /// Reads a context tar (plain, gzip, bzip2, xz or zstd, detected by magic) into a private
-    /// temporary folder, removed when the context is dropped.
+    /// temporary folder, removed when the context is dropped, with [`crate::layer::unpack_layer`].
     ///
     /// Refuses, with one error naming the entry, anything that could write outside that folder
-    /// or exhaust the host: absolute names, `..`, writes through a symlink, hard links that do
-    /// not point at an earlier file of the tar, device nodes and fifos, and more entries or bytes
-    /// than `limits` allow.
+    /// or exhaust the host: `..`, writes through a symlink, hard links that do not point at an
+    /// earlier file of the tar, device nodes, `.wh.` whiteout names, and more entries or bytes
+    /// than `limits` allow. As in Docker, a leading `/` means the context root. Owners are not
+    /// kept (COPY sets them); fifos are extracted but, like sockets, are no part of a context.
     ///
     /// # Ambient Authority
     ///
@@ -350,7 +366,13 @@ impl Context {
             rustix::fs::AtFlags::empty(),
         )
         .map_err(|e| ContextError::TempDir(e.into()))?;
-        tar::extract(reader, &root, limits)?;
+        let opts = UnpackOptions {
+            whiteouts: Whiteouts::Refuse,
+            allow_devices: false,
+            same_owner: false,
+            limits: limits.clone(),
+        };
+        crate::layer::unpack_layer(reader, &root, &opts)?;
         Self::with_root(root, ignore_patterns, None, Some(temp))
     }
 
@@ -375,6 +397,7 @@ impl Context {
             matcher,
             identity: *h.finalize().as_bytes(),
             cache_id,
+            overrides: extracted.is_some(),
             _extracted: extracted,
         })
     }
@@ -634,6 +657,7 @@ impl Context {
     /// root. `Ok(None)` when nothing is there; with `filtered`, also when a symlink on the way is
     /// ignored. The result itself is not checked against the ignore rules (see [`Self::visible`]).
     fn follow(&self, path: &str, filtered: bool) -> Result<Option<Followed>, ContextError> {
+        let original = path;
         let mut path = clean_rel(path);
         let mut links = 0;
         'restart: loop {
@@ -665,7 +689,9 @@ impl Context {
                     Kind::Symlink => {
                         links += 1;
                         if links > MAX_LINKS {
-                            return Err(ContextError::TooManyLinks { path });
+                            return Err(ContextError::TooManyLinks {
+                                path: clean_rel(original),
+                            });
                         }
                         if filtered && self.ignored(&path[..end])? {
                             return Ok(None);
@@ -766,26 +792,32 @@ impl Context {
             pending: Vec::new(),
         };
         let (ignored, info) = self.start_info(&start.rel)?;
-        match start.stat.kind() {
+        let mut stat = start.stat;
+        match stat.kind() {
             Kind::Dir => {
+                if ignored && !self.matcher.has_exclusions() {
+                    return Ok(());
+                }
+                let fd = self.open_followed_dir(start)?;
+                self.apply_recorded_mode(fd.as_fd(), &mut stat);
                 if ignored {
-                    if !self.matcher.has_exclusions() {
-                        return Ok(());
-                    }
-                    st.pending.push((start.rel.clone(), start.stat));
+                    st.pending.push((start.rel.clone(), stat));
                 } else if !visit(&WalkEntry {
                     path: &start.rel,
                     rel: "",
-                    stat: &start.stat,
+                    stat: &stat,
                     kind: Kind::Dir,
                     at: None,
                 })? {
                     return Ok(());
                 }
-                let fd = self.open_followed_dir(start)?;
                 self.walk_dir(&mut st, &fd, &info, 0, visit)?;
             }
             Kind::File | Kind::Symlink if !ignored => {
+                if stat.kind() == Kind::File && self.overrides {
+                    let file = self.open_followed_file(start)?;
+                    self.apply_recorded_mode(file.as_fd(), &mut stat);
+                }
                 let name =
                     CString::new(start.name.as_str()).map_err(|_| ContextError::NotAFile {
                         path: start.rel.clone(),
@@ -797,14 +829,28 @@ impl Context {
                 visit(&WalkEntry {
                     path: &start.rel,
                     rel: "",
-                    stat: &start.stat,
-                    kind: start.stat.kind(),
+                    stat: &stat,
+                    kind: stat.kind(),
                     at: Some((dir, &name)),
                 })?;
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// In a tar context, replaces the permission bits in `stat` by the mode the unpacker
+    /// recorded when it had to widen them (see [`Context::from_tar`]).
+    fn apply_recorded_mode(&self, fd: BorrowedFd<'_>, stat: &mut Stat) {
+        if !self.overrides {
+            return;
+        }
+        let mut buf = [0u8; 128];
+        if let Ok(n) = rustix::fs::fgetxattr(fd, OVERRIDE_STAT_XATTR, &mut buf[..]) {
+            if let Some(o) = buf.get(..n).and_then(OverrideStat::parse) {
+                stat.mode = (stat.mode & !0o7777) | o.mode;
+            }
+        }
     }
 
     /// Whether `path` is ignored, and the match results to hand to its children.
@@ -868,21 +914,37 @@ impl Context {
             if ignored && !self.matcher.has_exclusions() {
                 continue;
             }
-            let stat = match sys::stat_at(dir.as_fd(), name) {
+            let mut stat = match sys::stat_at(dir.as_fd(), name) {
                 Ok(s) => s,
                 Err(e) if not_found(&e) => continue,
                 Err(e) => return Err(ContextError::io("stat", &st.path, e)),
             };
             let kind = stat.kind();
-            if kind == Kind::Other {
+            if kind == Kind::Other || (ignored && kind != Kind::Dir) {
                 continue;
             }
+            let sub = match kind {
+                Kind::Dir => Some(
+                    sys::open_dir_at(dir.as_fd(), name)
+                        .map_err(|e| ContextError::io("open", &st.path, e))?,
+                ),
+                _ => None,
+            };
+            if self.overrides {
+                match &sub {
+                    Some(fd) => self.apply_recorded_mode(fd.as_fd(), &mut stat),
+                    None if kind == Kind::File => {
+                        let fd = sys::open_file_at(dir.as_fd(), name)
+                            .map_err(|e| ContextError::io("open", &st.path, e))?;
+                        self.apply_recorded_mode(fd.as_fd(), &mut stat);
+                    }
+                    None => {}
+                }
+            }
             if ignored {
-                if kind == Kind::Dir {
+                if let Some(sub) = sub {
                     let before = st.pending.len();
                     st.pending.push((st.path.clone(), stat));
-                    let sub = sys::open_dir_at(dir.as_fd(), name)
-                        .map_err(|e| ContextError::io("open", &st.path, e))?;
                     let sub_info = std::mem::take(&mut child_info);
                     if !self.walk_dir(st, &sub, &sub_info, depth + 1, visit)? {
                         return Ok(false);
@@ -918,9 +980,7 @@ impl Context {
             if !visit(&e)? {
                 return Ok(false);
             }
-            if kind == Kind::Dir {
-                let sub = sys::open_dir_at(dir.as_fd(), name)
-                    .map_err(|e| ContextError::io("open", &st.path, e))?;
+            if let Some(sub) = sub {
                 let sub_info = std::mem::take(&mut child_info);
                 if !self.walk_dir(st, &sub, &sub_info, depth + 1, visit)? {
                     return Ok(false);
@@ -936,4 +996,61 @@ impl Context {
 /// the folder it applies to is empty.
 fn glob_syntax(pattern: &str) -> Result<(), BadPattern> {
     ignore::glob_match(pattern, "").map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set_recorded(path: &Path, value: &[u8]) {
+        rustix::fs::setxattr(
+            path,
+            OVERRIDE_STAT_XATTR,
+            value,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .expect("set user xattr (the test folder must support them)");
+    }
+
+    /// Without root, the unpacker widens modes to keep owner access and records the real ones;
+    /// a tar context must report (and hash) the recorded modes.
+    #[test]
+    fn recorded_modes_win_in_tar_contexts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ro"), b"x").expect("write");
+        std::fs::write(dir.path().join("junk"), b"y").expect("write");
+        std::fs::create_dir(dir.path().join("d")).expect("mkdir");
+        set_recorded(&dir.path().join("ro"), b"0:0:0444");
+        set_recorded(&dir.path().join("d"), b"0:0:0555:dir");
+        set_recorded(&dir.path().join("junk"), b"not a record");
+        let junk_mode = std::fs::metadata(dir.path().join("junk"))
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+            .expect("stat");
+
+        let mut ctx = Context::from_dir(dir.path(), &[]).expect("open");
+        let root = ctx.resolve(".").expect("root");
+        let plain = ctx
+            .digest(&root, &mut StatCache::new())
+            .expect("digest")
+            .hash;
+        ctx.overrides = true;
+        let modes: Vec<(String, u32)> = ctx
+            .entries(&root[0])
+            .expect("entries")
+            .into_iter()
+            .map(|e| (e.path, e.mode))
+            .collect();
+        assert!(modes.contains(&("ro".to_owned(), 0o444)), "{modes:?}");
+        assert!(modes.contains(&("d".to_owned(), 0o555)), "{modes:?}");
+        assert!(modes.contains(&("junk".to_owned(), junk_mode)), "{modes:?}");
+        let file = ctx.resolve("ro").expect("ro");
+        assert_eq!(ctx.entries(&file[0]).expect("entries")[0].mode, 0o444);
+
+        let mut cache = StatCache::new();
+        let recorded = ctx.digest(&root, &mut cache).expect("digest");
+        assert_ne!(recorded.hash, plain, "recorded modes must be hashed");
+        assert!(cache.is_empty(), "tar contexts bypass the stat cache");
+        let again = ctx.digest(&root, &mut cache).expect("digest");
+        assert_eq!((again.hash, again.stats.files_read), (recorded.hash, 2));
+    }
 }

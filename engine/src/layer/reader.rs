@@ -215,11 +215,11 @@ impl<R: Read> TarReader<R> {
             if !self.read_block(&mut block)? {
                 return self.end(pending, at);
             }
-            if block.iter().all(|&b| b == 0) {
+            if block == [0u8; BLOCK] {
                 // A second zero block, or the end of input, ends the archive.
                 let next_at = self.offset;
                 let mut next = [0u8; BLOCK];
-                if self.read_block(&mut next)? && next.iter().any(|&b| b != 0) {
+                if self.read_block(&mut next)? && next != [0u8; BLOCK] {
                     return Err(self.malformed(next_at, Malformed::DataAfterEnd));
                 }
                 return self.end(pending, at);

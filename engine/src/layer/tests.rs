@@ -582,3 +582,87 @@ fn gzip_layers_unpack_with_their_uncompressed_diff_id() {
     let stats = unpack_into(&gz, d.path(), &UnpackOptions::snapshot()).unwrap();
     assert_eq!((stats.diff_id, stats.tar_size), (t.diff_id, t.size));
 }
+
+/// Without root, what cannot be set for real is recorded in `user.containers.override_stat`,
+/// and re-archiving the snapshot gives the same layer.
+#[test]
+fn rootless_round_trip_records_what_it_cannot_set() {
+    if is_root() {
+        // The non-root code paths only run without privileges: run this test again as nobody.
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "layer::tests::rootless_round_trip_records_what_it_cannot_set",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .uid(65534)
+            .gid(65534)
+            .env("TMPDIR", "/tmp")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "as nobody:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let me = rustix::process::geteuid().as_raw();
+    let up = tempfile::tempdir().unwrap();
+    let u = up.path();
+    fs::create_dir(u.join("ro-dir")).unwrap();
+    fs::write(u.join("ro-dir/f"), "f").unwrap();
+    xattr(&u.join("ro-dir/f"), OVERRIDE_STAT_XATTR, b"0:0:4755:file");
+    xattr(&u.join("ro-dir"), OVERRIDE_STAT_XATTR, b"0:0:0555:dir");
+    fs::write(u.join("null"), "").unwrap();
+    xattr(&u.join("null"), OVERRIDE_STAT_XATTR, b"0:0:0666:char-1-3");
+    fs::write(u.join(".wh.gone"), "").unwrap();
+    fs::write(u.join("mine"), "m").unwrap();
+    std::os::unix::fs::symlink("mine", u.join("link")).unwrap();
+    for p in walk(u) {
+        set_mtime(&p, 1_600_000_000);
+    }
+    let (first, bytes) = layer_bytes(u, None);
+    let rows = rows(&bytes);
+    let r = row(&rows, "ro-dir/");
+    assert_eq!((r.2, r.3, r.4), (0o555, 0, 0));
+    let r = row(&rows, "ro-dir/f");
+    assert_eq!((r.2, r.3, r.4), (0o4755, 0, 0));
+    assert_eq!(row(&rows, "null").1, b'3');
+    assert_eq!(row(&rows, "mine").3, u64::from(me));
+
+    let snap = tempfile::tempdir().unwrap();
+    let s = snap.path();
+    unpack_into(&bytes, s, &UnpackOptions::snapshot()).unwrap();
+    // The directory stays usable (0755 for real), its 0555 and owner recorded.
+    assert_eq!(
+        fs::metadata(s.join("ro-dir")).unwrap().mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(
+        get_xattr(&s.join("ro-dir"), OVERRIDE_STAT_XATTR).as_deref(),
+        Some(&b"0:0:0555:dir"[..])
+    );
+    assert_eq!(
+        get_xattr(&s.join("ro-dir/f"), OVERRIDE_STAT_XATTR).as_deref(),
+        Some(&b"0:0:4755:file"[..])
+    );
+    let null = fs::symlink_metadata(s.join("null")).unwrap();
+    assert!(null.is_file());
+    assert_eq!(
+        get_xattr(&s.join("null"), OVERRIDE_STAT_XATTR).as_deref(),
+        Some(&b"0:0:0666:char-1-3"[..])
+    );
+    let gone = fs::symlink_metadata(s.join("gone"));
+    let marker = s.join(".wh.gone").exists();
+    assert!(
+        marker || gone.is_ok_and(|m| m.rdev() == 0 && !m.is_file()),
+        "whiteout missing"
+    );
+    assert_eq!(get_xattr(&s.join("mine"), OVERRIDE_STAT_XATTR), None);
+    let (second, again) = layer_bytes(s, None);
+    assert!(again == bytes, "re-archived rootless snapshot differs");
+    assert_eq!(second, first);
+}

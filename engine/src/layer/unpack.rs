@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use cap_std::fs::Dir;
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use rustix::process::{Gid, Uid};
 
@@ -572,8 +572,8 @@ impl Ctx<'_> {
 
     /// Gives a directory created for a missing parent the owner and mode Docker gives it.
     fn implicit_dir(&self, fd: BorrowedFd<'_>, display: &[u8]) -> Result<(), LayerError> {
-        let record = self.set_owner(fd, 0, 0, display)?;
-        self.set_mode_and_record(fd, 0o755, OverrideType::Dir, record, (0, 0), display)
+        let record = self.set_owner(fd, 0, 0, None, display)?;
+        self.set_mode_and_record(fd, 0o755, OverrideType::Dir, record, (0, 0), None, display)
     }
 
     /// Restores the mtime of directory `path` (open as `fd`) if the archive gave it one.
@@ -591,6 +591,7 @@ impl Ctx<'_> {
         fd: BorrowedFd<'_>,
         uid: u32,
         gid: u32,
+        existing: Option<&Stat>,
         display: &[u8],
     ) -> Result<bool, LayerError> {
         if !self.opts.same_owner {
@@ -598,6 +599,9 @@ impl Ctx<'_> {
         }
         if !self.is_root {
             return Ok((uid, gid) != (self.euid, self.egid));
+        }
+        if existing.is_some_and(|st| (st.st_uid, st.st_gid) == (uid, gid)) {
+            return Ok(false);
         }
         match rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))) {
             Ok(()) => Ok(false),
@@ -608,7 +612,9 @@ impl Ctx<'_> {
     }
 
     /// Sets the mode (keeping the caller able to use the entry when not root) and records the
-    /// override when ownership or mode could not be set for real.
+    /// override when ownership or mode could not be set for real. On an `existing` directory
+    /// only what differs is written, and a stale override is removed.
+    #[allow(clippy::too_many_arguments)]
     fn set_mode_and_record(
         &self,
         fd: BorrowedFd<'_>,
@@ -616,6 +622,7 @@ impl Ctx<'_> {
         kind: OverrideType,
         mut record: bool,
         (uid, gid): (u32, u32),
+        existing: Option<&Stat>,
         display: &[u8],
     ) -> Result<(), LayerError> {
         let mut real = mode;
@@ -635,9 +642,19 @@ impl Ctx<'_> {
         if !matches!(kind, OverrideType::File | OverrideType::Dir) {
             record = true;
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(real))
-            .map_err(|e| extract_err(display, "chmod", e))?;
-        if record {
+        if existing.is_none_or(|st| st.st_mode & 0o7777 != real) {
+            rustix::fs::fchmod(fd, Mode::from_raw_mode(real))
+                .map_err(|e| extract_err(display, "chmod", e))?;
+        }
+        let name = OVERRIDE_STAT_XATTR.as_bytes();
+        if !record {
+            if existing.is_some() {
+                match rustix::fs::fremovexattr(fd, name) {
+                    Ok(()) | Err(Errno::NODATA | Errno::NOTSUP) => {}
+                    Err(e) => return Err(extract_err(display, "remove stale ownership record", e)),
+                }
+            }
+        } else {
             let (uid, gid) = if self.opts.same_owner {
                 (uid, gid)
             } else {
@@ -650,23 +667,31 @@ impl Ctx<'_> {
                 kind: Some(kind),
             }
             .to_string();
-            fsx::set_xattr(fd, OVERRIDE_STAT_XATTR.as_bytes(), value.as_bytes())
-                .map_err(|e| extract_err(display, "record ownership", e))?;
+            let mut current = [0u8; 64];
+            let unchanged = existing.is_some()
+                && rustix::fs::fgetxattr(fd, name, &mut current[..])
+                    .is_ok_and(|n| current.get(..n) == Some(value.as_bytes()));
+            if !unchanged {
+                fsx::set_xattr(fd, name, value.as_bytes())
+                    .map_err(|e| extract_err(display, "record ownership", e))?;
+            }
         }
         Ok(())
     }
 
-    /// Owner, mode, xattrs and times of a file or directory the archive created, through its
-    /// descriptor. Order matters: chown clears setuid bits and file capabilities, so mode and
-    /// xattrs come after it, and times come last.
+    /// Owner, mode, xattrs and times of a file or directory the archive created (or, for a
+    /// directory, found `existing`), through its descriptor. Order matters: chown clears setuid
+    /// bits and file capabilities, so mode and xattrs come after it, and times come last.
     fn finish_fd(
         &mut self,
         fd: BorrowedFd<'_>,
         e: &Entry,
         kind: OverrideType,
+        existing: Option<&Stat>,
     ) -> Result<(), LayerError> {
-        let record = self.set_owner(fd, e.uid, e.gid, &e.path)?;
-        self.set_mode_and_record(fd, e.mode, kind, record, (e.uid, e.gid), &e.path)?;
+        let record = self.set_owner(fd, e.uid, e.gid, existing, &e.path)?;
+        let ids = (e.uid, e.gid);
+        self.set_mode_and_record(fd, e.mode, kind, record, ids, existing, &e.path)?;
         for (name, value) in &e.xattrs {
             if !keep_xattr(name) {
                 continue;
@@ -683,6 +708,12 @@ impl Ctx<'_> {
                 }
                 Err(err) => return Err(extract_err(&e.path, "set xattr", err)),
             }
+        }
+        let same_time = existing.is_some_and(|st| {
+            st.st_mtime == e.mtime && st.st_mtime_nsec == u64::from(e.mtime_nsec)
+        });
+        if same_time {
+            return Ok(());
         }
         rustix::fs::futimens(fd, &fsx::times(e.mtime, e.mtime_nsec))
             .map_err(|err| extract_err(&e.path, "set times", err))
@@ -713,12 +744,16 @@ impl Ctx<'_> {
         path: &[u8],
         e: &Entry,
     ) -> Result<(), LayerError> {
+        let mut merge = false;
         match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => {}
             Err(Errno::EXIST) => {
                 let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(|err| extract_err(&e.path, "stat", err))?;
-                if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    // Merge: layers re-declare `etc/`, `usr/`, ...; write only what differs.
+                    merge = true;
+                } else {
                     Self::replace(pfd, name, &e.path, "create directory", || {
                         rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
                     })?;
@@ -728,7 +763,13 @@ impl Ctx<'_> {
         }
         let fd = fsx::open_dir_at(pfd, name)
             .map_err(|err| extract_err(&e.path, "open directory", err))?;
-        self.finish_fd(fd.as_fd(), e, OverrideType::Dir)?;
+        // Stat through the descriptor: that is the directory being changed.
+        let existing = if merge {
+            Some(rustix::fs::fstat(&fd).map_err(|err| extract_err(&e.path, "stat", err))?)
+        } else {
+            None
+        };
+        self.finish_fd(fd.as_fd(), e, OverrideType::Dir, existing.as_ref())?;
         self.dir_times.insert(key(path), (e.mtime, e.mtime_nsec));
         Ok(())
     }
@@ -753,7 +794,7 @@ impl Ctx<'_> {
                 .map_err(|err| extract_err(&e.path, "write", err))?;
             self.file_bytes += n as u64;
         }
-        self.finish_fd(file.as_fd(), e, OverrideType::File)
+        self.finish_fd(file.as_fd(), e, OverrideType::File, None)
     }
 
     fn symlink(&mut self, pfd: BorrowedFd<'_>, name: &[u8], e: &Entry) -> Result<(), LayerError> {
@@ -868,8 +909,9 @@ impl Ctx<'_> {
         if !made {
             let fd = rustix::fs::openat(pfd, name, CREATE_FLAGS, Mode::from_raw_mode(0o600))
                 .map_err(|err| extract_err(&e.path, "create device placeholder", err))?;
-            let record = self.set_owner(fd.as_fd(), e.uid, e.gid, &e.path)?;
-            self.set_mode_and_record(fd.as_fd(), e.mode, kind, record, (e.uid, e.gid), &e.path)?;
+            let record = self.set_owner(fd.as_fd(), e.uid, e.gid, None, &e.path)?;
+            let ids = (e.uid, e.gid);
+            self.set_mode_and_record(fd.as_fd(), e.mode, kind, record, ids, None, &e.path)?;
             return rustix::fs::futimens(&fd, &fsx::times(e.mtime, e.mtime_nsec))
                 .map_err(|err| extract_err(&e.path, "set times", err));
         }

@@ -49,9 +49,13 @@
 //!   interrupted write leaves at most a temporary entry in `kiln/tmp` (invisible to readers,
 //!   ignored by `fsck`, removed by `gc`) or an unreferenced blob (removed by `gc`).
 //!
-//! Only sha256 digests are supported. All file access after [`Store::open`] goes through the
-//! root's `cap_std::fs::Dir`; paths handed out ([`Store::blob_path`],
-//! [`Store::snapshot_dir`]) are for read-only use by code that needs a path (overlay mounts).
+//! - **Scratch folders** ([`Store::temp_dir`]) live in `kiln/tmp` on the store's filesystem, so a
+//!   finished step's upper folder becomes a snapshot by renaming ([`Store::adopt_snapshot`]).
+//!
+//! Only sha256 digests are supported. File access after [`Store::open`] goes through the root's
+//! `cap_std::fs::Dir`, except [`Store::temp_dir`], which hands out a path-based
+//! `tempfile::TempDir`; paths handed out ([`Store::blob_path`], [`Store::snapshot_dir`]) are for
+//! read-only use by code that needs a path (overlay mounts).
 
 mod blobs;
 mod fsck;
@@ -75,7 +79,7 @@ use crate::reference::ReferenceError;
 pub use blobs::{BlobReader, BlobWriter};
 pub use fsck::{FsckReport, Problem};
 pub use gc::{GcOptions, GcReport, GcRoots};
-pub use images::{Image, RemoveEvent};
+pub use images::{BrokenImage, Image, ImageList, RemoveEvent};
 
 /// The largest manifest, index or config kiln reads into memory.
 pub const MAX_JSON_BLOB: u64 = 8 << 20;
@@ -237,12 +241,14 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the error is about the user's input (an unknown or ambiguous image, a bad
-    /// reference, a conflict) rather than the store or the system.
+    /// Whether the error is about the user's input (a store folder that is something else, an
+    /// unknown or ambiguous image, a bad reference, a conflict) rather than the store or the
+    /// system.
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            Self::ImageNotFound(_)
+            Self::NotAStore { .. }
+                | Self::ImageNotFound(_)
                 | Self::Ambiguous { .. }
                 | Self::Reference(_)
                 | Self::TagWithDigest(_)
