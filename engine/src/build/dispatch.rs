@@ -78,6 +78,8 @@ struct Prepared {
     parts: Vec<(String, Vec<u8>)>,
     created_by: String,
     work: Work,
+    /// Context files whose contents changed since the last build, to explain a miss.
+    changed_files: Vec<String>,
 }
 
 struct Run<'a> {
@@ -91,6 +93,10 @@ struct Run<'a> {
     step: usize,
     stages: Vec<Option<StageResult>>,
     plan_stages: Vec<super::plan::Stage>,
+    /// Build args some ARG consumed, over all stages.
+    used_args: std::collections::BTreeSet<String>,
+    /// Changed context files seen while preparing the current step.
+    changed_files: Vec<String>,
 }
 
 /// Builds `req` into `store`, reporting progress to `progress`.
@@ -137,6 +143,8 @@ pub fn build(
         step: 0,
         stages: (0..plan.stages.len()).map(|_| None).collect(),
         plan_stages: plan.stages.clone(),
+        used_args: scope.used_build_args().clone(),
+        changed_files: Vec::new(),
     };
     for &i in &plan.needed {
         let r = run.stage(i, &scope)?;
@@ -145,7 +153,12 @@ pub fn build(
     if let Some(p) = &req.stat_cache {
         save_stat_cache(p, &mut run.stat_cache);
     }
-    let unused = scope.unused_build_args();
+    let unused: Vec<String> = req
+        .build_args
+        .names()
+        .filter(|n| !run.used_args.contains(*n) && !crate::dockerfile::scope::is_proxy_arg(n))
+        .map(str::to_owned)
+        .collect();
     let mut result = run.stages[plan.target]
         .take()
         .ok_or_else(|| BuildError::Step {
@@ -156,7 +169,15 @@ pub fn build(
     for (k, v) in &req.labels {
         result.state.config.config.labels.insert(k.clone(), v.clone());
     }
-    let _ = unused;
+    if !unused.is_empty() {
+        let names: Vec<&str> = unused.iter().map(String::as_str).collect();
+        progress.emit(ProgressEvent::Warning {
+            message: format!("One or more build-args [{}] were not consumed", names.join(" ")),
+        });
+    }
+    if let Some(c) = req.compression {
+        compress_layers(store, &mut result.state, c)?;
+    }
     let out = commit_image(store, &result.state, &req.tags)?;
     progress.emit(ProgressEvent::Built {
         image_id: out.image_id.to_string(),
@@ -165,6 +186,47 @@ pub fn build(
         progress.emit(ProgressEvent::Tagged { name: t.familiar() });
     }
     Ok(out)
+}
+
+/// Replaces the image's uncompressed layer blobs with compressed ones (remembered per diff ID
+/// and format in the cache folder, so a rebuild does not compress again).
+fn compress_layers(
+    store: &Store,
+    state: &mut ImageState,
+    c: layer::Compression,
+) -> Result<(), BuildError> {
+    let (mt, tag) = match c {
+        layer::Compression::Gzip => (media_types::OCI_LAYER_GZIP, "gzip"),
+        layer::Compression::Zstd => (media_types::OCI_LAYER_ZSTD, "zstd"),
+    };
+    let memo_dir = store.cache_dir().join("compressed");
+    for l in &mut state.layers {
+        if l.desc.media_type != media_types::OCI_LAYER {
+            continue;
+        }
+        let memo = memo_dir.join(format!("{}-{tag}", l.diff_id.hex()));
+        let known = std::fs::read_to_string(&memo)
+            .ok()
+            .and_then(|s| s.trim().parse::<Digest>().ok())
+            .filter(|d| store.has_blob(d));
+        let desc = match known {
+            Some(d) => Descriptor::new(mt, d, store.blob_size(&d)?),
+            None => {
+                let mut w = store.blob_writer()?;
+                layer::compress(store.open_blob(&l.desc.digest)?, &mut w, c)?;
+                let (d, size) = w.commit()?;
+                let io = |source| BuildError::Io {
+                    op: "remember compressed layer",
+                    source,
+                };
+                std::fs::create_dir_all(&memo_dir).map_err(io)?;
+                std::fs::write(&memo, d.to_string()).map_err(io)?;
+                Descriptor::new(mt, d, size)
+            }
+        };
+        l.desc = desc;
+    }
+    Ok(())
 }
 
 /// Writes the image's config and manifest (unless present) and records it in the index.
@@ -369,6 +431,8 @@ impl Run<'_> {
         for (n, one) in st.instructions.iter().enumerate() {
             self.instruction(&mut cx, one, &n.to_string(), true)?;
         }
+        self.used_args
+            .extend(cx.scope.used_build_args().iter().cloned());
         Ok(StageResult {
             state: cx.state,
             key: cx.key,
@@ -425,7 +489,12 @@ impl Run<'_> {
             }
             None => {
                 if !self.req.no_cache {
-                    if let Some(reason) = self.cache.explain_miss(&slot, &parts) {
+                    if let Some(mut reason) = self.cache.explain_miss(&slot, &parts) {
+                        if reason == "files changed" {
+                            if let Some(f) = prepared.changed_files.first() {
+                                reason = format!("file {f:?} changed");
+                            }
+                        }
                         self.progress.emit(ProgressEvent::CacheMiss { index, reason });
                     }
                 }
@@ -475,6 +544,7 @@ impl Run<'_> {
                 parts,
                 created_by,
                 work: Work::None,
+                changed_files: Vec::new(),
             });
         }
         let (created_by, work) = match &one.value {
@@ -554,10 +624,12 @@ impl Run<'_> {
                 return Err(self.fail(line, format!("unexpected instruction {other:?}")))
             }
         };
+        let changed_files = std::mem::take(&mut self.changed_files);
         Ok(Prepared {
             parts,
             created_by,
             work,
+            changed_files,
         })
     }
 
@@ -653,6 +725,7 @@ impl Run<'_> {
                         .digest(&resolved, &mut self.stat_cache)
                         .map_err(BuildError::Context)?;
                     parts.push(("files".into(), d.hash.to_vec()));
+                    self.changed_files = d.changed;
                 }
                 CopyFrom::Context(resolved)
             }

@@ -65,6 +65,8 @@ pub struct BuildRequest<'a> {
     pub epoch: Option<i64>,
     /// Where the context's stat cache lives (`None`: don't keep one).
     pub stat_cache: Option<PathBuf>,
+    /// Store the result with layers compressed this way (`None`: uncompressed).
+    pub compression: Option<crate::layer::Compression>,
 }
 
 /// What a build produced.

@@ -72,9 +72,10 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value = "none")]
     pub network: NetworkArg,
 
-    /// Compression for exported layers.
-    #[arg(long, value_enum, default_value = "gzip")]
-    pub compression: CompressionArg,
+    /// Store the image with compressed layers, as they would leave the machine (by default
+    /// layers stay uncompressed locally and are compressed on export).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
 
     /// Set metadata labels on the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
@@ -187,6 +188,10 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         labels,
         epoch,
         stat_cache,
+        compression: args.compression.map(|c| match c {
+            CompressionArg::Gzip => crate::layer::Compression::Gzip,
+            CompressionArg::Zstd => crate::layer::Compression::Zstd,
+        }),
     };
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;

@@ -36,13 +36,19 @@ pub struct HashStats {
 }
 
 /// The digest of some sources and what computing it cost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentDigest {
     /// blake3 over the sources' paths, types, modes, link targets and contents.
     pub hash: [u8; 32],
     /// Counters.
     pub stats: HashStats,
+    /// Files whose contents differ from what the stat cache last recorded for them (the first
+    /// few, in walk order), to explain a cache miss.
+    pub changed: Vec<String>,
 }
+
+/// How many changed files a digest reports at most.
+const MAX_CHANGED: usize = 8;
 
 /// Files whose ctime is within this of the hashing start are not cached (timestamps on Linux
 /// come from a coarse clock, at most a few ms behind).
@@ -164,6 +170,11 @@ impl StatCache {
             self.dirty |= !self.entries.is_empty();
             self.entries.clear();
         }
+    }
+
+    /// The content hash last recorded for `path`, whatever its stat data says now.
+    fn previous(&self, path: &str) -> Option<[u8; 32]> {
+        self.entries.get(path).map(|c| c.hash)
     }
 
     fn lookup(&mut self, path: &str, stat: &Stat) -> Option<[u8; 32]> {
@@ -295,6 +306,8 @@ struct Hashing<'c> {
     /// Whether the stat cache applies (not in a tar context: it is new every time, and its
     /// modes may come from recorded xattrs rather than from the stat the cache checks).
     use_cache: bool,
+    /// Files whose contents changed since the stat cache saw them.
+    changed: Vec<String>,
 }
 
 impl Hashing<'_> {
@@ -316,7 +329,14 @@ impl Hashing<'_> {
                 };
                 let (size, content) = match cached {
                     Some(h) => (e.stat.size, h),
-                    None => self.read_file(e.path, dir, name)?,
+                    None => {
+                        let before = self.cache.previous(e.path);
+                        let (size, content) = self.read_file(e.path, dir, name)?;
+                        if before.is_some_and(|b| b != content) && self.changed.len() < MAX_CHANGED {
+                            self.changed.push(e.path.to_owned());
+                        }
+                        (size, content)
+                    }
                 };
                 self.record(b'f', e.rel, e.stat.perm());
                 self.hasher.update(&size.to_le_bytes());
@@ -413,6 +433,7 @@ impl Context {
             buf: Vec::new(),
             start: now_ns(),
             use_cache: !self.overrides,
+            changed: Vec::new(),
         };
         hashing.hasher.update(b"kiln-context-v1\0");
         for source in sources {
@@ -434,6 +455,7 @@ impl Context {
         Ok(ContentDigest {
             hash: *hashing.hasher.finalize().as_bytes(),
             stats: hashing.stats,
+            changed: hashing.changed,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The build context: a folder or a tar stream, filtered by `.dockerignore`, hashed with a stat cache.
 //!
 //! A [`Context`] is a capability: it holds the context root as an open directory and reaches
-//! everything below it one path component at a time without following symlinks ([`sys`]), so no
+//! everything below it one path component at a time without following symlinks (the private `sys` module), so no
 //! name in the context, the Dockerfile or a tar can make kiln read or write outside it.
 //!
 //! What the builder sees follows Docker (BuildKit):
@@ -21,9 +21,12 @@
 //! - Only regular files, directories and symlinks make up a context; sockets, fifos and device
 //!   nodes are left out as if ignored. File names must be UTF-8 (an ignored non-UTF-8 name is fine).
 //!
-//! Hashing ([`Context::digest`], in [`hash`]) covers paths, types, permission bits, symlink
+//! Hashing ([`Context::digest`]) covers paths, types, permission bits, symlink
 //! targets and contents (not owners, not times) and keeps a persistent [`StatCache`] so that an
 //! unchanged context costs one `statx` per entry.
+//!
+//! Context tars ([`Context::from_tar`]) are extracted by [`crate::layer::unpack_layer`], the one
+//! hardened tar extractor in kiln.
 
 mod hash;
 mod sys;
@@ -370,7 +373,7 @@ impl Context {
             whiteouts: Whiteouts::Refuse,
             allow_devices: false,
             same_owner: false,
-            limits: limits.clone(),
+            limits: *limits,
         };
         crate::layer::unpack_layer(reader, &root, &opts)?;
         Self::with_root(root, ignore_patterns, None, Some(temp))

@@ -24,7 +24,7 @@ const MAX_EXTENSIONS: u32 = 8;
 pub struct Limits {
     /// Most entries (not counting extended headers).
     pub max_entries: u64,
-    /// Most bytes of file data all headers together may claim.
+    /// Most bytes all headers together may claim: file data and extended-header data.
     pub max_total_bytes: u64,
     /// Longest entry name or link target, in bytes.
     pub max_path_len: usize,
@@ -252,6 +252,9 @@ impl<R: Read> TarReader<R> {
                     reason: Refusal::ExtensionTooLarge { size, limit },
                 });
             }
+            // Extended headers count against the byte limit too, or an archive of nothing but
+            // megabyte-sized PAX headers could keep kiln busy without bound.
+            self.claim(size, &name)?;
             let mut data = self.read_extension(size, &name)?;
             match typeflag {
                 flag::PAX => pax = Some(data),
@@ -274,6 +277,22 @@ impl<R: Read> TarReader<R> {
         self.data_left = entry.size;
         self.pad_left = tarfmt::padding(entry.size);
         Ok(Some(entry))
+    }
+
+    /// Adds `size` to the bytes claimed so far, refusing to go past the limit.
+    fn claim(&mut self, size: u64, path: &[u8]) -> Result<(), LayerError> {
+        if self.limits.max_total_bytes.saturating_sub(self.claimed) < size {
+            return Err(LayerError::Refused {
+                path: lossy(path),
+                reason: Refusal::TooLarge {
+                    claimed: size,
+                    before: self.claimed,
+                    limit: self.limits.max_total_bytes,
+                },
+            });
+        }
+        self.claimed += size;
+        Ok(())
     }
 
     fn end(&mut self, pending_extension: bool, at: u64) -> Result<Option<Entry>, LayerError> {
@@ -400,14 +419,7 @@ impl<R: Read> TarReader<R> {
                 limit: self.limits.max_entries,
             }));
         }
-        if self.limits.max_total_bytes.saturating_sub(self.claimed) < size {
-            return Err(refuse(Refusal::TooLarge {
-                claimed: size,
-                before: self.claimed,
-                limit: self.limits.max_total_bytes,
-            }));
-        }
-        self.claimed += size;
+        self.claim(size, &path)?;
         let mode = u32::try_from(num(tarfmt::MODE)? & 0o7777).unwrap_or(0);
         Ok(Entry {
             path,
@@ -423,5 +435,127 @@ impl<R: Read> TarReader<R> {
             minor,
             xattrs,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::tarfmt::HeaderBlock;
+
+    fn header(name: &[u8], typeflag: u8, size: u64) -> Vec<u8> {
+        let mut h = HeaderBlock::ustar();
+        h.set_bytes(tarfmt::NAME, name);
+        h.set_octal(tarfmt::MODE, 0o644);
+        h.set_octal(tarfmt::SIZE, size);
+        h.set_type(typeflag);
+        h.finish();
+        h.0.to_vec()
+    }
+
+    fn entry(name: &[u8], typeflag: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = header(name, typeflag, data.len() as u64);
+        v.extend_from_slice(data);
+        v.resize(v.len() + tarfmt::padding(data.len() as u64) as usize, 0);
+        v
+    }
+
+    /// (name, kind, data) of an entry.
+    type Got = (Vec<u8>, Kind, Vec<u8>);
+
+    fn read_all(bytes: &[u8], limits: Limits) -> Result<Vec<Got>, LayerError> {
+        let mut r = TarReader::new(bytes, limits);
+        let mut out = Vec::new();
+        while let Some(e) = r.next_entry()? {
+            let mut data = vec![0u8; 7];
+            let mut got = Vec::new();
+            loop {
+                let n = r.read_data(&mut data)?;
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&data[..n]);
+            }
+            out.push((e.path, e.kind, got));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn header_only_types_carry_no_data() {
+        // Like Go: a directory's size field is ignored, the next header follows at once.
+        let mut tar = header(b"d/", flag::DIR, 5);
+        tar.extend(entry(b"f", flag::REGULAR, b"hello world"));
+        tar.extend(header(b"old-style-dir/", flag::REGULAR_OLD, 0));
+        let got = read_all(&tar, Limits::default()).unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!((got[0].1, got[0].2.len()), (Kind::Dir, 0));
+        assert_eq!(got[1].2, b"hello world");
+        assert_eq!(got[2].1, Kind::Dir);
+    }
+
+    #[test]
+    fn long_names_prefix_and_gnu() {
+        let mut prefixed = HeaderBlock::ustar();
+        prefixed.set_bytes(tarfmt::NAME, b"name");
+        prefixed.set_bytes(tarfmt::PREFIX, b"some/prefix");
+        prefixed.set_octal(tarfmt::SIZE, 0);
+        prefixed.set_type(flag::REGULAR);
+        prefixed.finish();
+        let mut tar = prefixed.0.to_vec();
+        let long = vec![b'n'; 300];
+        tar.extend(entry(
+            b"././@LongLink",
+            flag::GNU_LONGNAME,
+            &[&long[..], b"\0"].concat(),
+        ));
+        tar.extend(header(b"truncated", flag::REGULAR, 0));
+        let got = read_all(&tar, Limits::default()).unwrap();
+        assert_eq!(got[0].0, b"some/prefix/name");
+        assert_eq!(got[1].0, long);
+    }
+
+    #[test]
+    fn extension_data_counts_against_the_byte_limit() {
+        let limits = Limits {
+            max_total_bytes: 1000,
+            ..Limits::default()
+        };
+        let mut pax = Vec::new();
+        tarfmt::push_pax_record(&mut pax, b"comment", &[b'c'; 590]);
+        let mut tar = entry(b"p", flag::PAX, &pax);
+        tar.extend(entry(b"p", flag::PAX, &pax));
+        tar.extend(header(b"f", flag::REGULAR, 0));
+        let err = read_all(&tar, limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerError::Refused {
+                    reason: Refusal::TooLarge { before: 603, .. },
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dangling_extension_and_missing_end_marker() {
+        let mut pax = Vec::new();
+        tarfmt::push_pax_record(&mut pax, b"path", b"x");
+        let err = read_all(&entry(b"p", flag::PAX, &pax), Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LayerError::Malformed {
+                    reason: Malformed::DanglingExtension,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // No end-of-archive blocks at all: a clean end at a header boundary is accepted.
+        let got = read_all(&entry(b"f", flag::REGULAR, b"x"), Limits::default()).unwrap();
+        assert_eq!(got.len(), 1);
     }
 }

@@ -113,6 +113,15 @@ fn sample_upper(root: &Path) {
             rustix::fs::makedev(1, 3),
         )
         .unwrap();
+        // Too big for the octal uid field: PAX.
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            w("big-uid", b"u").as_path(),
+            Some(rustix::process::Uid::from_raw(3_000_000)),
+            Some(rustix::process::Gid::from_raw(3_000_001)),
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
         rustix::fs::chownat(
             rustix::fs::CWD,
             root.join("etc/passwd").as_path(),
@@ -129,6 +138,9 @@ fn sample_upper(root: &Path) {
         set_mtime(&entry, 1_600_000_000);
     }
     set_mtime(&root.join("data/big.bin"), 1_700_000_000);
+    // Before 1970: only a PAX record can say so.
+    set_mtime(&w("old", b"1969"), -86_400);
+    set_mtime(root, 1_600_000_000);
 }
 
 /// Every path below `root`, children before parents (so setting parent mtimes last sticks).
@@ -277,6 +289,20 @@ fn tar_shape_matches_docker_conventions() {
                 }
             }
         }
+        if let Some(exts) = e.pax_extensions().unwrap() {
+            let keys: Vec<String> = exts
+                .map(|x| x.unwrap().key().unwrap().to_owned())
+                .filter(|k| !k.starts_with("SCHILY.xattr."))
+                .collect();
+            let expected: &[&str] = match name.as_str() {
+                "old" => &["mtime"],
+                "big-uid" => &["gid", "uid"],
+                "long-target" => &["linkpath"],
+                n if n.len() > 100 => &["path"],
+                _ => &[],
+            };
+            assert_eq!(keys, expected, "{name}");
+        }
         if name == "usr/bin/ping" {
             assert_eq!(xattrs.len(), 2);
             assert_eq!(xattrs["user.kiln.test"], b"value\0with bytes");
@@ -378,6 +404,7 @@ fn round_trip_through_a_snapshot_is_exact() {
         1_700_000_000
     );
     assert_eq!(fs::metadata(s.join("etc")).unwrap().mtime(), 1_600_000_000);
+    assert_eq!(fs::metadata(s.join("old")).unwrap().mtime(), -86_400);
     assert_eq!(
         get_xattr(&s.join("usr/bin/ping"), "user.kiln.test").as_deref(),
         Some(&b"value\0with bytes"[..])
@@ -390,6 +417,8 @@ fn round_trip_through_a_snapshot_is_exact() {
             get_xattr(&s.join("home/user/file"), OVERRIDE_STAT_XATTR),
             None
         );
+        let big = fs::metadata(s.join("big-uid")).unwrap();
+        assert_eq!((big.uid(), big.gid()), (3_000_000, 3_000_001));
         let dev = fs::symlink_metadata(s.join("dev/null-placeholder")).unwrap();
         assert_eq!(dev.rdev(), rustix::fs::makedev(1, 3));
     }

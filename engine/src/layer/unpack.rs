@@ -487,6 +487,16 @@ impl Extractor<'_> {
     }
 }
 
+/// The ownership, mode and type an entry asks for.
+fn wanted(e: &Entry, kind: OverrideType) -> OverrideStat {
+    OverrideStat {
+        uid: e.uid,
+        gid: e.gid,
+        mode: e.mode,
+        kind: Some(kind),
+    }
+}
+
 /// Creates an empty `.wh.` marker file; one that is already there is fine.
 fn create_marker(dir: BorrowedFd<'_>, name: &[u8], display: &[u8]) -> Result<(), LayerError> {
     match rustix::fs::openat(dir, name, CREATE_FLAGS, Mode::from_raw_mode(0o600)) {
@@ -573,7 +583,13 @@ impl Ctx<'_> {
     /// Gives a directory created for a missing parent the owner and mode Docker gives it.
     fn implicit_dir(&self, fd: BorrowedFd<'_>, display: &[u8]) -> Result<(), LayerError> {
         let record = self.set_owner(fd, 0, 0, None, display)?;
-        self.set_mode_and_record(fd, 0o755, OverrideType::Dir, record, (0, 0), None, display)
+        let want = OverrideStat {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+            kind: Some(OverrideType::Dir),
+        };
+        self.set_mode_and_record(fd, want, record, None, display)
     }
 
     /// Restores the mtime of directory `path` (open as `fd`) if the archive gave it one.
@@ -611,21 +627,19 @@ impl Ctx<'_> {
         }
     }
 
-    /// Sets the mode (keeping the caller able to use the entry when not root) and records the
-    /// override when ownership or mode could not be set for real. On an `existing` directory
-    /// only what differs is written, and a stale override is removed.
-    #[allow(clippy::too_many_arguments)]
+    /// Sets the mode (keeping the caller able to use the entry when not root) and records
+    /// `want` when ownership or mode could not be set for real. On an `existing` directory only
+    /// what differs is written, and a stale record is removed.
     fn set_mode_and_record(
         &self,
         fd: BorrowedFd<'_>,
-        mode: u32,
-        kind: OverrideType,
+        mut want: OverrideStat,
         mut record: bool,
-        (uid, gid): (u32, u32),
         existing: Option<&Stat>,
         display: &[u8],
     ) -> Result<(), LayerError> {
-        let mut real = mode;
+        let kind = want.kind.unwrap_or(OverrideType::File);
+        let mut real = want.mode;
         if !self.is_root {
             // Without CAP_DAC_OVERRIDE a 0500 directory could not be filled, nor a 0000 file
             // archived later; keep owner access and record the real mode instead.
@@ -655,18 +669,10 @@ impl Ctx<'_> {
                 }
             }
         } else {
-            let (uid, gid) = if self.opts.same_owner {
-                (uid, gid)
-            } else {
-                (self.euid, self.egid)
-            };
-            let value = OverrideStat {
-                uid,
-                gid,
-                mode,
-                kind: Some(kind),
+            if !self.opts.same_owner {
+                (want.uid, want.gid) = (self.euid, self.egid);
             }
-            .to_string();
+            let value = want.to_string();
             let mut current = [0u8; 64];
             let unchanged = existing.is_some()
                 && rustix::fs::fgetxattr(fd, name, &mut current[..])
@@ -690,8 +696,7 @@ impl Ctx<'_> {
         existing: Option<&Stat>,
     ) -> Result<(), LayerError> {
         let record = self.set_owner(fd, e.uid, e.gid, existing, &e.path)?;
-        let ids = (e.uid, e.gid);
-        self.set_mode_and_record(fd, e.mode, kind, record, ids, existing, &e.path)?;
+        self.set_mode_and_record(fd, wanted(e, kind), record, existing, &e.path)?;
         for (name, value) in &e.xattrs {
             if !keep_xattr(name) {
                 continue;
@@ -744,34 +749,51 @@ impl Ctx<'_> {
         path: &[u8],
         e: &Entry,
     ) -> Result<(), LayerError> {
-        let mut merge = false;
-        match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => {}
-            Err(Errno::EXIST) => {
-                let st = rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|err| extract_err(&e.path, "stat", err))?;
-                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                    // Merge: layers re-declare `etc/`, `usr/`, ...; write only what differs.
-                    merge = true;
-                } else {
+        let open = |pfd| {
+            fsx::open_dir_at(pfd, name).map_err(|err| extract_err(&e.path, "open directory", err))
+        };
+        let (fd, existing) = match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
+            Ok(()) => (open(pfd)?, None),
+            Err(Errno::EXIST) if self.unchanged_dir(pfd, name, e) => {
+                self.dir_times.insert(key(path), (e.mtime, e.mtime_nsec));
+                return Ok(());
+            }
+            Err(Errno::EXIST) => match fsx::open_dir_at(pfd, name) {
+                // Merge: layers re-declare `etc/`, `usr/`, ...; write only what differs.
+                Ok(fd) => {
+                    let st =
+                        rustix::fs::fstat(&fd).map_err(|err| extract_err(&e.path, "stat", err))?;
+                    (fd, Some(st))
+                }
+                Err(Errno::LOOP | Errno::NOTDIR) => {
                     Self::replace(pfd, name, &e.path, "create directory", || {
                         rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700))
                     })?;
+                    (open(pfd)?, None)
                 }
-            }
+                Err(err) => return Err(extract_err(&e.path, "open directory", err)),
+            },
             Err(err) => return Err(extract_err(&e.path, "create directory", err)),
-        }
-        let fd = fsx::open_dir_at(pfd, name)
-            .map_err(|err| extract_err(&e.path, "open directory", err))?;
-        // Stat through the descriptor: that is the directory being changed.
-        let existing = if merge {
-            Some(rustix::fs::fstat(&fd).map_err(|err| extract_err(&e.path, "stat", err))?)
-        } else {
-            None
         };
         self.finish_fd(fd.as_fd(), e, OverrideType::Dir, existing.as_ref())?;
         self.dir_times.insert(key(path), (e.mtime, e.mtime_nsec));
         Ok(())
+    }
+
+    /// Whether directory `name` already has exactly the entry's metadata, as one `lstat` can
+    /// tell when ownership is real (root) and no xattrs are to be set. Archives re-declaring
+    /// the same directory many times then cost two system calls per entry.
+    fn unchanged_dir(&self, pfd: BorrowedFd<'_>, name: &[u8], e: &Entry) -> bool {
+        if !self.is_root || !self.opts.same_owner || e.xattrs.iter().any(|(n, _)| keep_xattr(n)) {
+            return false;
+        }
+        rustix::fs::statat(pfd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            FileType::from_raw_mode(st.st_mode) == FileType::Directory
+                && (st.st_uid, st.st_gid) == (e.uid, e.gid)
+                && st.st_mode & 0o7777 == e.mode
+                && st.st_mtime == e.mtime
+                && st.st_mtime_nsec == u64::from(e.mtime_nsec)
+        })
     }
 
     fn regular<R: Read>(
@@ -910,8 +932,7 @@ impl Ctx<'_> {
             let fd = rustix::fs::openat(pfd, name, CREATE_FLAGS, Mode::from_raw_mode(0o600))
                 .map_err(|err| extract_err(&e.path, "create device placeholder", err))?;
             let record = self.set_owner(fd.as_fd(), e.uid, e.gid, None, &e.path)?;
-            let ids = (e.uid, e.gid);
-            self.set_mode_and_record(fd.as_fd(), e.mode, kind, record, ids, None, &e.path)?;
+            self.set_mode_and_record(fd.as_fd(), wanted(e, kind), record, None, &e.path)?;
             return rustix::fs::futimens(&fd, &fsx::times(e.mtime, e.mtime_nsec))
                 .map_err(|err| extract_err(&e.path, "set times", err));
         }

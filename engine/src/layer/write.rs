@@ -110,7 +110,7 @@ enum ChildKind {
     /// A whiteout marker; the name already has its `.wh.` prefix.
     Whiteout,
     /// A node to archive; `stat` is its `lstat`.
-    Node(Box<Stat>),
+    Node(Stat),
 }
 
 impl Child {
@@ -233,7 +233,7 @@ impl<W: Write> TarWriter<W> {
             } else if ft == FileType::Socket {
                 continue;
             } else {
-                ChildKind::Node(Box::new(st))
+                ChildKind::Node(st)
             };
             arena.extend_from_slice(name);
             kids.push(Child {
