@@ -13,6 +13,7 @@ pub mod context;
 pub mod copy;
 pub mod digest;
 pub mod dockerfile;
+pub mod fetch;
 pub mod ignore;
 pub mod image;
 pub mod layer;

@@ -365,3 +365,46 @@ fn iidfile_and_missing_base_images() {
     let err = env.fails(&["build", env.path("ctx").to_str().unwrap()], 1);
     assert!(err.contains("Dockerfile:1:") && err.contains("redis"), "{err}");
 }
+
+/// Serves `body` at any path over HTTP on loopback, for `count` requests; returns the port.
+fn serve(body: &'static [u8], count: usize) -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(count) {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_fetches_urls_with_network_host_and_verifies_checksums() {
+    let env = Env::new();
+    let body: &[u8] = b"downloaded\n";
+    let port = serve(body, 3);
+    let url = format!("http://127.0.0.1:{port}/files/tool.txt?version=1");
+    let sum = format!("sha256:{}", kiln::digest::Digest::of(body).hex());
+    let df = format!("FROM scratch\nADD --checksum={sum} {url} /opt/\n");
+    build(&env, &df, &[], &["-t", "me/url", "--network=host"]);
+    let tree = image_tree(&env.root(), "me/url");
+    let f = &tree["opt/tool.txt"];
+    assert_eq!((f.content.as_slice(), f.mode), (body, 0o600));
+    // A wrong checksum fails the build and names the mismatch.
+    let bad = format!("FROM scratch\nADD --checksum=sha256:{} {url} /opt/\n", "0".repeat(64));
+    env.write("ctx/Dockerfile", &bad);
+    let err = env.fails(&["build", "--network=host", env.path("ctx").to_str().unwrap()], 1);
+    assert!(err.contains("Dockerfile:2:") && err.contains("checksum mismatch"), "{err}");
+}

@@ -64,6 +64,8 @@ enum CopyFrom {
 struct CopyWork {
     from: CopyFrom,
     heredocs: Vec<(String, String)>,
+    /// Files fetched from URLs: the folder holding each, and its name there.
+    downloads: Vec<(tempfile::TempDir, String)>,
     dest: ContainerPath,
     dest_is_dir: bool,
     chown: Option<String>,
@@ -690,20 +692,33 @@ impl Run<'_> {
             parts.push((format!("heredoc {}", h.name), content.as_bytes().to_vec()));
             heredocs.push((h.name.clone(), content));
         }
-        for s in &file_sources {
-            if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
-                return Err(match self.req.network {
-                    Network::None => self.fail(
-                        line,
-                        format!("ADD {s}: fetching URLs needs network access, which this build does not have; pass --network=host to allow it"),
-                    ),
-                    Network::Host => self.fail(
-                        line,
-                        format!("ADD {s}: remote sources are not supported by this build of kiln"),
-                    ),
-                });
-            }
+        let mut downloads = Vec::new();
+        let (urls, file_sources): (Vec<String>, Vec<String>) = file_sources
+            .into_iter()
+            .partition(|s| add && (crate::fetch::is_url(s) || s.starts_with("git@")));
+        if c.checksum.is_some() && (urls.is_empty() || !file_sources.is_empty()) {
+            return Err(self.fail(line, "--checksum is only supported for HTTP(S) sources"));
         }
+        for url in &urls {
+            if self.req.network == Network::None {
+                return Err(self.fail(
+                    line,
+                    format!("ADD {url}: fetching URLs needs network access, which this build does not have; pass --network=host to allow it"),
+                ));
+            }
+            if !crate::fetch::is_url(url) {
+                return Err(self.fail(line, format!("ADD {url}: git sources are not supported")));
+            }
+            let dir = self.store.temp_dir()?;
+            let got = crate::fetch::fetch(url, dir.path(), c.checksum)
+                .map_err(|e| self.fail(line, e))?;
+            parts.push((
+                format!("url {url}"),
+                canon(&[&got.name, &got.digest.to_string()]),
+            ));
+            downloads.push((dir, got.name));
+        }
+        canonical.push(format!("urls {urls:?} checksum {:?}", c.checksum));
         canonical.push(format!("sources {file_sources:?}"));
         let from = match c.from {
             None => {
@@ -759,10 +774,11 @@ impl Run<'_> {
         };
         let cs: Vec<&str> = canonical.iter().map(String::as_str).collect();
         parts.insert(0, ("instruction".into(), canon(&cs)));
-        let multiple = file_sources.len() + heredocs.len() > 1;
+        let multiple = file_sources.len() + heredocs.len() + downloads.len() > 1;
         Ok(Work::Copy(Box::new(CopyWork {
             from,
             heredocs,
+            downloads,
             dest,
             dest_is_dir: dest_is_dir || multiple,
             chown,
@@ -882,6 +898,14 @@ impl Run<'_> {
                 let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
                 copy_into(&view, &sources, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
             }
+        }
+        for (dir, name) in &w.downloads {
+            let src = open_dir(dir.path())?;
+            let one = [CopySource {
+                path: name.clone(),
+                keep: name.clone(),
+            }];
+            copy_into(&src, &one, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
         }
         for (name, content) in &w.heredocs {
             crate::copy::write_file(
@@ -1406,6 +1430,7 @@ struct CopySpec<'a> {
     link: bool,
     excludes: &'a [String],
     parents: bool,
+    checksum: Option<&'a str>,
 }
 
 impl<'a> CopySpec<'a> {
@@ -1420,6 +1445,7 @@ impl<'a> CopySpec<'a> {
                 link: a.link,
                 excludes: &a.excludes,
                 parents: false,
+                checksum: a.checksum.as_deref(),
             },
             Instruction::Copy(c) => Self {
                 sources: &c.sources,
@@ -1430,6 +1456,7 @@ impl<'a> CopySpec<'a> {
                 link: c.link,
                 excludes: &c.excludes,
                 parents: c.parents,
+                checksum: None,
             },
             _ => Self {
                 sources: &[],
@@ -1440,6 +1467,7 @@ impl<'a> CopySpec<'a> {
                 link: false,
                 excludes: &[],
                 parents: false,
+                checksum: None,
             },
         }
     }

@@ -173,7 +173,7 @@ pub(crate) fn parse_signed(raw: &[u8], f: Field) -> Result<i64, Malformed> {
     let trimmed = trim(raw);
     let mut v: i64 = 0;
     for &b in trimmed {
-        if !(b'0'..=b'7').contains(&b) {
+        if !matches!(b, b'0'..=b'7') {
             return Err(bad());
         }
         v = v

@@ -752,12 +752,12 @@ impl Ctx<'_> {
         let open = |pfd| {
             fsx::open_dir_at(pfd, name).map_err(|err| extract_err(&e.path, "open directory", err))
         };
+        if self.unchanged_dir(pfd, name, e) {
+            self.dir_times.insert(key(path), (e.mtime, e.mtime_nsec));
+            return Ok(());
+        }
         let (fd, existing) = match rustix::fs::mkdirat(pfd, name, Mode::from_raw_mode(0o700)) {
             Ok(()) => (open(pfd)?, None),
-            Err(Errno::EXIST) if self.unchanged_dir(pfd, name, e) => {
-                self.dir_times.insert(key(path), (e.mtime, e.mtime_nsec));
-                return Ok(());
-            }
             Err(Errno::EXIST) => match fsx::open_dir_at(pfd, name) {
                 // Merge: layers re-declare `etc/`, `usr/`, ...; write only what differs.
                 Ok(fd) => {
@@ -782,7 +782,7 @@ impl Ctx<'_> {
 
     /// Whether directory `name` already has exactly the entry's metadata, as one `lstat` can
     /// tell when ownership is real (root) and no xattrs are to be set. Archives re-declaring
-    /// the same directory many times then cost two system calls per entry.
+    /// the same directory many times then cost one system call per entry.
     fn unchanged_dir(&self, pfd: BorrowedFd<'_>, name: &[u8], e: &Entry) -> bool {
         if !self.is_root || !self.opts.same_owner || e.xattrs.iter().any(|(n, _)| keep_xattr(n)) {
             return false;
