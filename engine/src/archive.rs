@@ -207,18 +207,18 @@ pub fn save(
     for r in refs {
         let image = store.resolve(r)?;
         let name = ImageRef::parse(r).ok().filter(|n| n.tag().is_some());
-        match images.iter_mut().find(|s| s.image.manifest_digest == image.manifest_digest) {
+        match images
+            .iter_mut()
+            .find(|s| s.image.manifest_digest == image.manifest_digest)
+        {
             Some(s) => s.names.extend(name),
             None => images.push(read_image(store, image, name.into_iter().collect())?),
         }
     }
     let mut tar = TarOut::new(out);
     let w = |e| ArchiveError::Write(e);
-    tar.bytes(
-        "oci-layout",
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .map_err(w)?;
+    tar.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .map_err(w)?;
     tar.dir("blobs/").map_err(w)?;
     tar.dir("blobs/sha256/").map_err(w)?;
     let mut index = ImageIndex::empty();
@@ -226,7 +226,8 @@ pub fn save(
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for s in &images {
         let config_digest = s.manifest.config.digest;
-        tar.bytes(&blob_name(&config_digest), &s.config).map_err(w)?;
+        tar.bytes(&blob_name(&config_digest), &s.config)
+            .map_err(w)?;
         let config: ImageConfig =
             serde_json::from_slice(&s.config).map_err(|source| ArchiveError::BadJson {
                 what: format!("config {config_digest}"),
@@ -247,10 +248,7 @@ pub fn save(
                         tar.reader(&path, size, f).map_err(w)?;
                     }
                     let size = uncompressed_size(store, desc, diff_id)?;
-                    (
-                        Descriptor::new(media_types::OCI_LAYER, d, size),
-                        path,
-                    )
+                    (Descriptor::new(media_types::OCI_LAYER, d, size), path)
                 }
                 SaveFormat::Oci => {
                     let tmp = tempfile::tempfile().map_err(w)?;
@@ -289,9 +287,11 @@ pub fn save(
         tar.bytes(&blob_name(&mdigest), &mbytes).map_err(w)?;
         let names: Vec<&ImageRef> = s.names.iter().collect();
         if names.is_empty() {
-            index
-                .manifests
-                .push(Descriptor::new(media_types::OCI_MANIFEST, mdigest, mbytes.len() as u64));
+            index.manifests.push(Descriptor::new(
+                media_types::OCI_MANIFEST,
+                mdigest,
+                mbytes.len() as u64,
+            ));
         }
         for n in &names {
             let mut d = Descriptor::new(media_types::OCI_MANIFEST, mdigest, mbytes.len() as u64);
@@ -352,7 +352,11 @@ fn uncompressed_layer(
     Ok(tmp)
 }
 
-fn uncompressed_size(store: &Store, desc: &Descriptor, diff_id: &DiffId) -> Result<u64, ArchiveError> {
+fn uncompressed_size(
+    store: &Store,
+    desc: &Descriptor,
+    diff_id: &DiffId,
+) -> Result<u64, ArchiveError> {
     if desc.digest == diff_id.as_uncompressed_digest() {
         return Ok(desc.size);
     }
@@ -404,14 +408,12 @@ pub fn load(store: &Store, input: impl Read) -> Result<LoadReport, ArchiveError>
             }
             let mut layers = Vec::new();
             for (i, (path, expected)) in e.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
-                let p = safe_join(&dir, path).ok_or_else(|| ArchiveError::MissingFile(path.clone()))?;
+                let p =
+                    safe_join(&dir, path).ok_or_else(|| ArchiveError::MissingFile(path.clone()))?;
                 layers.push(store_layer(store, &p, expected, &e.config, i)?);
             }
             let (config_digest, config_size) = store.put_blob(&config_bytes[..])?;
-            let state = ImageState {
-                layers,
-                config,
-            };
+            let state = ImageState { layers, config };
             let manifest = state.manifest(Descriptor::new(
                 media_types::OCI_CONFIG,
                 config_digest,
@@ -425,20 +427,25 @@ pub fn load(store: &Store, input: impl Read) -> Result<LoadReport, ArchiveError>
             }
             store.add_image(&mdesc, &refs)?;
             if refs.is_empty() {
-                report.loaded.push(format!("Loaded image ID: {config_digest}"));
+                report
+                    .loaded
+                    .push(format!("Loaded image ID: {config_digest}"));
             }
             for r in refs {
-                report.loaded.push(format!("Loaded image: {}", r.familiar()));
+                report
+                    .loaded
+                    .push(format!("Loaded image: {}", r.familiar()));
             }
         }
         return Ok(report);
     }
     if dir.join("index.json").is_file() {
         let bytes = read("index.json", MAX_JSON_BLOB)?;
-        let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
-            what: "index.json".to_owned(),
-            source,
-        })?;
+        let index: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+                what: "index.json".to_owned(),
+                source,
+            })?;
         for d in index.manifests {
             load_oci_manifest(store, &dir, &d, &mut report, 0)?;
         }
@@ -459,10 +466,11 @@ fn load_oci_manifest(
         if depth > 4 {
             return Err(ArchiveError::NotAnArchive);
         }
-        let idx: ImageIndex = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
-            what: d.digest.to_string(),
-            source,
-        })?;
+        let idx: ImageIndex =
+            serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+                what: d.digest.to_string(),
+                source,
+            })?;
         // Load the entry for this machine's platform; skip others (and attestations).
         for m in idx.manifests {
             let ok = m
@@ -477,10 +485,11 @@ fn load_oci_manifest(
         }
         return Ok(());
     }
-    let manifest: ImageManifest = serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
-        what: d.digest.to_string(),
-        source,
-    })?;
+    let manifest: ImageManifest =
+        serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
+            what: d.digest.to_string(),
+            source,
+        })?;
     let config_bytes = copy_blob(store, dir, &manifest.config.digest, Some(MAX_JSON_BLOB))?;
     let config: ImageConfig =
         serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
@@ -490,7 +499,12 @@ fn load_oci_manifest(
     if config.rootfs.diff_ids.len() != manifest.layers.len() {
         return Err(ArchiveError::LayerCount(d.digest.to_string()));
     }
-    for (i, (l, expected)) in manifest.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+    for (i, (l, expected)) in manifest
+        .layers
+        .iter()
+        .zip(&config.rootfs.diff_ids)
+        .enumerate()
+    {
         let p = safe_join(dir, &blob_name(&l.digest))
             .ok_or_else(|| ArchiveError::MissingFile(blob_name(&l.digest)))?;
         // Verify the uncompressed content before accepting the blob as is.
@@ -516,7 +530,9 @@ fn load_oci_manifest(
     match name.map(|n| ImageRef::parse(n)) {
         Some(Ok(r)) => {
             store.add_image(&mdesc, std::slice::from_ref(&r))?;
-            report.loaded.push(format!("Loaded image: {}", r.familiar()));
+            report
+                .loaded
+                .push(format!("Loaded image: {}", r.familiar()));
         }
         _ => {
             store.add_image(&mdesc, &[])?;
@@ -530,12 +546,18 @@ fn load_oci_manifest(
 
 /// Copies blob `digest` from the unpacked archive into the store, verifying it; returns its
 /// bytes when `max` is given (for JSON documents).
-fn copy_blob(store: &Store, dir: &Path, digest: &Digest, max: Option<u64>) -> Result<Vec<u8>, ArchiveError> {
+fn copy_blob(
+    store: &Store,
+    dir: &Path,
+    digest: &Digest,
+    max: Option<u64>,
+) -> Result<Vec<u8>, ArchiveError> {
     let rel = blob_name(digest);
     let p = safe_join(dir, &rel).ok_or_else(|| ArchiveError::MissingFile(rel.clone()))?;
     match max {
         Some(max) => {
-            let bytes = read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
+            let bytes =
+                read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
             store.put_blob_expect(&bytes[..], digest)?;
             Ok(bytes)
         }
@@ -555,7 +577,8 @@ fn store_layer(
     image: &str,
     index: usize,
 ) -> Result<Layer, ArchiveError> {
-    let f = fs::File::open(path).map_err(|_| ArchiveError::MissingFile(path.display().to_string()))?;
+    let f =
+        fs::File::open(path).map_err(|_| ArchiveError::MissingFile(path.display().to_string()))?;
     let reader = layer::decompress_auto(f)?;
     let mut w = store.blob_writer()?;
     io::copy(&mut io::BufReader::new(reader), &mut w).map_err(ArchiveError::Write)?;
@@ -589,9 +612,12 @@ fn open_dir(p: &Path) -> Result<cap_std::fs::Dir, ArchiveError> {
 fn safe_join(dir: &Path, rel: &str) -> Option<PathBuf> {
     let p = Path::new(rel);
     if p.is_absolute()
-        || p
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        || p.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
     {
         return None;
     }

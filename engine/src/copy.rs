@@ -82,7 +82,10 @@ impl SourceFs for Dir {
     }
 
     fn link_target(&self, path: &str) -> io::Result<String> {
-        Ok(self.read_link_contents(path)?.to_string_lossy().into_owned())
+        Ok(self
+            .read_link_contents(path)?
+            .to_string_lossy()
+            .into_owned())
     }
 }
 
@@ -96,14 +99,20 @@ fn rootfs_io(e: RootfsError) -> io::Error {
 /// Another stage's rootfs as a source; paths are container paths without the leading `/`.
 impl SourceFs for LayerView {
     fn symlink_metadata(&self, path: &str) -> io::Result<Metadata> {
-        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+        match self
+            .lookup(&ContainerPath::parse(path), false)
+            .map_err(rootfs_io)?
+        {
             Some(e) => Ok(e.meta),
             None => Err(io::ErrorKind::NotFound.into()),
         }
     }
 
     fn open_file(&self, path: &str) -> io::Result<File> {
-        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+        match self
+            .lookup(&ContainerPath::parse(path), false)
+            .map_err(rootfs_io)?
+        {
             Some(e) => self.open(&e).map_err(rootfs_io),
             None => Err(io::ErrorKind::NotFound.into()),
         }
@@ -119,7 +128,10 @@ impl SourceFs for LayerView {
     }
 
     fn link_target(&self, path: &str) -> io::Result<String> {
-        match self.lookup(&ContainerPath::parse(path), false).map_err(rootfs_io)? {
+        match self
+            .lookup(&ContainerPath::parse(path), false)
+            .map_err(rootfs_io)?
+        {
             Some(crate::rootfs::Entry {
                 kind: EntryKind::Symlink(t),
                 ..
@@ -381,12 +393,16 @@ pub fn write_file(
     };
     match upper.symlink_metadata(target.rel()) {
         Ok(m) if m.is_dir() => return Err(CopyError::NotADirectory(target)),
-        Ok(_) => upper.remove_file(target.rel()).map_err(Writer::werr(&target))?,
+        Ok(_) => upper
+            .remove_file(target.rel())
+            .map_err(Writer::werr(&target))?,
         Err(_) => {}
     }
     let mut o = OpenOptions::new();
     o.write(true).create_new(true).mode(0o600);
-    let mut f = upper.open_with(target.rel(), &o).map_err(Writer::werr(&target))?;
+    let mut f = upper
+        .open_with(target.rel(), &o)
+        .map_err(Writer::werr(&target))?;
     io::Write::write_all(&mut f, content).map_err(Writer::werr(&target))?;
     drop(f);
     let mode = match &opts.chmod {
@@ -489,9 +505,10 @@ impl Writer<'_> {
         set_owner(self.upper, p, uid, gid, mode).map_err(Self::werr(p))?;
         // chown clears setuid bits: set the mode afterwards.
         self.upper
-            .set_permissions(p.rel(), cap_std::fs::Permissions::from_std(
-                std::fs::Permissions::from_mode(mode),
-            ))
+            .set_permissions(
+                p.rel(),
+                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode)),
+            )
             .map_err(Self::werr(p))?;
         if let Some((s, ns)) = mtime {
             let s = match self.opts.epoch {
@@ -504,7 +521,12 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn copy_tree(&mut self, src: &dyn SourceFs, from: &str, to: &ContainerPath) -> Result<(), CopyError> {
+    fn copy_tree(
+        &mut self,
+        src: &dyn SourceFs,
+        from: &str,
+        to: &ContainerPath,
+    ) -> Result<(), CopyError> {
         let mut names = src.list(from).map_err(|e| CopyError::Source {
             path: display_src(from),
             source: e,
@@ -562,7 +584,9 @@ impl Writer<'_> {
         let mode = self.mode_for(meta);
         let mut b = DirBuilder::new();
         b.mode(0o700);
-        self.upper.create_dir_with(p.rel(), &b).map_err(Self::werr(p))?;
+        self.upper
+            .create_dir_with(p.rel(), &b)
+            .map_err(Self::werr(p))?;
         let (uid, gid) = self.owner();
         self.finish(p, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
     }
@@ -588,7 +612,9 @@ impl Writer<'_> {
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = src.link_target(from).map_err(serr)?;
-            self.upper.symlink(&target, to.rel()).map_err(Self::werr(to))?;
+            self.upper
+                .symlink(&target, to.rel())
+                .map_err(Self::werr(to))?;
             set_owner(self.upper, to, uid, gid, 0).map_err(Self::werr(to))?;
             let s = self.clamp(meta.mtime());
             set_mtime(self.upper, to, s, meta.mtime_nsec(), true).map_err(Self::werr(to))?;
@@ -602,7 +628,10 @@ impl Writer<'_> {
         let mut input = src.open_file(from).map_err(serr)?;
         let mut opts = OpenOptions::new();
         opts.write(true).create_new(true).mode(0o600);
-        let mut output = self.upper.open_with(to.rel(), &opts).map_err(Self::werr(to))?;
+        let mut output = self
+            .upper
+            .open_with(to.rel(), &opts)
+            .map_err(Self::werr(to))?;
         copy_file(&mut input, &mut output).map_err(Self::werr(to))?;
         drop(output);
         let mode = self.mode_for(meta);
@@ -697,7 +726,12 @@ mod tests {
         assert_eq!(Chmod::parse("a=r").unwrap().apply(0o100777, false), 0o444);
         assert_eq!(Chmod::parse("+X").unwrap().apply(0o40644, true), 0o755);
         assert_eq!(Chmod::parse("+X").unwrap().apply(0o100644, false), 0o644);
-        assert_eq!(Chmod::parse("u=rwx,g=rx,o=").unwrap().apply(0o100000, false), 0o750);
+        assert_eq!(
+            Chmod::parse("u=rwx,g=rx,o=")
+                .unwrap()
+                .apply(0o100000, false),
+            0o750
+        );
         for bad in ["", "8", "u*x", "zz", "99999"] {
             assert!(Chmod::parse(bad).is_err(), "{bad}");
         }

@@ -152,7 +152,10 @@ mod tests {
 
     #[test]
     fn names_come_from_the_last_path_segment() {
-        assert_eq!(file_name("https://example.com/a/b/tool.tar.gz?x=1"), "tool.tar.gz");
+        assert_eq!(
+            file_name("https://example.com/a/b/tool.tar.gz?x=1"),
+            "tool.tar.gz"
+        );
         assert_eq!(file_name("http://example.com/dir/"), "dir");
         assert_eq!(file_name("http://example.com"), "__unnamed__");
         assert_eq!(file_name("http://example.com/../.."), "__unnamed__");

@@ -38,19 +38,29 @@ fn hello_example_builds_the_expected_tree_and_config() {
     let ctx = crate::harness::workspace_root().join("examples/hello");
     let out = env.ok(&["build", "-q", "-t", "example/hello", ctx.to_str().unwrap()]);
     let id = out.trim();
-    assert!(id.starts_with("sha256:") && id.len() == 71, "-q prints only the ID: {out:?}");
+    assert!(
+        id.starts_with("sha256:") && id.len() == 71,
+        "-q prints only the ID: {out:?}"
+    );
     let tree = image_tree(&env.root(), "example/hello");
     assert_eq!(paths(&tree), ["srv", "srv/README", "srv/greeting.txt"]);
     assert_eq!(tree["srv/greeting.txt"].content, b"hello from kiln\n");
     assert_eq!(tree["srv/greeting.txt"].mode, 0o644);
     assert_eq!(tree["srv/README"].mode, 0o755);
-    assert_eq!(tree["srv/README"].content, b"This image was built by kiln from examples/hello.\n");
+    assert_eq!(
+        tree["srv/README"].content,
+        b"This image was built by kiln from examples/hello.\n"
+    );
     assert_eq!((tree["srv"].uid, tree["srv"].gid), (0, 0));
-    let inspect: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "example/hello"])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "example/hello"])).unwrap();
     let config = &inspect[0]["Config"];
     assert_eq!(config["Cmd"], serde_json::json!(["/srv/greeting.txt"]));
     assert_eq!(config["WorkingDir"], "/srv");
-    assert_eq!(config["Labels"]["org.opencontainers.image.description"], "hello from kiln");
+    assert_eq!(
+        config["Labels"]["org.opencontainers.image.description"],
+        "hello from kiln"
+    );
     assert_eq!(config["Env"][1], "GREETING=hello from kiln");
     assert_eq!(inspect[0]["Id"], id);
 }
@@ -76,13 +86,26 @@ fn image_config_and_history_follow_docker() {
     let raw = env.ok(&["inspect", "me/cfg"]);
     let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let c = &v[0]["Config"];
-    assert_eq!(c["Env"], serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "A=1", "B=two words"]));
-    assert_eq!(c["ExposedPorts"], serde_json::json!({"53/udp": {}, "80/tcp": {}}));
+    assert_eq!(
+        c["Env"],
+        serde_json::json!([
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "A=1",
+            "B=two words"
+        ])
+    );
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"53/udp": {}, "80/tcp": {}})
+    );
     assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
     assert_eq!(c["User"], "1000:1000");
     assert_eq!(c["WorkingDir"], "/app");
     assert_eq!(c["StopSignal"], "SIGTERM");
-    assert_eq!(c["Healthcheck"]["Test"], serde_json::json!(["CMD", "/bin/check"]));
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/bin/check"])
+    );
     assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
     assert_eq!(c["Healthcheck"]["Retries"], 3);
     assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/app"]));
@@ -111,7 +134,10 @@ fn a_fully_cached_rebuild_reports_every_step_cached_and_keeps_the_id() {
     let (id1, _) = build(&env, df, &files, &[]);
     let stderr = build_plain(&env, &[]);
     assert_eq!(stderr.matches("Using cache").count(), 3, "{stderr}");
-    assert!(stderr.contains(&format!("Successfully built {}", &id1[7..19])), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Successfully built {}", &id1[7..19])),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -119,8 +145,17 @@ fn inserting_a_step_rebuilds_from_there_down_only() {
     // The seed's cache lesson: three steps, then a new one after the second.
     let env = Env::new();
     let files = [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")];
-    build(&env, "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n", &files, &[]);
-    std::fs::write(env.path("ctx/Dockerfile"), "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY d /d\nCOPY c /c\n").unwrap();
+    build(
+        &env,
+        "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY c /c\n",
+        &files,
+        &[],
+    );
+    std::fs::write(
+        env.path("ctx/Dockerfile"),
+        "FROM scratch\nCOPY a /a\nCOPY b /b\nCOPY d /d\nCOPY c /c\n",
+    )
+    .unwrap();
     let stderr = build_plain(&env, &[]);
     let steps = crate::harness::step_lines(&stderr);
     let cached: Vec<bool> = stderr
@@ -139,16 +174,30 @@ fn touch_keeps_the_cache_and_a_one_byte_edit_misses_it() {
     build(&env, "FROM scratch\nCOPY f /f\n", &files, &[]);
     let f = env.path("ctx/f");
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    std::fs::File::options().write(true).open(&f).unwrap().set_modified(later).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
     // Files changed within a few ms of hashing are not trusted to the stat cache ("racily
     // clean"); people do not edit that close to a build, so neither does the test.
     std::thread::sleep(std::time::Duration::from_millis(100));
     let stderr = build_plain(&env, &[]);
-    assert!(stderr.contains("Using cache"), "touch must keep the cache:\n{stderr}");
+    assert!(
+        stderr.contains("Using cache"),
+        "touch must keep the cache:\n{stderr}"
+    );
     std::fs::write(&f, "hellp").unwrap();
     let stderr = build_plain(&env, &[]);
-    assert!(!stderr.contains("Using cache"), "an edit must miss:\n{stderr}");
-    assert!(stderr.contains("Cache miss: file \"f\" changed"), "{stderr}");
+    assert!(
+        !stderr.contains("Using cache"),
+        "an edit must miss:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("Cache miss: file \"f\" changed"),
+        "{stderr}"
+    );
     let stderr = build_plain(&env, &["--no-cache"]);
     assert!(!stderr.contains("Using cache"), "--no-cache:\n{stderr}");
 }
@@ -159,12 +208,32 @@ fn touch_keeps_the_cache_and_a_one_byte_edit_misses_it() {
 fn cve_2024_24557_healthcheck_and_onbuild_are_in_the_cache_key() {
     let env = Env::new();
     let files = [("f", "x")];
-    let (a, _) = build(&env, "FROM scratch\nHEALTHCHECK CMD [\"/a\"]\nCOPY f /f\n", &files, &[]);
-    let (b, stderr) = build(&env, "FROM scratch\nHEALTHCHECK CMD [\"/b\"]\nCOPY f /f\n", &files, &[]);
+    let (a, _) = build(
+        &env,
+        "FROM scratch\nHEALTHCHECK CMD [\"/a\"]\nCOPY f /f\n",
+        &files,
+        &[],
+    );
+    let (b, stderr) = build(
+        &env,
+        "FROM scratch\nHEALTHCHECK CMD [\"/b\"]\nCOPY f /f\n",
+        &files,
+        &[],
+    );
     assert_ne!(a, b);
     assert!(!stderr.contains("Using cache"), "{stderr}");
-    let (c, _) = build(&env, "FROM scratch\nONBUILD COPY x /x\nCOPY f /f\n", &files, &[]);
-    let (d, stderr) = build(&env, "FROM scratch\nONBUILD COPY y /y\nCOPY f /f\n", &files, &[]);
+    let (c, _) = build(
+        &env,
+        "FROM scratch\nONBUILD COPY x /x\nCOPY f /f\n",
+        &files,
+        &[],
+    );
+    let (d, stderr) = build(
+        &env,
+        "FROM scratch\nONBUILD COPY y /y\nCOPY f /f\n",
+        &files,
+        &[],
+    );
     assert_ne!(c, d);
     assert!(!stderr.contains("Using cache"), "{stderr}");
 }
@@ -181,7 +250,11 @@ fn source_date_epoch_gives_identical_images_in_fresh_stores() {
                 .args(["build", "-q", ctx.to_str().unwrap()])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).trim().to_owned()
         })
         .collect();
@@ -191,10 +264,20 @@ fn source_date_epoch_gives_identical_images_in_fresh_stores() {
 #[test]
 fn parse_errors_name_the_line_and_exit_1() {
     let env = Env::new();
-    env.write("ctx/Dockerfile", "FROM scratch\n\n# comment\nCOPY a /a\n\n\nRUNN echo hi\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\n\n# comment\nCOPY a /a\n\n\nRUNN echo hi\n",
+    );
     let err = env.fails(&["build", env.path("ctx").to_str().unwrap()], 1);
-    assert!(err.contains("Dockerfile:7: unknown instruction: RUNN"), "{err}");
-    assert_eq!(err.lines().filter(|l| l.starts_with("kiln:")).count(), 1, "{err}");
+    assert!(
+        err.contains("Dockerfile:7: unknown instruction: RUNN"),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("kiln:")).count(),
+        1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -204,9 +287,15 @@ fn multi_stage_builds_skip_unused_stages_and_copy_from_stages() {
               FROM scratch AS builder\nCOPY a /out/a\nCOPY b /out/sub/b\n\
               FROM scratch\nCOPY --from=builder /out/ /app/\nCOPY --from=1 /out/a /single\n";
     let (_, stderr) = build(&env, df, &[("a", "A"), ("b", "B")], &["-t", "me/multi"]);
-    assert!(!stderr.contains("missing-file"), "the unused stage must not run:\n{stderr}");
+    assert!(
+        !stderr.contains("missing-file"),
+        "the unused stage must not run:\n{stderr}"
+    );
     let tree = image_tree(&env.root(), "me/multi");
-    assert_eq!(paths(&tree), ["app", "app/a", "app/sub", "app/sub/b", "single"]);
+    assert_eq!(
+        paths(&tree),
+        ["app", "app/a", "app/sub", "app/sub/b", "single"]
+    );
     assert_eq!(tree["single"].content, b"A");
     // --target builds the named stage.
     build(&env, df, &[], &["-t", "me/builder", "--target", "builder"]);
@@ -222,7 +311,10 @@ fn copy_honours_dockerignore_globs_chown_chmod_and_exclude() {
               COPY --chown=app:staff --chmod=u=rwx,go=rx src/ /app/\n\
               COPY --exclude=*.tmp *.txt /txt/\n";
     let files = [
-        ("passwd", "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n"),
+        (
+            "passwd",
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        ),
         ("group", "root:x:0:\nstaff:x:50:\n"),
         ("src/main.c", "int main;"),
         ("src/secret.key", "k"),
@@ -235,7 +327,16 @@ fn copy_honours_dockerignore_globs_chown_chmod_and_exclude() {
     let tree = image_tree(&env.root(), "me/copy");
     assert_eq!(
         paths(&tree),
-        ["app", "app/main.c", "etc", "etc/group", "etc/passwd", "txt", "txt/a.txt", "txt/b.txt"]
+        [
+            "app",
+            "app/main.c",
+            "etc",
+            "etc/group",
+            "etc/passwd",
+            "txt",
+            "txt/a.txt",
+            "txt/b.txt"
+        ]
     );
     let main = &tree["app/main.c"];
     assert_eq!((main.uid, main.gid, main.mode), (1000, 50, 0o755));
@@ -246,15 +347,26 @@ fn copy_sources_never_leave_the_context() {
     let env = Env::new();
     std::fs::create_dir_all(env.path("ctx")).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", env.path("ctx/link")).unwrap();
-    let (_, _) = build(&env, "FROM scratch\nCOPY ../../../etc/hostname /x\n", &[("etc/hostname", "inside")], &["-t", "me/esc"]);
+    let (_, _) = build(
+        &env,
+        "FROM scratch\nCOPY ../../../etc/hostname /x\n",
+        &[("etc/hostname", "inside")],
+        &["-t", "me/esc"],
+    );
     let tree = image_tree(&env.root(), "me/esc");
-    assert_eq!(tree["x"].content, b"inside", "`..` is clamped at the context root");
+    assert_eq!(
+        tree["x"].content, b"inside",
+        "`..` is clamped at the context root"
+    );
     env.write("ctx/Dockerfile", "FROM scratch\nCOPY link /x\n");
     let out = env.run(&["build", "-t", "me/esc2", env.path("ctx").to_str().unwrap()]);
     if out.status.success() {
         let tree = image_tree(&env.root(), "me/esc2");
         let host = std::fs::read("/etc/passwd").unwrap();
-        assert!(tree.values().all(|f| f.content != host), "host /etc/passwd leaked into the image");
+        assert!(
+            tree.values().all(|f| f.content != host),
+            "host /etc/passwd leaked into the image"
+        );
     } else {
         assert_eq!(out.status.code(), Some(1));
     }
@@ -263,7 +375,10 @@ fn copy_sources_never_leave_the_context() {
 #[test]
 fn add_extracts_local_archives_and_refuses_urls_without_network() {
     let env = Env::new();
-    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::default(),
+    ));
     let mut h = tar::Header::new_gnu();
     h.set_size(5);
     h.set_mode(0o600);
@@ -272,32 +387,60 @@ fn add_extracts_local_archives_and_refuses_urls_without_network() {
     let gz = b.into_inner().unwrap().finish().unwrap();
     std::fs::create_dir_all(env.path("ctx")).unwrap();
     std::fs::write(env.path("ctx/a.tar.gz"), &gz).unwrap();
-    build(&env, "FROM scratch\nADD a.tar.gz /opt/\nCOPY a.tar.gz /kept/\n", &[], &["-t", "me/add"]);
+    build(
+        &env,
+        "FROM scratch\nADD a.tar.gz /opt/\nCOPY a.tar.gz /kept/\n",
+        &[],
+        &["-t", "me/add"],
+    );
     let tree = image_tree(&env.root(), "me/add");
     assert_eq!(tree["opt/inner/file"].content, b"hello");
     assert_eq!(tree["opt/inner/file"].mode, 0o600);
     assert_eq!(tree["kept/a.tar.gz"].content, gz, "COPY never extracts");
-    env.write("ctx/Dockerfile", "FROM scratch\nADD https://example.com/x /x\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nADD https://example.com/x /x\n",
+    );
     let err = env.fails(&["build", env.path("ctx").to_str().unwrap()], 1);
-    assert!(err.contains("Dockerfile:2:") && err.contains("--network=host"), "{err}");
+    assert!(
+        err.contains("Dockerfile:2:") && err.contains("--network=host"),
+        "{err}"
+    );
 }
 
 #[test]
 fn onbuild_triggers_run_when_a_later_build_uses_the_image() {
     let env = Env::new();
-    build(&env, "FROM scratch\nONBUILD COPY trigger.txt /from-trigger\n", &[], &["-t", "me/base"]);
-    build(&env, "FROM me/base\nCOPY own.txt /own\n", &[("trigger.txt", "T"), ("own.txt", "O")], &["-t", "me/child"]);
+    build(
+        &env,
+        "FROM scratch\nONBUILD COPY trigger.txt /from-trigger\n",
+        &[],
+        &["-t", "me/base"],
+    );
+    build(
+        &env,
+        "FROM me/base\nCOPY own.txt /own\n",
+        &[("trigger.txt", "T"), ("own.txt", "O")],
+        &["-t", "me/child"],
+    );
     let tree = image_tree(&env.root(), "me/child");
     assert_eq!(paths(&tree), ["from-trigger", "own"]);
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "me/child"])).unwrap();
-    assert!(v[0]["Config"]["OnBuild"].is_null(), "triggers are consumed: {}", v[0]["Config"]);
+    assert!(
+        v[0]["Config"]["OnBuild"].is_null(),
+        "triggers are consumed: {}",
+        v[0]["Config"]
+    );
 }
 
 #[test]
 fn context_and_dockerfile_from_stdin() {
     let env = Env::new();
     let mut b = tar::Builder::new(Vec::new());
-    for (name, data) in [("Dockerfile", &b"FROM scratch\nCOPY f /f\n"[..]), ("f", b"from tar")] {
+    for (name, data) in [
+        ("Dockerfile", &b"FROM scratch\nCOPY f /f\n"[..]),
+        ("f", b"from tar"),
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
@@ -316,14 +459,29 @@ fn context_and_dockerfile_from_stdin() {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), &tar).unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(image_tree(&env.root(), "me/stdin")["f"].content, b"from tar");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        image_tree(&env.root(), "me/stdin")["f"].content,
+        b"from tar"
+    );
 
     std::fs::create_dir_all(env.path("ctx2")).unwrap();
     env.write("ctx2/g", "g");
     let mut child = env
         .kiln()
-        .args(["build", "-q", "-t", "me/stdin2", "-f", "-", env.path("ctx2").to_str().unwrap()])
+        .args([
+            "build",
+            "-q",
+            "-t",
+            "me/stdin2",
+            "-f",
+            "-",
+            env.path("ctx2").to_str().unwrap(),
+        ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -332,7 +490,11 @@ fn context_and_dockerfile_from_stdin() {
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"FROM scratch\nCOPY g /g\n").unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(image_tree(&env.root(), "me/stdin2")["g"].content, b"g");
 }
 
@@ -340,7 +502,19 @@ fn context_and_dockerfile_from_stdin() {
 fn build_args_and_global_args_expand_in_from_copy_and_env() {
     let env = Env::new();
     let df = "ARG BASE=scratch\nFROM ${BASE}\nARG DEST=/default\nARG WHO\nENV WHO=${WHO:-nobody}\nCOPY f ${DEST}\n";
-    build(&env, df, &[("f", "x")], &["-t", "me/args", "--build-arg", "DEST=/given", "--build-arg", "WHO=me"]);
+    build(
+        &env,
+        df,
+        &[("f", "x")],
+        &[
+            "-t",
+            "me/args",
+            "--build-arg",
+            "DEST=/given",
+            "--build-arg",
+            "WHO=me",
+        ],
+    );
     let tree = image_tree(&env.root(), "me/args");
     assert_eq!(paths(&tree), ["given"]);
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "me/args"])).unwrap();
@@ -359,11 +533,19 @@ fn run_without_an_executor_is_a_clear_error() {
 fn iidfile_and_missing_base_images() {
     let env = Env::new();
     let iid = env.path("iid");
-    let (id, _) = build(&env, "FROM scratch\nCOPY f /f\n", &[("f", "x")], &["--iidfile", iid.to_str().unwrap()]);
+    let (id, _) = build(
+        &env,
+        "FROM scratch\nCOPY f /f\n",
+        &[("f", "x")],
+        &["--iidfile", iid.to_str().unwrap()],
+    );
     assert_eq!(std::fs::read_to_string(&iid).unwrap(), id);
     env.write("ctx/Dockerfile", "FROM redis\n");
     let err = env.fails(&["build", env.path("ctx").to_str().unwrap()], 1);
-    assert!(err.contains("Dockerfile:1:") && err.contains("redis"), "{err}");
+    assert!(
+        err.contains("Dockerfile:1:") && err.contains("redis"),
+        "{err}"
+    );
 }
 
 /// Serves `body` at any path over HTTP on loopback, for `count` requests; returns the port.
@@ -403,8 +585,17 @@ fn add_fetches_urls_with_network_host_and_verifies_checksums() {
     let f = &tree["opt/tool.txt"];
     assert_eq!((f.content.as_slice(), f.mode), (body, 0o600));
     // A wrong checksum fails the build and names the mismatch.
-    let bad = format!("FROM scratch\nADD --checksum=sha256:{} {url} /opt/\n", "0".repeat(64));
+    let bad = format!(
+        "FROM scratch\nADD --checksum=sha256:{} {url} /opt/\n",
+        "0".repeat(64)
+    );
     env.write("ctx/Dockerfile", &bad);
-    let err = env.fails(&["build", "--network=host", env.path("ctx").to_str().unwrap()], 1);
-    assert!(err.contains("Dockerfile:2:") && err.contains("checksum mismatch"), "{err}");
+    let err = env.fails(
+        &["build", "--network=host", env.path("ctx").to_str().unwrap()],
+        1,
+    );
+    assert!(
+        err.contains("Dockerfile:2:") && err.contains("checksum mismatch"),
+        "{err}"
+    );
 }

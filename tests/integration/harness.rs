@@ -138,16 +138,28 @@ pub fn image_tree(root: &Path, image: &str) -> std::collections::BTreeMap<String
         let mut ar = tar::Archive::new(kiln::layer::decompress_auto(blob).expect("decompress"));
         for entry in ar.entries().expect("read tar") {
             let mut entry = entry.expect("tar entry");
-            let path = entry.path().expect("path").to_string_lossy().trim_end_matches('/').to_owned();
+            let path = entry
+                .path()
+                .expect("path")
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_owned();
             let name = path.rsplit('/').next().unwrap_or("").to_owned();
-            let parent = path.rsplit_once('/').map(|(p, _)| p.to_owned()).unwrap_or_default();
+            let parent = path
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_owned())
+                .unwrap_or_default();
             if name == ".wh..wh..opq" {
                 let prefix = format!("{parent}/");
                 tree.retain(|k: &String, _| !k.starts_with(&prefix));
                 continue;
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
-                let target = if parent.is_empty() { hidden.to_owned() } else { format!("{parent}/{hidden}") };
+                let target = if parent.is_empty() {
+                    hidden.to_owned()
+                } else {
+                    format!("{parent}/{hidden}")
+                };
                 let prefix = format!("{target}/");
                 tree.retain(|k: &String, _| k != &target && !k.starts_with(&prefix));
                 continue;
@@ -171,7 +183,16 @@ pub fn image_tree(root: &Path, image: &str) -> std::collections::BTreeMap<String
             } else {
                 entry.read_to_end(&mut content).expect("read entry");
             }
-            tree.insert(path, FileInfo { kind, mode, uid, gid, content });
+            tree.insert(
+                path,
+                FileInfo {
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    content,
+                },
+            );
         }
     }
     tree
@@ -187,7 +208,10 @@ pub fn require_tool(tool: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run .ci/run once (it installs the test tools)");
+    assert!(
+        found,
+        "{tool} is not installed: run .ci/run once (it installs the test tools)"
+    );
 }
 
 /// Lines of stderr that are Docker-style step progress, for assertions on caching.

@@ -16,6 +16,8 @@ struct Outcome {
 }
 
 /// Runs `kiln ARGS` with `input` streamed to stdin; measures the child's peak memory.
+// The child is reaped by `wait4` (which also reports its peak memory), not by `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_with_stdin(env: &Env, args: &[&str], input: &mut dyn std::io::Read) -> Outcome {
     let mut child = env
         .kiln()
@@ -50,12 +52,34 @@ fn run_with_stdin(env: &Env, args: &[&str], input: &mut dyn std::io::Read) -> Ou
 }
 
 fn assert_one_line_failure(case: &str, what: &str, o: &Outcome, needle: Option<&str>) {
-    assert_eq!(o.code, Some(1), "{case} via {what}: expected exit 1:\n{}", o.stderr);
-    let lines: Vec<&str> = o.stderr.lines().filter(|l| l.starts_with("kiln:")).collect();
-    assert_eq!(lines.len(), 1, "{case} via {what}: one error line:\n{}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{case} via {what}: panic:\n{}", o.stderr);
+    assert_eq!(
+        o.code,
+        Some(1),
+        "{case} via {what}: expected exit 1:\n{}",
+        o.stderr
+    );
+    let lines: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("kiln:"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{case} via {what}: one error line:\n{}",
+        o.stderr
+    );
+    assert!(
+        !o.stderr.contains("panicked"),
+        "{case} via {what}: panic:\n{}",
+        o.stderr
+    );
     if let Some(n) = needle {
-        assert!(lines[0].contains(n), "{case} via {what}: expected {n:?} in:\n{}", o.stderr);
+        assert!(
+            lines[0].contains(n),
+            "{case} via {what}: expected {n:?} in:\n{}",
+            o.stderr
+        );
     }
 }
 
@@ -63,7 +87,10 @@ fn no_escapes() {
     for dir in ["/tmp", "/"] {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            assert!(!name.starts_with("kiln-hostile"), "{dir}/{name} was written by an archive");
+            assert!(
+                !name.starts_with("kiln-hostile"),
+                "{dir}/{name} was written by an archive"
+            );
         }
     }
 }
@@ -74,7 +101,11 @@ fn hostile_tars_are_refused_by_import_load_and_build_contexts() {
     let is_root = rustix::process::geteuid().is_root();
     for (name, case) in corpus() {
         // import: a root filesystem tarball, devices allowed (as root), whiteouts refused.
-        let o = run_with_stdin(&env, &["import", "-", "kiln-test/hostile"], &mut case.reader());
+        let o = run_with_stdin(
+            &env,
+            &["import", "-", "kiln-test/hostile"],
+            &mut case.reader(),
+        );
         let device_case = name.contains("device");
         match case.as_archive {
             Expect::Fails(msg) if !(device_case && is_root) => {
@@ -87,17 +118,29 @@ fn hostile_tars_are_refused_by_import_load_and_build_contexts() {
                 o.stderr
             ),
         }
-        assert!(o.max_rss_kb < 256 * 1024, "{name} via import used {} KiB", o.max_rss_kb);
+        assert!(
+            o.max_rss_kb < 256 * 1024,
+            "{name} via import used {} KiB",
+            o.max_rss_kb
+        );
 
         // load: never an image archive, so always refused, one way or another.
         let o = run_with_stdin(&env, &["load"], &mut case.reader());
         assert_one_line_failure(name, "load", &o, None);
-        assert!(o.max_rss_kb < 256 * 1024, "{name} via load used {} KiB", o.max_rss_kb);
+        assert!(
+            o.max_rss_kb < 256 * 1024,
+            "{name} via load used {} KiB",
+            o.max_rss_kb
+        );
 
         // A build context on stdin: refused, or (no Dockerfile inside) a failed build.
         let o = run_with_stdin(&env, &["build", "-q", "-"], &mut case.reader());
         assert_one_line_failure(name, "build -", &o, None);
-        assert!(o.max_rss_kb < 256 * 1024, "{name} via build used {} KiB", o.max_rss_kb);
+        assert!(
+            o.max_rss_kb < 256 * 1024,
+            "{name} via build used {} KiB",
+            o.max_rss_kb
+        );
         no_escapes();
     }
     env.ok(&["fsck"]);

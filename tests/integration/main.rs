@@ -1,12 +1,12 @@
 //! kiln's integration tests: one binary, a small harness, real images.
 
 mod build;
-mod harness;
-mod hostile;
-mod hostile_cli;
 mod conformance_ignore;
+mod conformance_parser;
 mod conformance_shell;
 mod consumers;
 mod context;
-mod conformance_parser;
+mod harness;
+mod hostile;
+mod hostile_cli;
 mod store;

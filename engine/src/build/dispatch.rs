@@ -18,8 +18,8 @@ use crate::dockerfile::go_quote;
 use crate::dockerfile::instruction::{self as ins, Instruction, Spanned};
 use crate::dockerfile::scope::{Platform, Scope, Stage as ScopeStage};
 use crate::dockerfile::shell::Lexer;
-use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::ignore::PatternMatcher;
+use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::layer;
 use crate::progress::{ProgressEvent, ProgressSink};
 use crate::rootfs::{ContainerPath, EntryKind, LayerView};
@@ -57,8 +57,14 @@ enum Work {
 
 enum CopyFrom {
     Context(Vec<Source>),
-    Stage { index: usize, paths: Vec<String> },
-    Image { layers: Vec<Layer>, paths: Vec<String> },
+    Stage {
+        index: usize,
+        paths: Vec<String>,
+    },
+    Image {
+        layers: Vec<Layer>,
+        paths: Vec<String>,
+    },
 }
 
 struct CopyWork {
@@ -169,12 +175,20 @@ pub fn build(
             message: "target stage was not built".to_owned(),
         })?;
     for (k, v) in &req.labels {
-        result.state.config.config.labels.insert(k.clone(), v.clone());
+        result
+            .state
+            .config
+            .config
+            .labels
+            .insert(k.clone(), v.clone());
     }
     if !unused.is_empty() {
         let names: Vec<&str> = unused.iter().map(String::as_str).collect();
         progress.emit(ProgressEvent::Warning {
-            message: format!("One or more build-args [{}] were not consumed", names.join(" ")),
+            message: format!(
+                "One or more build-args [{}] were not consumed",
+                names.join(" ")
+            ),
         });
     }
     if let Some(c) = req.compression {
@@ -249,12 +263,11 @@ pub(crate) fn commit_image(
         config_digest,
         bytes.len() as u64,
     ));
-    let mbytes = crate::image::CanonicalJson::to_canonical_json(&manifest).map_err(|e| {
-        BuildError::Io {
+    let mbytes =
+        crate::image::CanonicalJson::to_canonical_json(&manifest).map_err(|e| BuildError::Io {
             op: "encode manifest",
             source: e.into(),
-        }
-    })?;
+        })?;
     let mdigest = Digest::of(&mbytes);
     if !store.has_blob(&mdigest) {
         store.put_blob(&mbytes[..])?;
@@ -269,12 +282,10 @@ pub(crate) fn commit_image(
 
 fn load_stat_cache(path: &std::path::Path) -> StatCache {
     match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-        (Some(dir), Some(name)) => {
-            match Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
-                Ok(d) => StatCache::load(&d, name),
-                Err(_) => StatCache::new(),
-            }
-        }
+        (Some(dir), Some(name)) => match Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
+            Ok(d) => StatCache::load(&d, name),
+            Err(_) => StatCache::new(),
+        },
         _ => StatCache::new(),
     }
 }
@@ -293,7 +304,9 @@ fn save_stat_cache(path: &std::path::Path, cache: &mut StatCache) {
 fn now(epoch: Option<i64>) -> OffsetDateTime {
     match epoch.and_then(|e| OffsetDateTime::from_unix_timestamp(e).ok()) {
         Some(t) => t,
-        None => OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        None => OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
     }
 }
 
@@ -479,9 +492,9 @@ impl Run<'_> {
             None
         } else {
             self.cache.get(&key).filter(|e| {
-                e.layer.as_ref().is_none_or(|l| {
-                    self.store.has_blob(&l.diff_id.as_uncompressed_digest())
-                })
+                e.layer
+                    .as_ref()
+                    .is_none_or(|l| self.store.has_blob(&l.diff_id.as_uncompressed_digest()))
             })
         };
         let entry = match hit {
@@ -497,7 +510,8 @@ impl Run<'_> {
                                 reason = format!("file {f:?} changed");
                             }
                         }
-                        self.progress.emit(ProgressEvent::CacheMiss { index, reason });
+                        self.progress
+                            .emit(ProgressEvent::CacheMiss { index, reason });
                     }
                 }
                 let layer = self.execute(cx, one, prepared.work)?;
@@ -535,12 +549,21 @@ impl Run<'_> {
     }
 
     /// Expands the instruction, applies its config change, and says how to key and run it.
-    fn prepare(&mut self, cx: &mut StageCx, one: &Spanned<Instruction>) -> Result<Prepared, BuildError> {
+    fn prepare(
+        &mut self,
+        cx: &mut StageCx,
+        one: &Spanned<Instruction>,
+    ) -> Result<Prepared, BuildError> {
         let line = one.start_line;
         let mut parts: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Some(created_by) =
-            apply_metadata(&self.lexer, &mut cx.state, &mut cx.scope, &one.value, &mut parts)
-                .map_err(|m| self.fail(line, m))?
+        if let Some(created_by) = apply_metadata(
+            &self.lexer,
+            &mut cx.state,
+            &mut cx.scope,
+            &one.value,
+            &mut parts,
+        )
+        .map_err(|m| self.fail(line, m))?
         {
             return Ok(Prepared {
                 parts,
@@ -622,9 +645,7 @@ impl Run<'_> {
                     .trim();
                 (format!("{name} {text} # buildkit"), work)
             }
-            other => {
-                return Err(self.fail(line, format!("unexpected instruction {other:?}")))
-            }
+            other => return Err(self.fail(line, format!("unexpected instruction {other:?}"))),
         };
         let changed_files = std::mem::take(&mut self.changed_files);
         Ok(Prepared {
@@ -652,14 +673,11 @@ impl Run<'_> {
                 ins::Source::Inline(f) => inline.push(f),
             }
         }
-        let dest_raw = self.expand(cx, line, &c.dest)?;
+        let dest_raw = self.expand(cx, line, c.dest)?;
         let dest_is_dir = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
         let wd = ContainerPath::parse(&cx.state.config.config.working_dir);
         let dest = ContainerPath::resolve(&wd, &dest_raw);
-        let chown = c
-            .chown
-            .map(|v| self.expand(cx, line, v))
-            .transpose()?;
+        let chown = c.chown.map(|v| self.expand(cx, line, v)).transpose()?;
         let chmod = match c.chmod {
             Some(v) => {
                 let v = self.expand(cx, line, v)?;
@@ -710,8 +728,8 @@ impl Run<'_> {
                 return Err(self.fail(line, format!("ADD {url}: git sources are not supported")));
             }
             let dir = self.store.temp_dir()?;
-            let got = crate::fetch::fetch(url, dir.path(), c.checksum)
-                .map_err(|e| self.fail(line, e))?;
+            let got =
+                crate::fetch::fetch(url, dir.path(), c.checksum).map_err(|e| self.fail(line, e))?;
             parts.push((
                 format!("url {url}"),
                 canon(&[&got.name, &got.digest.to_string()]),
@@ -726,7 +744,10 @@ impl Run<'_> {
                 for s in &file_sources {
                     let found = self.req.context.resolve(s).map_err(|e| {
                         if e.is_user_error() {
-                            self.fail(line, format!("{} failed: {e}", if add { "ADD" } else { "COPY" }))
+                            self.fail(
+                                line,
+                                format!("{} failed: {e}", if add { "ADD" } else { "COPY" }),
+                            )
                         } else {
                             BuildError::Context(e)
                         }
@@ -847,7 +868,12 @@ impl Run<'_> {
         }
     }
 
-    fn execute_copy(&mut self, cx: &mut StageCx, line: usize, w: CopyWork) -> Result<CachedLayer, BuildError> {
+    fn execute_copy(
+        &mut self,
+        cx: &mut StageCx,
+        line: usize,
+        w: CopyWork,
+    ) -> Result<CachedLayer, BuildError> {
         let lower = self.view(&cx.state.layers)?;
         let chown = match &w.chown {
             Some(spec) => Some(resolve_owner(spec, &lower).map_err(|e| self.fail(line, e))?),
@@ -869,7 +895,15 @@ impl Run<'_> {
                 let mut plain = Vec::new();
                 for s in sources {
                     if w.add && s.kind == crate::context::SourceKind::File {
-                        if let Some(()) = self.try_extract(ctx.root(), &s.resolved, &w, &lower, &udir, &opts, line)? {
+                        if let Some(()) = self.try_extract(
+                            ctx.root(),
+                            &s.resolved,
+                            &w,
+                            &lower,
+                            &udir,
+                            &opts,
+                            line,
+                        )? {
                             continue;
                         }
                     }
@@ -891,12 +925,30 @@ impl Run<'_> {
                     .unwrap_or_default();
                 let view = self.view(&layers)?;
                 let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
-                copy_into(&view, &sources, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
+                copy_into(
+                    &view,
+                    &sources,
+                    &w.dest,
+                    w.dest_is_dir,
+                    &lower,
+                    &udir,
+                    &opts,
+                )
+                .map_err(cerr)?;
             }
             CopyFrom::Image { layers, paths } => {
                 let view = self.view(layers)?;
                 let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
-                copy_into(&view, &sources, &w.dest, w.dest_is_dir, &lower, &udir, &opts).map_err(cerr)?;
+                copy_into(
+                    &view,
+                    &sources,
+                    &w.dest,
+                    w.dest_is_dir,
+                    &lower,
+                    &udir,
+                    &opts,
+                )
+                .map_err(cerr)?;
             }
         }
         for (dir, name) in &w.downloads {
@@ -930,7 +982,7 @@ impl Run<'_> {
         w: &CopyWork,
         lower: &LayerView,
         udir: &Dir,
-                opts: &CopyOptions,
+        opts: &CopyOptions,
         line: usize,
     ) -> Result<Option<()>, BuildError> {
         let Ok(f) = root.open(path) else {
@@ -1000,7 +1052,10 @@ pub(crate) fn apply_metadata(
             }
             let shown: Vec<String> = expanded.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-            parts.push(("instruction".into(), canon(&[&["ENV"], &fields[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["ENV"], &fields[..]].concat()),
+            ));
             format!("ENV {}", shown.join(" "))
         }
         Instruction::Label(pairs) => {
@@ -1012,7 +1067,10 @@ pub(crate) fn apply_metadata(
                 state.config.config.labels.insert(k, v);
             }
             let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-            parts.push(("instruction".into(), canon(&[&["LABEL"], &fields[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["LABEL"], &fields[..]].concat()),
+            ));
             format!("LABEL {}", shown.join(" "))
         }
         Instruction::Maintainer(m) => {
@@ -1023,7 +1081,10 @@ pub(crate) fn apply_metadata(
         Instruction::Cmd(cmd) => {
             let argv = command(state, cmd);
             state.config.config.cmd = argv.clone();
-            parts.push(("instruction".into(), canon(&[&["CMD"], &to_strs(&argv)[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["CMD"], &to_strs(&argv)[..]].concat()),
+            ));
             format!("CMD {}", go_list(&argv))
         }
         Instruction::Entrypoint(cmd) => {
@@ -1039,16 +1100,16 @@ pub(crate) fn apply_metadata(
         }
         Instruction::Shell(argv) => {
             state.config.config.shell = argv.clone();
-            parts.push(("instruction".into(), canon(&[&["SHELL"], &to_strs(argv)[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["SHELL"], &to_strs(argv)[..]].concat()),
+            ));
             format!("SHELL {}", go_plain_list(argv))
         }
         Instruction::Expose(ports) => {
             let mut shown = Vec::new();
             for p in ports {
-                for word in lexer
-                    .process_words(p, &*scope)
-                    .map_err(|e| e.to_string())?
-                {
+                for word in lexer.process_words(p, &*scope).map_err(|e| e.to_string())? {
                     let port = if word.contains('/') {
                         word.to_ascii_lowercase()
                     } else {
@@ -1065,7 +1126,10 @@ pub(crate) fn apply_metadata(
             shown.sort();
             shown.dedup();
             let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-            parts.push(("instruction".into(), canon(&[&["EXPOSE"], &fields[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["EXPOSE"], &fields[..]].concat()),
+            ));
             let map: Vec<String> = shown.iter().map(|p| format!("{p}:{{}}")).collect();
             format!("EXPOSE map[{}]", map.join(" "))
         }
@@ -1080,7 +1144,10 @@ pub(crate) fn apply_metadata(
                 shown.push(v);
             }
             let fields: Vec<&str> = shown.iter().map(String::as_str).collect();
-            parts.push(("instruction".into(), canon(&[&["VOLUME"], &fields[..]].concat())));
+            parts.push((
+                "instruction".into(),
+                canon(&[&["VOLUME"], &fields[..]].concat()),
+            ));
             format!("VOLUME {}", go_plain_list(&shown))
         }
         Instruction::User(u) => {
@@ -1102,7 +1169,10 @@ pub(crate) fn apply_metadata(
             let (config, shown) = healthcheck(hc);
             let canonical = serde_json::to_vec(&config).map_err(|e| e.to_string())?;
             state.config.config.healthcheck = Some(config);
-            parts.push(("instruction".into(), [b"HEALTHCHECK\0".as_slice(), &canonical].concat()));
+            parts.push((
+                "instruction".into(),
+                [b"HEALTHCHECK\0".as_slice(), &canonical].concat(),
+            ));
             format!("HEALTHCHECK {shown}")
         }
         Instruction::Onbuild(trigger) => {
@@ -1138,7 +1208,10 @@ fn command(state: &ImageState, cmd: &ins::Command) -> Vec<String> {
 /// The image config made by `--change` instructions (`docker import -c`, `docker commit -c`):
 /// each is parsed by the Dockerfile front end; only the instructions docker accepts there are
 /// allowed (HEALTHCHECK only for commit).
-pub fn apply_changes(changes: &[String], allow_healthcheck: bool) -> Result<crate::image::ImageConfig, String> {
+pub fn apply_changes(
+    changes: &[String],
+    allow_healthcheck: bool,
+) -> Result<crate::image::ImageConfig, String> {
     let mut state = ImageState::scratch();
     state.config.config.env.clear();
     state.config.config.working_dir.clear();
@@ -1163,7 +1236,9 @@ pub fn apply_changes(changes: &[String], allow_healthcheck: bool) -> Result<crat
                 _ => false,
             };
             if !allowed {
-                return Err(format!("{change:?}: this instruction is not supported as a change"));
+                return Err(format!(
+                    "{change:?}: this instruction is not supported as a change"
+                ));
             }
             if let Instruction::Workdir(w) = &one.value {
                 let w = expand(&lexer, &scope, w)?;
@@ -1223,7 +1298,6 @@ fn open_dir(p: &std::path::Path) -> Result<Dir, BuildError> {
         source: e,
     })
 }
-
 
 /// The build context as a COPY source: its folder, minus what `.dockerignore` excludes.
 struct ContextSource<'a>(&'a crate::context::Context);
@@ -1306,7 +1380,10 @@ fn healthcheck(hc: &ins::Healthcheck) -> (Healthcheck, String) {
                 test: vec!["NONE".to_owned()],
                 ..Healthcheck::default()
             };
-            (c, "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}".to_owned())
+            (
+                c,
+                "&{[\"NONE\"] \"0s\" \"0s\" \"0s\" \"0s\" '\\x00'}".to_owned(),
+            )
         }
         ins::Healthcheck::Check(h) => {
             let mut test = Vec::new();
@@ -1404,10 +1481,10 @@ fn valid_signal(s: &str) -> bool {
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     const NAMES: &[&str] = &[
-        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL",
-        "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP",
-        "TSTP", "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
-        "RTMIN", "RTMAX",
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "UNUSED", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
+        "XFSZ", "RTMIN", "RTMAX",
     ];
     if NAMES.contains(&name) {
         return true;

@@ -149,7 +149,11 @@ impl Plan {
                 }
                 _ => match stages.last_mut() {
                     Some(s) => s.instructions.push(ins),
-                    None => return Err(PlanError::NoStage { line: ins.start_line }),
+                    None => {
+                        return Err(PlanError::NoStage {
+                            line: ins.start_line,
+                        })
+                    }
                 },
             }
         }
@@ -211,7 +215,10 @@ impl Plan {
 /// index.
 pub fn find_stage(stages: &[Stage], name: &str) -> Option<usize> {
     let lower = name.to_ascii_lowercase();
-    if let Some(s) = stages.iter().find(|s| s.name.as_deref() == Some(lower.as_str())) {
+    if let Some(s) = stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(lower.as_str()))
+    {
         return Some(s.index);
     }
     match name.parse::<usize>() {

@@ -36,7 +36,11 @@ pub fn resolve_owner(spec: &str, rootfs: &LayerView) -> Result<(u32, u32), UserE
         Ok(uid) => {
             let gid = passwd
                 .as_deref()
-                .and_then(|db| find(db, |f| f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid)))
+                .and_then(|db| {
+                    find(db, |f| {
+                        f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid)
+                    })
+                })
                 .and_then(|f| f.get(3).and_then(|g| g.parse().ok()))
                 .unwrap_or(0);
             (uid, gid)
@@ -85,7 +89,7 @@ fn read_db(rootfs: &LayerView, path: &str) -> Result<Option<String>, UserError> 
         .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
-fn find<'a>(db: &'a str, pred: impl Fn(&[&str]) -> bool) -> Option<Vec<&'a str>> {
+fn find(db: &str, pred: impl Fn(&[&str]) -> bool) -> Option<Vec<&str>> {
     db.lines()
         .filter(|l| !l.trim_start().starts_with('#'))
         .map(|l| l.split(':').collect::<Vec<_>>())
@@ -118,8 +122,14 @@ mod tests {
         assert_eq!(resolve_owner("1000", &v).unwrap(), (1000, 1001));
         assert_eq!(resolve_owner("42:43", &v).unwrap(), (42, 43));
         assert_eq!(resolve_owner("42", &v).unwrap(), (42, 0));
-        assert!(matches!(resolve_owner("nobody", &v), Err(UserError::NoUser(_))));
-        assert!(matches!(resolve_owner("app:nogroup", &v), Err(UserError::NoGroup(_))));
+        assert!(matches!(
+            resolve_owner("nobody", &v),
+            Err(UserError::NoUser(_))
+        ));
+        assert!(matches!(
+            resolve_owner("app:nogroup", &v),
+            Err(UserError::NoGroup(_))
+        ));
         assert!(matches!(resolve_owner("-1", &v), Err(UserError::BadId(_))));
     }
 
@@ -127,6 +137,9 @@ mod tests {
     fn numeric_ids_need_no_database() {
         let v = LayerView::empty();
         assert_eq!(resolve_owner("5:6", &v).unwrap(), (5, 6));
-        assert!(matches!(resolve_owner("app", &v), Err(UserError::NoUser(_))));
+        assert!(matches!(
+            resolve_owner("app", &v),
+            Err(UserError::NoUser(_))
+        ));
     }
 }

@@ -94,13 +94,17 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
     let file_from_stdin = args.file.as_deref() == Some("-");
     let context_from_stdin = args.context == "-";
     if file_from_stdin && context_from_stdin {
-        return Err(UserError("cannot read both the Dockerfile and the context from stdin".into()).into());
+        return Err(
+            UserError("cannot read both the Dockerfile and the context from stdin".into()).into(),
+        );
     }
     let mut tags = Vec::new();
     for t in &args.tags {
         let r = ImageRef::parse(t).map_err(|e| UserError(format!("invalid tag {t:?}: {e}")))?;
         if r.digest().is_some() {
-            return Err(UserError(format!("invalid tag {t:?}: a tag cannot contain a digest")).into());
+            return Err(
+                UserError(format!("invalid tag {t:?}: a tag cannot contain a digest")).into(),
+            );
         }
         tags.push(r);
     }
@@ -132,7 +136,11 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             .with_context(|| format!("open the build context {}", dir.display()))?;
         let canonical = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
         let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
-        (ctx, name.clone(), format!("{}\0{name}", canonical.display()))
+        (
+            ctx,
+            name.clone(),
+            format!("{}\0{name}", canonical.display()),
+        )
     };
     let dockerfile_text = if file_from_stdin {
         let mut buf = Vec::new();
@@ -155,7 +163,10 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         read_limited(&path).map_err(|e| UserError(format!("read {}: {e}", path.display())))?
     };
     if dockerfile_text.len() as u64 > MAX_DOCKERFILE {
-        return Err(UserError(format!("{dockerfile_name} is larger than {MAX_DOCKERFILE} bytes")).into());
+        return Err(UserError(format!(
+            "{dockerfile_name} is larger than {MAX_DOCKERFILE} bytes"
+        ))
+        .into());
     }
     let dockerfile_text = String::from_utf8_lossy(&dockerfile_text).into_owned();
     let base_name = Path::new(&dockerfile_name)

@@ -34,23 +34,42 @@ pub struct ImportArgs {
 /// Runs `kiln import`.
 pub fn run(args: &ImportArgs, store: &Store, printer: &mut Printer) -> anyhow::Result<u8> {
     let tag = match &args.name {
-        Some(n) => Some(ImageRef::parse(n).map_err(|e| UserError(format!("invalid name {n:?}: {e}")))?),
+        Some(n) => {
+            Some(ImageRef::parse(n).map_err(|e| UserError(format!("invalid name {n:?}: {e}")))?)
+        }
         None => None,
     };
     let config = apply_changes(&args.changes, false).map_err(UserError)?;
     // Hold off garbage collection until the image is in the index.
     let _lease = store.lease()?;
-    let epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok());
+    let epoch = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let source = args.file.display().to_string();
     let (id, manifest) = if source == "-" {
-        import(store, std::io::stdin().lock(), "-", config, epoch, args.message.as_deref())?
+        import(
+            store,
+            std::io::stdin().lock(),
+            "-",
+            config,
+            epoch,
+            args.message.as_deref(),
+        )?
     } else {
         let f = std::fs::File::open(&args.file)
             .map_err(|e| UserError(format!("open {source}: {e}")))?;
-        import(store, std::io::BufReader::new(f), &source, config, epoch, args.message.as_deref())?
+        import(
+            store,
+            std::io::BufReader::new(f),
+            &source,
+            config,
+            epoch,
+            args.message.as_deref(),
+        )?
     };
     let size = store.blob_size(&manifest)?;
-    let desc = crate::image::Descriptor::new(crate::image::media_types::OCI_MANIFEST, manifest, size);
+    let desc =
+        crate::image::Descriptor::new(crate::image::media_types::OCI_MANIFEST, manifest, size);
     let tags: Vec<ImageRef> = tag.into_iter().collect();
     store.add_image(&desc, &tags)?;
     printer.data(&id.to_string())?;

@@ -113,7 +113,11 @@ impl Renderer {
                         indicatif::ProgressStyle::with_template("{prefix:>9} {msg}")
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                     );
-                    b.finish_with_message(format!("{} {:.1}s", b.message(), duration.as_secs_f64()));
+                    b.finish_with_message(format!(
+                        "{} {:.1}s",
+                        b.message(),
+                        duration.as_secs_f64()
+                    ));
                 }
             }
             ProgressEvent::Warning { message } => {

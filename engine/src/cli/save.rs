@@ -54,15 +54,23 @@ pub fn run(args: &SaveArgs, store: &Store, printer: &mut Printer) -> anyhow::Res
     match &args.output {
         Some(path) => {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-            let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new(".")))?;
-            save(store, &args.images, format, compression, std::io::BufWriter::new(tmp.as_file_mut()))?;
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(dir.unwrap_or(std::path::Path::new(".")))?;
+            save(
+                store,
+                &args.images,
+                format,
+                compression,
+                std::io::BufWriter::new(tmp.as_file_mut()),
+            )?;
             tmp.as_file().sync_all()?;
             tmp.persist(path)?;
         }
         None => {
             if std::io::stdout().is_terminal() {
                 return Err(UserError(
-                    "refusing to write an archive to a terminal: use -o FILE or redirect stdout".into(),
+                    "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
+                        .into(),
                 )
                 .into());
             }

@@ -332,7 +332,8 @@ impl Hashing<'_> {
                     None => {
                         let before = self.cache.previous(e.path);
                         let (size, content) = self.read_file(e.path, dir, name)?;
-                        if before.is_some_and(|b| b != content) && self.changed.len() < MAX_CHANGED {
+                        if before.is_some_and(|b| b != content) && self.changed.len() < MAX_CHANGED
+                        {
                             self.changed.push(e.path.to_owned());
                         }
                         (size, content)

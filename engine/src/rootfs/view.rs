@@ -267,7 +267,9 @@ impl LayerView {
         let readable = rustix::fs::openat(
             dir.as_fd(),
             ".",
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| Self::io(rel, layer, e.into()))?;
@@ -430,7 +432,12 @@ impl LayerView {
         Ok((p, entry))
     }
 
-    fn entry(&self, path: ContainerPath, layer: usize, meta: Metadata) -> Result<Entry, RootfsError> {
+    fn entry(
+        &self,
+        path: ContainerPath,
+        layer: usize,
+        meta: Metadata,
+    ) -> Result<Entry, RootfsError> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             EntryKind::Dir
@@ -511,7 +518,11 @@ impl LayerView {
     }
 
     /// Reads a whole regular file (symlinks followed) if it exists, refusing files over `limit`.
-    pub fn read_file(&self, path: &ContainerPath, limit: u64) -> Result<Option<Vec<u8>>, RootfsError> {
+    pub fn read_file(
+        &self,
+        path: &ContainerPath,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, RootfsError> {
         let Some(entry) = self.lookup(path, true)? else {
             return Ok(None);
         };
@@ -568,7 +579,10 @@ mod tests {
 
     #[test]
     fn paths_clamp_at_root() {
-        assert_eq!(ContainerPath::parse("../../etc/./passwd").as_str(), "/etc/passwd");
+        assert_eq!(
+            ContainerPath::parse("../../etc/./passwd").as_str(),
+            "/etc/passwd"
+        );
         let base = ContainerPath::parse("/app/src");
         assert_eq!(ContainerPath::resolve(&base, "../x").as_str(), "/app/x");
         assert_eq!(ContainerPath::resolve(&base, "/y/").as_str(), "/y");
@@ -591,7 +605,10 @@ mod tests {
         let v = view(&p);
         let a = v.read_file(&ContainerPath::parse("/etc/a"), 100).unwrap();
         assert_eq!(a.as_deref(), Some(&b"upper"[..]));
-        assert!(v.lookup(&ContainerPath::parse("/etc/gone"), true).unwrap().is_none());
+        assert!(v
+            .lookup(&ContainerPath::parse("/etc/gone"), true)
+            .unwrap()
+            .is_none());
         let names: Vec<_> = v
             .read_dir(&ContainerPath::parse("/etc"))
             .unwrap()
@@ -608,10 +625,18 @@ mod tests {
         std::fs::write(p[0].join("d/old"), "x").unwrap();
         std::fs::create_dir_all(p[1].join("d")).unwrap();
         std::fs::write(p[1].join("d/new"), "y").unwrap();
-        rustix::fs::setxattr(p[1].join("d"), OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
-            .unwrap();
+        rustix::fs::setxattr(
+            p[1].join("d"),
+            OPAQUE_XATTR,
+            b"y",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .unwrap();
         let v = view(&p);
-        assert!(v.lookup(&ContainerPath::parse("/d/old"), true).unwrap().is_none());
+        assert!(v
+            .lookup(&ContainerPath::parse("/d/old"), true)
+            .unwrap()
+            .is_none());
         assert_eq!(v.read_dir(&ContainerPath::parse("/d")).unwrap().len(), 1);
     }
 
@@ -634,7 +659,9 @@ mod tests {
             v.lookup(&ContainerPath::parse("/loop1"), true),
             Err(RootfsError::SymlinkLoop(_))
         ));
-        let (resolved, e) = v.resolve(&ContainerPath::parse("/etcdir/new"), true).unwrap();
+        let (resolved, e) = v
+            .resolve(&ContainerPath::parse("/etcdir/new"), true)
+            .unwrap();
         assert_eq!(resolved.as_str(), "/etc/new");
         assert!(e.is_none());
     }
