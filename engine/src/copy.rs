@@ -54,6 +54,11 @@ pub trait SourceFs {
     fn list(&self, path: &str) -> io::Result<Vec<String>>;
     /// A symlink's target.
     fn link_target(&self, path: &str) -> io::Result<String>;
+    /// The source as a plain folder, when it is one: trees are then copied through open
+    /// directory handles, a few system calls per file.
+    fn as_dir(&self) -> Option<&Dir>;
+    /// Whether `path` is hidden from COPY (excluded by `.dockerignore`).
+    fn hidden(&self, path: &str) -> bool;
 }
 
 /// The build context (or any plain folder) as a source, paths relative to its root.
@@ -86,6 +91,14 @@ impl SourceFs for Dir {
             .read_link_contents(path)?
             .to_string_lossy()
             .into_owned())
+    }
+
+    fn as_dir(&self) -> Option<&Dir> {
+        Some(self)
+    }
+
+    fn hidden(&self, _path: &str) -> bool {
+        false
     }
 }
 
@@ -138,6 +151,14 @@ impl SourceFs for LayerView {
             }) => Ok(t),
             _ => Err(io::ErrorKind::InvalidInput.into()),
         }
+    }
+
+    fn as_dir(&self) -> Option<&Dir> {
+        None
+    }
+
+    fn hidden(&self, _path: &str) -> bool {
+        false
     }
 }
 
@@ -331,7 +352,10 @@ pub fn copy_into(
         };
         if meta.is_dir() {
             w.ensure_dir(&target, Some(&meta))?;
-            w.copy_tree(src, &s.path, &target)?;
+            match src.as_dir() {
+                Some(root) => w.copy_tree_fast(src, root, &s.path, &target)?,
+                None => w.copy_tree(src, &s.path, &target)?,
+            }
         } else {
             w.copy_one(src, &s.path, &meta, &target)?;
         }
@@ -562,6 +586,158 @@ impl Writer<'_> {
         Ok(())
     }
 
+    /// Copies the folder `from` of a plain-folder source into the upper folder `to` (which
+    /// exists), working through open directory handles: every call names one component
+    /// relative to a handle, never follows a symlink in the upper (`O_NOFOLLOW`, `O_EXCL`,
+    /// `RESOLVE_NO_SYMLINKS`), so entries copied earlier cannot redirect later writes.
+    fn copy_tree_fast(
+        &mut self,
+        src: &dyn SourceFs,
+        root: &Dir,
+        from: &str,
+        to: &ContainerPath,
+    ) -> Result<(), CopyError> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        let serr = |path: &str| {
+            let path = display_src(path);
+            move |e| CopyError::Source { path, source: e }
+        };
+        let src_dir = if from.is_empty() {
+            root.try_clone()
+        } else {
+            root.open_dir(from)
+        }
+        .map_err(serr(from))?;
+        let dst = openat2(
+            self.upper,
+            if to.is_root() { "." } else { to.rel() },
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+        )
+        .map_err(|e| Self::werr(to)(e.into()))?;
+        self.tree_fast(src, &src_dir, from, &dst, to)
+    }
+
+    fn tree_fast(
+        &mut self,
+        src: &dyn SourceFs,
+        src_dir: &Dir,
+        from: &str,
+        dst: &rustix::fd::OwnedFd,
+        to: &ContainerPath,
+    ) -> Result<(), CopyError> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let serr = |path: &str| {
+            let path = display_src(path);
+            move |e| CopyError::Source { path, source: e }
+        };
+        let (uid, gid) = self.owner();
+        let mut entries = Vec::new();
+        for e in src_dir.entries().map_err(serr(from))? {
+            let e = e.map_err(serr(from))?;
+            entries.push(e);
+        }
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name_os = e.file_name();
+            let name = name_os.to_string_lossy();
+            let child = if from.is_empty() {
+                name.clone().into_owned()
+            } else {
+                format!("{from}/{name}")
+            };
+            if self.excluded(&child) || src.hidden(&child) {
+                continue;
+            }
+            let meta = e.metadata().map_err(serr(&child))?;
+            let target = to.join(&name);
+            let werr = Self::werr(&target);
+            let ft = meta.file_type();
+            let mtime = (self.clamp(meta.mtime()), meta.mtime_nsec());
+            if ft.is_dir() {
+                let mode = self.mode_for(&meta);
+                match rustix::fs::mkdirat(dst, &*name_os, Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(rustix::io::Errno::EXIST) => {}
+                    Err(err) => return Err(werr(err.into())),
+                }
+                let sub = rustix::fs::openat(
+                    dst,
+                    &*name_os,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|err| match err {
+                    rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => {
+                        CopyError::NotADirectory(target.clone())
+                    }
+                    err => Self::werr(&target)(err.into()),
+                })?;
+                let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
+                self.tree_fast(src, &sub_src, &child, &sub, &target)?;
+                fd_owner(&sub, uid, gid, mode).map_err(Self::werr(&target))?;
+                rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
+                    .map_err(|err| Self::werr(&target)(err.into()))?;
+                fd_times(&sub, mtime).map_err(Self::werr(&target))?;
+                self.written += 1;
+            } else if ft.is_file() {
+                let mode = self.mode_for(&meta);
+                let input = src_dir.open(&*name_os).map_err(serr(&child))?;
+                let out = create_file(dst, &name_os).map_err(|err| match err.raw_os_error() {
+                    Some(libc::EISDIR) => CopyError::NotADirectory(target.clone()),
+                    _ => Self::werr(&target)(err),
+                })?;
+                let mut i = input.into_std();
+                let mut o = std::fs::File::from(out);
+                io::copy(&mut i, &mut o).map_err(Self::werr(&target))?;
+                fd_owner(&o, uid, gid, mode).map_err(Self::werr(&target))?;
+                rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
+                    .map_err(|err| Self::werr(&target)(err.into()))?;
+                fd_times(&o, mtime).map_err(Self::werr(&target))?;
+                self.written += 1;
+            } else if ft.is_symlink() {
+                let link = rustix::fs::readlinkat(src_dir, &*name_os, Vec::new())
+                    .map_err(|err| serr(&child)(err.into()))?;
+                match rustix::fs::unlinkat(dst, &*name_os, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(rustix::io::Errno::ISDIR) => {
+                        return Err(CopyError::NotADirectory(target.clone()))
+                    }
+                    Err(err) => return Err(werr(err.into())),
+                }
+                rustix::fs::symlinkat(link.as_c_str(), dst, &*name_os)
+                    .map_err(|err| Self::werr(&target)(err.into()))?;
+                match rustix::fs::chownat(
+                    dst,
+                    &*name_os,
+                    Some(rustix::process::Uid::from_raw(uid)),
+                    Some(rustix::process::Gid::from_raw(gid)),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                ) {
+                    // Without privileges a symlink keeps the builder's owner: Linux allows no
+                    // user xattrs on symlinks to record another one.
+                    Ok(()) | Err(rustix::io::Errno::PERM) => {}
+                    Err(err) => return Err(Self::werr(&target)(err.into())),
+                }
+                let t = timespec(mtime);
+                rustix::fs::utimensat(
+                    dst,
+                    &*name_os,
+                    &rustix::fs::Timestamps {
+                        last_access: t,
+                        last_modification: t,
+                    },
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|err| Self::werr(&target)(err.into()))?;
+                self.written += 1;
+            }
+            // Devices, fifos and sockets in a build context are not copied (Docker skips them).
+        }
+        Ok(())
+    }
+
     fn clamp(&self, s: i64) -> i64 {
         match self.opts.epoch {
             Some(e) if s > e => e,
@@ -636,6 +812,64 @@ impl Writer<'_> {
         drop(output);
         let mode = self.mode_for(meta);
         self.finish(to, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
+    }
+}
+
+fn timespec((secs, nsecs): (i64, i64)) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nsecs as _,
+    }
+}
+
+/// Sets an open file's or folder's times.
+fn fd_times(fd: impl std::os::fd::AsFd, mtime: (i64, i64)) -> io::Result<()> {
+    let t = timespec(mtime);
+    rustix::fs::futimens(
+        fd,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+/// Sets an open file's or folder's owner: for real where allowed, else recorded in
+/// `user.containers.override_stat`.
+fn fd_owner(fd: impl std::os::fd::AsFd, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+    match rustix::fs::fchown(
+        &fd,
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
+    ) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::PERM) => {
+            let value = format!("{uid}:{gid}:0{mode:o}");
+            rustix::fs::fsetxattr(
+                &fd,
+                crate::layer::OVERRIDE_STAT_XATTR,
+                value.as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            )
+            .map_err(io::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates `name` in `dir` for writing, replacing a file (never following a symlink) that an
+/// earlier source of the same COPY put there.
+fn create_file(dir: &rustix::fd::OwnedFd, name: &std::ffi::OsStr) -> io::Result<rustix::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(fd),
+        Err(rustix::io::Errno::EXIST) => {
+            rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)?;
+            rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(io::Error::from)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

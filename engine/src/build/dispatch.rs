@@ -1329,6 +1329,14 @@ impl SourceFs for ContextSource<'_> {
     fn link_target(&self, path: &str) -> std::io::Result<String> {
         self.0.root().link_target(path)
     }
+
+    fn as_dir(&self) -> Option<&Dir> {
+        Some(self.0.root())
+    }
+
+    fn hidden(&self, path: &str) -> bool {
+        self.0.is_ignored(path)
+    }
 }
 
 /// Resolves COPY --from source patterns (with wildcards per component) in another rootfs.
