@@ -311,12 +311,7 @@ pub fn copy_into(
     upper: &Dir,
     opts: &CopyOptions,
 ) -> Result<u64, CopyError> {
-    let mut w = Writer {
-        lower,
-        upper,
-        opts,
-        written: 0,
-    };
+    let mut w = Writer::new(lower, upper, opts);
     let (real_dest, existing) = lower.resolve(dest, true)?;
     let existing_dir = match &existing {
         Some(e) => e.kind == EntryKind::Dir,
@@ -371,12 +366,7 @@ pub fn make_dirs(
     upper: &Dir,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
-    let mut w = Writer {
-        lower,
-        upper,
-        opts,
-        written: 0,
-    };
+    let mut w = Writer::new(lower, upper, opts);
     let (real, existing) = lower.resolve(path, true)?;
     if let Some(e) = existing {
         if e.kind != EntryKind::Dir {
@@ -397,12 +387,7 @@ pub fn write_file(
     upper: &Dir,
     opts: &CopyOptions,
 ) -> Result<(), CopyError> {
-    let mut w = Writer {
-        lower,
-        upper,
-        opts,
-        written: 0,
-    };
+    let mut w = Writer::new(lower, upper, opts);
     let (real, existing) = lower.resolve(dest, true)?;
     let is_dir = match &existing {
         Some(e) => e.kind == EntryKind::Dir,
@@ -451,7 +436,16 @@ struct Writer<'a> {
     written: u64,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    fn new(lower: &'a LayerView, upper: &'a Dir, opts: &'a CopyOptions) -> Self {
+        Self {
+            lower,
+            upper,
+            opts,
+            written: 0,
+        }
+    }
+
     fn werr(path: &ContainerPath) -> impl FnOnce(io::Error) -> CopyError + '_ {
         move |source| CopyError::Write {
             path: path.clone(),
@@ -860,14 +854,19 @@ fn fd_owner(fd: impl std::os::fd::AsFd, uid: u32, gid: u32, mode: u32) -> io::Re
 
 /// Creates `name` in `dir` for writing, replacing a file (never following a symlink) that an
 /// earlier source of the same COPY put there.
-fn create_file(dir: &rustix::fd::OwnedFd, name: &std::ffi::OsStr) -> io::Result<rustix::fd::OwnedFd> {
+fn create_file(
+    dir: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+) -> io::Result<rustix::fd::OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     match rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)) {
         Ok(fd) => Ok(fd),
         Err(rustix::io::Errno::EXIST) => {
-            rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty()).map_err(io::Error::from)?;
-            rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map_err(io::Error::from)
+            rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::empty())
+                .map_err(io::Error::from)?;
+            rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600))
+                .map_err(io::Error::from)
         }
         Err(e) => Err(e.into()),
     }

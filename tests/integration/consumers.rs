@@ -24,6 +24,22 @@ fn build_hello(env: &Env) {
     env.ok(&["build", "-t", "example/hello", ctx.to_str().unwrap()]);
 }
 
+/// `kiln save --format oci` of example/hello, unpacked; returns the layout folder.
+fn save_oci(env: &Env) -> PathBuf {
+    let archive = env.path("hello.tar");
+    env.ok(&[
+        "save",
+        "--format",
+        "oci",
+        "-o",
+        archive.to_str().unwrap(),
+        "example/hello",
+    ]);
+    let dir = env.path("oci");
+    untar(&archive, &dir);
+    dir
+}
+
 fn untar(archive: &Path, into: &Path) {
     std::fs::create_dir_all(into).unwrap();
     run_ok(
@@ -84,17 +100,7 @@ fn umoci_unpacks_an_oci_archive_to_the_same_tree() {
     require_tool("umoci");
     let env = Env::new();
     build_hello(&env);
-    let archive = env.path("hello.tar");
-    env.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        archive.to_str().unwrap(),
-        "example/hello",
-    ]);
-    let dir = env.path("oci");
-    untar(&archive, &dir);
+    let dir = save_oci(&env);
     let bundle = env.path("bundle");
     run_ok(
         Command::new("umoci")
@@ -168,17 +174,7 @@ fn manifests_configs_and_indexes_validate_against_the_oci_schemas() {
     let env = Env::new();
     build_hello(&env);
     let mut files = oci_files(&env.root());
-    let archive = env.path("hello.tar");
-    env.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        archive.to_str().unwrap(),
-        "example/hello",
-    ]);
-    let dir = env.path("oci");
-    untar(&archive, &dir);
+    let dir = save_oci(&env);
     files.extend(oci_files(&dir));
     let out = validate(&files);
     assert!(

@@ -918,26 +918,19 @@ impl Run<'_> {
                         .map_err(cerr)?;
                 }
             }
-            CopyFrom::Stage { index, paths } => {
-                let layers = self.stages[*index]
-                    .as_ref()
-                    .map(|r| r.state.layers.clone())
-                    .unwrap_or_default();
+            CopyFrom::Stage { .. } | CopyFrom::Image { .. } => {
+                let (layers, paths) = match &w.from {
+                    CopyFrom::Stage { index, paths } => (
+                        self.stages[*index]
+                            .as_ref()
+                            .map(|r| r.state.layers.clone())
+                            .unwrap_or_default(),
+                        paths,
+                    ),
+                    CopyFrom::Image { layers, paths } => (layers.clone(), paths),
+                    CopyFrom::Context(_) => unreachable!("matched above"),
+                };
                 let view = self.view(&layers)?;
-                let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
-                copy_into(
-                    &view,
-                    &sources,
-                    &w.dest,
-                    w.dest_is_dir,
-                    &lower,
-                    &udir,
-                    &opts,
-                )
-                .map_err(cerr)?;
-            }
-            CopyFrom::Image { layers, paths } => {
-                let view = self.view(layers)?;
                 let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
                 copy_into(
                     &view,
