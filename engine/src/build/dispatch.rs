@@ -918,30 +918,15 @@ impl Run<'_> {
                         .map_err(cerr)?;
                 }
             }
-            CopyFrom::Stage { .. } | CopyFrom::Image { .. } => {
-                let (layers, paths) = match &w.from {
-                    CopyFrom::Stage { index, paths } => (
-                        self.stages[*index]
-                            .as_ref()
-                            .map(|r| r.state.layers.clone())
-                            .unwrap_or_default(),
-                        paths,
-                    ),
-                    CopyFrom::Image { layers, paths } => (layers.clone(), paths),
-                    CopyFrom::Context(_) => unreachable!("matched above"),
-                };
-                let view = self.view(&layers)?;
-                let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
-                copy_into(
-                    &view,
-                    &sources,
-                    &w.dest,
-                    w.dest_is_dir,
-                    &lower,
-                    &udir,
-                    &opts,
-                )
-                .map_err(cerr)?;
+            CopyFrom::Stage { index, paths } => {
+                let layers = self.stages[*index]
+                    .as_ref()
+                    .map(|r| r.state.layers.clone())
+                    .unwrap_or_default();
+                self.copy_from_layers(&layers, paths, &w, &lower, &udir, &opts, line)?;
+            }
+            CopyFrom::Image { layers, paths } => {
+                self.copy_from_layers(layers, paths, &w, &lower, &udir, &opts, line)?;
             }
         }
         for (dir, name) in &w.downloads {
@@ -965,6 +950,25 @@ impl Run<'_> {
             .map_err(cerr)?;
         }
         self.commit_upper(upper)
+    }
+
+    /// COPY --from: sources resolved in another rootfs (a stage's or an image's layers).
+    #[allow(clippy::too_many_arguments)]
+    fn copy_from_layers(
+        &self,
+        layers: &[Layer],
+        paths: &[String],
+        w: &CopyWork,
+        lower: &LayerView,
+        udir: &Dir,
+        opts: &CopyOptions,
+        line: usize,
+    ) -> Result<(), BuildError> {
+        let view = self.view(layers)?;
+        let sources = glob_view(&view, paths).map_err(|m| self.fail(line, m))?;
+        copy_into(&view, &sources, &w.dest, w.dest_is_dir, lower, udir, opts)
+            .map_err(|e| self.fail(line, e))?;
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
