@@ -593,3 +593,160 @@ fn add_fetches_urls_with_network_host_and_verifies_checksums() {
         "{err}"
     );
 }
+
+#[test]
+fn concurrent_builds_share_one_store_safely() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    for i in 0..20 {
+        env.write(&format!("ctx/data/f{i}"), format!("file {i}\n"));
+    }
+    let mut children = Vec::new();
+    for n in 0..6 {
+        let df = env.write(
+            &format!("Dockerfile.{n}"),
+            format!("FROM scratch\nCOPY data /data\nENV N={n}\nCOPY data/f{n} /only\n"),
+        );
+        children.push(
+            env.kiln()
+                .args(["build", "-q", "-t", &format!("me/par:{n}"), "-f"])
+                .arg(&df)
+                .arg(env.path("ctx"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for n in 0..6 {
+        let tree = image_tree(&env.root(), &format!("me/par:{n}"));
+        assert_eq!(tree["only"].content, format!("file {n}\n").as_bytes());
+        assert_eq!(tree.keys().filter(|k| k.starts_with("data/")).count(), 20);
+    }
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn kill_9_during_a_build_leaves_a_store_that_fsck_passes_and_builds_again() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    // Enough data that the COPY is still running when the build is killed.
+    let chunk = vec![7u8; 1 << 20];
+    for i in 0..64 {
+        env.write(&format!("ctx/big/f{i}"), &chunk);
+    }
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY big /big\n");
+    for delay_ms in [5u64, 50, 200] {
+        let mut child = env
+            .kiln()
+            .args(["build", "-q", "-t", "me/killed"])
+            .arg(env.path("ctx"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let out = env.run(&["fsck"]);
+        assert!(
+            out.status.success(),
+            "fsck after kill -9 at {delay_ms} ms:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "me/killed",
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    let tree = image_tree(&env.root(), "me/killed");
+    assert_eq!(tree["big/f63"].content.len(), 1 << 20);
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn from_an_earlier_stage_and_copy_parents() {
+    let env = Env::new();
+    let df = "FROM scratch AS base\nCOPY a/b/file /base/\nENV FROM_BASE=1\n\
+              FROM base\nCOPY --parents a/b/file /tree/\n";
+    build(&env, df, &[("a/b/file", "deep")], &["-t", "me/stages"]);
+    let tree = image_tree(&env.root(), "me/stages");
+    assert_eq!(tree["base/file"].content, b"deep");
+    assert_eq!(tree["tree/a/b/file"].content, b"deep");
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "me/stages"])).unwrap();
+    assert!(v[0]["Config"]["Env"].to_string().contains("FROM_BASE=1"));
+}
+
+#[test]
+fn save_and_load_round_trip_in_both_formats() {
+    let env = Env::new();
+    let (id, _) = build(
+        &env,
+        "FROM scratch\nCOPY f /f\nCMD [\"/f\"]\n",
+        &[("f", "x")],
+        &["-t", "me/rt:1"],
+    );
+    for format in ["docker", "oci"] {
+        let archive = env.path(&format!("rt-{format}.tar"));
+        env.ok(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            archive.to_str().unwrap(),
+            "me/rt:1",
+        ]);
+        let other = Env::new();
+        let out = other.ok(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(out.contains("Loaded image: me/rt:1"), "{format}: {out}");
+        let v: serde_json::Value =
+            serde_json::from_str(&other.ok(&["inspect", "me/rt:1"])).unwrap();
+        assert_eq!(v[0]["Id"], id.as_str(), "{format}: the image ID survives");
+        assert_eq!(image_tree(&other.root(), "me/rt:1")["f"].content, b"x");
+        other.ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn import_makes_a_one_layer_image_with_changes() {
+    let env = Env::new();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o755);
+    h.set_cksum();
+    b.append_data(&mut h, "bin/tool", &b"abc"[..]).unwrap();
+    let rootfs = env.write("rootfs.tar", b.into_inner().unwrap());
+    let id = env.ok(&[
+        "import",
+        "--change",
+        "CMD [\"/bin/tool\"]",
+        "-c",
+        "ENV A=b",
+        rootfs.to_str().unwrap(),
+        "me/imported:v1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "me/imported:v1"])).unwrap();
+    assert_eq!(v[0]["Config"]["Cmd"], serde_json::json!(["/bin/tool"]));
+    assert_eq!(v[0]["Config"]["Env"], serde_json::json!(["A=b"]));
+    assert_eq!(
+        image_tree(&env.root(), "me/imported:v1")["bin/tool"].mode,
+        0o755
+    );
+    let err = env.fails(&["import", "-c", "COPY a b", rootfs.to_str().unwrap()], 1);
+    assert!(err.contains("not supported as a change"), "{err}");
+}
