@@ -65,17 +65,7 @@ fn skopeo_reads_the_store_and_oci_archives() {
     assert_eq!(v["Labels"]["org.opencontainers.image.title"], "hello");
     assert_eq!(v["Layers"].as_array().map(Vec::len), Some(3));
 
-    let archive = env.path("hello-oci.tar");
-    env.ok(&[
-        "save",
-        "--format",
-        "oci",
-        "-o",
-        archive.to_str().unwrap(),
-        "example/hello",
-    ]);
-    let dir = env.path("oci");
-    untar(&archive, &dir);
+    let dir = save_oci(&env);
     let out =
         run_ok(Command::new("skopeo").args(["inspect", &format!("oci:{}:latest", dir.display())]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();

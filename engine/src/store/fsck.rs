@@ -235,14 +235,18 @@ impl Store {
                 .dir
                 .open(format!("{SNAPSHOTS}/{name}/{MARKER}"))
                 .and_then(|f| f.take(256).read_to_string(&mut marker));
+            let state = super::snapshots::marker_state(&marker, &diff);
             if read.is_err() {
                 report
                     .problems
                     .push(bad("incomplete (no completion marker)"));
-            } else if marker.trim_end() != diff.to_string() {
+            } else if state == super::snapshots::MarkerState::Invalid {
                 report
                     .problems
                     .push(bad("completion marker names another layer"));
+            } else if state == super::snapshots::MarkerState::Stale {
+                // Made without a flush before a reboot: not trusted, re-made from its blob when
+                // needed. Not damage.
             } else if !self.dir.is_dir(format!("{SNAPSHOTS}/{name}/rootfs")) {
                 report.problems.push(bad("rootfs folder is missing"));
             }
