@@ -132,8 +132,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         (ctx, name.clone(), format!("-\0{name}"))
     } else {
         let dir = PathBuf::from(&args.context);
-        let ctx = Context::from_dir(&dir, &[])
-            .with_context(|| format!("open the build context {}", dir.display()))?;
+        let ctx = Context::from_dir(&dir, &[])?;
         let canonical = std::fs::canonicalize(&dir).unwrap_or(dir.clone());
         let name = args.file.clone().unwrap_or_else(|| "Dockerfile".to_owned());
         (
