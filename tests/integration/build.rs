@@ -750,3 +750,38 @@ fn import_makes_a_one_layer_image_with_changes() {
     let err = env.fails(&["import", "-c", "COPY a b", rootfs.to_str().unwrap()], 1);
     assert!(err.contains("not supported as a change"), "{err}");
 }
+
+#[test]
+fn progress_json_is_one_event_per_line_and_quiet_prints_only_the_id() {
+    let env = Env::new();
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY f /f\n");
+    env.write("ctx/f", "x");
+    let out = env.run(&[
+        "build",
+        "--progress=json",
+        "-t",
+        "me/json",
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "progress never goes to stdout");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "step_started",
+            "step_done",
+            "step_started",
+            "step_done",
+            "built",
+            "tagged"
+        ],
+        "{events:#?}"
+    );
+    assert_eq!(events[2]["text"], "COPY f /f");
+    assert_eq!(events[5]["name"], "me/json:latest");
+}
