@@ -422,7 +422,7 @@ pub fn write_file(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    w.finish(&target, mode, uid, gid, Some((now, 0)))
+    w.finish(&target, mode, uid, gid, Some((now, 0)), false)
 }
 
 fn display_src(path: &str) -> String {
@@ -508,7 +508,7 @@ impl<'a> Writer<'a> {
                 Err(Self::werr(p)(e))
             }
         })?;
-        self.finish(p, mode, uid, gid, mtime)?;
+        self.finish(p, mode, uid, gid, mtime, true)?;
         Ok(())
     }
 
@@ -519,8 +519,9 @@ impl<'a> Writer<'a> {
         uid: u32,
         gid: u32,
         mtime: Option<(i64, i64)>,
+        is_dir: bool,
     ) -> Result<(), CopyError> {
-        set_owner(self.upper, p, uid, gid, mode).map_err(Self::werr(p))?;
+        set_owner(self.upper, p, uid, gid, mode, is_dir).map_err(Self::werr(p))?;
         // chown clears setuid bits: set the mode afterwards.
         self.upper
             .set_permissions(
@@ -670,7 +671,7 @@ impl<'a> Writer<'a> {
                 })?;
                 let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
                 self.tree_fast(src, &sub_src, &child, &sub, &target)?;
-                fd_owner(&sub, uid, gid, mode).map_err(Self::werr(&target))?;
+                fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
                 rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
                     .map_err(|err| Self::werr(&target)(err.into()))?;
                 fd_times(&sub, mtime).map_err(Self::werr(&target))?;
@@ -685,7 +686,7 @@ impl<'a> Writer<'a> {
                 let mut i = input.into_std();
                 let mut o = std::fs::File::from(out);
                 io::copy(&mut i, &mut o).map_err(Self::werr(&target))?;
-                fd_owner(&o, uid, gid, mode).map_err(Self::werr(&target))?;
+                fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(&target))?;
                 rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
                     .map_err(|err| Self::werr(&target)(err.into()))?;
                 fd_times(&o, mtime).map_err(Self::werr(&target))?;
@@ -714,14 +715,10 @@ impl<'a> Writer<'a> {
                     Ok(()) | Err(rustix::io::Errno::PERM) => {}
                     Err(err) => return Err(Self::werr(&target)(err.into())),
                 }
-                let t = timespec(mtime);
                 rustix::fs::utimensat(
                     dst,
                     &*name_os,
-                    &rustix::fs::Timestamps {
-                        last_access: t,
-                        last_modification: t,
-                    },
+                    &crate::fsx::times(mtime.0, mtime.1 as u32),
                     AtFlags::SYMLINK_NOFOLLOW,
                 )
                 .map_err(|err| Self::werr(&target)(err.into()))?;
@@ -758,7 +755,14 @@ impl<'a> Writer<'a> {
             .create_dir_with(p.rel(), &b)
             .map_err(Self::werr(p))?;
         let (uid, gid) = self.owner();
-        self.finish(p, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
+        self.finish(
+            p,
+            mode,
+            uid,
+            gid,
+            Some((meta.mtime(), meta.mtime_nsec())),
+            true,
+        )
     }
 
     fn copy_one(
@@ -785,7 +789,7 @@ impl<'a> Writer<'a> {
             self.upper
                 .symlink(&target, to.rel())
                 .map_err(Self::werr(to))?;
-            set_owner(self.upper, to, uid, gid, 0).map_err(Self::werr(to))?;
+            set_owner(self.upper, to, uid, gid, 0, false).map_err(Self::werr(to))?;
             let s = self.clamp(meta.mtime());
             set_mtime(self.upper, to, s, meta.mtime_nsec(), true).map_err(Self::werr(to))?;
             self.written += 1;
@@ -805,33 +809,46 @@ impl<'a> Writer<'a> {
         copy_file(&mut input, &mut output).map_err(Self::werr(to))?;
         drop(output);
         let mode = self.mode_for(meta);
-        self.finish(to, mode, uid, gid, Some((meta.mtime(), meta.mtime_nsec())))
-    }
-}
-
-fn timespec((secs, nsecs): (i64, i64)) -> rustix::fs::Timespec {
-    rustix::fs::Timespec {
-        tv_sec: secs,
-        tv_nsec: nsecs as _,
+        self.finish(
+            to,
+            mode,
+            uid,
+            gid,
+            Some((meta.mtime(), meta.mtime_nsec())),
+            false,
+        )
     }
 }
 
 /// Sets an open file's or folder's times.
-fn fd_times(fd: impl std::os::fd::AsFd, mtime: (i64, i64)) -> io::Result<()> {
-    let t = timespec(mtime);
-    rustix::fs::futimens(
-        fd,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-    )
-    .map_err(io::Error::from)
+fn fd_times(fd: impl std::os::fd::AsFd, (secs, nsecs): (i64, i64)) -> io::Result<()> {
+    rustix::fs::futimens(fd, &crate::fsx::times(secs, nsecs as u32)).map_err(io::Error::from)
+}
+
+/// The `user.containers.override_stat` value recording an owner the builder could not set.
+fn override_value(uid: u32, gid: u32, mode: u32, dir: bool) -> String {
+    crate::layer::OverrideStat {
+        uid,
+        gid,
+        mode: mode & 0o7777,
+        kind: Some(if dir {
+            crate::layer::OverrideType::Dir
+        } else {
+            crate::layer::OverrideType::File
+        }),
+    }
+    .to_string()
 }
 
 /// Sets an open file's or folder's owner: for real where allowed, else recorded in
 /// `user.containers.override_stat`.
-fn fd_owner(fd: impl std::os::fd::AsFd, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+fn fd_owner(
+    fd: impl std::os::fd::AsFd,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    is_dir: bool,
+) -> io::Result<()> {
     match rustix::fs::fchown(
         &fd,
         Some(rustix::process::Uid::from_raw(uid)),
@@ -839,7 +856,7 @@ fn fd_owner(fd: impl std::os::fd::AsFd, uid: u32, gid: u32, mode: u32) -> io::Re
     ) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::PERM) => {
-            let value = format!("{uid}:{gid}:0{mode:o}");
+            let value = override_value(uid, gid, mode, is_dir);
             rustix::fs::fsetxattr(
                 &fd,
                 crate::layer::OVERRIDE_STAT_XATTR,
@@ -880,7 +897,14 @@ fn copy_file(input: &mut File, output: &mut File) -> io::Result<u64> {
 }
 
 /// Sets ownership: for real where allowed, else recorded in `user.containers.override_stat`.
-fn set_owner(dir: &Dir, p: &ContainerPath, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+fn set_owner(
+    dir: &Dir,
+    p: &ContainerPath,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    is_dir: bool,
+) -> io::Result<()> {
     with_proc_path(dir, p, |at| {
         match rustix::fs::chownat(
             rustix::fs::CWD,
@@ -891,7 +915,7 @@ fn set_owner(dir: &Dir, p: &ContainerPath, uid: u32, gid: u32, mode: u32) -> io:
         ) {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::PERM) => {
-                let value = format!("{uid}:{gid}:0{mode:o}");
+                let value = override_value(uid, gid, mode, is_dir);
                 rustix::fs::lsetxattr(
                     at,
                     crate::layer::OVERRIDE_STAT_XATTR,

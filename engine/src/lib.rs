@@ -14,6 +14,7 @@ pub mod copy;
 pub mod digest;
 pub mod dockerfile;
 pub mod fetch;
+pub(crate) mod fsx;
 pub mod ignore;
 pub mod image;
 pub mod layer;

@@ -86,12 +86,7 @@ pub(crate) fn open_dir_at<P: rustix::path::Arg>(
     dir: BorrowedFd<'_>,
     name: P,
 ) -> io::Result<OwnedFd> {
-    Ok(rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?)
+    Ok(crate::fsx::open_dir_at(dir, name)?)
 }
 
 /// Opens the file `name` in `dir` for reading, refusing symlinks; `O_NONBLOCK` so that a fifo

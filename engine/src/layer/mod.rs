@@ -16,7 +16,7 @@
 //! [`compress`] and [`decompress_auto`] turn layer tars into shippable blobs and back.
 
 mod compress;
-mod fsx;
+
 mod override_stat;
 mod reader;
 mod tarfmt;

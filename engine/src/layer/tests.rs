@@ -11,6 +11,7 @@ use cap_std::fs::Dir;
 use rustix::fs::{FileType, Mode, XattrFlags};
 
 use super::*;
+use crate::fsx;
 
 fn open(p: &Path) -> Dir {
     Dir::open_ambient_dir(p, ambient_authority()).unwrap()

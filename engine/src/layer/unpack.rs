@@ -21,9 +21,10 @@ use rustix::process::{Gid, Uid};
 use super::compress::decompress_auto;
 use super::override_stat::{OverrideStat, OverrideType};
 use super::reader::{Entry, Kind, Limits, TarReader};
-use super::{fsx, keep_xattr, lossy, LayerError, Malformed, Refusal};
+use super::{keep_xattr, lossy, LayerError, Malformed, Refusal};
 use super::{OPAQUE_MARKER, OPAQUE_XATTR, OVERRIDE_STAT_XATTR, WHITEOUT_PREFIX};
 use crate::digest::{DiffId, HashingReader};
+use crate::fsx;
 
 /// Data copy buffer: the only per-archive buffer, whatever the entry sizes.
 const CHUNK: usize = 256 * 1024;

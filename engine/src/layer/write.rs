@@ -8,7 +8,6 @@ use std::os::fd::{AsFd, BorrowedFd};
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
-use super::fsx;
 use super::override_stat::{OverrideStat, OverrideType};
 use super::tarfmt::{self, flag, HeaderBlock, BLOCK};
 use super::{
@@ -16,6 +15,7 @@ use super::{
     OVERRIDE_STAT_XATTR, WHITEOUT_PREFIX,
 };
 use crate::digest::{DiffId, HashingWriter};
+use crate::fsx;
 
 /// Copy and output buffer size: large, so a big file costs few system calls.
 const CHUNK: usize = 1024 * 1024;

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Read};
-use std::os::fd::AsFd;
 
 use cap_std::fs::{Dir, File, FileTypeExt, Metadata, MetadataExt};
 
@@ -262,17 +261,8 @@ impl LayerView {
             self.layers[layer].open_dir(rel)
         }
         .map_err(|e| Self::io(rel, layer, e))?;
-        // cap-std may hold directories as `O_PATH` descriptors, which xattr calls reject:
-        // reopen the same directory for reading.
-        let readable = rustix::fs::openat(
-            dir.as_fd(),
-            ".",
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| Self::io(rel, layer, e.into()))?;
+        let readable =
+            crate::fsx::reopen_readable(&dir).map_err(|e| Self::io(rel, layer, e.into()))?;
         let mut buf = [0u8; 8];
         match rustix::fs::fgetxattr(&readable, OPAQUE_XATTR, &mut buf) {
             Ok(n) => Ok(buf.get(..n) == Some(b"y")),

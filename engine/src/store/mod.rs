@@ -458,7 +458,8 @@ impl Store {
             .dir
             .open_dir(rel)
             .map_err(self.io("open folder", rel))?;
-        let readable = readable_fd(&d).map_err(|e| self.io("open folder", rel)(e.into()))?;
+        let readable =
+            crate::fsx::reopen_readable(&d).map_err(|e| self.io("open folder", rel)(e.into()))?;
         rustix::fs::fsync(&readable).map_err(|e| self.io("sync folder", rel)(e.into()))
     }
 
@@ -495,18 +496,6 @@ impl Store {
         make_writable(&self.dir, Path::new(rel)).map_err(self.io("make writable", rel))?;
         self.dir.remove_dir_all(rel).map_err(self.io("remove", rel))
     }
-}
-
-/// A readable descriptor for the folder `d`: cap-std may hold folders as `O_PATH` descriptors,
-/// which `fsync` and `syncfs` reject.
-fn readable_fd(d: &Dir) -> rustix::io::Result<rustix::fd::OwnedFd> {
-    use rustix::fs::{Mode, OFlags};
-    rustix::fs::openat(
-        d,
-        ".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
 }
 
 /// Gives the owner write and search permission on `rel` and every folder below it, without

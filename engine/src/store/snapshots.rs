@@ -160,7 +160,7 @@ impl Store {
             Some(boot) => format!("{diff}\nboot {boot}\n"),
             None => {
                 // Everything unpacked must be on disk before the marker says it is complete.
-                super::readable_fd(&rootfs)
+                crate::fsx::reopen_readable(&rootfs)
                     .and_then(rustix::fs::syncfs)
                     .map_err(|e| self.io("sync", &rootfs_rel)(e.into()))?;
                 format!("{diff}\n")

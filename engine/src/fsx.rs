@@ -28,6 +28,12 @@ pub(crate) fn open_dir_at<P: rustix::path::Arg>(
     rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())
 }
 
+/// Reopens a directory for reading. cap-std holds directories as `O_PATH` descriptors, which
+/// `fsync`, `syncfs` and the xattr calls reject.
+pub(crate) fn reopen_readable(dir: impl AsFd) -> Result<OwnedFd, Errno> {
+    rustix::fs::openat(dir, c".", DIR_FLAGS, Mode::empty())
+}
+
 /// Whether a directory has no entries besides `.` and `..`.
 pub(crate) fn is_empty_dir(dir: BorrowedFd<'_>) -> io::Result<bool> {
     for entry in rustix::fs::Dir::read_from(dir)? {
