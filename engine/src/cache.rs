@@ -180,6 +180,22 @@ impl Cache {
         write_atomic(&path, &bytes)
     }
 
+    /// Remembers the layer a step at `slot` produced last (so the next build of that step can
+    /// reuse its unchanged files).
+    pub fn remember_layer(&self, slot: &str, layer: &DiffId) -> Result<(), CacheError> {
+        let mut path = self.slot_path(slot);
+        path.set_extension("layer");
+        write_atomic(&path, layer.to_string().as_bytes())
+    }
+
+    /// The layer a step at `slot` produced last, if known.
+    pub fn last_layer(&self, slot: &str) -> Option<DiffId> {
+        let mut path = self.slot_path(slot);
+        path.set_extension("layer");
+        let bytes = read_bounded(&path, 128)?;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
     /// Every layer that cache entries refer to (roots for garbage collection).
     pub fn referenced_layers(&self) -> Vec<DiffId> {
         let mut out = Vec::new();

@@ -9,12 +9,14 @@
 //! their mode unless `--chmod` says otherwise, and keep their modification time.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 
 use cap_std::fs::{Dir, DirBuilder, File, Metadata, MetadataExt, OpenOptions};
 use cap_std::fs::{DirBuilderExt, OpenOptionsExt};
 
 use crate::ignore::PatternMatcher;
+use crate::layer::SOURCE_XATTR;
 use crate::rootfs::{ContainerPath, EntryKind, LayerView, RootfsError};
 
 /// Errors from copying.
@@ -287,7 +289,17 @@ pub struct CopyOptions {
     pub parents: bool,
     /// Clamp file times to this (SOURCE_DATE_EPOCH), seconds.
     pub epoch: Option<i64>,
+    /// The snapshot this same step produced last time: a regular file there that was copied
+    /// from a source file with the very same identity and stat (device, inode, size, mtime,
+    /// ctime, recorded in [`SOURCE_XATTR`]) and carries the metadata this copy would give it is
+    /// hard-linked instead of copied. Snapshots are never written in place, so sharing the
+    /// inode is safe; the check is as strong as the stat cache that keys the build.
+    pub reuse: Option<std::sync::Arc<Dir>>,
 }
+
+/// Files whose ctime is this close to the copy are not marked reusable: their stat may not yet
+/// reflect a write in progress ("racily clean", as in the stat cache).
+const RACY_NS: i64 = 20_000_000;
 
 /// One source of a COPY, already resolved (globs expanded, symlinks of the source path itself
 /// followed) by the caller. `path` is relative to the source tree's root, `""` for the root.
@@ -434,15 +446,21 @@ struct Writer<'a> {
     upper: &'a Dir,
     opts: &'a CopyOptions,
     written: u64,
+    /// When the copy started (ns since the epoch), for the racily-clean rule.
+    started_ns: i64,
 }
 
 impl<'a> Writer<'a> {
     fn new(lower: &'a LayerView, upper: &'a Dir, opts: &'a CopyOptions) -> Self {
+        let started_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         Self {
             lower,
             upper,
             opts,
             written: 0,
+            started_ns,
         }
     }
 
@@ -611,7 +629,17 @@ impl<'a> Writer<'a> {
             ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
         )
         .map_err(|e| Self::werr(to)(e.into()))?;
-        self.tree_fast(src, &src_dir, from, &dst, to)
+        let prev = self.opts.reuse.as_deref().and_then(|r| {
+            openat2(
+                r,
+                if to.is_root() { "." } else { to.rel() },
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+            )
+            .ok()
+        });
+        self.tree_fast(src, &src_dir, from, &dst, prev.as_ref(), to)
     }
 
     fn tree_fast(
@@ -620,6 +648,7 @@ impl<'a> Writer<'a> {
         src_dir: &Dir,
         from: &str,
         dst: &rustix::fd::OwnedFd,
+        prev: Option<&rustix::fd::OwnedFd>,
         to: &ContainerPath,
     ) -> Result<(), CopyError> {
         use rustix::fs::{AtFlags, Mode, OFlags};
@@ -670,27 +699,17 @@ impl<'a> Writer<'a> {
                     err => Self::werr(&target)(err.into()),
                 })?;
                 let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
-                self.tree_fast(src, &sub_src, &child, &sub, &target)?;
+                let sub_prev =
+                    prev.and_then(|p| crate::fsx::open_dir_at(p.as_fd(), &*name_os).ok());
+                self.tree_fast(src, &sub_src, &child, &sub, sub_prev.as_ref(), &target)?;
                 fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
                 rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
                     .map_err(|err| Self::werr(&target)(err.into()))?;
                 fd_times(&sub, mtime).map_err(Self::werr(&target))?;
                 self.written += 1;
             } else if ft.is_file() {
-                let mode = self.mode_for(&meta);
-                let input = src_dir.open(&*name_os).map_err(serr(&child))?;
-                let out = create_file(dst, &name_os).map_err(|err| match err.raw_os_error() {
-                    Some(libc::EISDIR) => CopyError::NotADirectory(target.clone()),
-                    _ => Self::werr(&target)(err),
-                })?;
-                let mut i = input.into_std();
-                let mut o = std::fs::File::from(out);
-                io::copy(&mut i, &mut o).map_err(Self::werr(&target))?;
-                fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(&target))?;
-                rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
-                    .map_err(|err| Self::werr(&target)(err.into()))?;
-                fd_times(&o, mtime).map_err(Self::werr(&target))?;
-                self.written += 1;
+                let open = || src_dir.open(&*name_os).map_err(serr(&child));
+                self.file_at(open, &meta, dst, &name_os, prev, &target)?;
             } else if ft.is_symlink() {
                 let link = rustix::fs::readlinkat(src_dir, &*name_os, Vec::new())
                     .map_err(|err| serr(&child)(err.into()))?;
@@ -727,6 +746,73 @@ impl<'a> Writer<'a> {
             // Devices, fifos and sockets in a build context are not copied (Docker skips them).
         }
         Ok(())
+    }
+
+    /// Writes the regular file `name` into the upper folder `dst` (the path `target`) from the
+    /// source file with `meta`, opened by `open` only when needed: hard-linked from the previous
+    /// snapshot folder `prev` when [`reusable`], else copied and given its owner, mode and time.
+    fn file_at(
+        &mut self,
+        open: impl FnOnce() -> Result<File, CopyError>,
+        meta: &Metadata,
+        dst: &rustix::fd::OwnedFd,
+        name: &std::ffi::OsStr,
+        prev: Option<&rustix::fd::OwnedFd>,
+        target: &ContainerPath,
+    ) -> Result<(), CopyError> {
+        use rustix::fs::{AtFlags, Mode};
+        let (uid, gid) = self.owner();
+        let mode = self.mode_for(meta);
+        let mtime = (self.clamp(meta.mtime()), meta.mtime_nsec());
+        let identity = source_identity(meta);
+        if let Some(p) = prev {
+            if reusable(p, name, &identity, mode, uid, gid, mtime) {
+                match rustix::fs::unlinkat(dst, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(err) => return Err(Self::werr(target)(err.into())),
+                }
+                if rustix::fs::linkat(p, name, dst, name, AtFlags::empty()).is_ok() {
+                    self.written += 1;
+                    return Ok(());
+                }
+            }
+        }
+        let input = open()?;
+        let out = create_file(dst, name).map_err(|err| match err.raw_os_error() {
+            Some(libc::EISDIR) => CopyError::NotADirectory(target.clone()),
+            _ => Self::werr(target)(err),
+        })?;
+        let mut i = input.into_std();
+        let mut o = std::fs::File::from(out);
+        io::copy(&mut i, &mut o).map_err(Self::werr(target))?;
+        fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(target))?;
+        rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
+            .map_err(|err| Self::werr(target)(err.into()))?;
+        fd_times(&o, mtime).map_err(Self::werr(target))?;
+        if meta.ctime() * 1_000_000_000 + meta.ctime_nsec() < self.started_ns - RACY_NS {
+            // Bookkeeping only: a failure just means no reuse next time.
+            let _ = rustix::fs::fsetxattr(
+                &o,
+                SOURCE_XATTR,
+                identity.as_bytes(),
+                rustix::fs::XattrFlags::empty(),
+            );
+        }
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Opens the folder `p` of `root` without following any symlink on the way.
+    fn open_beneath(root: &Dir, p: &ContainerPath) -> Option<rustix::fd::OwnedFd> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        openat2(
+            root,
+            if p.is_root() { "." } else { p.rel() },
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::BENEATH,
+        )
+        .ok()
     }
 
     fn clamp(&self, s: i64) -> i64 {
@@ -799,25 +885,75 @@ impl<'a> Writer<'a> {
             // Devices, fifos and sockets in a build context are not copied (Docker skips them).
             return Ok(());
         }
-        let mut input = src.open_file(from).map_err(serr)?;
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true).mode(0o600);
-        let mut output = self
-            .upper
-            .open_with(to.rel(), &opts)
-            .map_err(Self::werr(to))?;
-        copy_file(&mut input, &mut output).map_err(Self::werr(to))?;
-        drop(output);
-        let mode = self.mode_for(meta);
-        self.finish(
+        let parent = Self::open_beneath(self.upper, &to.parent())
+            .ok_or_else(|| CopyError::NotADirectory(to.parent()))?;
+        let prev = self
+            .opts
+            .reuse
+            .as_deref()
+            .and_then(|r| Self::open_beneath(r, &to.parent()));
+        let name = std::ffi::OsString::from(to.file_name().unwrap_or("."));
+        self.file_at(
+            || src.open_file(from).map_err(serr),
+            meta,
+            &parent,
+            &name,
+            prev.as_ref(),
             to,
-            mode,
-            uid,
-            gid,
-            Some((meta.mtime(), meta.mtime_nsec())),
-            false,
         )
     }
+}
+
+/// A source file's identity and state, as recorded in [`SOURCE_XATTR`].
+fn source_identity(meta: &Metadata) -> String {
+    format!(
+        "{}:{}:{}:{}.{}:{}.{}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec()
+    )
+}
+
+/// Whether the file `name` in the previous snapshot folder `prev` was copied from a source
+/// with exactly `identity` and already has the mode, owner and time this copy would give it.
+#[allow(clippy::too_many_arguments)]
+fn reusable(
+    prev: &rustix::fd::OwnedFd,
+    name: &std::ffi::OsStr,
+    identity: &str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    (secs, nsecs): (i64, i64),
+) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    let Ok(fd) = rustix::fs::openat(
+        prev,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(&fd) else {
+        return false;
+    };
+    let mut buf = [0u8; 128];
+    let recorded = match rustix::fs::fgetxattr(&fd, SOURCE_XATTR, &mut buf) {
+        Ok(n) => buf.get(..n),
+        Err(_) => None,
+    };
+    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+        && recorded == Some(identity.as_bytes())
+        && st.st_mode & 0o7777 == mode
+        && st.st_uid == uid
+        && st.st_gid == gid
+        && st.st_mtime == secs
+        && st.st_mtime_nsec as i64 == nsecs
 }
 
 /// Sets an open file's or folder's times.
@@ -887,13 +1023,6 @@ fn create_file(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// Copies file contents; on Linux `std::io::copy` between files uses `copy_file_range`.
-fn copy_file(input: &mut File, output: &mut File) -> io::Result<u64> {
-    let mut i = input.try_clone()?.into_std();
-    let mut o = output.try_clone()?.into_std();
-    io::copy(&mut i, &mut o)
 }
 
 /// Sets ownership: for real where allowed, else recorded in `user.containers.override_stat`.

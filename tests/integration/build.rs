@@ -785,3 +785,87 @@ fn progress_json_is_one_event_per_line_and_quiet_prints_only_the_id() {
     assert_eq!(events[2]["text"], "COPY f /f");
     assert_eq!(events[5]["name"], "me/json:latest");
 }
+
+/// The snapshot folder of an image's layer `index`.
+fn snapshot_of(env: &Env, image: &str, index: usize) -> std::path::PathBuf {
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", image])).unwrap();
+    let diff = v[0]["RootFS"]["Layers"][index]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    env.root().join("kiln/snapshots").join(diff).join("rootfs")
+}
+
+#[test]
+fn a_rebuild_reuses_unchanged_files_without_touching_the_old_snapshot() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("ctx")).unwrap();
+    env.write("ctx/keep", "unchanged");
+    env.write("ctx/edit", "before");
+    env.write("ctx/mode", "same bytes");
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY keep edit mode /d/\n");
+    // Files this fresh are not trusted to their stat yet ("racily clean").
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "me/reuse:1",
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    let old = snapshot_of(&env, "me/reuse:1", 0);
+
+    env.write("ctx/edit", "after!");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(env.path("ctx/mode"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "me/reuse:2",
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    let new = snapshot_of(&env, "me/reuse:2", 0);
+    assert_ne!(old, new);
+
+    // The unchanged file is shared; the edited and the re-moded ones are not.
+    let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(&old.join("d/keep")), ino(&new.join("d/keep")));
+    assert_ne!(ino(&old.join("d/edit")), ino(&new.join("d/edit")));
+    assert_ne!(ino(&old.join("d/mode")), ino(&new.join("d/mode")));
+    // Both images and both snapshots say what they said when they were built.
+    let one = image_tree(&env.root(), "me/reuse:1");
+    let two = image_tree(&env.root(), "me/reuse:2");
+    assert_eq!(
+        (one["d/edit"].content.as_slice(), one["d/mode"].mode),
+        (&b"before"[..], 0o644)
+    );
+    assert_eq!(
+        (two["d/edit"].content.as_slice(), two["d/mode"].mode),
+        (&b"after!"[..], 0o600)
+    );
+    assert_eq!(std::fs::read(old.join("d/edit")).unwrap(), b"before");
+    let old_mode = std::fs::metadata(old.join("d/mode"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(old_mode & 0o7777, 0o644);
+    // kiln's bookkeeping xattr never reaches a layer.
+    let store = kiln::store::Store::open(&env.root()).unwrap();
+    let img = store.resolve("me/reuse:2").unwrap();
+    let blob = store.open_blob(&img.manifest.layers[0].digest).unwrap();
+    let mut ar = tar::Archive::new(blob);
+    for entry in ar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if let Some(exts) = entry.pax_extensions().unwrap() {
+            for ext in exts {
+                let key = ext.unwrap().key().unwrap().to_owned();
+                assert!(!key.contains("kiln"), "bookkeeping xattr {key} in a layer");
+            }
+        }
+    }
+    env.ok(&["fsck"]);
+}

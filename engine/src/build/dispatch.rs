@@ -69,6 +69,8 @@ enum CopyFrom {
 
 struct CopyWork {
     from: CopyFrom,
+    /// The layer this step produced in its last build, whose unchanged files can be reused.
+    prev: Option<crate::digest::DiffId>,
     heredocs: Vec<(String, String)>,
     /// Files fetched from URLs: the folder holding each, and its name there.
     downloads: Vec<(tempfile::TempDir, String)>,
@@ -514,7 +516,14 @@ impl Run<'_> {
                             .emit(ProgressEvent::CacheMiss { index, reason });
                     }
                 }
-                let layer = self.execute(cx, one, prepared.work)?;
+                let mut work = prepared.work;
+                if let Work::Copy(w) = &mut work {
+                    w.prev = self.cache.last_layer(&slot);
+                }
+                let layer = self.execute(cx, one, work)?;
+                if let Some(l) = &layer {
+                    self.cache.remember_layer(&slot, &l.diff_id)?;
+                }
                 let entry = CacheEntry {
                     created: fmt_time(now(self.req.epoch)),
                     layer,
@@ -798,6 +807,7 @@ impl Run<'_> {
         let multiple = file_sources.len() + heredocs.len() + downloads.len() > 1;
         Ok(Work::Copy(Box::new(CopyWork {
             from,
+            prev: None,
             heredocs,
             downloads,
             dest,
@@ -879,12 +889,20 @@ impl Run<'_> {
             Some(spec) => Some(resolve_owner(spec, &lower).map_err(|e| self.fail(line, e))?),
             None => None,
         };
+        // ADD may extract archives over copied files in place: it never shares inodes.
+        let reuse = match w.prev {
+            Some(d) if !w.add && self.store.has_snapshot(&d) => {
+                self.store.open_snapshot(&d).ok().map(std::sync::Arc::new)
+            }
+            _ => None,
+        };
         let opts = CopyOptions {
             chown,
             chmod: w.chmod.clone(),
             exclude: w.exclude.clone(),
             parents: w.parents,
             epoch: self.req.epoch,
+            reuse,
         };
         let upper = self.store.temp_dir()?;
         let udir = open_dir(upper.path())?;

@@ -287,5 +287,10 @@ fn keep_xattr(name: &[u8]) -> bool {
     name == b"security.capability"
         || (name.starts_with(b"user.")
             && !name.starts_with(b"user.overlay.")
+            && name != SOURCE_XATTR.as_bytes()
             && name != OVERRIDE_STAT_XATTR.as_bytes())
 }
+
+/// kiln's bookkeeping xattr in uppers and snapshots: which source file (and which state of it) a
+/// file was copied from, so a later build can reuse it. Never written to a layer.
+pub const SOURCE_XATTR: &str = "user.kiln.copied-from";
