@@ -1028,7 +1028,8 @@ impl Run<'_> {
 
     /// Turns an upper folder into a layer blob and a snapshot.
     fn commit_upper(&self, upper: tempfile::TempDir) -> Result<CachedLayer, BuildError> {
-        let w = self.store.blob_writer()?;
+        // The layer writer hashes its tar as it writes it: the store need not hash it again.
+        let w = self.store.prehashed_blob_writer()?;
         let udir = open_dir(upper.path())?;
         // Tar and hash on this thread, write the blob on another: on two cores the copy into
         // the page cache then overlaps the hashing.
@@ -1053,8 +1054,7 @@ impl Run<'_> {
             source: e,
         })?;
         let tar = tar?;
-        let (digest, size) = w.commit()?;
-        debug_assert_eq!(digest, tar.diff_id.as_uncompressed_digest());
+        let size = w.commit(&tar.diff_id.as_uncompressed_digest())?;
         self.store.adopt_snapshot(&tar.diff_id, upper)?;
         Ok(CachedLayer {
             diff_id: tar.diff_id,

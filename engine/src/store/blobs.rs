@@ -93,6 +93,71 @@ impl Write for BlobWriter<'_> {
     }
 }
 
+/// A blob whose digest its writer computes itself (kiln's layer writer hashes its tar as it
+/// produces it): the bytes are not hashed a second time here. The caller must pass the sha256
+/// of exactly the bytes written; `fsck` re-verifies every blob.
+pub struct PrehashedBlobWriter<'a> {
+    store: &'a Store,
+    out: BufWriter<File>,
+    written: u64,
+    temp: TempFile<'a>,
+    _lease: Lease,
+}
+
+impl<'a> PrehashedBlobWriter<'a> {
+    fn new(store: &'a Store) -> Result<Self, StoreError> {
+        let lease = store.lease()?;
+        let (rel, file) = store.create_temp("blob")?;
+        Ok(Self {
+            store,
+            out: BufWriter::with_capacity(1 << 20, file),
+            written: 0,
+            temp: TempFile {
+                store,
+                rel: Some(rel),
+            },
+            _lease: lease,
+        })
+    }
+
+    /// Makes the blob durable and visible under `digest` (the sha256 of what was written);
+    /// returns its size.
+    pub fn commit(self, digest: &Digest) -> Result<u64, StoreError> {
+        let Self {
+            store,
+            out,
+            written,
+            temp,
+            ..
+        } = self;
+        let rel = temp.rel.clone().unwrap_or_default();
+        let file = out
+            .into_inner()
+            .map_err(|e| store.io("write", &rel)(e.into_error()))?;
+        file.sync_all().map_err(store.io("sync", &rel))?;
+        let dest = blob_rel(digest);
+        store
+            .dir
+            .rename(&rel, &store.dir, &dest)
+            .map_err(store.io("rename temporary blob to", &dest))?;
+        temp.disarm();
+        store.sync_dir(BLOBS)?;
+        Ok(written)
+    }
+}
+
+impl Write for PrehashedBlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// A blob being read: fails with an `InvalidData` error wrapping
 /// [`StoreError::DigestMismatch`] at end of file if the content does not match its digest.
 pub struct BlobReader {
@@ -142,6 +207,11 @@ impl Store {
     /// the store without an intermediate copy.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>, StoreError> {
         BlobWriter::new(self)
+    }
+
+    /// Starts writing a blob whose digest the caller computes (see [`PrehashedBlobWriter`]).
+    pub fn prehashed_blob_writer(&self) -> Result<PrehashedBlobWriter<'_>, StoreError> {
+        PrehashedBlobWriter::new(self)
     }
 
     /// Stores everything `reader` yields; returns its digest and size. Idempotent.

@@ -76,7 +76,7 @@ use crate::digest::{DiffId, Digest};
 use crate::image::{CanonicalJson, ImageIndex, OciLayout};
 use crate::reference::ReferenceError;
 
-pub use blobs::{BlobReader, BlobWriter};
+pub use blobs::{BlobReader, BlobWriter, PrehashedBlobWriter};
 pub use fsck::{FsckReport, Problem};
 pub use gc::{GcOptions, GcReport, GcRoots};
 pub use images::{BrokenImage, Image, ImageList, RemoveEvent};
