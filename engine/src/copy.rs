@@ -767,11 +767,19 @@ impl<'a> Writer<'a> {
         let identity = source_identity(meta);
         if let Some(p) = prev {
             if reusable(p, name, &identity, mode, uid, gid, mtime) {
-                match rustix::fs::unlinkat(dst, name, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(err) => return Err(Self::werr(target)(err.into())),
+                let mut linked = rustix::fs::linkat(p, name, dst, name, AtFlags::empty());
+                if linked == Err(rustix::io::Errno::EXIST) {
+                    // An earlier source of the same COPY put a file here: a later source wins.
+                    match rustix::fs::unlinkat(dst, name, AtFlags::empty()) {
+                        Ok(()) => {}
+                        Err(rustix::io::Errno::ISDIR) => {
+                            return Err(CopyError::NotADirectory(target.clone()))
+                        }
+                        Err(err) => return Err(Self::werr(target)(err.into())),
+                    }
+                    linked = rustix::fs::linkat(p, name, dst, name, AtFlags::empty());
                 }
-                if rustix::fs::linkat(p, name, dst, name, AtFlags::empty()).is_ok() {
+                if linked.is_ok() {
                     self.written += 1;
                     return Ok(());
                 }
