@@ -15,24 +15,68 @@ use crate::image::{CanonicalJson, Descriptor};
 /// `blobs/sha256/<hex>` on [`BlobWriter::commit`]. Dropped without committing, it removes its
 /// temporary file. Holds a [`Lease`] while alive.
 pub struct BlobWriter<'a> {
-    store: &'a Store,
     out: HashingWriter<BufWriter<File>>,
+    pending: PendingBlob<'a>,
+}
+
+/// What every blob writer holds: its temporary file in the store and a lease against `gc`.
+/// Dropped unpublished, it removes the temporary file.
+struct PendingBlob<'a> {
+    store: &'a Store,
     temp: TempFile<'a>,
     _lease: Lease,
 }
 
-impl<'a> BlobWriter<'a> {
-    fn new(store: &'a Store) -> Result<Self, StoreError> {
+impl<'a> PendingBlob<'a> {
+    /// A new temporary blob file, buffered with `capacity` bytes.
+    fn new(store: &'a Store, capacity: usize) -> Result<(Self, BufWriter<File>), StoreError> {
         let lease = store.lease()?;
         let (rel, file) = store.create_temp("blob")?;
-        Ok(Self {
+        let pending = Self {
             store,
-            out: HashingWriter::new(BufWriter::with_capacity(1 << 16, file)),
             temp: TempFile {
                 store,
                 rel: Some(rel),
             },
             _lease: lease,
+        };
+        Ok((pending, BufWriter::with_capacity(capacity, file)))
+    }
+
+    fn rel(&self) -> String {
+        self.temp.rel.clone().unwrap_or_default()
+    }
+
+    /// Flushes and `fsync`s the written content.
+    fn sync(&self, out: BufWriter<File>) -> Result<(), StoreError> {
+        let rel = self.rel();
+        let file = out
+            .into_inner()
+            .map_err(|e| self.store.io("write", &rel)(e.into_error()))?;
+        file.sync_all().map_err(self.store.io("sync", &rel))
+    }
+
+    /// Renames the synced content to `blobs/sha256/<digest>`. Renaming over an existing blob is
+    /// fine: same content, and it repairs a rotted copy.
+    fn publish(self, digest: &Digest) -> Result<(), StoreError> {
+        let Self { store, temp, .. } = self;
+        let rel = temp.rel.clone().unwrap_or_default();
+        let dest = blob_rel(digest);
+        store
+            .dir
+            .rename(&rel, &store.dir, &dest)
+            .map_err(store.io("rename temporary blob to", &dest))?;
+        temp.disarm();
+        store.sync_dir(BLOBS)
+    }
+}
+
+impl<'a> BlobWriter<'a> {
+    fn new(store: &'a Store) -> Result<Self, StoreError> {
+        let (pending, out) = PendingBlob::new(store, 1 << 16)?;
+        Ok(Self {
+            out: HashingWriter::new(out),
+            pending,
         })
     }
 
@@ -53,15 +97,8 @@ impl<'a> BlobWriter<'a> {
     }
 
     fn finish(self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
-        let Self {
-            store, out, temp, ..
-        } = self;
-        let rel = temp.rel.clone().unwrap_or_default();
-        let (buf, hash, size) = out.finish();
-        let file = buf
-            .into_inner()
-            .map_err(|e| store.io("write", &rel)(e.into_error()))?;
-        file.sync_all().map_err(store.io("sync", &rel))?;
+        let (buf, hash, size) = self.out.finish();
+        self.pending.sync(buf)?;
         let digest = Digest::from_bytes(hash);
         if let Some(expected) = expected {
             if *expected != digest {
@@ -71,14 +108,7 @@ impl<'a> BlobWriter<'a> {
                 });
             }
         }
-        let dest = blob_rel(&digest);
-        // Renaming over an existing blob is fine: same content, and it repairs a rotted copy.
-        store
-            .dir
-            .rename(&rel, &store.dir, &dest)
-            .map_err(store.io("rename temporary blob to", &dest))?;
-        temp.disarm();
-        store.sync_dir(BLOBS)?;
+        self.pending.publish(&digest)?;
         Ok((digest, size))
     }
 }
@@ -97,52 +127,27 @@ impl Write for BlobWriter<'_> {
 /// produces it): the bytes are not hashed a second time here. The caller must pass the sha256
 /// of exactly the bytes written; `fsck` re-verifies every blob.
 pub struct PrehashedBlobWriter<'a> {
-    store: &'a Store,
     out: BufWriter<File>,
     written: u64,
-    temp: TempFile<'a>,
-    _lease: Lease,
+    pending: PendingBlob<'a>,
 }
 
 impl<'a> PrehashedBlobWriter<'a> {
     fn new(store: &'a Store) -> Result<Self, StoreError> {
-        let lease = store.lease()?;
-        let (rel, file) = store.create_temp("blob")?;
+        let (pending, out) = PendingBlob::new(store, 1 << 20)?;
         Ok(Self {
-            store,
-            out: BufWriter::with_capacity(1 << 20, file),
+            out,
             written: 0,
-            temp: TempFile {
-                store,
-                rel: Some(rel),
-            },
-            _lease: lease,
+            pending,
         })
     }
 
     /// Makes the blob durable and visible under `digest` (the sha256 of what was written);
     /// returns its size.
     pub fn commit(self, digest: &Digest) -> Result<u64, StoreError> {
-        let Self {
-            store,
-            out,
-            written,
-            temp,
-            ..
-        } = self;
-        let rel = temp.rel.clone().unwrap_or_default();
-        let file = out
-            .into_inner()
-            .map_err(|e| store.io("write", &rel)(e.into_error()))?;
-        file.sync_all().map_err(store.io("sync", &rel))?;
-        let dest = blob_rel(digest);
-        store
-            .dir
-            .rename(&rel, &store.dir, &dest)
-            .map_err(store.io("rename temporary blob to", &dest))?;
-        temp.disarm();
-        store.sync_dir(BLOBS)?;
-        Ok(written)
+        self.pending.sync(self.out)?;
+        self.pending.publish(digest)?;
+        Ok(self.written)
     }
 }
 
@@ -367,8 +372,9 @@ fn copy_into(mut reader: impl Read, w: &mut BlobWriter<'_>) -> Result<(), StoreE
             Err(e) => return Err(StoreError::Source(e)),
         };
         let chunk = buf.get(..n).unwrap_or_default();
-        let rel = w.temp.rel.clone().unwrap_or_default();
-        w.write_all(chunk).map_err(w.store.io("write", &rel))?;
+        let rel = w.pending.rel();
+        w.write_all(chunk)
+            .map_err(w.pending.store.io("write", &rel))?;
     }
 }
 
