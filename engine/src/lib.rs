@@ -21,4 +21,5 @@ pub mod layer;
 pub mod progress;
 pub mod reference;
 pub mod rootfs;
+pub mod sandbox;
 pub mod store;

@@ -516,14 +516,6 @@ fn build_args_and_global_args_expand_in_from_copy_and_env() {
 }
 
 #[test]
-fn run_without_an_executor_is_a_clear_error() {
-    let env = Env::new();
-    env.write("ctx/Dockerfile", "FROM scratch\nRUN echo hi\n");
-    let err = env.fails(&["build", env.path("ctx").to_str().unwrap()], 1);
-    assert!(err.contains("Dockerfile:2: RUN"), "{err}");
-}
-
-#[test]
 fn iidfile_and_missing_base_images() {
     let env = Env::new();
     let iid = env.path("iid");

@@ -9,4 +9,5 @@ mod context;
 mod harness;
 mod hostile;
 mod hostile_cli;
+mod run;
 mod store;

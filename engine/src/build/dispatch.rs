@@ -22,7 +22,8 @@ use crate::ignore::PatternMatcher;
 use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::layer;
 use crate::progress::{ProgressEvent, ProgressSink};
-use crate::rootfs::{ContainerPath, EntryKind, LayerView};
+use crate::rootfs::{ContainerPath, Creds, EntryKind, LayerView};
+use crate::sandbox::{Isolation, RunEvent, RunSpec};
 use crate::store::Store;
 
 /// The result of a finished stage.
@@ -52,7 +53,17 @@ enum Work {
         owner: Option<String>,
     },
     /// Run a process.
-    Run,
+    Run(Box<RunWork>),
+}
+
+/// What a RUN step runs.
+struct RunWork {
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: ContainerPath,
+    user: String,
+    /// The instruction as history shows it, for messages.
+    shown: String,
 }
 
 enum CopyFrom {
@@ -636,9 +647,33 @@ impl Run<'_> {
                     let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("|{} {} ", args.len(), kv.join(" "))
                 };
+                let argv = run_argv(argv, run);
+                let mut env: Vec<String> = cx
+                    .scope
+                    .env_for_run()
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                if !env.iter().any(|e| e.starts_with("PATH=")) {
+                    env.push(format!("PATH={DEFAULT_PATH}"));
+                }
+                let config = &cx.state.config.config;
+                let cwd = ContainerPath::parse(if config.working_dir.is_empty() {
+                    "/"
+                } else {
+                    &config.working_dir
+                });
+                let shown = format!("RUN {}", one.original.trim_start().get(3..).unwrap_or("").trim());
+                let work = RunWork {
+                    argv,
+                    env,
+                    cwd,
+                    user: config.user.clone(),
+                    shown,
+                };
                 (
-                    format!("RUN {prefix}{} # buildkit", argv.join(" ")),
-                    Work::Run,
+                    format!("RUN {prefix}{} # buildkit", command(&cx.state, &run.command).join(" ")),
+                    Work::Run(Box::new(work)),
                 )
             }
             Instruction::Copy(_) | Instruction::Add(_) => {
@@ -847,10 +882,7 @@ impl Run<'_> {
         let line = one.start_line;
         match work {
             Work::None => Ok(None),
-            Work::Run => Err(BuildError::NoExecutor {
-                file: self.file(),
-                line,
-            }),
+            Work::Run(w) => self.execute_run(cx, line, *w).map(Some),
             Work::Workdir { path, owner } => {
                 let lower = self.view(&cx.state.layers)?;
                 match lower.lookup(&path, true).map_err(BuildError::Rootfs)? {
@@ -876,6 +908,82 @@ impl Run<'_> {
             }
             Work::Copy(w) => self.execute_copy(cx, line, *w).map(Some),
         }
+    }
+
+    fn execute_run(
+        &mut self,
+        cx: &mut StageCx,
+        line: usize,
+        w: RunWork,
+    ) -> Result<CachedLayer, BuildError> {
+        let lower = self.view(&cx.state.layers)?;
+        let creds = if w.user.is_empty() {
+            Creds { uid: 0, gid: 0 }
+        } else {
+            let (uid, gid) = resolve_owner(&w.user, &lower).map_err(|e| self.fail(line, e))?;
+            Creds { uid, gid }
+        };
+        let lowers = lower
+            .layers()
+            .iter()
+            .map(|d| d.try_clone())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| BuildError::Io {
+                op: "open layer snapshot",
+                source: e,
+            })?;
+        let upper = self.store.temp_dir()?;
+        let udir = open_dir(upper.path())?;
+        let spec = RunSpec {
+            argv: w.argv,
+            env: w.env,
+            cwd: w.cwd,
+            creds,
+            limits: self.req.limits,
+            isolation: self.req.isolation,
+        };
+        let index = self.step;
+        let progress = self.progress;
+        let id = container_id(upper.path());
+        let outcome = self
+            .req
+            .sandbox
+            .run(lowers, udir, &spec, &mut |event| match event {
+                RunEvent::Started { executor } => progress.emit(ProgressEvent::Exec {
+                    index,
+                    id: id.clone(),
+                    executor: executor.to_owned(),
+                }),
+                RunEvent::Output(stream, bytes) => progress.emit(ProgressEvent::StepOutput {
+                    index,
+                    stream,
+                    text: String::from_utf8_lossy(bytes).into_owned(),
+                }),
+            })
+            .map_err(BuildError::Sandbox)?;
+        if let Some(limit) = outcome.limit {
+            let (name, value) = spec.limits.describe(limit);
+            return Err(self.fail(line, format!("RUN exceeded its {name} limit ({value})")));
+        }
+        if let Some(bin) = &outcome.needs_native {
+            let why = match spec.isolation {
+                Isolation::Wasi => "native execution is disabled (--isolation=wasi)",
+                Isolation::Auto => "this build of kiln has no native sandbox",
+            };
+            return Err(self.fail(line, format!("RUN needs native binary {bin}; {why}")));
+        }
+        if outcome.status != 0 {
+            return Err(self.fail(
+                line,
+                format!(
+                    "{}: process {:?} did not complete successfully: exit code: {}",
+                    w.shown,
+                    spec.argv.join(" "),
+                    outcome.status
+                ),
+            ));
+        }
+        self.commit_upper(upper)
     }
 
     fn execute_copy(
@@ -1237,6 +1345,52 @@ fn command(state: &ImageState, cmd: &ins::Command) -> Vec<String> {
             argv
         }
     }
+}
+
+/// A short id for a RUN's container, as Docker prints ` ---> Running in <12 hex>`.
+fn container_id(upper: &std::path::Path) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(upper.as_os_str().as_encoded_bytes());
+    h.update(&now(None).unix_timestamp_nanos().to_le_bytes());
+    h.finalize().to_hex()[..12].to_string()
+}
+
+/// Docker's default `PATH` for RUN when the image sets none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The argv of a RUN, heredocs folded in as BuildKit does: a RUN that is a single heredoc runs
+/// its body as the shell command; otherwise the bodies follow the command line and the shell
+/// reads them itself.
+fn run_argv(mut argv: Vec<String>, run: &ins::RunArgs) -> Vec<String> {
+    if run.heredocs.is_empty() {
+        return argv;
+    }
+    let ins::Command::Shell(text) = &run.command else {
+        return argv;
+    };
+    let Some(last) = argv.last_mut() else {
+        return argv;
+    };
+    let first = &run.heredocs[0];
+    let only = text.trim().trim_start_matches("<<").trim_start_matches('-');
+    let only = only.trim_matches(|c| c == '"' || c == '\'');
+    if run.heredocs.len() == 1 && only == first.name {
+        *last = if first.chomp {
+            crate::dockerfile::heredoc::chomp(&first.content)
+        } else {
+            first.content.clone()
+        };
+        return argv;
+    }
+    let mut full = text.clone();
+    full.push('\n');
+    for h in &run.heredocs {
+        full.push_str(&h.content);
+        full.push_str(&h.name);
+        full.push('\n');
+    }
+    *last = full;
+    argv
 }
 
 /// The image config made by `--change` instructions (`docker import -c`, `docker commit -c`):

@@ -67,6 +67,12 @@ pub struct BuildRequest<'a> {
     pub stat_cache: Option<PathBuf>,
     /// Store the result with layers compressed this way (`None`: uncompressed).
     pub compression: Option<crate::layer::Compression>,
+    /// Limits per RUN step.
+    pub limits: crate::sandbox::Limits,
+    /// Which sandboxes RUN may use.
+    pub isolation: crate::sandbox::Isolation,
+    /// The executors (shared across builds, so compiled modules stay loaded).
+    pub sandbox: &'a crate::sandbox::Sandbox,
 }
 
 /// What a build produced.
@@ -99,14 +105,9 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
-    /// A RUN step needs an executor and none is available.
-    #[error("{file}:{line}: RUN needs a sandbox executor, and this build of kiln has none")]
-    NoExecutor {
-        /// The Dockerfile's name.
-        file: String,
-        /// The instruction's line.
-        line: usize,
-    },
+    /// A sandbox could not be set up.
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     /// The context failed.
     #[error(transparent)]
     Context(#[from] ContextError),
@@ -139,7 +140,7 @@ impl BuildError {
     /// Whether the user's input caused this (exit code 1) rather than kiln or the machine.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Parse { .. } | Self::Step { .. } | Self::NoExecutor { .. } => true,
+            Self::Parse { .. } | Self::Step { .. } => true,
             Self::Context(e) => e.is_user_error(),
             Self::Store(e) => e.is_user_error(),
             Self::Layer(_) => true,

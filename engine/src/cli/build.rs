@@ -24,6 +24,15 @@ pub enum NetworkArg {
     Host,
 }
 
+/// Sandboxes a build may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// WASI, and native for Linux binaries.
+    Auto,
+    /// WASI only.
+    Wasi,
+}
+
 /// Compression of layers that leave the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompressionArg {
@@ -80,6 +89,35 @@ pub struct BuildArgs {
     /// Set metadata labels on the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
+
+    /// Which sandboxes RUN may use: `auto` (WASI for modules and kiln's guest tools, native
+    /// for Linux binaries) or `wasi` (no native execution at all).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub isolation: IsolationArg,
+
+    /// Wall-clock limit per RUN step.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::sandbox::parse_duration)]
+    pub run_timeout: std::time::Duration,
+
+    /// Memory limit per RUN process.
+    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = crate::sandbox::parse_size)]
+    pub run_memory: u64,
+
+    /// Processes alive at once per RUN step.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub run_pids: u32,
+
+    /// Open files per RUN process.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub run_files: u32,
+
+    /// Bytes a RUN step may write.
+    #[arg(long, value_name = "SIZE", default_value = "10g", value_parser = crate::sandbox::parse_size)]
+    pub run_disk: u64,
+
+    /// Output a RUN step may produce.
+    #[arg(long, value_name = "SIZE", default_value = "64m", value_parser = crate::sandbox::parse_size)]
+    pub run_log: u64,
 
     /// The context: a folder, or `-` for a tar (or tar.gz) on stdin.
     #[arg(value_name = "CONTEXT")]
@@ -182,6 +220,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         .cache_id()
         .map(|id| store.cache_dir().join("stat").join(id));
 
+    let sandbox = crate::sandbox::Sandbox::new();
     let req = BuildRequest {
         dockerfile: &dockerfile_text,
         dockerfile_name: &base_name,
@@ -202,6 +241,19 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             CompressionArg::Gzip => crate::layer::Compression::Gzip,
             CompressionArg::Zstd => crate::layer::Compression::Zstd,
         }),
+        limits: crate::sandbox::Limits {
+            timeout: args.run_timeout,
+            memory: args.run_memory,
+            pids: args.run_pids.max(1),
+            files: args.run_files.max(4),
+            disk: args.run_disk,
+            log: args.run_log,
+        },
+        isolation: match args.isolation {
+            IsolationArg::Auto => crate::sandbox::Isolation::Auto,
+            IsolationArg::Wasi => crate::sandbox::Isolation::Wasi,
+        },
+        sandbox: &sandbox,
     };
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;

@@ -1,0 +1,266 @@
+//! Executors for RUN steps (and, later, containers): DESIGN.md's execution choice picks, per
+//! program, the WASI sandbox ([`wasi`]) or the native one; both write the same upper format.
+
+pub mod wasi;
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cap_std::fs::Dir;
+
+use crate::progress::Stream;
+use crate::rootfs::{ContainerPath, Creds, VfsError};
+
+/// Per-step resource limits (`kiln build --run-*`; the server and the native sandbox use the
+/// same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time (`--run-timeout`, default 10m).
+    pub timeout: Duration,
+    /// Linear memory per instance (`--run-memory`, default 2g).
+    pub memory: u64,
+    /// Processes alive at once (`--run-pids`, default 1024).
+    pub pids: u32,
+    /// Open files per process (`--run-files`, default 1024).
+    pub files: u32,
+    /// Bytes written to the upper (`--run-disk`, default 10g).
+    pub disk: u64,
+    /// Output kept (`--run-log`, default 64m).
+    pub log: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(600),
+            memory: 2 << 30,
+            pids: 1024,
+            files: 1024,
+            disk: 10 << 30,
+            log: 64 << 20,
+        }
+    }
+}
+
+/// A limit that a step exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Timeout,
+    Memory,
+    Pids,
+    Files,
+    Disk,
+    Log,
+}
+
+impl Limits {
+    /// The limit's name and its value as the flag spells it: `("timeout", "10m")`.
+    pub fn describe(&self, limit: Limit) -> (&'static str, String) {
+        match limit {
+            Limit::Timeout => ("timeout", format_duration(self.timeout)),
+            Limit::Memory => ("memory", format_size(self.memory)),
+            Limit::Pids => ("pids", self.pids.to_string()),
+            Limit::Files => ("files", self.files.to_string()),
+            Limit::Disk => ("disk", format_size(self.disk)),
+            Limit::Log => ("log", format_size(self.log)),
+        }
+    }
+}
+
+/// Parses a size: `512`, `64k`, `64m`, `2g`, `1t` (binary units, optional `b`/`ib`).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let (num, mult) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 1u64 << 10),
+        Some((i, 'm')) => (&t[..i], 1 << 20),
+        Some((i, 'g')) => (&t[..i], 1 << 30),
+        Some((i, 't')) => (&t[..i], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 512m or 2g)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses a duration: `30s`, `10m`, `2h`, `500ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let bad = || format!("invalid duration {s:?} (use e.g. 30s, 10m or 1h)");
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t.as_str(), "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60).ok_or_else(bad)?),
+        "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
+    if d.is_zero() {
+        return Err(format!("duration {s:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
+fn format_size(n: u64) -> String {
+    for (unit, shift) in [("t", 40), ("g", 30), ("m", 20), ("k", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Which executors a step may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// WASI for modules and guest tools, native for Linux binaries.
+    #[default]
+    Auto,
+    /// WASI only: no native execution at all.
+    Wasi,
+}
+
+/// A process to run over a rootfs.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// argv; `argv[0]` is a path, or a name looked up in the `PATH` of `env`.
+    pub argv: Vec<String>,
+    /// The whole environment, `K=V`.
+    pub env: Vec<String>,
+    /// The working directory.
+    pub cwd: ContainerPath,
+    /// The user it runs as (and owner of what it creates).
+    pub creds: Creds,
+    pub limits: Limits,
+    pub isolation: Isolation,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// The exit status as a shell reports it (128+N for a kill by signal N).
+    pub status: i32,
+    /// The limit that stopped it, if one did.
+    pub limit: Option<Limit>,
+    /// A Linux binary it needed and could not run.
+    pub needs_native: Option<String>,
+    /// Which executor ran the first program, and why.
+    pub executor: String,
+}
+
+/// What a running step reports.
+#[derive(Debug)]
+pub enum RunEvent<'a> {
+    /// The first program starts: which executor runs it, and why.
+    Started { executor: &'a str },
+    /// Output it wrote.
+    Output(Stream, &'a [u8]),
+}
+
+/// Why a sandbox could not run at all (a process that fails is a [`RunOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// wasmtime could not be set up.
+    #[error("WebAssembly engine: {0}")]
+    Engine(String),
+    /// A module could not be compiled or linked.
+    #[error("WebAssembly module: {0}")]
+    Module(String),
+    /// This kiln carries no guest tools (a fuzzing build).
+    #[error("this kiln was built without its guest tools")]
+    NoTools,
+    /// The rootfs failed.
+    #[error(transparent)]
+    Rootfs(#[from] VfsError),
+    /// A host resource failed.
+    #[error("{op}: {source}")]
+    Io {
+        op: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The executors of one kiln process (the WebAssembly engine is made on first use).
+#[derive(Default)]
+pub struct Sandbox {
+    wasi: OnceLock<Arc<wasi::WasiRuntime>>,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox").finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn wasi(&self) -> Result<&Arc<wasi::WasiRuntime>, SandboxError> {
+        if let Some(rt) = self.wasi.get() {
+            return Ok(rt);
+        }
+        let rt = wasi::WasiRuntime::new(wasi::default_cache_dir())?;
+        Ok(self.wasi.get_or_init(|| rt))
+    }
+
+    /// Runs `spec` over `lowers` (bottom first) and `upper`, streaming what happens to
+    /// `on_event`. The upper then holds the step's changes in the layer-diff format.
+    pub fn run(
+        &self,
+        lowers: Vec<Dir>,
+        upper: Dir,
+        spec: &RunSpec,
+        on_event: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<RunOutcome, SandboxError> {
+        let rt = self.wasi()?;
+        wasi::run(rt, lowers, upper, spec, on_event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("1gib"), Ok(1 << 30));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("99999999999t").is_err());
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1y").is_err());
+        let l = Limits::default();
+        assert_eq!(l.describe(Limit::Timeout), ("timeout", "10m".to_owned()));
+        assert_eq!(l.describe(Limit::Memory), ("memory", "2g".to_owned()));
+        assert_eq!(l.describe(Limit::Log), ("log", "64m".to_owned()));
+    }
+}

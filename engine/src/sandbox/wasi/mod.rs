@@ -1,0 +1,219 @@
+//! The WASI sandbox: wasmtime 48 with kiln's own preview1 implementation ([`preview1`]) and the
+//! `kiln` import module ([`kiln`]) over the capability-scoped overlay rootfs. Only this module
+//! names wasmtime types.
+
+mod abi;
+mod fdtable;
+mod kiln;
+mod mem;
+mod preview1;
+mod process;
+mod runtime;
+mod tools;
+
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use cap_std::fs::Dir;
+
+pub use runtime::{default_cache_dir, WasiRuntime};
+pub use tools::GuestTools;
+
+use self::abi::Errno;
+use self::fdtable::{Object, Open};
+use self::process::{resolve_program, run_main, stdio_table, Launch, Step};
+use super::{Isolation, Limit, RunEvent, RunOutcome, RunSpec, SandboxError};
+use crate::progress::Stream;
+use crate::rootfs::{ContainerPath, NodeKind, Overlay};
+
+/// Chunk size for reading a step's output.
+const OUTPUT_CHUNK: usize = 64 * 1024;
+
+/// Docker's default `PATH`, used when the environment has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Runs `spec` as the first process of a step over `lowers` + `upper`.
+pub(crate) fn run(
+    rt: &Arc<WasiRuntime>,
+    lowers: Vec<Dir>,
+    upper: Dir,
+    spec: &RunSpec,
+    on_event: &mut dyn FnMut(RunEvent<'_>),
+) -> Result<RunOutcome, SandboxError> {
+    let tools = GuestTools::embedded();
+    if !tools.available() {
+        return Err(SandboxError::NoTools);
+    }
+    let overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
+    let step = Step::new(
+        overlay,
+        rt.clone(),
+        tools,
+        spec.limits,
+        spec.creds,
+        spec.isolation == Isolation::Auto,
+    );
+    let failed = |status: i32, msg: String, on_event: &mut dyn FnMut(RunEvent<'_>)| {
+        on_event(RunEvent::Output(Stream::Stderr, format!("{msg}\n").as_bytes()));
+        RunOutcome {
+            status,
+            limit: None,
+            needs_native: None,
+            executor: String::new(),
+        }
+    };
+    let Some(name) = spec.argv.first() else {
+        return Ok(failed(127, "no command given".into(), on_event));
+    };
+    let path = match find_program(&step, &spec.cwd, name, &spec.env) {
+        Some(p) => p,
+        None => {
+            return Ok(failed(
+                127,
+                format!("exec: {name:?}: executable file not found in $PATH"),
+                on_event,
+            ))
+        }
+    };
+    let argv: Vec<Vec<u8>> = spec.argv.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let program = match resolve_program(&step, &spec.cwd, &path, argv) {
+        Ok(p) => p,
+        Err(e) => {
+            let needs = step.needs_native.lock().ok().and_then(|n| n.clone());
+            if needs.is_some() {
+                return Ok(RunOutcome {
+                    status: 126,
+                    limit: None,
+                    needs_native: needs,
+                    executor: String::new(),
+                });
+            }
+            let module_error = step.module_error.lock().ok().and_then(|m| m.clone());
+            let (status, why) = match (e, module_error) {
+                (Errno::NOENT | Errno::NOTDIR, _) => (127, "no such file or directory".to_owned()),
+                (Errno::ACCES, _) => (126, "permission denied".to_owned()),
+                (_, Some(m)) => (126, m),
+                _ => (126, "exec format error".to_owned()),
+            };
+            return Ok(failed(status, format!("exec: {path}: {why}"), on_event));
+        }
+    };
+    let executor = program.reason.clone();
+    on_event(RunEvent::Started {
+        executor: &executor,
+    });
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let fds = stdio_table(
+        spec.limits.files as usize,
+        process::null(),
+        Open::new(Object::PipeWrite(out_w)),
+        Open::new(Object::PipeWrite(err_w)),
+    )
+    .map_err(|_| io_err("set up descriptors", std::io::Error::other("too many files")))?;
+    let launch = Launch {
+        program,
+        env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        cwd: spec.cwd.clone(),
+        umask: 0o022,
+        fds,
+    };
+    let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
+    let readers = [(Stream::Stdout, out_r), (Stream::Stderr, err_r)].map(|(stream, fd)| {
+        let tx = tx.clone();
+        std::thread::Builder::new()
+            .name("kiln-output".into())
+            .spawn(move || forward(stream, fd, tx))
+    });
+    drop(tx);
+    let main_step = step.clone();
+    let main = std::thread::Builder::new()
+        .name("kiln-step".into())
+        .spawn(move || {
+            let status = run_main(&main_step, launch);
+            main_step.finish();
+            status
+        })
+        .map_err(|e| io_err("start the step", e))?;
+    let mut logged: u64 = 0;
+    for (stream, chunk) in rx {
+        if logged >= spec.limits.log {
+            continue;
+        }
+        let room = (spec.limits.log - logged) as usize;
+        let part = &chunk[..chunk.len().min(room)];
+        logged += part.len() as u64;
+        on_event(RunEvent::Output(stream, part));
+        if logged >= spec.limits.log {
+            step.exceeded(Limit::Log);
+        }
+    }
+    let status = main
+        .join()
+        .unwrap_or(Err(Errno::IO))
+        .unwrap_or(process::STATUS_KILLED);
+    for r in readers.into_iter().flatten() {
+        let _ = r.join();
+    }
+    let needs_native = step.needs_native.lock().ok().and_then(|n| n.clone());
+    Ok(RunOutcome {
+        status,
+        limit: step.limit_hit(),
+        needs_native,
+        executor,
+    })
+}
+
+fn io_err(op: &'static str, source: std::io::Error) -> SandboxError {
+    SandboxError::Io { op, source }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| io_err("create a pipe", e.into()))
+}
+
+/// Reads a step's output pipe until every writer is gone.
+fn forward(stream: Stream, fd: OwnedFd, tx: mpsc::SyncSender<(Stream, Vec<u8>)>) {
+    let mut buf = vec![0u8; OUTPUT_CHUNK];
+    loop {
+        match rustix::io::read(&fd, &mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if tx.send((stream, buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Finds `name` like execvp: a name with a `/` is a path; otherwise each `PATH` entry is tried.
+fn find_program(step: &Step, cwd: &ContainerPath, name: &str, env: &[String]) -> Option<String> {
+    if name.contains('/') {
+        return Some(name.to_owned());
+    }
+    if name.is_empty() {
+        return None;
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = format!("{dir}/{name}");
+        let Ok(real) = step.overlay.resolve(cwd, &candidate, true) else {
+            continue;
+        };
+        if let Ok(st) = step.overlay.stat(&real, true) {
+            if st.kind == NodeKind::File {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}

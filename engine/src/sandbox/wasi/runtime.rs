@@ -1,0 +1,189 @@
+//! The wasmtime engine, the linker with kiln's host functions, and the compiled-module cache.
+//!
+//! Compiling a module is the expensive part (a 10 MB module takes seconds), so compiled
+//! artifacts are kept on disk, keyed by sha256 of the module bytes and a hash of wasmtime's
+//! version and this engine's configuration: a changed module or engine never meets a stale
+//! artifact. Only artifacts that kiln itself wrote are ever deserialized.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel};
+
+use super::process::Proc;
+use super::SandboxError;
+
+/// How often the epoch ticks: the granularity of timeouts and kills.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A compiled module, ready to instantiate.
+pub(crate) struct Loaded {
+    pub pre: InstancePre<Proc>,
+}
+
+/// One per kiln process: the engine, the linker and the module caches.
+pub struct WasiRuntime {
+    engine: Engine,
+    linker: Linker<Proc>,
+    /// Compiled modules in memory, by sha256 of the module bytes.
+    modules: Mutex<HashMap<[u8; 32], Arc<OnceLock<Result<Arc<Loaded>, String>>>>>,
+    /// Where compiled artifacts are kept (`None`: compile every time).
+    cache_dir: Option<PathBuf>,
+    /// Identifies wasmtime's version and this engine's configuration.
+    engine_key: String,
+}
+
+impl std::fmt::Debug for WasiRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasiRuntime")
+            .field("cache_dir", &self.cache_dir)
+            .field("engine_key", &self.engine_key)
+            .finish()
+    }
+}
+
+/// The default compiled-module cache: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln/wasm`, else
+/// `~/.cache/kiln/wasm`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("wasm"));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(d).join("kiln/wasm"));
+    }
+    std::env::var_os("HOME")
+        .filter(|d| !d.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/kiln/wasm"))
+}
+
+impl WasiRuntime {
+    /// An engine configured for untrusted guests: Cranelift, epoch interruption, exceptions
+    /// and GC (CPython-class guests need them), no Winch.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, SandboxError> {
+        let mut config = Config::new();
+        config
+            .cranelift_opt_level(OptLevel::Speed)
+            .epoch_interruption(true)
+            .wasm_function_references(true)
+            .wasm_gc(true)
+            .wasm_exceptions(true)
+            .max_wasm_stack(1 << 20)
+            .parallel_compilation(true);
+        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let engine_key = format!("wasmtime-{}-{:016x}", wasmtime_version(), h.finish());
+        let mut linker = Linker::new(&engine);
+        super::preview1::add_to_linker(&mut linker)
+            .and_then(|_| super::kiln::add_to_linker(&mut linker))
+            .map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let rt = Arc::new(WasiRuntime {
+            engine,
+            linker,
+            modules: Mutex::new(HashMap::new()),
+            cache_dir,
+            engine_key,
+        });
+        start_ticker(&rt.engine);
+        Ok(rt)
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The module with these bytes, compiled (or loaded from the disk cache) once.
+    /// `sha256` may be given when it is already known (embedded guest tools).
+    pub(crate) fn module(
+        &self,
+        bytes: &[u8],
+        sha256: Option<[u8; 32]>,
+    ) -> Result<Arc<Loaded>, SandboxError> {
+        let key = sha256.unwrap_or_else(|| Sha256::digest(bytes).into());
+        let cell = {
+            let mut map = self
+                .modules
+                .lock()
+                .map_err(|_| SandboxError::Engine("module cache poisoned".into()))?;
+            map.entry(key).or_default().clone()
+        };
+        cell.get_or_init(|| {
+            self.load(bytes, &key).map_err(|e| match e {
+                SandboxError::Module(m) => m,
+                other => other.to_string(),
+            })
+        })
+            .clone()
+            .map_err(SandboxError::Module)
+    }
+
+    fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
+        self.cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{}-{}.cwasm", hex::encode(key), self.engine_key)))
+    }
+
+    fn load(&self, bytes: &[u8], key: &[u8; 32]) -> Result<Arc<Loaded>, SandboxError> {
+        let path = self.artifact_path(key);
+        if let Some(p) = &path {
+            if p.is_file() {
+                // SAFETY: the artifact was written by kiln (below) for exactly this module
+                // (sha256 in the name) and this engine configuration (engine key in the name),
+                // in a private cache folder; wasmtime also checks its own header.
+                if let Ok(m) = unsafe { Module::deserialize_file(&self.engine, p) } {
+                    return self.prepare(m);
+                }
+            }
+        }
+        let module = Module::new(&self.engine, bytes)
+            .map_err(|e| SandboxError::Module(format!("{e:#}")))?;
+        if let Some(p) = &path {
+            // A cache that cannot be written only costs time.
+            let _ = store_artifact(p, &module);
+        }
+        self.prepare(module)
+    }
+
+    fn prepare(&self, module: Module) -> Result<Arc<Loaded>, SandboxError> {
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| SandboxError::Module(format!("{e:#}")))?;
+        Ok(Arc::new(Loaded { pre }))
+    }
+}
+
+fn store_artifact(path: &Path, module: &Module) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let bytes = module.serialize().map_err(std::io::Error::other)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn wasmtime_version() -> &'static str {
+    // The exact version is pinned in engine/Cargo.toml; keep this in step with it.
+    "48.0.8"
+}
+
+/// Ticks the engine's epoch for as long as the process lives.
+fn start_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let _ = std::thread::Builder::new()
+        .name("kiln-epoch".into())
+        .spawn(move || loop {
+            std::thread::sleep(EPOCH_TICK);
+            match weak.upgrade() {
+                Some(e) => e.increment_epoch(),
+                None => return,
+            }
+        });
+}

@@ -1,0 +1,218 @@
+//! RUN steps in the WASI sandbox: kiln's guest sh and coreutils over the overlay rootfs, real
+//! images unpacked and compared, limits, and the execution choice.
+
+use crate::harness::{image_tree, paths, Env};
+
+/// Writes a context with `dockerfile` and `files`, builds it with `extra` flags as `me/run`,
+/// and returns (exit code, stderr).
+fn try_build(env: &Env, dockerfile: &str, files: &[(&str, &[u8])], extra: &[&str]) -> (i32, String) {
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    for (name, content) in files {
+        env.write(&format!("ctx/{name}"), content);
+    }
+    let mut args = vec!["build", "--progress=plain", "-t", "me/run"];
+    args.extend_from_slice(extra);
+    args.push(ctx.to_str().unwrap());
+    let out = env.kiln().args(&args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn build_ok(env: &Env, dockerfile: &str, files: &[(&str, &[u8])], extra: &[&str]) -> String {
+    let (code, err) = try_build(env, dockerfile, files, extra);
+    assert_eq!(code, 0, "build failed:\n{err}");
+    err
+}
+
+fn content(tree: &std::collections::BTreeMap<String, crate::harness::FileInfo>, p: &str) -> String {
+    String::from_utf8_lossy(&tree.get(p).unwrap_or_else(|| panic!("{p} missing: {:?}", tree.keys())).content).into_owned()
+}
+
+#[test]
+fn scratch_run_ships_only_what_it_wrote() {
+    let env = Env::new();
+    let err = build_ok(
+        &env,
+        "FROM scratch\nRUN echo hi > /hello && mkdir -p /a/b && ls / > /listing\n",
+        &[],
+        &[],
+    );
+    assert!(err.contains("rootfs shim"), "the executor choice is shown:\n{err}");
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(paths(&tree), ["a", "a/b", "hello", "listing"]);
+    assert_eq!(content(&tree, "hello"), "hi\n");
+    let listing = content(&tree, "listing");
+    for name in ["a", "hello", "listing"] {
+        assert!(listing.lines().any(|l| l == name), "{name} in {listing:?}");
+    }
+    assert_eq!(tree["a/b"].mode, 0o755);
+    assert_eq!(tree["hello"].mode, 0o644);
+}
+
+#[test]
+fn run_changes_lower_files_and_deletes_with_whiteouts() {
+    let env = Env::new();
+    build_ok(
+        &env,
+        "FROM scratch\nCOPY f g /\nRUN cat /f /g > /both && rm /f && echo more >> /g\n",
+        &[("f", b"one\n"), ("g", b"two\n")],
+        &[],
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(paths(&tree), ["both", "g"]);
+    assert_eq!(content(&tree, "both"), "one\ntwo\n");
+    assert_eq!(content(&tree, "g"), "two\nmore\n");
+}
+
+#[test]
+fn pipelines_coreutils_and_environment() {
+    let env = Env::new();
+    build_ok(
+        &env,
+        "FROM scratch\nENV WHO=kiln\nWORKDIR /w\nARG N=3\n\
+         RUN printf 'b\\na\\nc\\n' | sort > sorted && seq $N | tr '\\n' , > seq && echo \"$WHO $(pwd)\" > who\n",
+        &[],
+        &[],
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(content(&tree, "w/sorted"), "a\nb\nc\n");
+    assert_eq!(content(&tree, "w/seq"), "1,2,3,");
+    assert_eq!(content(&tree, "w/who"), "kiln /w\n");
+}
+
+#[test]
+fn failing_run_names_the_step_and_exit_code() {
+    let env = Env::new();
+    let (code, err) = try_build(&env, "FROM scratch\nRUN echo about to fail; exit 3\n", &[], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("about to fail"), "output is streamed:\n{err}");
+    assert!(
+        err.contains("Dockerfile:2: RUN echo about to fail; exit 3") && err.contains("exit code: 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_output_streams_into_progress() {
+    let env = Env::new();
+    let err = build_ok(&env, "FROM scratch\nRUN echo to-stdout; echo to-stderr >&2\n", &[], &[]);
+    assert!(err.contains("to-stdout") && err.contains("to-stderr"), "{err}");
+}
+
+#[test]
+fn cached_run_is_reused_and_a_change_reruns_from_there() {
+    let env = Env::new();
+    let df = "FROM scratch\nRUN echo 1 > /one\nRUN echo 2 > /two\n";
+    build_ok(&env, df, &[], &[]);
+    let err = build_ok(&env, df, &[], &[]);
+    assert_eq!(err.matches("CACHED").count(), 2, "{err}");
+    let err = build_ok(&env, "FROM scratch\nRUN echo 1 > /one\nRUN echo 3 > /two\n", &[], &[]);
+    assert_eq!(err.matches("CACHED").count(), 1, "{err}");
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(content(&tree, "two"), "3\n");
+}
+
+#[test]
+fn heredoc_runs() {
+    let env = Env::new();
+    build_ok(
+        &env,
+        "FROM scratch\nRUN <<EOF\necho first > /h1\necho second > /h2\nEOF\nRUN cat <<EOT > /h3\nbody $((1+1))\nEOT\n",
+        &[],
+        &[],
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(content(&tree, "h1"), "first\n");
+    assert_eq!(content(&tree, "h2"), "second\n");
+    assert_eq!(content(&tree, "h3"), "body 2\n");
+}
+
+#[test]
+fn exec_form_finds_programs_on_path() {
+    let env = Env::new();
+    build_ok(&env, "FROM scratch\nRUN [\"mkdir\", \"-p\", \"/made/here\"]\n", &[], &[]);
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(paths(&tree), ["made", "made/here"]);
+    let (code, err) = try_build(&env, "FROM scratch\nRUN [\"no-such-program\"]\n", &[], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("executable file not found in $PATH"), "{err}");
+}
+
+/// A minimal WASI command nobody here wrote as a guest tool: writes a file and prints.
+const HELLO_WAT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "path_open" (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "made-by-wasm\n")
+  (data (i32.const 64) "out.txt")
+  (func (export "_start")
+    ;; iovec at 0: ptr 16, len 13
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 13))
+    ;; stdout
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+    ;; open /out.txt relative to the preopen (fd 3), create + truncate, write rights
+    (drop (call $path_open (i32.const 3) (i32.const 1) (i32.const 64) (i32.const 7)
+      (i32.const 9) (i64.const 64) (i64.const 0) (i32.const 0) (i32.const 96)))
+    (drop (call $fd_write (i32.load (i32.const 96)) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+#[test]
+fn any_wasm_module_in_the_image_runs_in_wasi() {
+    let env = Env::new();
+    let wasm = wat::parse_str(HELLO_WAT).unwrap();
+    let err = build_ok(
+        &env,
+        "FROM scratch\nCOPY --chmod=755 hello.wasm /bin/hello\nRUN [\"/bin/hello\"]\nRUN hello > /printed\n",
+        &[("hello.wasm", &wasm)],
+        &[],
+    );
+    assert!(err.contains("is a WebAssembly module"), "{err}");
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(content(&tree, "out.txt"), "made-by-wasm\n");
+    assert_eq!(content(&tree, "printed"), "made-by-wasm\n");
+}
+
+#[test]
+fn linux_binaries_need_the_native_sandbox() {
+    let env = Env::new();
+    let elf = std::fs::read("/bin/true").unwrap();
+    let (code, err) = try_build(
+        &env,
+        "FROM scratch\nCOPY --chmod=755 true /usr/local/bin/true\nRUN /usr/local/bin/true\n",
+        &[("true", &elf)],
+        &["--isolation=wasi"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("RUN needs native binary /usr/local/bin/true; native execution is disabled (--isolation=wasi)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn limits_stop_runaway_steps() {
+    let env = Env::new();
+    let cases: [(&str, &[&str], &str); 4] = [
+        ("RUN while :; do :; done", &["--run-timeout", "1s"], "RUN exceeded its timeout limit (1s)"),
+        ("RUN yes > /big", &["--run-disk", "1m"], "RUN exceeded its disk limit (1m)"),
+        ("RUN yes | head -c 1073741824", &["--run-log", "1m"], "RUN exceeded its log limit (1m)"),
+        (
+            "RUN for i in $(seq 40); do sleep 5 & done; wait",
+            &["--run-pids", "8"],
+            "RUN exceeded its pids limit (8)",
+        ),
+    ];
+    for (run, flags, want) in cases {
+        let started = std::time::Instant::now();
+        let (code, err) = try_build(&env, &format!("FROM scratch\n{run}\n"), &[], flags);
+        assert_eq!(code, 1, "{run}: {err}");
+        assert!(err.contains(want), "{run}: want {want:?} in:\n{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{run} took too long");
+        let out = env.run(&["fsck"]);
+        assert!(out.status.success(), "store consistent after {run}");
+    }
+}
