@@ -37,6 +37,7 @@ fn main() {
         };
         for t in TOOLS {
             let src = dir.join(format!("{t}.wasm"));
+            println!("cargo:rerun-if-changed={}", src.display());
             let bytes = std::fs::read(&src).unwrap_or_else(|e| {
                 panic!("kiln: guest tool {} is missing ({e})", src.display())
             });

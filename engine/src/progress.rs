@@ -103,3 +103,54 @@ pub struct Discard;
 impl ProgressSink for Discard {
     fn emit(&self, _event: ProgressEvent) {}
 }
+
+/// Cuts a process's output into whole lines for [`ProgressEvent::StepOutput`], so a line
+/// written in pieces is shown as one. A line longer than `MAX_LINE` is passed on in parts.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Longest line held back waiting for its end.
+    const MAX_LINE: usize = 64 * 1024;
+
+    /// Adds `bytes`; returns the text of every line they complete (with its newline).
+    pub fn push(&mut self, bytes: &[u8]) -> Option<String> {
+        self.partial.extend_from_slice(bytes);
+        let cut = match self.partial.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if self.partial.len() >= Self::MAX_LINE => self.partial.len(),
+            None => return None,
+        };
+        let rest = self.partial.split_off(cut);
+        let done = std::mem::replace(&mut self.partial, rest);
+        Some(String::from_utf8_lossy(&done).into_owned())
+    }
+
+    /// What is left without a final newline.
+    pub fn finish(&mut self) -> Option<String> {
+        if self.partial.is_empty() {
+            return None;
+        }
+        let done = std::mem::take(&mut self.partial);
+        Some(String::from_utf8_lossy(&done).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::LineSplitter;
+
+    #[test]
+    fn lines_are_joined_and_cut() {
+        let mut l = LineSplitter::default();
+        assert_eq!(l.push(b"ls: "), None);
+        assert_eq!(l.push(b"cannot access\nnext"), Some("ls: cannot access\n".into()));
+        assert_eq!(l.push(b" part\nlast"), Some("next part\n".into()));
+        assert_eq!(l.finish(), Some("last".into()));
+        assert_eq!(l.finish(), None);
+        let long = vec![b'x'; 70 * 1024];
+        assert_eq!(l.push(&long).map(|s| s.len()), Some(70 * 1024));
+    }
+}

@@ -21,7 +21,7 @@ use crate::dockerfile::shell::Lexer;
 use crate::ignore::PatternMatcher;
 use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::layer;
-use crate::progress::{ProgressEvent, ProgressSink};
+use crate::progress::{LineSplitter, ProgressEvent, ProgressSink, Stream};
 use crate::rootfs::{ContainerPath, Creds, EntryKind, LayerView};
 use crate::sandbox::{Isolation, RunEvent, RunSpec};
 use crate::store::Store;
@@ -945,6 +945,9 @@ impl Run<'_> {
         let index = self.step;
         let progress = self.progress;
         let id = container_id(upper.path());
+        let mut out = LineSplitter::default();
+        let mut err = LineSplitter::default();
+        let emit = |stream, text| progress.emit(ProgressEvent::StepOutput { index, stream, text });
         let outcome = self
             .req
             .sandbox
@@ -954,18 +957,27 @@ impl Run<'_> {
                     id: id.clone(),
                     executor: executor.to_owned(),
                 }),
-                RunEvent::Output(stream, bytes) => progress.emit(ProgressEvent::StepOutput {
-                    index,
-                    stream,
-                    text: String::from_utf8_lossy(bytes).into_owned(),
-                }),
-            })
-            .map_err(BuildError::Sandbox)?;
+                RunEvent::Output(stream, bytes) => {
+                    let lines = match stream {
+                        Stream::Stdout => &mut out,
+                        Stream::Stderr => &mut err,
+                    };
+                    if let Some(text) = lines.push(bytes) {
+                        emit(stream, text);
+                    }
+                }
+            });
+        for (stream, lines) in [(Stream::Stdout, &mut out), (Stream::Stderr, &mut err)] {
+            if let Some(text) = lines.finish() {
+                emit(stream, text);
+            }
+        }
+        let outcome = outcome.map_err(BuildError::Sandbox)?;
         if let Some(limit) = outcome.limit {
             let (name, value) = spec.limits.describe(limit);
             return Err(self.fail(line, format!("RUN exceeded its {name} limit ({value})")));
         }
-        if let Some(bin) = &outcome.needs_native {
+        if let Some(bin) = outcome.needs_native.as_ref().filter(|_| outcome.status != 0) {
             let why = match spec.isolation {
                 Isolation::Wasi => "native execution is disabled (--isolation=wasi)",
                 Isolation::Auto => "this build of kiln has no native sandbox",

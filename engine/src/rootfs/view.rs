@@ -133,6 +133,19 @@ impl ContainerPath {
         Self::resolve(self, name)
     }
 
+    /// This path with the single normal component `name` (no `/`, not `.` or `..`) appended,
+    /// without re-parsing.
+    pub(crate) fn child(&self, name: &str) -> Self {
+        debug_assert!(!name.is_empty() && !name.contains('/') && name != "." && name != "..");
+        let mut s = String::with_capacity(self.0.len() + 1 + name.len());
+        s.push_str(&self.0);
+        if !self.is_root() {
+            s.push('/');
+        }
+        s.push_str(name);
+        Self(s)
+    }
+
     /// Whether `self` is `other` or below it.
     pub fn starts_with(&self, other: &ContainerPath) -> bool {
         other.is_root()
