@@ -5,7 +5,12 @@ use crate::harness::{image_tree, paths, Env};
 
 /// Writes a context with `dockerfile` and `files`, builds it with `extra` flags as `me/run`,
 /// and returns (exit code, stderr).
-fn try_build(env: &Env, dockerfile: &str, files: &[(&str, &[u8])], extra: &[&str]) -> (i32, String) {
+fn try_build(
+    env: &Env,
+    dockerfile: &str,
+    files: &[(&str, &[u8])],
+    extra: &[&str],
+) -> (i32, String) {
     let ctx = env.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
@@ -29,7 +34,13 @@ fn build_ok(env: &Env, dockerfile: &str, files: &[(&str, &[u8])], extra: &[&str]
 }
 
 fn content(tree: &std::collections::BTreeMap<String, crate::harness::FileInfo>, p: &str) -> String {
-    String::from_utf8_lossy(&tree.get(p).unwrap_or_else(|| panic!("{p} missing: {:?}", tree.keys())).content).into_owned()
+    String::from_utf8_lossy(
+        &tree
+            .get(p)
+            .unwrap_or_else(|| panic!("{p} missing: {:?}", tree.keys()))
+            .content,
+    )
+    .into_owned()
 }
 
 #[test]
@@ -41,7 +52,10 @@ fn scratch_run_ships_only_what_it_wrote() {
         &[],
         &[],
     );
-    assert!(err.contains("rootfs shim"), "the executor choice is shown:\n{err}");
+    assert!(
+        err.contains("rootfs shim"),
+        "the executor choice is shown:\n{err}"
+    );
     let tree = image_tree(&env.root(), "me/run");
     assert_eq!(paths(&tree), ["a", "a/b", "hello", "listing"]);
     assert_eq!(content(&tree, "hello"), "hi\n");
@@ -87,11 +101,17 @@ fn pipelines_coreutils_and_environment() {
 #[test]
 fn failing_run_names_the_step_and_exit_code() {
     let env = Env::new();
-    let (code, err) = try_build(&env, "FROM scratch\nRUN echo about to fail; exit 3\n", &[], &[]);
+    let (code, err) = try_build(
+        &env,
+        "FROM scratch\nRUN echo about to fail; exit 3\n",
+        &[],
+        &[],
+    );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("about to fail"), "output is streamed:\n{err}");
     assert!(
-        err.contains("Dockerfile:2: RUN echo about to fail; exit 3") && err.contains("exit code: 3"),
+        err.contains("Dockerfile:2: RUN echo about to fail; exit 3")
+            && err.contains("exit code: 3"),
         "{err}"
     );
 }
@@ -99,8 +119,16 @@ fn failing_run_names_the_step_and_exit_code() {
 #[test]
 fn run_output_streams_into_progress() {
     let env = Env::new();
-    let err = build_ok(&env, "FROM scratch\nRUN echo to-stdout; echo to-stderr >&2\n", &[], &[]);
-    assert!(err.contains("to-stdout") && err.contains("to-stderr"), "{err}");
+    let err = build_ok(
+        &env,
+        "FROM scratch\nRUN echo to-stdout; echo to-stderr >&2\n",
+        &[],
+        &[],
+    );
+    assert!(
+        err.contains("to-stdout") && err.contains("to-stderr"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -110,7 +138,12 @@ fn cached_run_is_reused_and_a_change_reruns_from_there() {
     build_ok(&env, df, &[], &[]);
     let err = build_ok(&env, df, &[], &[]);
     assert_eq!(err.matches("Using cache").count(), 2, "{err}");
-    let err = build_ok(&env, "FROM scratch\nRUN echo 1 > /one\nRUN echo 3 > /two\n", &[], &[]);
+    let err = build_ok(
+        &env,
+        "FROM scratch\nRUN echo 1 > /one\nRUN echo 3 > /two\n",
+        &[],
+        &[],
+    );
     assert_eq!(err.matches("Using cache").count(), 1, "{err}");
     let tree = image_tree(&env.root(), "me/run");
     assert_eq!(content(&tree, "two"), "3\n");
@@ -134,7 +167,12 @@ fn heredoc_runs() {
 #[test]
 fn exec_form_finds_programs_on_path() {
     let env = Env::new();
-    build_ok(&env, "FROM scratch\nRUN [\"mkdir\", \"-p\", \"/made/here\"]\n", &[], &[]);
+    build_ok(
+        &env,
+        "FROM scratch\nRUN [\"mkdir\", \"-p\", \"/made/here\"]\n",
+        &[],
+        &[],
+    );
     let tree = image_tree(&env.root(), "me/run");
     assert_eq!(paths(&tree), ["made", "made/here"]);
     let (code, err) = try_build(&env, "FROM scratch\nRUN [\"no-such-program\"]\n", &[], &[]);
@@ -197,9 +235,21 @@ fn linux_binaries_need_the_native_sandbox() {
 fn limits_stop_runaway_steps() {
     let env = Env::new();
     let cases: [(&str, &[&str], &str); 4] = [
-        ("RUN while :; do :; done", &["--run-timeout", "1s"], "RUN exceeded its timeout limit (1s)"),
-        ("RUN yes > /big", &["--run-disk", "1m"], "RUN exceeded its disk limit (1m)"),
-        ("RUN yes | head -c 1073741824", &["--run-log", "1m"], "RUN exceeded its log limit (1m)"),
+        (
+            "RUN while :; do :; done",
+            &["--run-timeout", "1s"],
+            "RUN exceeded its timeout limit (1s)",
+        ),
+        (
+            "RUN yes > /big",
+            &["--run-disk", "1m"],
+            "RUN exceeded its disk limit (1m)",
+        ),
+        (
+            "RUN yes | head -c 1073741824",
+            &["--run-log", "1m"],
+            "RUN exceeded its log limit (1m)",
+        ),
         (
             "RUN for i in $(seq 40); do sleep 5 & done; wait",
             &["--run-pids", "8"],
@@ -211,8 +261,52 @@ fn limits_stop_runaway_steps() {
         let (code, err) = try_build(&env, &format!("FROM scratch\n{run}\n"), &[], flags);
         assert_eq!(code, 1, "{run}: {err}");
         assert!(err.contains(want), "{run}: want {want:?} in:\n{err}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(60), "{run} took too long");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{run} took too long"
+        );
         let out = env.run(&["fsck"]);
         assert!(out.status.success(), "store consistent after {run}");
     }
+}
+
+#[test]
+fn python_wasi_example_runs_cpython_in_the_sandbox() {
+    let example = crate::harness::workspace_root().join("examples/python-wasi");
+    assert!(
+        example.join("runtime/python.wasm").is_file(),
+        "the CPython runtime is missing: run examples/python-wasi/fetch-runtime (.ci/run does)"
+    );
+    let env = Env::new();
+    let out = env
+        .kiln()
+        .args(["build", "--progress=plain", "-t", "me/python"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("/usr/local/bin/python is a WebAssembly module"),
+        "{err}"
+    );
+    assert!(err.contains("wrote 2 entries to /out"), "{err}");
+    let tree = image_tree(&env.root(), "me/python");
+    assert!(
+        content(&tree, "out/greeting.txt").starts_with("hello from CPython 3.15 on wasi"),
+        "{:?}",
+        content(&tree, "out/greeting.txt")
+    );
+    let squares: serde_json::Value =
+        serde_json::from_str(&content(&tree, "out/data/squares.json")).unwrap();
+    assert_eq!(squares["7"], 49);
+    assert_eq!(
+        content(&tree, "out/data/sha256.txt"),
+        format!("{}\n", sha256_hex(b"kiln"))
+    );
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
 }

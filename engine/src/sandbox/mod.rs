@@ -71,7 +71,10 @@ impl Limits {
 /// Parses a size: `512`, `64k`, `64m`, `2g`, `1t` (binary units, optional `b`/`ib`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix("ib").or_else(|| t.strip_suffix('b')).unwrap_or(&t);
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
     let (num, mult) = match t.char_indices().last() {
         Some((i, 'k')) => (&t[..i], 1u64 << 10),
         Some((i, 'm')) => (&t[..i], 1 << 20),

@@ -114,7 +114,9 @@ impl Open {
 
     pub fn pread(&self, buf: &mut [u8], offset: u64) -> Result<usize, Errno> {
         match &self.obj {
-            Object::File { file, .. } => Ok(std::os::unix::fs::FileExt::read_at(file, buf, offset)?),
+            Object::File { file, .. } => {
+                Ok(std::os::unix::fs::FileExt::read_at(file, buf, offset)?)
+            }
             Object::Device(d) => Ok(read_device(*d, buf)),
             Object::Shim => Ok(0),
             Object::Dir { .. } => Err(Errno::ISDIR),
@@ -194,13 +196,7 @@ pub(crate) fn fill_random(buf: &mut [u8]) {
     let mut done = 0;
     while done < buf.len() {
         // SAFETY: writes at most the remaining length into `buf`.
-        let n = unsafe {
-            libc::getrandom(
-                buf[done..].as_mut_ptr().cast(),
-                buf.len() - done,
-                0,
-            )
-        };
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
         if n <= 0 {
             continue;
         }
@@ -306,5 +302,8 @@ impl FdTable {
 /// A host pipe: (read end, write end).
 pub(crate) fn host_pipe() -> io::Result<(Arc<Open>, Arc<Open>)> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-    Ok((Open::new(Object::PipeRead(r)), Open::new(Object::PipeWrite(w))))
+    Ok((
+        Open::new(Object::PipeRead(r)),
+        Open::new(Object::PipeWrite(w)),
+    ))
 }

@@ -1,6 +1,9 @@
 //! The `kiln` import module: what WASI preview1 lacks (processes, pipes, `dup`, modes, owners).
 //! The contract is `guest-tools/ABI.md`.
 
+// The host functions take exactly the parameters their ABI gives them.
+#![allow(clippy::too_many_arguments)]
+
 use std::sync::atomic::Ordering;
 
 use wasmtime::{Caller, Linker};
@@ -69,7 +72,13 @@ fn strings(m: &Mem<'_>, ptr: u32, len: u32) -> Result<Vec<Vec<u8>>, Errno> {
 }
 
 /// An absolute guest path argument, resolved inside the rootfs.
-fn guest_path(m: &Mem<'_>, p: &Proc, ptr: u32, len: u32, follow: bool) -> Result<ContainerPath, Errno> {
+fn guest_path(
+    m: &Mem<'_>,
+    p: &Proc,
+    ptr: u32,
+    len: u32,
+    follow: bool,
+) -> Result<ContainerPath, Errno> {
     let path = m.str(ptr, len)?;
     if path.is_empty() {
         return Err(Errno::NOENT);
@@ -77,8 +86,21 @@ fn guest_path(m: &Mem<'_>, p: &Proc, ptr: u32, len: u32, follow: bool) -> Result
     Ok(p.step.overlay.resolve(&p.cwd, path, follow)?)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn(m: &mut Mem<'_>, p: &mut Proc, path: u32, path_len: u32, argv: u32, argv_len: u32, env: u32, env_len: u32, cwd: u32, cwd_len: u32, fds: u32, nfds: u32, pid_out: u32) -> HostResult {
+fn spawn(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    path: u32,
+    path_len: u32,
+    argv: u32,
+    argv_len: u32,
+    env: u32,
+    env_len: u32,
+    cwd: u32,
+    cwd_len: u32,
+    fds: u32,
+    nfds: u32,
+    pid_out: u32,
+) -> HostResult {
     let path = m.str(path, path_len)?.to_owned();
     let argv = strings(m, argv, argv_len)?;
     let env = strings(m, env, env_len)?;
@@ -195,7 +217,15 @@ fn chmod(m: &mut Mem<'_>, p: &mut Proc, path: u32, len: u32, mode: u32, flags: u
     Ok(())
 }
 
-fn chown(m: &mut Mem<'_>, p: &mut Proc, path: u32, len: u32, uid: u32, gid: u32, flags: u32) -> HostResult {
+fn chown(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    path: u32,
+    len: u32,
+    uid: u32,
+    gid: u32,
+    flags: u32,
+) -> HostResult {
     let follow = flags & NOFOLLOW == 0;
     let real = guest_path(m, p, path, len, follow)?;
     let uid = (uid != CLOSED).then_some(uid);

@@ -55,7 +55,10 @@ pub(crate) fn run(
         spec.isolation == Isolation::Auto,
     );
     let failed = |status: i32, msg: String, on_event: &mut dyn FnMut(RunEvent<'_>)| {
-        on_event(RunEvent::Output(Stream::Stderr, format!("{msg}\n").as_bytes()));
+        on_event(RunEvent::Output(
+            Stream::Stderr,
+            format!("{msg}\n").as_bytes(),
+        ));
         RunOutcome {
             status,
             limit: None,
@@ -111,7 +114,12 @@ pub(crate) fn run(
         Open::new(Object::PipeWrite(out_w)),
         Open::new(Object::PipeWrite(err_w)),
     )
-    .map_err(|_| io_err("set up descriptors", std::io::Error::other("too many files")))?;
+    .map_err(|_| {
+        io_err(
+            "set up descriptors",
+            std::io::Error::other("too many files"),
+        )
+    })?;
     let launch = Launch {
         program,
         env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),

