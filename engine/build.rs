@@ -15,7 +15,8 @@ const TOOLS: [&str; 2] = ["sh", "coreutils"];
 const TARGET: &str = "wasm32-wasip1";
 
 fn main() {
-    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let root = manifest.parent().unwrap_or(Path::new("..")).to_path_buf();
     let guest = root.join("guest-tools");
@@ -28,7 +29,11 @@ fn main() {
     // Fuzz builds never run a RUN step: they embed no guest tools.
     if env::var_os("CARGO_CFG_FUZZING").is_some() {
         for t in TOOLS {
-            let _ = writeln!(code, "pub(crate) static {}: Option<ToolModule> = None;", t.to_uppercase());
+            let _ = writeln!(
+                code,
+                "pub(crate) static {}: Option<ToolModule> = None;",
+                t.to_uppercase()
+            );
         }
     } else {
         let dir = match env::var_os("KILN_GUEST_TOOLS_DIR") {
@@ -38,9 +43,8 @@ fn main() {
         for t in TOOLS {
             let src = dir.join(format!("{t}.wasm"));
             println!("cargo:rerun-if-changed={}", src.display());
-            let bytes = std::fs::read(&src).unwrap_or_else(|e| {
-                panic!("kiln: guest tool {} is missing ({e})", src.display())
-            });
+            let bytes = std::fs::read(&src)
+                .unwrap_or_else(|e| panic!("kiln: guest tool {} is missing ({e})", src.display()));
             let dst = out.join(format!("{t}.wasm"));
             std::fs::write(&dst, &bytes).expect("write guest tool into OUT_DIR");
             let sum: [u8; 32] = Sha256::digest(&bytes).into();
@@ -54,9 +58,20 @@ fn main() {
         }
     }
     let names = std::fs::read_to_string(guest.join("coreutils/tools.txt")).unwrap_or_default();
-    let names: Vec<&str> = names.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
-    let _ = writeln!(code, "pub(crate) static COREUTILS_NAMES: &[&str] = &{names:?};");
-    let _ = writeln!(code, "pub(crate) static SHIMS: &str = include_str!({:?});", shims.display().to_string());
+    let names: Vec<&str> = names
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let _ = writeln!(
+        code,
+        "pub(crate) static COREUTILS_NAMES: &[&str] = &{names:?};"
+    );
+    let _ = writeln!(
+        code,
+        "pub(crate) static SHIMS: &str = include_str!({:?});",
+        shims.display().to_string()
+    );
     std::fs::write(out.join("guest_tools.rs"), code).expect("write guest_tools.rs");
 }
 
@@ -103,12 +118,25 @@ fn build_guest(guest: &Path, out: &Path) -> PathBuf {
         if k.starts_with("CARGO_") && k != "CARGO_HOME" && k != "CARGO_MAKEFLAGS"
             || k.starts_with("RUSTC_")
             || k.starts_with("DEP_")
-            || ["RUSTFLAGS", "RUSTDOCFLAGS", "TARGET", "HOST", "OUT_DIR", "OPT_LEVEL", "PROFILE", "DEBUG", "NUM_JOBS"].contains(&k.as_ref())
+            || [
+                "RUSTFLAGS",
+                "RUSTDOCFLAGS",
+                "TARGET",
+                "HOST",
+                "OUT_DIR",
+                "OPT_LEVEL",
+                "PROFILE",
+                "DEBUG",
+                "NUM_JOBS",
+            ]
+            .contains(&k.as_ref())
         {
             cmd.env_remove(k.as_ref());
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("kiln: cannot run cargo for the guest tools: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("kiln: cannot run cargo for the guest tools: {e}"));
     if !status.success() {
         panic!(
             "kiln: building the guest tools for {TARGET} failed (is the target installed? `rustup target add {TARGET}`)"

@@ -146,7 +146,10 @@ mod line_tests {
     fn lines_are_joined_and_cut() {
         let mut l = LineSplitter::default();
         assert_eq!(l.push(b"ls: "), None);
-        assert_eq!(l.push(b"cannot access\nnext"), Some("ls: cannot access\n".into()));
+        assert_eq!(
+            l.push(b"cannot access\nnext"),
+            Some("ls: cannot access\n".into())
+        );
         assert_eq!(l.push(b" part\nlast"), Some("next part\n".into()));
         assert_eq!(l.finish(), Some("last".into()));
         assert_eq!(l.finish(), None);

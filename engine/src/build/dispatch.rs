@@ -663,7 +663,10 @@ impl Run<'_> {
                 } else {
                     &config.working_dir
                 });
-                let shown = format!("RUN {}", one.original.trim_start().get(3..).unwrap_or("").trim());
+                let shown = format!(
+                    "RUN {}",
+                    one.original.trim_start().get(3..).unwrap_or("").trim()
+                );
                 let work = RunWork {
                     argv,
                     env,
@@ -672,7 +675,10 @@ impl Run<'_> {
                     shown,
                 };
                 (
-                    format!("RUN {prefix}{} # buildkit", command(&cx.state, &run.command).join(" ")),
+                    format!(
+                        "RUN {prefix}{} # buildkit",
+                        command(&cx.state, &run.command).join(" ")
+                    ),
                     Work::Run(Box::new(work)),
                 )
             }
@@ -947,7 +953,13 @@ impl Run<'_> {
         let id = container_id(upper.path());
         let mut out = LineSplitter::default();
         let mut err = LineSplitter::default();
-        let emit = |stream, text| progress.emit(ProgressEvent::StepOutput { index, stream, text });
+        let emit = |stream, text| {
+            progress.emit(ProgressEvent::StepOutput {
+                index,
+                stream,
+                text,
+            })
+        };
         let outcome = self
             .req
             .sandbox
@@ -977,7 +989,11 @@ impl Run<'_> {
             let (name, value) = spec.limits.describe(limit);
             return Err(self.fail(line, format!("RUN exceeded its {name} limit ({value})")));
         }
-        if let Some(bin) = outcome.needs_native.as_ref().filter(|_| outcome.status != 0) {
+        if let Some(bin) = outcome
+            .needs_native
+            .as_ref()
+            .filter(|_| outcome.status != 0)
+        {
             let why = match spec.isolation {
                 Isolation::Wasi => "native execution is disabled (--isolation=wasi)",
                 Isolation::Auto => "this build of kiln has no native sandbox",

@@ -88,6 +88,9 @@ pub fn spawn(req: &Spawn<'_>) -> io::Result<Pid> {
                 libc::c_uint::MAX,
                 0 as libc::c_uint,
             );
+            // Rust ignores SIGPIPE; an exec'd program must start with the default action
+            // (like every child of a shell), or `yes | head -1` never ends quietly.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             if libc::chdir(cwd.as_ptr()) != 0 {
                 libc::_exit(127);
             }
