@@ -23,7 +23,7 @@ use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::layer;
 use crate::progress::{LineSplitter, ProgressEvent, ProgressSink, Stream};
 use crate::rootfs::{ContainerPath, Creds, EntryKind, LayerView};
-use crate::sandbox::{Isolation, RunEvent, RunSpec};
+use crate::sandbox::{Isolation, RunEvent, RunSpec, StdioMode};
 use crate::store::Store;
 
 /// The result of a finished stage.
@@ -947,6 +947,7 @@ impl Run<'_> {
             creds,
             limits: self.req.limits,
             isolation: self.req.isolation,
+            stdio: StdioMode::Capture,
         };
         let index = self.step;
         let progress = self.progress;

@@ -21,6 +21,17 @@ pub enum DebugCommand {
         /// The Dockerfile (`-` for stdin).
         file: PathBuf,
     },
+    /// Run kiln's guest sh in the WASI sandbox, with kiln's stdin, stdout and stderr.
+    ///
+    /// The rootfs is an overlay whose lower layer is this machine's `/`, read-only, so the
+    /// current folder, `$TMP` and everything on `PATH` are where they are on the host; writes
+    /// land in a private upper that is discarded at exit. For testing the shell (e.g. as
+    /// run_spec.py's `--shell`): it gives guests a read-only view of the whole host.
+    Sh {
+        /// Arguments for sh (`-c SCRIPT`, a script file, ...); none: the script is read from stdin.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Runs `kiln debug`.
@@ -45,5 +56,41 @@ pub fn run(args: &DebugArgs, printer: &mut Printer) -> anyhow::Result<u8> {
             printer.data(&df.dump())?;
             Ok(0)
         }
+        DebugCommand::Sh { args } => debug_sh(args),
     }
+}
+
+fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
+    use crate::rootfs::{ContainerPath, Creds};
+    use crate::sandbox::{Isolation, Limits, RunSpec, Sandbox, StdioMode};
+    let host_root = cap_std::fs::Dir::open_ambient_dir("/", cap_std::ambient_authority())?;
+    let upper = tempfile::Builder::new()
+        .prefix("kiln-debug-sh-")
+        .tempdir()?;
+    let upper_dir = cap_std::fs::Dir::open_ambient_dir(upper.path(), cap_std::ambient_authority())?;
+    let cwd = std::env::current_dir()?;
+    let cwd = cwd
+        .to_str()
+        .ok_or_else(|| UserError("the current folder's name is not UTF-8".into()))?;
+    let mut argv = vec!["kiln:sh".to_owned()];
+    argv.extend(args.iter().cloned());
+    let spec = RunSpec {
+        argv,
+        env: std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
+        cwd: ContainerPath::parse(cwd),
+        creds: Creds {
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+        },
+        limits: Limits::default(),
+        isolation: Isolation::Auto,
+        stdio: StdioMode::Inherit,
+    };
+    let sandbox = Sandbox::new();
+    let outcome = sandbox.run(vec![host_root], upper_dir, &spec, &mut |_| {})?;
+    if let Some(limit) = outcome.limit {
+        let (name, value) = spec.limits.describe(limit);
+        return Err(UserError(format!("sh exceeded its {name} limit ({value})")).into());
+    }
+    Ok(u8::try_from(outcome.status).unwrap_or(255))
 }

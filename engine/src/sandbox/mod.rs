@@ -157,6 +157,18 @@ pub struct RunSpec {
     pub creds: Creds,
     pub limits: Limits,
     pub isolation: Isolation,
+    /// Where the process's stdio goes.
+    pub stdio: StdioMode,
+}
+
+/// Where a run's stdin, stdout and stderr go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StdioMode {
+    /// stdin is `/dev/null`; stdout and stderr are captured as [`RunEvent::Output`] (RUN).
+    #[default]
+    Capture,
+    /// The process uses kiln's own stdin, stdout and stderr (`kiln debug sh`).
+    Inherit,
 }
 
 /// How a run ended.

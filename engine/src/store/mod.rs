@@ -278,7 +278,7 @@ struct LockGuard {
 }
 
 impl Store {
-    /// The default root: `$XDG_DATA_HOME/kiln`, else `$HOME/.local/share/kiln`.
+    /// The default root: `$XDG_DATA_HOME/kiln`, else `~/.local/share/kiln`.
     pub fn default_root() -> Result<PathBuf, StoreError> {
         if let Some(x) = std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
             // The XDG spec says relative values are invalid and must be ignored.
@@ -286,8 +286,11 @@ impl Store {
                 return Ok(x.join("kiln"));
             }
         }
-        let home = std::env::var_os("HOME").ok_or(StoreError::NoDefaultRoot)?;
-        Ok(PathBuf::from(home).join(".local/share/kiln"))
+        // `home_dir` falls back to the password database when HOME is unset.
+        let home = std::env::home_dir()
+            .filter(|h| !h.as_os_str().is_empty())
+            .ok_or(StoreError::NoDefaultRoot)?;
+        Ok(home.join(".local/share/kiln"))
     }
 
     /// Opens the store at `root`, creating the folder and the layout if needed.

@@ -11,7 +11,7 @@ mod process;
 mod runtime;
 mod tools;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -23,7 +23,7 @@ pub use tools::GuestTools;
 use self::abi::Errno;
 use self::fdtable::{Object, Open};
 use self::process::{resolve_program, run_main, stdio_table, Launch, Step};
-use super::{Isolation, Limit, RunEvent, RunOutcome, RunSpec, SandboxError};
+use super::{Isolation, Limit, RunEvent, RunOutcome, RunSpec, SandboxError, StdioMode};
 use crate::progress::Stream;
 use crate::rootfs::{ContainerPath, NodeKind, Overlay};
 
@@ -106,15 +106,33 @@ pub(crate) fn run(
     on_event(RunEvent::Started {
         executor: &executor,
     });
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let fds = stdio_table(
-        spec.limits.files as usize,
-        process::null(),
-        Open::new(Object::PipeWrite(out_w)),
-        Open::new(Object::PipeWrite(err_w)),
-    )
-    .map_err(|_| {
+    let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
+    let mut readers = Vec::new();
+    let (stdin, stdout, stderr) = match spec.stdio {
+        StdioMode::Capture => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            readers.push((Stream::Stdout, out_r));
+            readers.push((Stream::Stderr, err_r));
+            (
+                process::null(),
+                Open::new(Object::PipeWrite(out_w)),
+                Open::new(Object::PipeWrite(err_w)),
+            )
+        }
+        StdioMode::Inherit => {
+            let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+                rustix::io::fcntl_dupfd_cloexec(fd, 3)
+                    .map_err(|e| io_err("duplicate stdio", e.into()))
+            };
+            (
+                Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?)),
+                Open::new(Object::PipeWrite(dup(std::io::stdout().as_fd())?)),
+                Open::new(Object::PipeWrite(dup(std::io::stderr().as_fd())?)),
+            )
+        }
+    };
+    let fds = stdio_table(spec.limits.files as usize, stdin, stdout, stderr).map_err(|_| {
         io_err(
             "set up descriptors",
             std::io::Error::other("too many files"),
@@ -122,18 +140,21 @@ pub(crate) fn run(
     })?;
     let launch = Launch {
         program,
-        env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        env,
         cwd: spec.cwd.clone(),
         umask: 0o022,
         fds,
     };
     let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
-    let readers = [(Stream::Stdout, out_r), (Stream::Stderr, err_r)].map(|(stream, fd)| {
-        let tx = tx.clone();
-        std::thread::Builder::new()
-            .name("kiln-output".into())
-            .spawn(move || forward(stream, fd, tx))
-    });
+    let readers: Vec<_> = readers
+        .into_iter()
+        .map(|(stream, fd)| {
+            let tx = tx.clone();
+            std::thread::Builder::new()
+                .name("kiln-output".into())
+                .spawn(move || forward(stream, fd, tx))
+        })
+        .collect();
     drop(tx);
     let main_step = step.clone();
     let main = std::thread::Builder::new()
@@ -201,7 +222,7 @@ fn forward(stream: Stream, fd: OwnedFd, tx: mpsc::SyncSender<(Stream, Vec<u8>)>)
 
 /// Finds `name` like execvp: a name with a `/` is a path; otherwise each `PATH` entry is tried.
 fn find_program(step: &Step, cwd: &ContainerPath, name: &str, env: &[String]) -> Option<String> {
-    if name.contains('/') {
+    if name.contains('/') || name.starts_with("kiln:") {
         return Some(name.to_owned());
     }
     if name.is_empty() {

@@ -290,6 +290,10 @@ fn resolve_depth(
     depth: usize,
 ) -> Result<Program, Errno> {
     if let Some(tool) = path.strip_prefix("kiln:") {
+        let mut argv = argv;
+        if let Some(first) = argv.first_mut().filter(|a| a.starts_with(b"kiln:")) {
+            *first = tool.as_bytes().to_vec();
+        }
         return tool_program(step, tool, argv, format!("kiln's guest {tool}"));
     }
     if path.is_empty() {

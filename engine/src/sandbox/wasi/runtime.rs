@@ -51,7 +51,7 @@ impl std::fmt::Debug for WasiRuntime {
 }
 
 /// The default compiled-module cache: `$KILN_CACHE_DIR`, else `$XDG_CACHE_HOME/kiln/wasm`, else
-/// `~/.cache/kiln/wasm`.
+/// `~/.cache/kiln/wasm` (home from `HOME`, or the password database).
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("KILN_CACHE_DIR").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("wasm"));
@@ -59,9 +59,10 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         return Some(PathBuf::from(d).join("kiln/wasm"));
     }
-    std::env::var_os("HOME")
-        .filter(|d| !d.is_empty())
-        .map(|h| PathBuf::from(h).join(".cache/kiln/wasm"))
+    // `home_dir` falls back to the password database when HOME is unset.
+    std::env::home_dir()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|h| h.join(".cache/kiln/wasm"))
 }
 
 impl WasiRuntime {
