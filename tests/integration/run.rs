@@ -231,24 +231,58 @@ fn linux_binaries_need_the_native_sandbox() {
     );
 }
 
+/// Grows its memory until the host refuses, then traps.
+const MEMORY_BOMB_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+    unreachable))"#;
+
+#[test]
+fn long_output_is_clipped_live_and_kept_in_the_log() {
+    let env = Env::new();
+    let err = build_ok(&env, "FROM scratch\nRUN seq 1000000\n", &[], &[]);
+    let tail = &err[err.len().saturating_sub(600)..];
+    assert!(
+        err.contains("[output clipped, log limit 2MiB reached"),
+        "{tail}"
+    );
+    assert!(err.len() < 3 << 20, "the live view stops at 2 MiB");
+    let path = err
+        .split("the full output is in ")
+        .nth(1)
+        .and_then(|r| r.split(']').next())
+        .unwrap();
+    let log = std::fs::read_to_string(path).unwrap();
+    assert_eq!(log.lines().count(), 1_000_000);
+    assert_eq!(log.lines().last(), Some("1000000"));
+}
+
 #[test]
 fn limits_stop_runaway_steps() {
     let env = Env::new();
-    let cases: [(&str, &[&str], &str); 4] = [
+    let bomb = wat::parse_str(MEMORY_BOMB_WAT).unwrap();
+    let cases: [(&str, &[&str], &str); 5] = [
         (
             "RUN while :; do :; done",
             &["--run-timeout", "1s"],
             "RUN exceeded its timeout limit (1s)",
         ),
         (
+            "RUN [\"/bomb\"]",
+            &["--run-memory", "64m"],
+            "RUN exceeded its memory limit (64m)",
+        ),
+        (
             "RUN yes > /big",
             &["--run-disk", "1m"],
             "RUN exceeded its disk limit (1m)",
         ),
+        // A 1 GiB flood against the default 64 MiB log limit.
         (
             "RUN yes | head -c 1073741824",
-            &["--run-log", "1m"],
-            "RUN exceeded its log limit (1m)",
+            &[],
+            "RUN exceeded its log limit (64m)",
         ),
         (
             "RUN for i in $(seq 40); do sleep 5 & done; wait",
@@ -258,9 +292,18 @@ fn limits_stop_runaway_steps() {
     ];
     for (run, flags, want) in cases {
         let started = std::time::Instant::now();
-        let (code, err) = try_build(&env, &format!("FROM scratch\n{run}\n"), &[], flags);
-        assert_eq!(code, 1, "{run}: {err}");
-        assert!(err.contains(want), "{run}: want {want:?} in:\n{err}");
+        let (code, err) = try_build(
+            &env,
+            &format!("FROM scratch\nCOPY --chmod=755 bomb /bomb\n{run}\n"),
+            &[("bomb", &bomb)],
+            flags,
+        );
+        assert_eq!(code, 1, "{run}: {}", &err[err.len().saturating_sub(2000)..]);
+        assert!(
+            err.contains(want),
+            "{run}: want {want:?} in:\n{}",
+            &err[err.len().saturating_sub(2000)..]
+        );
         assert!(
             started.elapsed() < std::time::Duration::from_secs(60),
             "{run} took too long"

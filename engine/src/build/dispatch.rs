@@ -952,14 +952,46 @@ impl Run<'_> {
         let index = self.step;
         let progress = self.progress;
         let id = container_id(upper.path());
+        let log_dir = self.store.log_dir();
+        std::fs::create_dir_all(&log_dir).map_err(|e| BuildError::Io {
+            op: "create the log folder",
+            source: e,
+        })?;
+        let log_path = log_dir.join(format!("{id}.log"));
+        let mut log = std::io::BufWriter::new(std::fs::File::create(&log_path).map_err(|e| {
+            BuildError::Io {
+                op: "create the step's log",
+                source: e,
+            }
+        })?);
+        let mut log_failed = None;
         let mut out = LineSplitter::default();
         let mut err = LineSplitter::default();
-        let emit = |stream, text| {
+        let mut shown: usize = 0;
+        let mut clipped = false;
+        let mut emit = |stream, text: String| {
+            if clipped {
+                return;
+            }
+            if shown + text.len() > LIVE_OUTPUT {
+                clipped = true;
+                progress.emit(ProgressEvent::StepOutput {
+                    index,
+                    stream: Stream::Stderr,
+                    text: format!(
+                        "[output clipped, log limit {}MiB reached; the full output is in {}]\n",
+                        LIVE_OUTPUT >> 20,
+                        log_path.display()
+                    ),
+                });
+                return;
+            }
+            shown += text.len();
             progress.emit(ProgressEvent::StepOutput {
                 index,
                 stream,
                 text,
-            })
+            });
         };
         let outcome = self
             .req
@@ -971,6 +1003,9 @@ impl Run<'_> {
                     executor: executor.to_owned(),
                 }),
                 RunEvent::Output(stream, bytes) => {
+                    if log_failed.is_none() {
+                        log_failed = log.write_all(bytes).err();
+                    }
                     let lines = match stream {
                         Stream::Stdout => &mut out,
                         Stream::Stderr => &mut err,
@@ -985,7 +1020,20 @@ impl Run<'_> {
                 emit(stream, text);
             }
         }
+        let log_failed = log_failed.or_else(|| log.flush().err());
+        drop(log);
+        if let Some(e) = log_failed {
+            return Err(BuildError::Io {
+                op: "write the step's log",
+                source: e,
+            });
+        }
         let outcome = outcome.map_err(BuildError::Sandbox)?;
+        // The full log is kept when the live view did not show all of it, or the step failed.
+        let keep_log = clipped || outcome.status != 0 || outcome.limit.is_some();
+        if !keep_log {
+            let _ = std::fs::remove_file(&log_path);
+        }
         if let Some(limit) = outcome.limit {
             let (name, value) = spec.limits.describe(limit);
             return Err(self.fail(line, format!("RUN exceeded its {name} limit ({value})")));
@@ -1375,6 +1423,10 @@ fn command(state: &ImageState, cmd: &ins::Command) -> Vec<String> {
         }
     }
 }
+
+/// How much of a RUN step's output the live view shows (BuildKit's default, 2 MiB); all of it
+/// (up to `--run-log`) is kept in the step's log file.
+const LIVE_OUTPUT: usize = 2 << 20;
 
 /// A short id for a RUN's container, as Docker prints ` ---> Running in <12 hex>`.
 fn container_id(upper: &std::path::Path) -> String {

@@ -352,6 +352,12 @@ impl Store {
         self.root.join(CACHE)
     }
 
+    /// Where RUN steps' full output is kept when the live view clipped it or the step failed
+    /// (`kiln/logs`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("kiln/logs")
+    }
+
     /// Takes a [`Lease`]: until it is dropped, [`Store::gc`] waits. Hold one from writing content
     /// until that content is referenced (by the index or the cache), and while using snapshots.
     /// Do not call [`Store::gc`] or [`Store::remove_snapshot`] from a thread that holds one: they
