@@ -6,6 +6,7 @@ mod conformance_parser;
 mod conformance_shell;
 mod consumers;
 mod context;
+mod guest_tools;
 mod harness;
 mod hostile;
 mod hostile_cli;

@@ -353,3 +353,21 @@ fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+#[test]
+fn unsupported_run_mounts_are_refused_not_ignored() {
+    let env = Env::new();
+    let (code, err) = try_build(
+        &env,
+        "FROM scratch\nRUN --mount=type=cache,target=/root/.cache echo hi\n",
+        &[],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:2: RUN --mount=type=cache,target=/root/.cache is not supported by kiln yet"
+        ),
+        "{err}"
+    );
+}

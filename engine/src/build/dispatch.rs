@@ -647,6 +647,15 @@ impl Run<'_> {
                     let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("|{} {} ", args.len(), kv.join(" "))
                 };
+                if let Some(m) = run.mounts.first() {
+                    return Err(self.fail(
+                        line,
+                        format!(
+                            "RUN --mount={} is not supported by kiln yet",
+                            m.fields.join(",")
+                        ),
+                    ));
+                }
                 let argv = run_argv(argv, run);
                 let mut env: Vec<String> = cx
                     .scope
