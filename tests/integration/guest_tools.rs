@@ -231,6 +231,8 @@ EOF
             ("fgrep", "c\n"),
             ("id", "0\n"),
             ("id-g", "0\n"),
+            ("groups", "0\n"),
+            ("whoami", "whoami: cannot find name for user ID 0\n"),
             ("test", "yes\n"),
             ("bracket", "yes\n"),
             ("sed", "b\nA\nc\nA\n"),

@@ -238,6 +238,27 @@ const MEMORY_BOMB_WAT: &str = r#"(module
     (loop (br_if 0 (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
     unreachable))"#;
 
+/// Takes 40 MiB and spins (trapping when it cannot have them).
+const HOLD_40M_WAT: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (if (i32.eq (memory.grow (i32.const 640)) (i32.const -1)) (then unreachable))
+    (loop (br 0))))"#;
+
+#[test]
+fn a_steps_processes_share_its_memory_limit() {
+    let env = Env::new();
+    let hold = wat::parse_str(HOLD_40M_WAT).unwrap();
+    let (code, err) = try_build(
+        &env,
+        "FROM scratch\nCOPY --chmod=755 hold /hold\nRUN /hold & /hold & wait\n",
+        &[("hold", &hold)],
+        &["--run-memory", "64m"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("RUN exceeded its memory limit (64m)"), "{err}");
+}
+
 #[test]
 fn long_output_is_clipped_live_and_kept_in_the_log() {
     let env = Env::new();

@@ -55,6 +55,8 @@ pub(crate) struct Step {
     pub abort: AtomicBool,
     hit: Mutex<Option<Limit>>,
     written: AtomicU64,
+    /// Linear memory held by the step's live instances.
+    memory: Arc<AtomicU64>,
     /// A native program the step needed and could not run.
     pub needs_native: Mutex<Option<String>>,
     /// Why the last module could not be loaded.
@@ -86,6 +88,7 @@ impl Step {
             abort: AtomicBool::new(false),
             hit: Mutex::new(None),
             written: AtomicU64::new(0),
+            memory: Arc::new(AtomicU64::new(0)),
             needs_native: Mutex::new(None),
             module_error: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
@@ -186,23 +189,39 @@ pub(crate) struct Child {
     pub thread: Option<JoinHandle<()>>,
 }
 
-/// Memory limit per instance.
+/// The memory limit: no instance, and not all of a step's instances together, may hold more
+/// linear memory than `--run-memory` (a step is one container: its processes share the budget).
 pub(crate) struct Limiter {
     max_memory: usize,
+    /// Linear memory of every live instance of the step.
+    step_memory: Arc<AtomicU64>,
+    /// What this instance holds.
+    held: usize,
     pub hit: bool,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        self.step_memory
+            .fetch_sub(self.held as u64, Ordering::SeqCst);
+    }
 }
 
 impl ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
+        let more = desired.saturating_sub(current) as u64;
+        let total = self.step_memory.fetch_add(more, Ordering::SeqCst) + more;
+        if desired > self.max_memory || total > self.max_memory as u64 {
+            self.step_memory.fetch_sub(more, Ordering::SeqCst);
             self.hit = true;
             return Ok(false);
         }
+        self.held += more as usize;
         Ok(true)
     }
 
@@ -455,6 +474,8 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
         memory: None,
         limiter: Limiter {
             max_memory: usize::try_from(step.limits.memory).unwrap_or(usize::MAX),
+            step_memory: step.memory.clone(),
+            held: 0,
             hit: false,
         },
         signal,
