@@ -99,7 +99,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::sandbox::parse_duration)]
     pub run_timeout: std::time::Duration,
 
-    /// Memory limit per RUN process.
+    /// Memory limit of a RUN step (each process, and all of them together).
     #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = crate::sandbox::parse_size)]
     pub run_memory: u64,
 

@@ -18,7 +18,8 @@ use crate::rootfs::{ContainerPath, Creds, VfsError};
 pub struct Limits {
     /// Wall-clock time (`--run-timeout`, default 10m).
     pub timeout: Duration,
-    /// Linear memory per instance (`--run-memory`, default 2g).
+    /// Linear memory of every instance and of all a step's instances together (`--run-memory`,
+    /// default 2g).
     pub memory: u64,
     /// Processes alive at once (`--run-pids`, default 1024).
     pub pids: u32,
