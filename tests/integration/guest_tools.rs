@@ -106,7 +106,8 @@ sleep 0.1 && echo slept > /out/sleep
 sort -u in > /out/sort
 sort -u in | sort -c && echo sorted > /out/sort-c
 if sort -c in 2> /out/sort-c-err; then echo sorted > /out/sort-c-bad; else echo $? > /out/sort-c-bad; fi
-sort -C -n -k2,2 s1 && echo quiet > /out/sort-C
+if sort -C -n -k2,2 s1 2> /out/sort-C-err; then echo sorted; else echo $?; fi > /out/sort-C
+sort -c -t' ' -k2,2n s2 && echo sorted > /out/sort-key
 split -l 2 in /out/split_
 tac in > /out/tac
 echo tee | tee /out/tee1 > /out/tee2
@@ -212,6 +213,9 @@ EOF
             ("sort-c", "sorted\n"),
             ("sort-c-bad", "1\n"),
             ("sort-c-err", "sort: in:2: disorder: a\n"),
+            ("sort-C", "1\n"),
+            ("sort-C-err", ""),
+            ("sort-key", "sorted\n"),
             ("split_aa", "b\na\n"),
             ("split_ab", "c\na\n"),
             ("tac", "a\nc\na\nb\n"),
@@ -282,6 +286,8 @@ cp -v data.txt /out/cp-v > /out/cp-v.log
 mkdir /out/mv-dir
 cp -a run.sh /out/to-move
 mv /out/to-move /out/mv-dir/
+cp -a data.txt /out/mv-owned
+mv /out/mv-owned /out/mv-dir/owned
 install -m 750 -o 1000 -g 1000 run.sh /out/installed
 install -d -m 700 /out/idir
 ls -l run.sh > /out/ls-l
@@ -301,6 +307,7 @@ dd if=/out/dd-in of=/out/dd bs=2 count=2 skip=1
 printf XXXXXXXX > /out/dd-notrunc
 printf ab | dd of=/out/dd-notrunc bs=1 seek=2 conv=notrunc status=none
 dd if=/dev/zero bs=1k count=4 status=none | wc -c > /out/dd-zero
+dd if=/out/dd-in of=/out/dd-sync ibs=4 obs=3 conv=sync status=noxfer 2> /out/dd-sync.log
 ln -s run.sh /out/symlink
 readlink /out/symlink > /out/readlink
 realpath /src/sub/../run.sh > /out/realpath
@@ -383,6 +390,8 @@ EOF
     // mv keeps everything; install sets what it is told.
     assert_eq!(mode("out/mv-dir/to-move"), 0o4755);
     assert!(!tree.contains_key("out/to-move"));
+    assert_eq!(owner("out/mv-dir/owned"), (1000, 2000));
+    assert_eq!(mode("out/mv-dir/owned"), 0o660);
     assert_eq!(
         (mode("out/installed"), owner("out/installed")),
         (0o750, (1000, 1000))
@@ -425,6 +434,8 @@ EOF
             ("dd", "2345"),
             ("dd-notrunc", "XXabXXXX"),
             ("dd-zero", "4096\n"),
+            ("dd-sync", "0123456789\0\0"),
+            ("dd-sync.log", "2+1 records in\n4+0 records out\n"),
         ],
     );
     assert!(

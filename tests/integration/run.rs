@@ -392,3 +392,78 @@ fn unsupported_run_mounts_are_refused_not_ignored() {
         "{err}"
     );
 }
+
+#[test]
+fn symlinks_in_layers_never_reach_the_host() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(ctx.join("etc")).unwrap();
+    std::fs::write(
+        ctx.join("etc/passwd"),
+        "root:x:0:0:image root:/root:/bin/sh\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", ctx.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../etc/passwd", ctx.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/loop2", ctx.join("loop1")).unwrap();
+    std::os::unix::fs::symlink("/loop1", ctx.join("loop2")).unwrap();
+    build_ok(
+        &env,
+        "FROM scratch\nCOPY . /\n\
+         RUN cat /abs > /via-abs && cat /rel > /via-rel && cat ../../../etc/passwd > /via-dots \
+             && (cat /loop1 2> /loop-error || true) && ls /proc /sys > /gone 2>&1 || true\n",
+        &[],
+        &[],
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    let image_passwd = "root:x:0:0:image root:/root:/bin/sh\n";
+    assert_eq!(content(&tree, "via-abs"), image_passwd);
+    assert_eq!(content(&tree, "via-rel"), image_passwd);
+    assert_eq!(content(&tree, "via-dots"), image_passwd);
+    assert!(
+        content(&tree, "loop-error").contains("Symbolic link loop"),
+        "{:?}",
+        content(&tree, "loop-error")
+    );
+    assert!(
+        content(&tree, "gone").contains("No such file"),
+        "{:?}",
+        content(&tree, "gone")
+    );
+}
+
+#[test]
+fn debug_sh_runs_the_guest_shell_in_the_sandbox() {
+    use std::io::Write;
+    let env = Env::new();
+    let mut child = env
+        .kiln()
+        .args(["debug", "sh"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo $((6*7)) | tr 0-9 a-j; echo made > f; cat f; pwd; exit 3\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cwd = env.dir.path().to_str().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("ec\nmade\n{cwd}\n")
+    );
+    assert!(
+        !env.dir.path().join("f").exists(),
+        "writes stay in the sandbox's upper"
+    );
+}
