@@ -43,7 +43,24 @@ fn hello_example_builds_the_expected_tree_and_config() {
         "-q prints only the ID: {out:?}"
     );
     let tree = image_tree(&env.root(), "example/hello");
-    assert_eq!(paths(&tree), ["srv", "srv/README", "srv/greeting.txt"]);
+    assert_eq!(
+        paths(&tree),
+        [
+            "srv",
+            "srv/README",
+            "srv/greeting.sha256",
+            "srv/greeting.txt",
+            "srv/sizes.txt"
+        ]
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tree["srv/sizes.txt"].content),
+        "16 greeting.txt\n50 README\n66 total\n"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tree["srv/greeting.sha256"].content),
+        "ff9371bfd6d641bcb856f8e568b72d4dbf234481e97fa8fa7c51f4108e4429bb  greeting.txt\n"
+    );
     assert_eq!(tree["srv/greeting.txt"].content, b"hello from kiln\n");
     assert_eq!(tree["srv/greeting.txt"].mode, 0o644);
     assert_eq!(tree["srv/README"].mode, 0o755);
