@@ -63,7 +63,7 @@ fn skopeo_reads_the_store_and_oci_archives() {
     let out = run_ok(Command::new("skopeo").args(["inspect", &store_ref]));
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["Labels"]["org.opencontainers.image.title"], "hello");
-    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(4));
 
     let dir = save_oci(&env);
     let out =
