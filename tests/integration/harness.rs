@@ -222,3 +222,26 @@ pub fn step_lines(stderr: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Imports the Debian base (`scripts/make-debian-base --tarball`, which `.ci/run` runs) into
+/// `env`'s store as `debian:bookworm`.
+pub fn debian_base(env: &Env) {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::home_dir().map(|h| h.join(".cache")))
+        .expect("a home folder");
+    let tarball = cache.join("kiln/debian-bookworm-minbase.tar.gz");
+    assert!(
+        tarball.is_file(),
+        "the Debian base tarball is missing: run scripts/make-debian-base --tarball (.ci/run does)"
+    );
+    env.ok(&[
+        "import",
+        "--change",
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "--change",
+        "CMD [\"bash\"]",
+        tarball.to_str().expect("UTF-8 path"),
+        "debian:bookworm",
+    ]);
+}

@@ -467,3 +467,43 @@ fn debug_sh_runs_the_guest_shell_in_the_sandbox() {
         "writes stay in the sandbox's upper"
     );
 }
+
+#[test]
+fn debian_shell_steps_run_with_zero_native_execution() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let err = build_ok(
+        &env,
+        "FROM debian:bookworm\n\
+         RUN mkdir -p /opt/app && cp /etc/os-release /opt/app/ \
+             && grep '^ID=' /etc/os-release > /opt/app/id && rm -rf /usr/share/doc \
+             && chmod 700 /opt/app && echo done\n",
+        &[],
+        &["--isolation=wasi"],
+    );
+    assert!(
+        err.contains("/usr/bin/dash is a Linux binary and native execution is disabled: kiln's guest sh (WASI)"),
+        "{err}"
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(content(&tree, "opt/app/id"), "ID=debian\n");
+    assert_eq!(tree["opt/app"].mode, 0o700);
+    assert!(tree.contains_key("etc/debian_version"), "the base is there");
+    assert!(
+        !tree
+            .keys()
+            .any(|k| k == "usr/share/doc" || k.starts_with("usr/share/doc/")),
+        "the deletion is a whiteout that hides the base's files"
+    );
+    let (code, err) = try_build(
+        &env,
+        "FROM debian:bookworm\nRUN apt-get --version\n",
+        &[],
+        &["--isolation=wasi"],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("RUN needs native binary /usr/bin/apt-get; native execution is disabled (--isolation=wasi)"),
+        "{err}"
+    );
+}

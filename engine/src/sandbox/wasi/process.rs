@@ -356,8 +356,13 @@ fn resolve_depth(
         });
     }
     if head.starts_with(b"\x7fELF") {
-        let name = real.file_name().unwrap_or("");
-        if step.tools.tool(name).is_some() {
+        // The name as invoked (`/bin/sh`, even when it links to dash), else the file's own.
+        let asked = path.rsplit('/').next().unwrap_or("");
+        let name = [asked, real.file_name().unwrap_or("")]
+            .into_iter()
+            .find(|n| step.tools.tool(n).is_some())
+            .unwrap_or("");
+        if !name.is_empty() {
             let why = if step.native_allowed {
                 format!("{real} is a Linux binary; no native sandbox in this build: kiln's guest {name} (WASI)")
             } else {
