@@ -11,6 +11,8 @@ pub enum Origin {
     Uutils,
     /// Our own, in `src/tools`.
     Kiln,
+    /// A uutils crate behind our own front (`src/tools`) for what it cannot do on WASI.
+    Wrapped,
 }
 
 /// One tool.
@@ -59,10 +61,11 @@ pub static TOOLS: &[Tool] = &[
     ours!("chown", tools::chown::chown),
     uu!("cksum", uu_cksum),
     uu!("comm", uu_comm),
-    uu!("cp", uu_cp),
+    ours!("cp", tools::cp::main),
     uu!("csplit", uu_csplit),
     uu!("cut", uu_cut),
     uu!("date", uu_date),
+    ours!("dd", tools::dd::main),
     uu!("dirname", uu_dirname),
     uu!("echo", uu_echo),
     ours!("egrep", tools::grep::egrep),
@@ -85,7 +88,7 @@ pub static TOOLS: &[Tool] = &[
     uu!("join", uu_join),
     uu!("link", uu_link),
     uu!("ln", uu_ln),
-    uu!("ls", uu_ls),
+    ours!("ls", tools::ls::main),
     uu!("md5sum", uu_md5sum),
     ours!("mkdir", tools::mkdir::main),
     uu!("mktemp", uu_mktemp),
@@ -113,7 +116,11 @@ pub static TOOLS: &[Tool] = &[
     uu!("sha512sum", uu_sha512sum),
     uu!("shuf", uu_shuf),
     uu!("sleep", uu_sleep),
-    uu!("sort", uu_sort),
+    Tool {
+        name: "sort",
+        main: tools::sort::main,
+        origin: Origin::Wrapped,
+    },
     uu!("split", uu_split),
     ours!("stat", tools::stat::main),
     uu!("sum", uu_sum),
@@ -152,7 +159,7 @@ pub fn find(name: &str) -> Option<&'static Tool> {
 /// Runs `tool` with `args` (`args[0]` is the tool's name); `second_arg` tells that the
 /// program was started as `coreutils NAME ...`.
 pub fn run(tool: &Tool, args: Vec<OsString>, second_arg: bool) -> i32 {
-    if tool.origin == Origin::Uutils {
+    if matches!(tool.origin, Origin::Uutils | Origin::Wrapped) {
         if second_arg {
             uucore::set_utility_is_second_arg();
         }

@@ -394,3 +394,237 @@ fn uutils_tools_work_through_the_multicall() {
     let sum = ok(t, "sha256sum", &["f"]);
     assert!(sum.ends_with("  f\n"), "{sum}");
 }
+
+/// Sets the modification time of `path` (not following symlinks is not needed here).
+fn set_mtime(path: &Path, secs: u64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    fs::File::open(path)
+        .expect("open")
+        .set_modified(t)
+        .expect("set mtime");
+}
+
+/// Our ls against the host's GNU ls, byte for byte, in the C locale and UTC.
+#[cfg(target_os = "linux")]
+#[test]
+fn ls_matches_gnu_ls() {
+    let version = Command::new("ls")
+        .arg("--version")
+        .output()
+        .expect("host ls");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).contains("GNU coreutils"),
+        "this test compares with GNU ls, which the host must provide"
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    fs::create_dir_all(d.join("dir/sub")).expect("mkdir");
+    fs::create_dir(d.join("sticky")).expect("mkdir");
+    fs::write(d.join("a.txt"), "hello\n").expect("write");
+    fs::write(d.join("run.sh"), "#!/bin/sh\n").expect("write");
+    fs::write(d.join("big"), vec![0u8; 5000]).expect("write");
+    fs::write(d.join(".hidden"), "").expect("write");
+    fs::write(d.join("dir/inner"), "x").expect("write");
+    fs::hard_link(d.join("a.txt"), d.join("hard")).expect("link");
+    symlink("a.txt", d.join("link")).expect("symlink");
+    symlink("nowhere", d.join("broken")).expect("symlink");
+    symlink("dir", d.join("dlink")).expect("symlink");
+    let chmod = |p: &str, m: u32| {
+        fs::set_permissions(d.join(p), fs::Permissions::from_mode(m)).expect("chmod")
+    };
+    chmod("run.sh", 0o755);
+    chmod("dir/sub", 0o4755);
+    chmod("sticky", 0o1777);
+    for (i, p) in [
+        "a.txt",
+        "run.sh",
+        "big",
+        ".hidden",
+        "dir/inner",
+        "dir/sub",
+        "sticky",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(&d.join(p), 1_500_000_000 + 86_400 * 40 * i as u64);
+    }
+    set_mtime(&d.join("dir"), 1_000_000_000);
+    set_mtime(d, 1_000_000_000);
+    let cases: &[&[&str]] = &[
+        &["-l"],
+        &["-la"],
+        &["-lA"],
+        &["-1"],
+        &["-a"],
+        &["-R"],
+        &["-lR"],
+        &["-li"],
+        &["-ln"],
+        &["-lh"],
+        &["-lt"],
+        &["-ltr"],
+        &["-lS"],
+        &["-F"],
+        &["-p"],
+        &["-lF"],
+        &["-C"],
+        &["-d", "dir", "sticky"],
+        &["-l", "a.txt", "dir", "sticky"],
+        &["a.txt", "dir"],
+        &["dlink"],
+        &["-l", "dlink"],
+        &["-lL"],
+        &["-l", "--color=never"],
+        &["missing", "a.txt"],
+    ];
+    for args in cases {
+        let gnu = Command::new("ls")
+            .args(*args)
+            .current_dir(d)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .output()
+            .expect("GNU ls");
+        let ours = Command::new(BIN)
+            .arg("ls")
+            .args(*args)
+            .current_dir(d)
+            .env("LC_ALL", "C")
+            .env("TZ", "UTC")
+            .output()
+            .expect("our ls");
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&gnu.stdout),
+            "ls {args:?}"
+        );
+        assert_eq!(ours.status.code(), gnu.status.code(), "ls {args:?}");
+        assert_eq!(ours.stderr.is_empty(), gnu.stderr.is_empty(), "ls {args:?}");
+    }
+}
+
+#[test]
+fn cp_keeps_modes_links_and_gnu_dir_semantics() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    fs::create_dir_all(d.join("src/sub")).expect("mkdir");
+    fs::write(d.join("src/run.sh"), "#!/bin/sh\n").expect("write");
+    fs::set_permissions(d.join("src/run.sh"), fs::Permissions::from_mode(0o4755)).expect("chmod");
+    fs::write(d.join("src/sub/f"), "f").expect("write");
+    symlink("run.sh", d.join("src/link")).expect("symlink");
+    set_mtime(&d.join("src/sub/f"), 1_000_000_000);
+    fs::create_dir(d.join("dst")).expect("mkdir");
+
+    ok(d, "cp", &["src/run.sh", "plain"]);
+    assert_eq!(
+        mode(&d.join("plain")),
+        0o755,
+        "set-id bits dropped, umask applied"
+    );
+    ok(d, "cp", &["-a", "src", "dst"]);
+    assert_eq!(mode(&d.join("dst/src/run.sh")), 0o4755);
+    assert!(fs::symlink_metadata(d.join("dst/src/link"))
+        .expect("link")
+        .file_type()
+        .is_symlink());
+    let mtime = fs::metadata(d.join("dst/src/sub/f"))
+        .expect("stat")
+        .modified()
+        .expect("mtime");
+    assert_eq!(
+        mtime,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+    );
+    ok(d, "cp", &["-r", "src/.", "merged"]);
+    assert!(d.join("merged/sub/f").is_file());
+    ok(d, "cp", &["-rT", "src", "dst"]);
+    assert!(d.join("dst/run.sh").is_file());
+    ok(d, "cp", &["-L", "src/link", "deref"]);
+    assert!(fs::symlink_metadata(d.join("deref"))
+        .expect("stat")
+        .is_file());
+    fs::write(d.join("keep"), "old").expect("write");
+    ok(d, "cp", &["-n", "src/sub/f", "keep"]);
+    assert_eq!(fs::read(d.join("keep")).expect("read"), b"old");
+    ok(d, "cp", &["--parents", "src/sub/f", "dst"]);
+    assert!(d.join("dst/src/sub/f").is_file());
+    let out = run_in(d, "cp", &["-r", "src", "src/sub"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("into itself"));
+    let out = run_in(d, "cp", &["src", "x"], None);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "cp: -r not specified; omitting directory 'src'\n"
+    );
+}
+
+#[test]
+fn dd_blocks_notrunc_and_summary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    fs::write(d.join("in"), "0123456789").expect("write");
+    let out = run_in(
+        d,
+        "dd",
+        &["if=in", "of=out", "bs=2", "skip=1", "count=2"],
+        None,
+    );
+    assert!(out.status.success());
+    assert_eq!(fs::read(d.join("out")).expect("read"), b"2345");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("2+0 records in\n2+0 records out\n4 bytes copied, "),
+        "{err}"
+    );
+    fs::write(d.join("t"), "XXXXXXXX").expect("write");
+    let out = run_in(
+        d,
+        "dd",
+        &["of=t", "bs=1", "seek=2", "conv=notrunc", "status=none"],
+        Some(b"ab"),
+    );
+    assert!(out.status.success() && out.stderr.is_empty());
+    assert_eq!(fs::read(d.join("t")).expect("read"), b"XXabXXXX");
+    let out = run_in(
+        d,
+        "dd",
+        &[
+            "if=in",
+            "of=sync",
+            "ibs=4",
+            "obs=3",
+            "conv=sync",
+            "status=noxfer",
+        ],
+        None,
+    );
+    assert_eq!(fs::read(d.join("sync")).expect("read"), b"0123456789\0\0");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "2+1 records in\n4+0 records out\n"
+    );
+}
+
+#[test]
+fn sort_check_modes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let out = run_in(d, "sort", &["-c"], Some(b"a\nc\nb\n"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sort: -:3: disorder: b\n"
+    );
+    let out = run_in(d, "sort", &["-C", "-n"], Some(b"2\n10\n"));
+    assert_eq!(out.status.code(), Some(0));
+    let out = run_in(
+        d,
+        "sort",
+        &["--check=quiet", "-t:", "-k2,2n"],
+        Some(b"x:10\ny:2\n"),
+    );
+    assert_eq!((out.status.code(), out.stderr.len()), (Some(1), 0));
+    let out = run_in(d, "sort", &["-cu"], Some(b"a\na\n"));
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -32,7 +32,11 @@ fn program(path: &Path) -> io::Result<CString> {
         Some(tool) => {
             let exe = std::env::current_exe()?;
             let dir = exe.parent().unwrap_or(Path::new("/"));
-            cstr(dir.join(std::ffi::OsStr::from_bytes(tool)).as_os_str().as_bytes())
+            cstr(
+                dir.join(std::ffi::OsStr::from_bytes(tool))
+                    .as_os_str()
+                    .as_bytes(),
+            )
         }
         None => cstr(bytes),
     }
@@ -147,7 +151,8 @@ pub fn pipe() -> io::Result<(Fd, Fd)> {
 
 pub fn dup(fd: Fd, min: Fd) -> io::Result<Fd> {
     // SAFETY: plain syscall.
-    let r = cvt(unsafe { libc::fcntl(fd as libc::c_int, libc::F_DUPFD_CLOEXEC, min as libc::c_int) })?;
+    let r =
+        cvt(unsafe { libc::fcntl(fd as libc::c_int, libc::F_DUPFD_CLOEXEC, min as libc::c_int) })?;
     Ok(r as Fd)
 }
 
@@ -192,8 +197,7 @@ pub fn chown(path: &Path, uid: Option<u32>, gid: Option<u32>, follow: bool) -> i
     let uid = uid.unwrap_or(u32::MAX);
     let gid = gid.unwrap_or(u32::MAX);
     // SAFETY: plain syscall on a C string.
-    cvt(unsafe { libc::fchownat(libc::AT_FDCWD, p.as_ptr(), uid, gid, at_flags(follow)) })
-        .map(drop)
+    cvt(unsafe { libc::fchownat(libc::AT_FDCWD, p.as_ptr(), uid, gid, at_flags(follow)) }).map(drop)
 }
 
 fn from_libc(st: &libc::stat) -> Stat {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_rt::Stat;
 
-use crate::util::args::{Opt, Parsed, Parser};
+use crate::util::args::{self, Opt, Parsed, Parser};
 use crate::util::{self, quote, strerror, usage_error, warn};
 
 const TOOL: &str = "cp";
@@ -258,8 +258,9 @@ impl Copier<'_> {
             self.links.insert((st.dev, st.ino), dst.to_path_buf());
         }
         if st.is_symlink() {
-            let target = fs::read_link(src)
-                .map_err(|e| format!("cannot read symbolic link {}: {}", quote(src), strerror(&e)))?;
+            let target = fs::read_link(src).map_err(|e| {
+                format!("cannot read symbolic link {}: {}", quote(src), strerror(&e))
+            })?;
             if exists {
                 remove(dst)?;
             }
@@ -330,13 +331,9 @@ impl Copier<'_> {
             let times = fs::FileTimes::new()
                 .set_accessed(util::sys::system_time(st.atime))
                 .set_modified(util::sys::system_time(st.mtime));
-            output.set_times(times).map_err(|e| {
-                format!(
-                    "preserving times for {}: {}",
-                    quote(dst),
-                    strerror(&e)
-                )
-            })?;
+            output
+                .set_times(times)
+                .map_err(|e| format!("preserving times for {}: {}", quote(dst), strerror(&e)))?;
         }
         drop(output);
         self.set_attrs(dst, st, created)
@@ -358,13 +355,8 @@ impl Copier<'_> {
             None
         };
         match mode {
-            Some(m) => kiln_rt::chmod(dst, m, true).map_err(|e| {
-                format!(
-                    "setting permissions for {}: {}",
-                    quote(dst),
-                    strerror(&e)
-                )
-            }),
+            Some(m) => kiln_rt::chmod(dst, m, true)
+                .map_err(|e| format!("setting permissions for {}: {}", quote(dst), strerror(&e))),
             None => Ok(()),
         }
     }
@@ -418,13 +410,7 @@ impl Copier<'_> {
         let dst_dir = kiln_rt::stat(dst, true).ok();
         let entries = match util::read_dir_sorted(src) {
             Ok(e) => e,
-            Err(e) => {
-                return self.fail(format!(
-                    "cannot access {}: {}",
-                    quote(src),
-                    strerror(&e)
-                ))
-            }
+            Err(e) => return self.fail(format!("cannot access {}: {}", quote(src), strerror(&e))),
         };
         for entry in entries {
             let Some(name) = entry.file_name() else {
@@ -486,6 +472,15 @@ impl Copier<'_> {
                 if let Err(e) = self.set_attrs(&made, &st, true) {
                     return self.fail(e);
                 }
+                if self.o.preserve.timestamps {
+                    if let Err(e) = util::sys::set_mtime(&made, util::sys::system_time(st.mtime)) {
+                        return self.fail(format!(
+                            "preserving times for {}: {}",
+                            quote(&made),
+                            strerror(&e)
+                        ));
+                    }
+                }
             }
             if self.o.verbose {
                 println!("{} -> {}", quote(&from), quote(&made));
@@ -525,11 +520,6 @@ fn options(p: &Parsed) -> Result<Options, String> {
             // No terminal to ask on: never overwrite.
             "no-clobber" | "interactive" => existing = Existing::Skip,
             "update" if existing != Existing::Skip => existing = Existing::SkipOlder,
-            "force" => {
-                if existing == Existing::Skip && !p.has("interactive") {
-                    existing = Existing::Overwrite;
-                }
-            }
             "link" => link = LinkMode::Hard,
             "symbolic-link" => link = LinkMode::Symbolic,
             _ => {}
@@ -559,7 +549,9 @@ fn run(p: &Parsed, o: &Options) -> Result<bool, String> {
     let (sources, target): (&[OsString], Result<PathBuf, PathBuf>) =
         if let Some(t) = p.value("target-directory") {
             if p.has("no-target-directory") {
-                return Err("cannot combine --target-directory (-t) and --no-target-directory (-T)".into());
+                return Err(
+                    "cannot combine --target-directory (-t) and --no-target-directory (-T)".into(),
+                );
             }
             (&p.operands, Ok(PathBuf::from(t)))
         } else {
@@ -594,8 +586,16 @@ fn run(p: &Parsed, o: &Options) -> Result<bool, String> {
     };
     match target {
         Ok(dir) => {
-            if !dir.is_dir() {
-                return Err(format!("target {} is not a directory", quote(&dir)));
+            match kiln_rt::stat(&dir, true) {
+                Ok(st) if st.is_dir() => {}
+                Ok(_) => {
+                    warn(TOOL, format!("target {} is not a directory", quote(&dir)));
+                    return Ok(false);
+                }
+                Err(e) => {
+                    warn(TOOL, format!("target {}: {}", quote(&dir), strerror(&e)));
+                    return Ok(false);
+                }
             }
             for src in sources {
                 if parents {
@@ -614,14 +614,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
     if util::help_or_version(TOOL, &args, USAGE) {
         return 0;
     }
-    let mut options_end = false;
-    let args = util::rest(args).map(|a| {
-        options_end |= a == "--";
-        match a.to_str().and_then(|s| s.strip_prefix("--preserve=")) {
-            Some(list) if !options_end => OsString::from(format!("--preserve-list={list}")),
-            _ => a,
-        }
-    });
+    let args = args::rename_optional_values(util::rest(args), &[("--preserve", "--preserve-list")]);
     let p = match Parser::new(OPTS).parse(args) {
         Ok(p) => p,
         Err(e) => return usage_error(TOOL, e, 1),
@@ -648,7 +641,7 @@ mod tests {
             ("a/b/", "b"),
             ("a/.", "."),
             ("b", "b"),
-            ("/", "/"),
+            ("/", ""),
             ("a//", "a"),
         ] {
             assert_eq!(last_component(OsStr::new(p)), OsStr::new(want), "{p}");

@@ -2,13 +2,17 @@
 
 pub mod chmod;
 pub mod chown;
+pub mod cp;
+pub mod dd;
 pub mod env;
 pub mod find;
 pub mod grep;
 pub mod gzip;
 pub mod id;
 pub mod install;
+pub mod ls;
 pub mod mkdir;
+pub mod sort;
 pub mod stat;
 pub mod sync;
 pub mod tar;

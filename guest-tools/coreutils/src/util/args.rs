@@ -204,6 +204,30 @@ impl Parser {
     }
 }
 
+/// Renames `--NAME=VALUE` arguments of options whose value is optional (`--color[=WHEN]`) to
+/// `--KEY=VALUE` for a separate option taking a value, up to `--`.
+pub fn rename_optional_values<I: IntoIterator<Item = OsString>>(
+    args: I,
+    renames: &'static [(&'static str, &'static str)],
+) -> impl Iterator<Item = OsString> {
+    let mut options_end = false;
+    args.into_iter().map(move |a| {
+        options_end |= a == "--";
+        if options_end {
+            return a;
+        }
+        let Some(text) = a.to_str() else {
+            return a;
+        };
+        for (name, key) in renames {
+            if let Some(value) = text.strip_prefix(name).and_then(|r| r.strip_prefix('=')) {
+                return OsString::from(format!("{key}={value}"));
+            }
+        }
+        a
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

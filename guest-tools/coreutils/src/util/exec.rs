@@ -14,12 +14,15 @@ pub fn path_dirs() -> Vec<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| {
         OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     });
-    std::env::split_paths(&path)
+    // By hand: `std::env::split_paths` panics ("unsupported") on wasm32-wasip1.
+    path.as_encoded_bytes()
+        .split(|&b| b == b':')
         .map(|d| {
-            if d.as_os_str().is_empty() {
+            if d.is_empty() {
                 PathBuf::from(".")
             } else {
-                d
+                // SAFETY: split at ASCII `:`, which keeps the encoding valid.
+                PathBuf::from(unsafe { OsStr::from_encoded_bytes_unchecked(d) })
             }
         })
         .collect()
