@@ -26,6 +26,8 @@ const BUILTINS: &[Builtin] = &[
     b("exec", true, bi_true),
     b("exit", true, bi_exit),
     b("export", true, bi_export),
+    // dash: a special builtin (its prefix assignments stay).
+    b("local", true, bi_local),
     b("readonly", true, bi_readonly),
     b("return", true, bi_return),
     b("set", true, bi_set),
@@ -46,10 +48,10 @@ const BUILTINS: &[Builtin] = &[
     b("hash", false, bi_hash),
     b("jobs", false, bi_jobs),
     b("kill", false, bi_kill),
-    b("local", false, bi_local),
     b("printf", false, bi_printf),
     b("pwd", false, bi_pwd),
     b("read", false, bi_read),
+    b("source", false, bi_source),
     b("test", false, bi_test),
     b("true", false, bi_true),
     b("type", false, bi_type),
@@ -113,12 +115,13 @@ pub fn quote(v: &[u8]) -> Bytes {
     o
 }
 
-/// A number argument (`exit`, `shift`, `break`...): decimal digits only.
+/// A number argument (`exit`, `shift`, `break`...): decimal digits only, up to `INT_MAX`.
 fn number(sh: &Shell, cmd: &str, a: &[u8]) -> Result<i64, Flow> {
     let ok = !a.is_empty() && a.iter().all(u8::is_ascii_digit);
     match std::str::from_utf8(a)
         .ok()
         .and_then(|s| s.parse::<i64>().ok())
+        .filter(|&v| v <= i64::from(i32::MAX))
     {
         Some(v) if ok => Ok(v),
         _ => {
@@ -227,8 +230,35 @@ fn bi_eval(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
 }
 
 fn bi_dot(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
+    dot(sh, argv, true)
+}
+
+/// `source`: bash's name for `.`, as a regular builtin: its errors return a status (1, or 2
+/// for a missing operand) instead of ending the shell.
+fn bi_source(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
+    dot(sh, argv, false)
+}
+
+/// `.` (`special`) and `source`: runs a file in the current shell.
+fn dot(sh: &mut Shell, argv: &[Bytes], special: bool) -> Res<i32> {
+    let cmd = if special { "." } else { "source" };
+    let argv = match argv.get(1) {
+        Some(a) if a == b"--" => argv.get(1..).unwrap_or(&[]),
+        _ => argv,
+    };
+    let fail = |status: i32| {
+        if special {
+            Err(Flow::Exit(2))
+        } else {
+            Ok(status)
+        }
+    };
     let Some(name) = argv.get(1) else {
-        return Ok(0);
+        if special {
+            return Ok(0);
+        }
+        sh.error(format!("{cmd}: filename argument required"));
+        return Ok(2);
     };
     let path = if name.contains(&b'/') {
         Some(name.clone())
@@ -249,17 +279,19 @@ fn bi_dot(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
     };
     let text = match path.as_ref().map(|p| std::fs::read(io::path(p))) {
         Some(Ok(t)) => t,
+        // dash reads a directory as an empty file.
+        Some(Err(e)) if special && e.kind() == std::io::ErrorKind::IsADirectory => Vec::new(),
         Some(Err(e)) => {
             sh.error(format!(
-                ".: cannot open {}: {}",
+                "{cmd}: cannot open {}: {}",
                 lossy(name),
                 crate::redirect::errmsg(&e, false)
             ));
-            return Err(Flow::Exit(2));
+            return fail(1);
         }
         None => {
-            sh.error(format!(".: {}: not found", lossy(name)));
-            return Err(Flow::Exit(2));
+            sh.error(format!("{cmd}: {}: not found", lossy(name)));
+            return fail(1);
         }
     };
     let new_params = argv
@@ -396,7 +428,10 @@ fn bi_set(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
             if on {
                 sh.opts.set("xtrace", false);
                 sh.opts.set("verbose", false);
-                sh.params = args[i..].to_vec();
+                // Unlike `--`, a lone `-` with nothing after it keeps the parameters.
+                if i < args.len() {
+                    sh.params = args[i..].to_vec();
+                }
                 return Ok(0);
             }
             continue;
@@ -474,8 +509,14 @@ fn signal_name(n: i32) -> &'static str {
 
 fn bi_trap(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
     let mut args = argv.get(1..).unwrap_or(&[]);
-    if args.first().is_some_and(|a| a == b"--") {
-        args = &args[1..];
+    match args.first().map(Vec::as_slice) {
+        Some(b"--") => args = &args[1..],
+        // dash takes no options: `trap -1 EXIT` is an error (special builtin: the shell ends).
+        Some([b'-', c, ..]) => {
+            sh.error(format!("trap: Illegal option -{}", char::from(*c)));
+            return Err(Flow::Exit(2));
+        }
+        _ => {}
     }
     if args.is_empty() {
         let mut text = Vec::new();
@@ -591,10 +632,60 @@ fn normalize(p: &[u8]) -> Bytes {
     o
 }
 
+/// The working directory with every symlink resolved. The kernel's getcwd already is that;
+/// wasi-libc's is the path `chdir` was given, so it is resolved here.
 fn physical_cwd() -> Option<Bytes> {
-    std::env::current_dir()
-        .ok()
-        .map(|p| io::into_bytes(p.into_os_string()))
+    let cwd = std::env::current_dir().ok()?;
+    resolve_symlinks(&io::into_bytes(cwd.into_os_string()))
+}
+
+/// `path` (absolute) with its symlinks, `.` and `..` resolved, like realpath(3).
+fn resolve_symlinks(path: &[u8]) -> Option<Bytes> {
+    // Linux's limit on the symlinks one lookup follows.
+    const MAX_LINKS: u32 = 40;
+    let mut done: Vec<Bytes> = Vec::new();
+    let mut todo: std::collections::VecDeque<Bytes> =
+        path.split(|&c| c == b'/').map(<[u8]>::to_vec).collect();
+    let mut links = 0;
+    let join = |parts: &[Bytes]| {
+        let mut o = Vec::new();
+        for c in parts {
+            o.push(b'/');
+            o.extend_from_slice(c);
+        }
+        if o.is_empty() {
+            o.push(b'/');
+        }
+        o
+    };
+    while let Some(c) = todo.pop_front() {
+        match c.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                done.pop();
+            }
+            _ => {
+                done.push(c);
+                let cur = join(&done);
+                if !kiln_rt::stat(io::path(&cur), false).ok()?.is_symlink() {
+                    continue;
+                }
+                links += 1;
+                if links > MAX_LINKS {
+                    return None;
+                }
+                let target = io::into_bytes(std::fs::read_link(io::path(&cur)).ok()?.into());
+                done.pop();
+                if target.starts_with(b"/") {
+                    done.clear();
+                }
+                for part in target.split(|&c| c == b'/').rev() {
+                    todo.push_front(part.to_vec());
+                }
+            }
+        }
+    }
+    Some(join(&done))
 }
 
 fn bi_cd(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
@@ -666,10 +757,14 @@ fn bi_cd(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
             logical.clone()
         };
         if std::env::set_current_dir(io::path(&dest)).is_ok() {
-            let newpwd = if physical {
-                physical_cwd().unwrap_or(logical)
-            } else {
-                logical
+            let newpwd = match physical_cwd() {
+                Some(real) if physical => {
+                    // wasi-libc keeps the path it was given: make it the physical one, so
+                    // that `..` and children start from there.
+                    let _ = std::env::set_current_dir(io::path(&real));
+                    real
+                }
+                _ => logical,
             };
             let _ = sh.set(b"OLDPWD", cur);
             let _ = sh.set(b"PWD", newpwd.clone());
@@ -1019,7 +1114,8 @@ fn bi_kill(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
                 if n > 0 && (n as usize) < SIGNALS.len() {
                     return out(sh, format!("{}\n", signal_name(n)).as_bytes());
                 }
-                if let Some(n) = signal_number(a) {
+                let numeric = a.iter().all(u8::is_ascii_digit);
+                if let Some(n) = signal_number(a).filter(|_| !numeric) {
                     return out(sh, format!("{n}\n").as_bytes());
                 }
                 sh.error(format!(
@@ -1426,6 +1522,10 @@ fn bi_read(sh: &mut Shell, argv: &[Bytes]) -> Res<i32> {
             }
         }
         let c = b[0];
+        // Shell strings cannot hold NUL: dash drops it.
+        if c == 0 {
+            continue;
+        }
         if escaped {
             escaped = false;
             if c != b'\n' {

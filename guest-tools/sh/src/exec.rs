@@ -25,7 +25,7 @@ enum Found {
     Denied,
 }
 
-const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &[u8] = b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 fn is_executable_file(path: &[u8]) -> Option<bool> {
     let st = kiln_rt::stat(io::path(path), true).ok()?;
@@ -243,12 +243,16 @@ impl Shell {
         if let Some(r) = prev_read {
             let _ = kiln_rt::close(r);
         }
+        let pipefail = self.opt("pipefail");
         let mut status = 0;
         for s in started {
-            status = match s {
+            let st = match s {
                 Started::Pid(pid) => self.wait_pid(pid),
                 Started::Done(st) => st,
             };
+            if !pipefail || st != 0 {
+                status = st;
+            }
         }
         Ok(status)
     }
@@ -303,10 +307,7 @@ impl Shell {
         let r = (|| -> Res<Started> {
             self.line = sc.line;
             let argv = self.expand_words(&sc.words)?;
-            let mut env = Vec::new();
-            for a in &sc.assigns {
-                env.push((a.name.clone(), self.expand_assign(&a.value)?));
-            }
+            let env = self.expand_prefix_assigns(&sc.assigns)?;
             self.xtrace(&env, &argv);
             let saved = match self.redirect(&sc.redirs)? {
                 Ok(s) => s,
@@ -602,12 +603,43 @@ impl Shell {
         let Some(name) = argv.first().cloned() else {
             return self.exec_assignments_only(sc);
         };
-        let mut assigns = Vec::with_capacity(sc.assigns.len());
-        for a in &sc.assigns {
-            assigns.push((a.name.clone(), self.expand_assign(&a.value)?));
-        }
+        let assigns = self.expand_prefix_assigns(&sc.assigns)?;
         self.xtrace(&assigns, &argv);
         self.run_command(&name, &argv, &assigns, &sc.redirs, tested, false)
+    }
+
+    /// Expands the assignments before a command name, each one seeing those before it
+    /// (`A=1 B=$A cmd`), as in dash.
+    fn expand_prefix_assigns(&mut self, list: &[Assign]) -> Res<Vec<(Bytes, Bytes)>> {
+        let mut assigns = Vec::with_capacity(list.len());
+        let mut shadowed = Vec::new();
+        let mut result = Ok(());
+        for (i, a) in list.iter().enumerate() {
+            match self.expand_assign(&a.value) {
+                Ok(v) => {
+                    if i + 1 < list.len() {
+                        shadowed.push((a.name.clone(), self.vars.get(&a.name).cloned()));
+                        self.vars.entry(a.name.clone()).or_default().value = Some(v.clone());
+                    }
+                    assigns.push((a.name.clone(), v));
+                }
+                Err(flow) => {
+                    result = Err(flow);
+                    break;
+                }
+            }
+        }
+        for (name, old) in shadowed.into_iter().rev() {
+            match old {
+                Some(v) => {
+                    self.vars.insert(name, v);
+                }
+                None => {
+                    self.vars.remove(&name);
+                }
+            }
+        }
+        result.map(|()| assigns)
     }
 
     /// `export`/`readonly`/`local` arguments: `name=value` words expand like assignments (no
@@ -938,16 +970,11 @@ impl Shell {
 
     /// The fd table of a child: the script's fds, nothing of the shell's own.
     pub fn child_fds(&self) -> Vec<u32> {
-        let last = self.user_fds.iter().rposition(|&o| o).map_or(0, |i| i + 1);
-        (0..last)
-            .map(|i| {
-                if self.user_fds.get(i).copied().unwrap_or(false) {
-                    u32::try_from(i).unwrap_or(kiln_rt::CLOSED)
-                } else {
-                    kiln_rt::CLOSED
-                }
-            })
-            .collect()
+        let mut fds = self.fd_table();
+        while fds.last() == Some(&kiln_rt::CLOSED) {
+            fds.pop();
+        }
+        fds
     }
 
     // ---- command substitution ----
@@ -975,6 +1002,8 @@ impl Shell {
         };
         self.cmdsub_status = Some(status);
         let mut out = out;
+        // Shell strings cannot hold NUL: dash drops it.
+        out.retain(|&c| c != 0);
         while out.last() == Some(&b'\n') {
             out.pop();
         }

@@ -237,20 +237,34 @@ impl Shell {
     }
 
     fn expand_top(&mut self, w: &Word, mode: Mode, out: &mut Out) -> Res<()> {
+        self.expand_unquoted(w, mode, 0, out)
+    }
+
+    /// An unquoted word: the whole word, or the word of an unquoted `${x-word}`, whose
+    /// literal text is split like the expansion (`lit_flag` SPLIT). Both get tilde expansion.
+    fn expand_unquoted(&mut self, w: &Word, mode: Mode, lit_flag: u8, out: &mut Out) -> Res<()> {
         for (i, part) in w.parts.iter().enumerate() {
             match part {
                 WordPart::Lit(s) => {
                     let last = i + 1 == w.parts.len();
-                    self.expand_lit(s, i == 0, last, mode, out);
+                    self.expand_lit(s, (i == 0, last), mode, lit_flag, out);
                 }
-                other => self.expand_part(other, false, out)?,
+                other => self.expand_part(other, false, mode, out)?,
             }
         }
         Ok(())
     }
 
-    /// An unquoted literal, with tilde expansion where it applies.
-    fn expand_lit(&mut self, s: &[u8], first: bool, last: bool, mode: Mode, out: &mut Out) {
+    /// An unquoted literal, with tilde expansion where it applies; `(first, last)`: where it
+    /// sits in its word.
+    fn expand_lit(
+        &mut self,
+        s: &[u8],
+        (first, last): (bool, bool),
+        mode: Mode,
+        flag: u8,
+        out: &mut Out,
+    ) {
         let mut i = 0;
         while i < s.len() {
             let at_start = (i == 0 && first) || (mode == Mode::Assign && i > 0 && s[i - 1] == b':');
@@ -272,12 +286,12 @@ impl Shell {
                     }
                 }
             }
-            out.push(&s[i..i + 1], 0);
+            out.push(&s[i..i + 1], flag);
             i += 1;
         }
     }
 
-    fn expand_part(&mut self, part: &WordPart, quoted: bool, out: &mut Out) -> Res<()> {
+    fn expand_part(&mut self, part: &WordPart, quoted: bool, mode: Mode, out: &mut Out) -> Res<()> {
         match part {
             // Literal text of a `${x-word}` word: unquoted, it is split like the expansion.
             WordPart::Lit(s) => out.push(s, if quoted { QUOTED } else { SPLIT }),
@@ -295,10 +309,10 @@ impl Shell {
                     out.mark();
                 }
                 for p in parts {
-                    self.expand_part(p, true, out)?;
+                    self.expand_part(p, true, mode, out)?;
                 }
             }
-            WordPart::Param(pe) => self.expand_param(pe, quoted, out)?,
+            WordPart::Param(pe) => self.expand_param(pe, quoted, mode, out)?,
             WordPart::CmdSub(list) => {
                 let text = self.command_substitution(list)?;
                 out.push(&text, if quoted { QUOTED } else { SPLIT });
@@ -306,7 +320,7 @@ impl Shell {
             WordPart::Arith(parts) => {
                 let mut inner = Out::new();
                 for p in parts {
-                    self.expand_part(p, true, &mut inner)?;
+                    self.expand_part(p, true, mode, &mut inner)?;
                 }
                 let expr = self.join_segments(&inner);
                 let v = self.arith(&expr)?;
@@ -414,7 +428,7 @@ impl Shell {
         }
     }
 
-    fn expand_param(&mut self, pe: &ParamExp, quoted: bool, out: &mut Out) -> Res<()> {
+    fn expand_param(&mut self, pe: &ParamExp, quoted: bool, mode: Mode, out: &mut Out) -> Res<()> {
         let v = self.value(&pe.param);
         let (is_set, is_null) = match &v {
             Value::Unset => (false, true),
@@ -455,10 +469,12 @@ impl Shell {
             ParamOp::Default(colon, w) | ParamOp::Alt(colon, w) => {
                 let present = is_set && !(*colon && is_null);
                 let use_word = matches!(pe.op, ParamOp::Default(..)) != present;
-                if use_word {
+                if use_word && quoted {
                     for p in &w.parts {
-                        self.expand_part(p, quoted, out)?;
+                        self.expand_part(p, true, mode, out)?;
                     }
+                } else if use_word {
+                    self.expand_unquoted(w, mode, SPLIT, out)?;
                 } else if matches!(pe.op, ParamOp::Default(..)) {
                     self.emit(v, quoted, out);
                 }

@@ -75,9 +75,11 @@ fn init_vars(sh: &mut Shell) {
             },
         );
     }
+    let root = kiln_rt::identity().is_ok_and(|id| id.euid == 0);
     for (k, v) in [
         (&b"IFS"[..], &b" \t\n"[..]),
-        (b"PS1", b"$ "),
+        (b"PATH", exec::DEFAULT_PATH),
+        (b"PS1", if root { b"# " } else { b"$ " }),
         (b"PS2", b"> "),
         (b"PS4", b"+ "),
         (b"OPTIND", b"1"),
@@ -103,17 +105,38 @@ fn init_vars(sh: &mut Shell) {
     };
     if !pwd_ok {
         if let Some(c) = cwd {
-            let exported = sh.vars.get(b"PWD".as_slice()).is_some_and(|v| v.exported);
             sh.vars.insert(
                 b"PWD".to_vec(),
                 Var {
                     value: Some(c),
-                    exported,
+                    exported: true,
                     readonly: false,
                 },
             );
         }
+    } else if let Some(v) = sh.vars.get_mut(b"PWD".as_slice()) {
+        v.exported = true;
     }
+    // dash sets PPID whatever the environment says; WASI has no parent pid to tell.
+    sh.vars.remove(b"PPID".as_slice());
+    if let Some(ppid) = parent_pid() {
+        sh.vars.insert(
+            b"PPID".to_vec(),
+            Var {
+                value: Some(ppid.to_string().into_bytes()),
+                exported: false,
+                readonly: false,
+            },
+        );
+    }
+}
+
+/// The parent's pid, where the system tells it (`/proc/self/stat`: `pid (comm) state ppid`).
+fn parent_pid() -> Option<u32> {
+    let stat = std::fs::read("/proc/self/stat").ok()?;
+    let after = stat.iter().rposition(|&c| c == b')')?;
+    let fields = std::str::from_utf8(stat.get(after + 1..)?).ok()?;
+    fields.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn usage_error(sh: &Shell, msg: &str) -> i32 {
@@ -124,10 +147,12 @@ fn usage_error(sh: &Shell, msg: &str) -> i32 {
 fn run_main(args: Vec<Bytes>, pid: u32) -> i32 {
     let mut sh = Shell::new(pid);
     sh.arg0 = args.first().cloned().unwrap_or_else(|| b"sh".to_vec());
+    sh.detect_user_fds();
     init_vars(&mut sh);
     let mut i = 1;
     let mut cflag = false;
     let mut sflag = false;
+    let mut login = false;
     while let Some(a) = args.get(i) {
         let (on, rest) = match a.first() {
             Some(b'-') => (true, &a[1..]),
@@ -142,7 +167,9 @@ fn run_main(args: Vec<Bytes>, pid: u32) -> i32 {
         while let Some(&c) = rest.get(j) {
             j += 1;
             match c {
-                b'c' => cflag = on,
+                // dash takes `+c` like `-c`.
+                b'c' => cflag = true,
+                b'l' => login = on,
                 b's' => sflag = on,
                 b'o' => {
                     let Some(name) = args.get(i) else {
@@ -195,8 +222,32 @@ fn run_main(args: Vec<Bytes>, pid: u32) -> i32 {
         sh.params = rest;
         io::read_to_end(0).unwrap_or_default()
     };
+    if login {
+        if let Err(flow) = run_profiles(&mut sh) {
+            return finish(&mut sh, Err(flow));
+        }
+    }
     let r = sh.run_source(source, 1, false);
     finish(&mut sh, r)
+}
+
+/// A login shell (`-l`) first runs `/etc/profile` and `$HOME/.profile`, like dash.
+fn run_profiles(sh: &mut Shell) -> Result<(), Flow> {
+    let mut files = vec![b"/etc/profile".to_vec()];
+    if let Some(home) = sh.get(b"HOME") {
+        let mut p = home.to_vec();
+        p.extend_from_slice(b"/.profile");
+        files.push(p);
+    }
+    for f in files {
+        if let Ok(text) = std::fs::read(io::path(&f)) {
+            match sh.run_source(text, 1, false) {
+                Ok(_) | Err(Flow::Break(_) | Flow::Continue(_) | Flow::Return(_)) => {}
+                Err(exit) => return Err(exit),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn main() {

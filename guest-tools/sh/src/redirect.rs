@@ -13,8 +13,48 @@ use crate::subshell::ChildJob;
 /// child process so that neither side blocks.
 const HEREDOC_DIRECT: usize = 4096;
 
-/// First fd the shell uses for itself.
-pub const SHELL_FD_MIN: u32 = 10;
+/// The script's fds are 0..=9 (as in dash, a redirection names one digit).
+pub const SCRIPT_FDS: u32 = 10;
+
+/// Fds the host reserves in every guest process, which the script's fds of the same number
+/// cannot be. Under kiln (guest-tools/ABI.md) fd 3 is the rootfs preopen that wasi-libc resolves
+/// every path through: a `dup2` over it would break every later path lookup of the process.
+#[cfg(target_os = "wasi")]
+const HOST_RESERVED: &[u32] = &[3];
+#[cfg(not(target_os = "wasi"))]
+const HOST_RESERVED: &[u32] = &[];
+
+/// First fd the shell uses for itself. Between the script's fds and these sit the real fds
+/// that stand for the reserved script fds: script fd `HOST_RESERVED[i]` is real fd
+/// `SCRIPT_FDS + i` (so 3 is kept at 10 on WASI; natively nothing is reserved).
+///
+/// Children inherit that layout: child fd `j` (`j < SHELL_FD_MIN`) is this process's real fd
+/// `j`. A script fd the host reserves therefore reaches a child at `SCRIPT_FDS + i`, never at
+/// its own number: the child's fd 3 is always the rootfs preopen (`spawn` ignores `fds[3]`),
+/// so a program other than this shell does not see the script's fd 3 (as if it were closed
+/// for it). A child shell, subshell or script, finds it at `SCRIPT_FDS + i` and keeps it there
+/// as its own script fd 3, so `( echo >&3 )`, `{ ...; } 3>f` and `sh -c 'echo >&3'` work.
+/// A subshell's state pipe comes after those, at `SHELL_FD_MIN`.
+pub const SHELL_FD_MIN: u32 = SCRIPT_FDS + HOST_RESERVED.len() as u32;
+
+/// The real fd that holds the script's fd `fd`.
+pub fn real_fd(fd: u32) -> u32 {
+    match HOST_RESERVED.iter().position(|&r| r == fd) {
+        Some(i) => SCRIPT_FDS + i as u32,
+        None => fd,
+    }
+}
+
+/// Whether `fd` is open (a real fd).
+fn is_open(fd: u32) -> bool {
+    match kiln_rt::dup(fd, SHELL_FD_MIN) {
+        Ok(copy) => {
+            let _ = kiln_rt::close(copy);
+            true
+        }
+        Err(_) => false,
+    }
+}
 
 /// What to put back when a redirection scope ends.
 #[derive(Debug, Default)]
@@ -46,12 +86,33 @@ impl Shell {
     /// Makes `fd` refer to `src`'s open file (closing `src`), saving `fd` first.
     pub fn install_fd(&mut self, src: u32, fd: u32, saved: &mut Saved) -> io::Result<()> {
         self.save_fd(fd, saved);
-        if src != fd {
-            kiln_rt::dup2(src, fd)?;
+        let real = real_fd(fd);
+        if src != real {
+            kiln_rt::dup2(src, real)?;
             let _ = kiln_rt::close(src);
         }
         self.set_user_fd(fd, true);
         Ok(())
+    }
+
+    /// At startup: which of the script's fds the process was given.
+    pub fn detect_user_fds(&mut self) {
+        for fd in 0..SCRIPT_FDS {
+            self.set_user_fd(fd, is_open(real_fd(fd)));
+        }
+    }
+
+    /// The fd table a child starts with ([`kiln_rt::Spawn::fds`]), `SHELL_FD_MIN` entries:
+    /// the script's open fds where [`SHELL_FD_MIN`] says, nothing of the shell's own.
+    pub fn fd_table(&self) -> Vec<u32> {
+        let mut fds = vec![kiln_rt::CLOSED; SHELL_FD_MIN as usize];
+        for fd in (0..SCRIPT_FDS).filter(|&fd| self.user_fd(fd)) {
+            let real = real_fd(fd);
+            if let Some(slot) = usize::try_from(real).ok().and_then(|i| fds.get_mut(i)) {
+                *slot = real;
+            }
+        }
+        fds
     }
 
     fn set_user_fd(&mut self, fd: u32, open: bool) {
@@ -63,7 +124,7 @@ impl Shell {
         }
     }
 
-    fn user_fd(&self, fd: u32) -> bool {
+    pub fn user_fd(&self, fd: u32) -> bool {
         usize::try_from(fd)
             .ok()
             .and_then(|i| self.user_fds.get(i).copied())
@@ -75,20 +136,21 @@ impl Shell {
         if saved.entries.iter().any(|(f, _, _)| *f == fd) {
             return;
         }
-        let backup = kiln_rt::dup(fd, SHELL_FD_MIN).ok();
+        let backup = kiln_rt::dup(real_fd(fd), SHELL_FD_MIN).ok();
         saved.entries.push((fd, backup, self.user_fd(fd)));
     }
 
     /// Undoes a redirection scope.
     pub fn restore(&mut self, saved: Saved) {
         for (fd, backup, was_user) in saved.entries.into_iter().rev() {
+            let real = real_fd(fd);
             match backup {
                 Some(b) => {
-                    let _ = kiln_rt::dup2(b, fd);
+                    let _ = kiln_rt::dup2(b, real);
                     let _ = kiln_rt::close(b);
                 }
                 None => {
-                    let _ = kiln_rt::close(fd);
+                    let _ = kiln_rt::close(real);
                 }
             }
             self.set_user_fd(fd, was_user);
@@ -188,7 +250,7 @@ impl Shell {
     fn dup_redirect(&mut self, fd: u32, target: &[u8], saved: &mut Saved) -> Res<bool> {
         if target == b"-" {
             self.save_fd(fd, saved);
-            let _ = kiln_rt::close(fd);
+            let _ = kiln_rt::close(real_fd(fd));
             self.set_user_fd(fd, false);
             return Ok(true);
         }
@@ -207,7 +269,7 @@ impl Shell {
             return Ok(false);
         }
         self.save_fd(fd, saved);
-        match kiln_rt::dup2(src, fd) {
+        match kiln_rt::dup2(real_fd(src), real_fd(fd)) {
             Ok(()) => {
                 self.set_user_fd(fd, true);
                 Ok(true)

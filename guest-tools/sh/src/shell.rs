@@ -48,6 +48,8 @@ pub const OPTIONS: &[(&str, Option<u8>)] = &[
     ("privileged", Some(b'p')),
     ("nolog", None),
     ("debug", None),
+    // POSIX.1-2024: a pipeline's status is that of its last stage that failed.
+    ("pipefail", None),
 ];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,11 +99,16 @@ impl Opts {
         }
     }
 
-    /// The value of `$-`.
+    /// The value of `$-`: dash lists the letters from the end of its option table. Unlike
+    /// dash it leaves out `s` (reading commands from stdin, which the shell sets itself), as
+    /// the POSIX.1-2024 expectation of the conformance suite does (`sh-options` "$- with
+    /// pipefail"); RUN lines are `sh -c`, where dash has no `s` either.
     pub fn letters(&self) -> Bytes {
         OPTIONS
             .iter()
             .zip(&self.on)
+            .rev()
+            .filter(|((name, _), _)| *name != "stdin")
             .filter_map(|((_, l), on)| if *on { *l } else { None })
             .collect()
     }

@@ -1,7 +1,8 @@
 //! Child shells. WASI has no fork: whatever POSIX runs in a subshell (`( )`, command
 //! substitutions, pipeline stages that are not a plain external command, background jobs)
 //! runs in a new instance of this shell, started as `kiln:sh --kiln-subshell`. The parent's
-//! whole state and the tree to run travel over a pipe that the child sees as fd 10.
+//! whole state and the tree to run travel over a pipe that the child sees as fd
+//! [`SHELL_FD_MIN`] (10 natively, 11 on WASI: see there for the fds below it).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -93,18 +94,7 @@ impl Shell {
         let (r, w) = kiln_rt::pipe()?;
         let r = high(r)?;
         let w = high(w)?;
-        let mut fds: Vec<u32> = self
-            .user_fds
-            .iter()
-            .enumerate()
-            .map(|(i, &open)| {
-                if open {
-                    u32::try_from(i).unwrap_or(kiln_rt::CLOSED)
-                } else {
-                    kiln_rt::CLOSED
-                }
-            })
-            .collect();
+        let mut fds = self.fd_table();
         fds.push(r);
         let argv = [
             io::os_string(self.arg0.clone()),

@@ -183,10 +183,9 @@ impl Test<'_> {
             b"-t" => {
                 let fd = self.int(arg)?;
                 u32::try_from(fd).is_ok_and(|fd| {
-                    kiln_rt::fstat(fd).is_ok_and(|s| s.file_type() == kiln_rt::mode::S_IFCHR)
-                        && fd < 10
-                        && self.sh.user_fds.get(fd as usize).copied().unwrap_or(false)
-                        && is_tty(fd)
+                    fd < crate::redirect::SCRIPT_FDS
+                        && self.sh.user_fd(fd)
+                        && is_tty(crate::redirect::real_fd(fd))
                 })
             }
             _ => file_test(op, arg),
