@@ -636,6 +636,10 @@ impl Run<'_> {
                     "flags {:?} {:?} {:?} {:?}",
                     run.mounts, run.network, run.security, run.devices
                 ));
+                fields.push(format!(
+                    "guest tools {}",
+                    crate::sandbox::wasi::GuestTools::embedded().identity()
+                ));
                 for h in &run.heredocs {
                     fields.push(format!("heredoc {} {}", h.name, h.content));
                 }

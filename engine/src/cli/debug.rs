@@ -23,9 +23,9 @@ pub enum DebugCommand {
     },
     /// Run kiln's guest sh in the WASI sandbox, with kiln's stdin, stdout and stderr.
     ///
-    /// The rootfs is an overlay whose lower layer is this machine's `/`, read-only, so the
-    /// current folder, `$TMP` and everything on `PATH` are where they are on the host; writes
-    /// land in a private upper that is discarded at exit. For testing the shell (e.g. as
+    /// The rootfs is an overlay whose lower layer is this machine's `/` (without /proc and /sys),
+    /// read-only, so the current folder, `$TMP` and everything on `PATH` are where they are on
+    /// the host; writes land in a private upper that is discarded at exit. For testing the shell (e.g. as
     /// run_spec.py's `--shell`): it gives guests a read-only view of the whole host.
     Sh {
         /// Arguments for sh (`-c SCRIPT`, a script file, ...); none: the script is read from stdin.
@@ -64,6 +64,15 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     use crate::rootfs::{ContainerPath, Creds};
     use crate::sandbox::{Isolation, Limits, RunSpec, Sandbox, StdioMode};
     let host_root = cap_std::fs::Dir::open_ambient_dir("/", cap_std::ambient_authority())?;
+    // A layer above the host's root that hides its /proc and /sys (kernel state of other
+    // processes is none of a guest's business, even in a debugging shell).
+    let mask = tempfile::Builder::new()
+        .prefix("kiln-debug-sh-")
+        .tempdir()?;
+    for hidden in ["proc", "sys"] {
+        std::fs::write(mask.path().join(format!(".wh.{hidden}")), b"")?;
+    }
+    let mask_dir = cap_std::fs::Dir::open_ambient_dir(mask.path(), cap_std::ambient_authority())?;
     let upper = tempfile::Builder::new()
         .prefix("kiln-debug-sh-")
         .tempdir()?;
@@ -87,7 +96,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
         stdio: StdioMode::Inherit,
     };
     let sandbox = Sandbox::new();
-    let outcome = sandbox.run(vec![host_root], upper_dir, &spec, &mut |_| {})?;
+    let outcome = sandbox.run(vec![host_root, mask_dir], upper_dir, &spec, &mut |_| {})?;
     if let Some(limit) = outcome.limit {
         let (name, value) = spec.limits.describe(limit);
         return Err(UserError(format!("sh exceeded its {name} limit ({value})")).into());

@@ -24,10 +24,16 @@ use crate::rootfs::{ContainerPath, Device, NodeKind, NodeStat, OpenOptions, Open
 
 const MODULE: &str = "wasi_snapshot_preview1";
 
-/// Why a host call did not succeed: the errno the guest gets.
+/// Why a host call did not succeed.
 pub(crate) enum Fail {
+    /// The guest gets this errno.
     Errno(Errno),
+    /// The process ends with this status, as a signal's default action would end it.
+    Exit(i32),
 }
+
+/// Linux's SIGPIPE.
+const SIGPIPE: i32 = 13;
 
 impl From<Errno> for Fail {
     fn from(e: Errno) -> Self {
@@ -62,6 +68,7 @@ pub(crate) fn call(
     match f(&mut mem, proc) {
         Ok(()) => Ok(0),
         Err(Fail::Errno(e)) => Ok(i32::from(e.0)),
+        Err(Fail::Exit(status)) => Err(wasmtime::Error::new(ProcExit(status))),
     }
 }
 
@@ -477,7 +484,12 @@ fn fd_write(m: &mut Mem<'_>, p: &mut Proc, fd: u32, iovs: u32, n: u32, out: u32)
             match open.write(&buf[done..], &stop) {
                 Ok(0) => break,
                 Ok(k) => done += k,
-                Err(e) if total + done > 0 && e != Errno::PIPE => {
+                // A write to a pipe nobody reads: what SIGPIPE's default action does on Linux
+                // (WASI has no signals), so `yes | head -1` ends like it does under dash.
+                Err(Errno::PIPE) if matches!(open.obj, Object::PipeWrite(_)) => {
+                    return Err(Fail::Exit(128 + SIGPIPE));
+                }
+                Err(_) if total + done > 0 => {
                     m.put_u32(out, (total + done) as u32)?;
                     return Ok(());
                 }

@@ -63,6 +63,22 @@ impl GuestTools {
         self.coreutils.map(|m| (m, Some(*n)))
     }
 
+    /// Identifies these tools and where they appear: part of every RUN step's cache key, so a
+    /// kiln with other guest tools does not reuse layers made by the old ones.
+    pub fn identity(&self) -> String {
+        let mut h = blake3::Hasher::new();
+        for m in [self.sh, self.coreutils].into_iter().flatten() {
+            h.update(&m.sha256);
+        }
+        for (path, tool) in &self.shims {
+            h.update(path.as_str().as_bytes());
+            h.update(b"\0");
+            h.update(tool.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().to_hex().to_string()
+    }
+
     /// The shim table for an overlay.
     pub fn shims(&self) -> Shims {
         Shims::new(self.shims.iter().cloned())
