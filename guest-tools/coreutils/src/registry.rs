@@ -125,7 +125,7 @@ pub static TOOLS: &[Tool] = &[
     ours!("stat", tools::stat::main),
     uu!("sum", uu_sum),
     ours!("sync", tools::sync::main),
-    uu!("tac", uu_tac),
+    ours!("tac", tools::tac::main),
     uu!("tail", uu_tail),
     ours!("tar", tools::tar::main),
     uu!("tee", uu_tee),

@@ -15,6 +15,7 @@ pub mod mkdir;
 pub mod sort;
 pub mod stat;
 pub mod sync;
+pub mod tac;
 pub mod tar;
 pub mod test;
 pub mod which;
