@@ -110,6 +110,7 @@ if sort -C -n -k2,2 s1 2> /out/sort-C-err; then echo sorted; else echo $?; fi > 
 sort -c -t' ' -k2,2n s2 && echo sorted > /out/sort-key
 split -l 2 in /out/split_
 tac in > /out/tac
+cat in | tac > /out/tac-pipe
 echo tee | tee /out/tee1 > /out/tee2
 echo abc | tr a-z A-Z > /out/tr
 printf 'a b\nb c\n' | tsort > /out/tsort
@@ -219,6 +220,7 @@ EOF
             ("split_aa", "b\na\n"),
             ("split_ab", "c\na\n"),
             ("tac", "a\nc\na\nb\n"),
+            ("tac-pipe", "a\nc\na\nb\n"),
             ("tee1", "tee\n"),
             ("tee2", "tee\n"),
             ("tr", "ABC\n"),
