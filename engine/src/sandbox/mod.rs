@@ -1,6 +1,7 @@
 //! Executors for RUN steps (and, later, containers): DESIGN.md's execution choice picks, per
 //! program, the WASI sandbox ([`wasi`]) or the native one; both write the same upper format.
 
+pub mod native;
 pub mod wasi;
 
 use std::fmt;

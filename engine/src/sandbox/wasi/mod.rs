@@ -146,19 +146,21 @@ pub(crate) fn run(
         fds,
     };
     let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
-    let readers: Vec<_> = readers
-        .into_iter()
-        .map(|(stream, fd)| {
-            let tx = tx.clone();
+    let reader = if readers.is_empty() {
+        drop(tx);
+        None
+    } else {
+        Some(
             std::thread::Builder::new()
                 .name("kiln-output".into())
-                .spawn(move || forward(stream, fd, tx))
-        })
-        .collect();
-    drop(tx);
+                .spawn(move || forward(readers, tx))
+                .map_err(|e| io_err("start the output reader", e))?,
+        )
+    };
     let main_step = step.clone();
     let main = std::thread::Builder::new()
         .name("kiln-step".into())
+        .stack_size(process::THREAD_STACK)
         .spawn(move || {
             let status = run_main(&main_step, launch);
             main_step.finish();
@@ -178,11 +180,8 @@ pub(crate) fn run(
             step.exceeded(Limit::Log);
         }
     }
-    let status = main
-        .join()
-        .unwrap_or(Err(Errno::IO))
-        .unwrap_or(process::STATUS_KILLED);
-    for r in readers.into_iter().flatten() {
+    let status = main.join().unwrap_or(process::STATUS_KILLED);
+    if let Some(r) = reader {
         let _ = r.join();
     }
     let needs_native = step.needs_native.lock().ok().and_then(|n| n.clone());
@@ -203,19 +202,39 @@ fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
         .map_err(|e| io_err("create a pipe", e.into()))
 }
 
-/// Reads a step's output pipe until every writer is gone.
-fn forward(stream: Stream, fd: OwnedFd, tx: mpsc::SyncSender<(Stream, Vec<u8>)>) {
+/// Reads a step's output pipes until every writer of each is gone.
+fn forward(mut pipes: Vec<(Stream, OwnedFd)>, tx: mpsc::SyncSender<(Stream, Vec<u8>)>) {
     let mut buf = vec![0u8; OUTPUT_CHUNK];
-    loop {
-        match rustix::io::read(&fd, &mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                if tx.send((stream, buf[..n].to_vec())).is_err() {
-                    return;
-                }
-            }
-            Err(rustix::io::Errno::INTR) => {}
+    while !pipes.is_empty() {
+        let mut fds: Vec<_> = pipes
+            .iter()
+            .map(|(_, fd)| rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN))
+            .collect();
+        match rustix::event::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return,
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        drop(fds);
+        let mut closed = Vec::new();
+        for (i, (stream, fd)) in pipes.iter().enumerate() {
+            if !ready[i] {
+                continue;
+            }
+            match rustix::io::read(fd, &mut buf) {
+                Ok(0) => closed.push(i),
+                Ok(n) => {
+                    if tx.send((*stream, buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+                Err(_) => closed.push(i),
+            }
+        }
+        for i in closed.into_iter().rev() {
+            pipes.remove(i);
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::rootfs::{ContainerPath, Creds, NodeKind, OpenOptions, Opened, Overlay
 use crate::sandbox::{Limit, Limits};
 
 /// Stack for a guest thread: wasm runs on it (wasmtime stops it at 1 MiB).
-const THREAD_STACK: usize = 8 << 20;
+pub(crate) const THREAD_STACK: usize = 8 << 20;
 
 /// How many `#!` interpreters may chain.
 const MAX_INTERPRETERS: usize = 4;
@@ -603,14 +603,13 @@ fn complain(store: &mut Store<Proc>, msg: &str) {
     }
 }
 
-/// Runs `launch` as a step's first process on a thread of its own and waits for it.
-pub(crate) fn run_main(step: &Arc<Step>, launch: Launch) -> Result<i32, Errno> {
-    let child = start(step, launch)?;
-    let status = child.slot.wait(false, &|| false).unwrap_or(STATUS_KILLED);
-    if let Some(t) = child.thread {
-        let _ = t.join();
-    }
-    Ok(status)
+/// Runs `launch` as a step's first process, on the calling thread (which needs a stack of
+/// [`THREAD_STACK`]).
+pub(crate) fn run_main(step: &Arc<Step>, launch: Launch) -> i32 {
+    step.live.fetch_add(1, Ordering::SeqCst);
+    let status = run(step, launch, Arc::new(AtomicI32::new(0)));
+    step.live.fetch_sub(1, Ordering::SeqCst);
+    status
 }
 
 /// A fresh descriptor table: stdin, stdout, stderr, and the rootfs preopened as `/` at fd 3.

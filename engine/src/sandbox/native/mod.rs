@@ -1,0 +1,590 @@
+//! The native sandbox: runs one Linux program over kernel overlayfs in fresh namespaces, with
+//! Docker's default confinement (DESIGN.md "Native sandbox").
+//!
+//! # Processes
+//! A library cannot re-exec itself, and `fork` from a multithreaded process may only make
+//! async-signal-safe calls until `exec`. So the parent prepares *everything* first (the mount
+//! plan as C strings, the seccomp program, argv/envp pointer arrays, the `PATH` candidates,
+//! the descriptors to keep) and then `clone3`s the sandbox's **init** straight into new user,
+//! mount, pid, ipc, uts and (unless [`NativeNetwork::Host`]) net namespaces. Init only makes
+//! raw system calls on that prepared data ([`sys`]): it closes every inherited descriptor it
+//! does not need, waits for the parent to write its id maps and add it to the run's cgroups,
+//! enters a new cgroup namespace, executes the plan, sets the rlimits and forks the
+//! **program** process, which drops capabilities, sets ids, `no_new_privs`, marks every
+//! descriptor but stdio close-on-exec (`close_range`), installs the seccomp filter and
+//! `execve`s. Init stays pid 1 (so `kill -9 $$` in the program works as in Docker), reaps
+//! orphans, and exits with the program's status; the kernel then kills everything left in the
+//! pid namespace. On timeout the parent SIGKILLs init through its pidfd, with the same effect.
+//! Failures before `execve` come back as `(step, errno)` on a close-on-exec pipe.
+//!
+//! # Identity
+//! Container ids 0..65535 are mapped onto the fixed host range [`HOST_ID_BASE`]`..+65536`
+//! (as root; rootless mode is not implemented). Files keep *container* ids on disk through
+//! **idmapped mounts**: the parent makes a throwaway user namespace with the same mapping and
+//! clones each lower (read-only) and the folder holding upper and work with
+//! `open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_IDMAP)`. Container root (host
+//! 100000) then owns what is 0 on disk and whatever a container uid N creates is N on disk.
+//! There is no fallback when idmapped mounts fail: the run fails with the reason.
+//!
+//! # Mounts
+//! Init attaches those detached mounts in a scratch tmpfs (mounted over the work folder's path
+//! in its own mount namespace) and mounts overlayfs *inside* the user namespace with
+//! `userxattr,index=off,redirect_dir=nofollow,metacopy=off`, so whiteouts are 0:0 character devices
+//! and opaque directories carry `user.overlay.opaque=y`, kiln's upper format, and renamed lower
+//! directories fail with `EXDEV` (programs copy them, as `mv` does) instead of leaving
+//! redirects. Mount points the image lacks (`/proc`, `/sys`, `/dev`, `/etc/hosts`, ...) come
+//! from an **init layer**, a tmpfs lower above the image layers, as Docker's init layer, so
+//! nothing is ever created in the upper for them; `/etc/hosts`, `/etc/resolv.conf` and
+//! `/etc/hostname` are bind-mounted from that tmpfs, so writes to them never reach the upper.
+//! `proc` and `sysfs` are created before `pivot_root` (the kernel requires a visible host
+//! instance) and attached after it; every other mount happens after `pivot_root`, so symlinks
+//! in the image resolve inside the rootfs. The plan is pure data ([`plan`]) executed through
+//! the [`plan::Syscall`] seam.
+//!
+//! # Limits
+//! Wall-clock timeout (kill, [`Limit::Timeout`]); memory and pids through cgroup v2 where the
+//! controllers are enabled for our cgroup's children, else v1 hierarchies, else listed in
+//! [`NativeOutcome::not_enforced`]; `RLIMIT_NOFILE`, `RLIMIT_NPROC`, `RLIMIT_CORE` = 0; disk is
+//! the size of the upper measured when the step ends ([`Limit::Disk`]), not enforced while it
+//! runs.
+
+mod cgroup;
+mod layers;
+mod plan;
+mod seccomp;
+mod sys;
+#[cfg(test)]
+mod tests;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+use std::time::Instant;
+
+use crate::sandbox::{Limit, Limits};
+
+use plan::{build_plan, EtcFile, PlanInput, DEVICES};
+use sys::{ExecConfig, InitConfig, Stage, STAGE_BASE};
+
+/// First host uid/gid of the range container ids 0..65535 map onto.
+pub const HOST_ID_BASE: u32 = 100_000;
+/// Number of container ids mapped.
+pub const ID_COUNT: u32 = 65_536;
+
+/// Docker's default capabilities: CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+/// NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP.
+pub const DOCKER_CAPS: u64 = 0xa804_25fb;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The network a run sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NativeNetwork {
+    /// Its own network namespace with only loopback, up.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// One program to run in the native sandbox.
+#[derive(Debug)]
+pub struct NativeSpec {
+    /// `argv[0]` is an absolute path inside the rootfs, or a name searched in `env`'s `PATH`.
+    pub argv: Vec<String>,
+    /// The whole environment, `K=V`.
+    pub env: Vec<String>,
+    /// Absolute working directory inside the rootfs, created (root-owned, 0755) if missing.
+    pub cwd: String,
+    /// Container user and group to run as; supplementary groups come from the rootfs's
+    /// `/etc/group` (none without one).
+    pub uid: u32,
+    pub gid: u32,
+    /// Layer snapshot folders, bottom first (read-only; never modified).
+    pub lowers: Vec<PathBuf>,
+    /// The step's upper folder (becomes the layer diff).
+    pub upper: PathBuf,
+    /// An empty folder on the same mount as `upper` (overlayfs workdir).
+    pub work: PathBuf,
+    pub network: NativeNetwork,
+    pub hostname: String,
+    pub limits: Limits,
+    /// The program's stdin, stdout and stderr.
+    pub stdio: [OwnedFd; 3],
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeOutcome {
+    /// The exit code, or 128+N after a kill by signal N.
+    pub status: i32,
+    /// The limit that stopped it (or that it exceeded), if any.
+    pub limit: Option<Limit>,
+    /// Limits this host could not enforce, with the reason.
+    pub not_enforced: Vec<String>,
+}
+
+/// Why a native run could not happen (a program that fails is a [`NativeOutcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NativeError {
+    /// The spec is unusable.
+    #[error("invalid native run: {0}")]
+    Invalid(String),
+    /// The host cannot run the native sandbox.
+    #[error("native sandbox unavailable: {0}")]
+    Unavailable(String),
+    /// The rootfs cannot host the sandbox's mount points.
+    #[error("rootfs: {0}")]
+    Rootfs(String),
+    /// A host operation failed.
+    #[error("{op}: {source}")]
+    Host {
+        op: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Setting the sandbox up failed.
+    #[error("sandbox setup: {step}: {source}")]
+    Setup {
+        step: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The program could not be executed.
+    #[error("cannot execute {program}: {source}")]
+    Exec {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn host(op: impl Into<String>) -> impl FnOnce(io::Error) -> NativeError {
+    let op = op.into();
+    move |source| NativeError::Host { op, source }
+}
+
+/// Whether this host can run the native sandbox, with the reason when not.
+pub fn available() -> Result<(), String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("the native sandbox needs root (rootless mode is not implemented)".into());
+    }
+    let fs =
+        fs::read_to_string("/proc/filesystems").map_err(|e| format!("/proc/filesystems: {e}"))?;
+    if !fs
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some("overlay"))
+    {
+        return Err("the kernel has no overlayfs".into());
+    }
+    let max = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    if max.trim() == "0" {
+        return Err("user namespaces are disabled (user.max_user_namespaces = 0)".into());
+    }
+    if !Path::new("/proc/self/ns/user").exists() {
+        return Err("the kernel has no user namespaces".into());
+    }
+    Ok(())
+}
+
+fn cstring(what: &str, s: &str) -> Result<CString, NativeError> {
+    CString::new(s).map_err(|_| NativeError::Invalid(format!("{what} holds a NUL byte: {s:?}")))
+}
+
+fn path_cstring(p: &Path) -> Result<CString, NativeError> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| NativeError::Invalid(format!("path holds a NUL byte: {}", p.display())))
+}
+
+/// The working directory and its ancestors, outermost first.
+fn cwd_dirs(cwd: &str) -> Result<Vec<String>, NativeError> {
+    if !cwd.starts_with('/') {
+        return Err(NativeError::Invalid(format!(
+            "working directory {cwd:?} is not absolute"
+        )));
+    }
+    let mut dirs = Vec::new();
+    let mut cur = String::new();
+    for name in cwd.split('/').filter(|n| !n.is_empty() && *n != ".") {
+        cur.push('/');
+        cur.push_str(name);
+        dirs.push(cur.clone());
+    }
+    Ok(dirs)
+}
+
+/// The paths `execve` tries for `argv0`.
+fn candidates(argv0: &str, env: &[String]) -> Vec<String> {
+    if argv0.contains('/') {
+        return vec![argv0.to_owned()];
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .map(|d| if d.is_empty() { "." } else { d })
+        .map(|d| format!("{}/{argv0}", d.trim_end_matches('/')))
+        .collect()
+}
+
+/// The deepest folder holding both `a` and `b`, and their paths relative to it.
+fn common_base(a: &Path, b: &Path) -> (PathBuf, String, String) {
+    let ac: Vec<Component> = a.components().collect();
+    let bc: Vec<Component> = b.components().collect();
+    let n = ac.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let base: PathBuf = ac[..n].iter().collect();
+    let rel = |c: &[Component]| c.iter().collect::<PathBuf>().to_string_lossy().into_owned();
+    (base, rel(&ac[n..]), rel(&bc[n..]))
+}
+
+fn write_id_maps(pid: libc::pid_t) -> io::Result<()> {
+    let map = format!("0 {HOST_ID_BASE} {ID_COUNT}\n");
+    fs::write(format!("/proc/{pid}/uid_map"), &map)?;
+    fs::write(format!("/proc/{pid}/gid_map"), &map)
+}
+
+/// A user namespace with the sandbox's mapping, for idmapped mounts.
+fn idmap_userns() -> Result<OwnedFd, NativeError> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| host("pipe")(e.into()))?;
+    let rfd = r.as_raw_fd();
+    // SAFETY: the child only makes raw close_range/read/_exit calls.
+    let child =
+        unsafe { sys::clone_into(libc::CLONE_NEWUSER as u64, || sys::hold_until_written(rfd)) }
+            .map_err(host("clone a user namespace"))?;
+    let ns = write_id_maps(child.pid)
+        .and_then(|()| fs::File::open(format!("/proc/{}/ns/user", child.pid)))
+        .map(OwnedFd::from);
+    // Other processes cloned meanwhile may hold copies of `w`: write rather than close.
+    let _ = fs::File::from(w).write_all(&[1]);
+    sys::wait_pid(child.pid).map_err(host("wait for the user namespace holder"))?;
+    ns.map_err(host("write the id maps of a user namespace"))
+}
+
+/// Bytes in the upper: regular file sizes plus symlink lengths.
+fn upper_size(upper: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![upper.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() || m.is_symlink() {
+                total = total.saturating_add(m.len());
+            }
+        }
+    }
+    total
+}
+
+fn rlimit(resource: libc::__rlimit_resource_t, want: u64) -> (libc::__rlimit_resource_t, u64) {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: getrlimit into a live struct.
+    unsafe { libc::getrlimit(resource, &mut cur) };
+    (resource, want.min(cur.rlim_max))
+}
+
+/// Runs one program in the native sandbox; see the module doc.
+pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
+    available().map_err(NativeError::Unavailable)?;
+    let NativeSpec {
+        argv,
+        env,
+        cwd,
+        uid,
+        gid,
+        lowers,
+        upper,
+        work,
+        network,
+        hostname,
+        limits,
+        stdio,
+    } = spec;
+    let Some(argv0) = argv.first().cloned() else {
+        return Err(NativeError::Invalid("empty argv".into()));
+    };
+    if hostname.len() > 64 {
+        return Err(NativeError::Invalid(format!(
+            "hostname {hostname:?} is too long"
+        )));
+    }
+    if uid >= ID_COUNT || gid >= ID_COUNT {
+        return Err(NativeError::Invalid(format!(
+            "user {uid}:{gid} is outside the mapped range 0..{ID_COUNT}"
+        )));
+    }
+    let dirs = cwd_dirs(&cwd)?;
+    let argv_c = argv
+        .iter()
+        .map(|a| cstring("argument", a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env_c = env
+        .iter()
+        .map(|e| cstring("environment variable", e))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cands = candidates(&argv0, &env)
+        .iter()
+        .map(|c| cstring("program path", c))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cwd_c = cstring("working directory", &cwd)?;
+    cstring("hostname", &hostname)?;
+
+    // What the rootfs has and lacks.
+    let upper = fs::canonicalize(&upper).map_err(host(format!("upper {}", upper.display())))?;
+    let work = fs::canonicalize(&work).map_err(host(format!("work {}", work.display())))?;
+    let mut top_down = vec![upper.clone()];
+    top_down.extend(lowers.iter().rev().cloned());
+    let (init, bound) = layers::mount_points(
+        &top_down,
+        &["proc", "sys", "dev"],
+        &["hosts", "resolv.conf", "hostname"],
+    )
+    .map_err(|b| NativeError::Rootfs(b.0))?;
+    let groups = layers::supplementary_groups(
+        layers::read_file(&top_down, "etc/passwd").as_deref(),
+        layers::read_file(&top_down, "etc/group").as_deref(),
+        uid,
+    );
+    let etc = bound
+        .into_iter()
+        .map(|name| EtcFile {
+            name,
+            contents: match (name, network) {
+                ("hosts", NativeNetwork::None) => plan::loopback_hosts(&hostname),
+                ("hosts", NativeNetwork::Host) => {
+                    fs::read("/etc/hosts").unwrap_or_else(|_| plan::loopback_hosts(&hostname))
+                }
+                ("resolv.conf", NativeNetwork::None) => plan::NO_RESOLV.to_vec(),
+                ("resolv.conf", NativeNetwork::Host) => {
+                    fs::read("/etc/resolv.conf").unwrap_or_default()
+                }
+                _ => format!("{hostname}\n").into_bytes(),
+            },
+        })
+        .collect();
+
+    // The idmapped layer mounts.
+    let userns = idmap_userns()?;
+    let lower_fds = lowers
+        .iter()
+        .map(|l| {
+            sys::idmapped_clone(l, userns.as_fd(), true)
+                .map_err(host(format!("idmapped mount of {}", l.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (base, upper_rel, work_rel) = common_base(&upper, &work);
+    let base_fd = sys::idmapped_clone(&base, userns.as_fd(), false)
+        .map_err(host(format!("idmapped mount of {}", base.display())))?;
+    drop(userns);
+
+    let input = PlanInput {
+        scratch: path_cstring(&work)?,
+        lower_fds: lower_fds.iter().map(AsRawFd::as_raw_fd).collect(),
+        upper_base_fd: base_fd.as_raw_fd(),
+        upper_rel,
+        work_rel,
+        init,
+        etc,
+        devices: DEVICES
+            .into_iter()
+            .filter(|d| Path::new("/dev").join(d).exists())
+            .collect(),
+        network,
+        hostname,
+        cwd_dirs: dirs,
+    };
+    let plan = build_plan(&input);
+    let last_cap = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40);
+    let stdio_raw = [
+        stdio[0].as_raw_fd(),
+        stdio[1].as_raw_fd(),
+        stdio[2].as_raw_fd(),
+    ];
+    let exec = ExecConfig::new(
+        stdio_raw,
+        uid,
+        gid,
+        groups,
+        DOCKER_CAPS,
+        last_cap,
+        cwd_c,
+        cands,
+        argv_c,
+        env_c,
+        seccomp::filter(),
+    );
+    let cgroups = cgroup::Cgroups::create(&limits);
+    let result = start_and_wait(
+        plan, exec, &input, &limits, &cgroups, stdio, lower_fds, base_fd,
+    );
+    let limit_hit = cgroups.exceeded();
+    cgroups.remove();
+    let (status, timed_out) = result?;
+    let limit = if timed_out {
+        Some(Limit::Timeout)
+    } else if let Some(l) = limit_hit {
+        Some(l)
+    } else if upper_size(&upper) > limits.disk {
+        Some(Limit::Disk)
+    } else {
+        None
+    };
+    Ok(NativeOutcome {
+        status,
+        limit,
+        not_enforced: cgroups.not_enforced.clone(),
+    })
+}
+
+/// Clones the sandbox's init, releases it, waits for it; returns the status and whether the
+/// timeout killed it.
+#[allow(clippy::too_many_arguments)]
+fn start_and_wait(
+    plan: plan::Plan,
+    exec: ExecConfig,
+    input: &PlanInput,
+    limits: &Limits,
+    cgroups: &cgroup::Cgroups,
+    stdio: [OwnedFd; 3],
+    lower_fds: Vec<OwnedFd>,
+    base_fd: OwnedFd,
+) -> Result<(i32, bool), NativeError> {
+    let cloexec = rustix::pipe::PipeFlags::CLOEXEC;
+    let (sync_r, sync_w) = rustix::pipe::pipe_with(cloexec).map_err(|e| host("pipe")(e.into()))?;
+    let (report_r, report_w) =
+        rustix::pipe::pipe_with(cloexec).map_err(|e| host("pipe")(e.into()))?;
+    let mut keep: Vec<RawFd> = vec![sync_r.as_raw_fd(), report_w.as_raw_fd()];
+    keep.extend(&input.lower_fds);
+    keep.push(input.upper_base_fd);
+    keep.extend(exec.stdio);
+    keep.sort_unstable();
+    keep.dedup();
+    let steps = plan.steps;
+    let mut cfg = InitConfig {
+        keep,
+        sync: sync_r.as_raw_fd(),
+        report: report_w.as_raw_fd(),
+        slots: vec![-1; plan.slots],
+        steps,
+        rlimits: vec![
+            rlimit(libc::RLIMIT_NOFILE, u64::from(limits.files)),
+            rlimit(libc::RLIMIT_NPROC, u64::from(limits.pids)),
+            (libc::RLIMIT_CORE, 0),
+        ],
+        exec,
+    };
+    let mut flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS;
+    if input.network == NativeNetwork::None {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: init_main only makes raw system calls on `cfg`, prepared above.
+    let child = unsafe { sys::clone_into(flags as u64, || sys::init_main(&mut cfg)) }
+        .map_err(host("clone the sandbox"))?;
+    drop((sync_r, report_w, stdio, lower_fds, base_fd));
+    let released = write_id_maps(child.pid)
+        .map_err(host("write the sandbox's id maps"))
+        .and_then(|()| {
+            cgroups
+                .add(child.pid)
+                .map_err(host("join the run's cgroups"))
+        })
+        .and_then(|()| {
+            fs::File::from(sync_w)
+                .write_all(&[1])
+                .map_err(host("start the sandbox"))
+        });
+    if let Err(e) = released {
+        sys::kill_pidfd(child.pidfd.as_fd());
+        let _ = sys::wait_pid(child.pid);
+        return Err(e);
+    }
+
+    let deadline = Instant::now() + limits.timeout;
+    let mut timed_out = false;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            sys::kill_pidfd(child.pidfd.as_fd());
+            timed_out = true;
+            break;
+        }
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+        let mut pfd = libc::pollfd {
+            fd: child.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one live pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if r > 0 {
+            break;
+        }
+        if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            sys::kill_pidfd(child.pidfd.as_fd());
+            break;
+        }
+    }
+    let status = sys::wait_pid(child.pid).map_err(host("wait for the sandbox"))?;
+    let mut report = Vec::new();
+    fs::File::from(report_r)
+        .take(8)
+        .read_to_end(&mut report)
+        .map_err(host("read the sandbox's report"))?;
+    if let (Ok(code), Ok(errno)) = (
+        <[u8; 4]>::try_from(report.get(..4).unwrap_or_default()),
+        <[u8; 4]>::try_from(report.get(4..8).unwrap_or_default()),
+    ) {
+        let (code, errno) = (u32::from_ne_bytes(code), i32::from_ne_bytes(errno));
+        let source = io::Error::from_raw_os_error(errno);
+        let program = cfg
+            .exec
+            .candidates
+            .first()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(match Stage::from_code(code) {
+            Some(Stage::Exec) => NativeError::Exec { program, source },
+            Some(stage) => NativeError::Setup {
+                step: stage.describe().to_owned(),
+                source,
+            },
+            None if code < STAGE_BASE => NativeError::Setup {
+                step: usize::try_from(code)
+                    .ok()
+                    .and_then(|i| cfg.steps.get(i))
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| format!("step {code}")),
+                source,
+            },
+            None => NativeError::Setup {
+                step: format!("stage {code}"),
+                source,
+            },
+        });
+    }
+    let code = if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    };
+    Ok((code, timed_out))
+}
