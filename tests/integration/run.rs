@@ -507,3 +507,93 @@ fn debian_shell_steps_run_with_zero_native_execution() {
         "{err}"
     );
 }
+
+#[test]
+fn debian_binaries_run_in_the_native_sandbox_and_the_layer_keeps_container_owners() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let err = build_ok(
+        &env,
+        "FROM debian:bookworm\n\
+         RUN useradd -m bob && su bob -c 'echo mine > /home/bob/f' && rm /etc/motd \
+             && ls /proc/1 > /dev/null && cat /proc/self/status | grep NoNewPrivs > /nnp\n",
+        &[],
+        &[],
+    );
+    assert!(
+        err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
+        "{err}"
+    );
+    let tree = image_tree(&env.root(), "me/run");
+    let bob = &tree["home/bob"];
+    assert_eq!((bob.uid, bob.gid, bob.mode), (1000, 1000, 0o755));
+    assert_eq!(tree["home/bob/f"].uid, 1000);
+    assert_eq!(content(&tree, "home/bob/f"), "mine\n");
+    assert_eq!((tree["etc/shadow"].uid, tree["etc/shadow"].gid), (0, 42));
+    assert!(!tree.contains_key("etc/motd"), "deleted through a whiteout");
+    assert_eq!(content(&tree, "nnp").split_whitespace().last(), Some("1"));
+}
+
+#[test]
+fn apt_without_network_fails_and_says_how_to_get_one() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let (code, err) = try_build(
+        &env,
+        "FROM debian:bookworm\nRUN apt-get update && apt-get install -y redis-server\n",
+        &[],
+        &[],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("the step has no network; pass --network=host"),
+        "{}",
+        &err[err.len().saturating_sub(1500)..]
+    );
+}
+
+#[test]
+fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let seed = crate::harness::workspace_root().join("examples/redis");
+    let out = env
+        .kiln()
+        .args([
+            "build",
+            "--progress=plain",
+            "--network=host",
+            "-t",
+            "me/redis",
+        ])
+        .arg(&seed)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}",
+        &err[err.len().saturating_sub(3000)..]
+    );
+    let tree = image_tree(&env.root(), "me/redis");
+    assert!(
+        tree.contains_key("usr/bin/redis-server"),
+        "redis-server is installed"
+    );
+    // The seed's cache lesson: a line added under the redis line rebuilds only from there.
+    let df = std::fs::read_to_string(seed.join("Dockerfile")).unwrap();
+    let df = df.replace(
+        "CMD [\"redis-server\"]",
+        "RUN apt-get install -y gcc\nCMD [\"redis-server\"]",
+    );
+    let (code, err) = try_build(&env, &df, &[], &["--network=host"]);
+    assert_eq!(code, 0, "{}", &err[err.len().saturating_sub(3000)..]);
+    assert_eq!(
+        err.matches("Using cache").count(),
+        1,
+        "the apt line is reused:\n{err}"
+    );
+    assert!(err.contains("Setting up gcc"), "only the new line runs");
+    let tree = image_tree(&env.root(), "me/run");
+    assert!(tree.contains_key("usr/bin/gcc-12") && tree.contains_key("usr/bin/redis-server"));
+}

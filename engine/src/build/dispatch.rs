@@ -23,7 +23,7 @@ use crate::image::{media_types, Descriptor, EmptyObject, Healthcheck};
 use crate::layer;
 use crate::progress::{LineSplitter, ProgressEvent, ProgressSink, Stream};
 use crate::rootfs::{ContainerPath, Creds, EntryKind, LayerView};
-use crate::sandbox::{Isolation, RunEvent, RunSpec, StdioMode};
+use crate::sandbox::{Isolation, NetworkMode, Rootfs, RunEvent, RunSpec, StdioMode};
 use crate::store::Store;
 
 /// The result of a finished stage.
@@ -942,17 +942,18 @@ impl Run<'_> {
             let (uid, gid) = resolve_owner(&w.user, &lower).map_err(|e| self.fail(line, e))?;
             Creds { uid, gid }
         };
-        let lowers = lower
-            .layers()
+        let rootfs_lowers: Vec<std::path::PathBuf> = cx
+            .state
+            .layers
             .iter()
-            .map(|d| d.try_clone())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| BuildError::Io {
-                op: "open layer snapshot",
-                source: e,
-            })?;
+            .map(|l| self.store.snapshot_dir(&l.diff_id))
+            .collect();
         let upper = self.store.temp_dir()?;
-        let udir = open_dir(upper.path())?;
+        let id = container_id(upper.path());
+        let rootfs = Rootfs {
+            lowers: rootfs_lowers,
+            upper: upper.path().to_path_buf(),
+        };
         let spec = RunSpec {
             argv: w.argv,
             env: w.env,
@@ -961,10 +962,14 @@ impl Run<'_> {
             limits: self.req.limits,
             isolation: self.req.isolation,
             stdio: StdioMode::Capture,
+            network: match self.req.network {
+                Network::Host => NetworkMode::Host,
+                _ => NetworkMode::None,
+            },
+            hostname: id.clone(),
         };
         let index = self.step;
         let progress = self.progress;
-        let id = container_id(upper.path());
         let log_dir = self.store.log_dir();
         std::fs::create_dir_all(&log_dir).map_err(|e| BuildError::Io {
             op: "create the log folder",
@@ -982,6 +987,7 @@ impl Run<'_> {
         let mut err = LineSplitter::default();
         let mut shown: usize = 0;
         let mut clipped = false;
+        let mut offline_hint = false;
         let mut emit = |stream, text: String| {
             if clipped {
                 return;
@@ -1009,7 +1015,7 @@ impl Run<'_> {
         let outcome = self
             .req
             .sandbox
-            .run(lowers, udir, &spec, &mut |event| match event {
+            .run(&rootfs, &spec, &mut |event| match event {
                 RunEvent::Started { executor } => progress.emit(ProgressEvent::Exec {
                     index,
                     id: id.clone(),
@@ -1018,6 +1024,10 @@ impl Run<'_> {
                 RunEvent::Output(stream, bytes) => {
                     if log_failed.is_none() {
                         log_failed = log.write_all(bytes).err();
+                    }
+                    if !offline_hint && spec.network == NetworkMode::None {
+                        let text = String::from_utf8_lossy(bytes);
+                        offline_hint = NO_NETWORK_SIGNS.iter().any(|sign| text.contains(sign));
                     }
                     let lines = match stream {
                         Stream::Stdout => &mut out,
@@ -1042,6 +1052,14 @@ impl Run<'_> {
             });
         }
         let outcome = outcome.map_err(BuildError::Sandbox)?;
+        for what in &outcome.not_enforced {
+            self.progress.emit(ProgressEvent::Warning {
+                message: format!(
+                    "{}:{line}: RUN limit not enforced on this host: {what}",
+                    self.file()
+                ),
+            });
+        }
         // The full log is kept when the live view did not show all of it, or the step failed.
         let keep_log = clipped || outcome.status != 0 || outcome.limit.is_some();
         if !keep_log {
@@ -1066,10 +1084,15 @@ impl Run<'_> {
             return Err(self.fail(
                 line,
                 format!(
-                    "{}: process {:?} did not complete successfully: exit code: {}",
+                    "{}: process {:?} did not complete successfully: exit code: {}{}",
                     w.shown,
                     spec.argv.join(" "),
-                    outcome.status
+                    outcome.status,
+                    if offline_hint {
+                        " (the step has no network; pass --network=host to give it the host's)"
+                    } else {
+                        ""
+                    }
                 ),
             ));
         }
@@ -1436,6 +1459,16 @@ fn command(state: &ImageState, cmd: &ins::Command) -> Vec<String> {
         }
     }
 }
+
+/// What programs print when they find no network (apt, curl, wget, pip, getaddrinfo).
+const NO_NETWORK_SIGNS: &[&str] = &[
+    "Temporary failure resolving",
+    "Temporary failure in name resolution",
+    "Could not resolve",
+    "Name or service not known",
+    "Network is unreachable",
+    "unable to resolve host",
+];
 
 /// How much of a RUN step's output the live view shows (BuildKit's default, 2 MiB); all of it
 /// (up to `--run-log`) is kept in the step's log file.

@@ -62,8 +62,7 @@ pub fn run(args: &DebugArgs, printer: &mut Printer) -> anyhow::Result<u8> {
 
 fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     use crate::rootfs::{ContainerPath, Creds};
-    use crate::sandbox::{Isolation, Limits, RunSpec, Sandbox, StdioMode};
-    let host_root = cap_std::fs::Dir::open_ambient_dir("/", cap_std::ambient_authority())?;
+    use crate::sandbox::{Isolation, Limits, NetworkMode, Rootfs, RunSpec, Sandbox, StdioMode};
     // A layer above the host's root that hides its /proc and /sys (kernel state of other
     // processes is none of a guest's business, even in a debugging shell).
     let mask = tempfile::Builder::new()
@@ -72,11 +71,9 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     for hidden in ["proc", "sys"] {
         std::fs::write(mask.path().join(format!(".wh.{hidden}")), b"")?;
     }
-    let mask_dir = cap_std::fs::Dir::open_ambient_dir(mask.path(), cap_std::ambient_authority())?;
     let upper = tempfile::Builder::new()
         .prefix("kiln-debug-sh-")
         .tempdir()?;
-    let upper_dir = cap_std::fs::Dir::open_ambient_dir(upper.path(), cap_std::ambient_authority())?;
     let cwd = std::env::current_dir()?;
     let cwd = cwd
         .to_str()
@@ -92,11 +89,19 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
             gid: rustix::process::getegid().as_raw(),
         },
         limits: Limits::default(),
-        isolation: Isolation::Auto,
+        // The kernel's overlayfs cannot stack on the host's own root: Linux binaries are
+        // replaced by the guest tool of the same name, or fail.
+        isolation: Isolation::Wasi,
         stdio: StdioMode::Inherit,
+        network: NetworkMode::None,
+        hostname: "kiln-debug".to_owned(),
     };
     let sandbox = Sandbox::new();
-    let outcome = sandbox.run(vec![host_root, mask_dir], upper_dir, &spec, &mut |_| {})?;
+    let rootfs = Rootfs {
+        lowers: vec!["/".into(), mask.path().to_path_buf()],
+        upper: upper.path().to_path_buf(),
+    };
+    let outcome = sandbox.run(&rootfs, &spec, &mut |_| {})?;
     if let Some(limit) = outcome.limit {
         let (name, value) = spec.limits.describe(limit);
         return Err(UserError(format!("sh exceeded its {name} limit ({value})")).into());

@@ -5,6 +5,7 @@ pub mod native;
 pub mod wasi;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -146,6 +147,25 @@ pub enum Isolation {
     Wasi,
 }
 
+/// The folders a step runs over.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    /// Layer snapshots, bottom first (read-only).
+    pub lowers: Vec<PathBuf>,
+    /// The step's upper: where its changes land, in the layer-diff format.
+    pub upper: PathBuf,
+}
+
+/// Network access of a step's programs (WASI programs never have sockets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// Loopback only.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
 /// A process to run over a rootfs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -161,6 +181,10 @@ pub struct RunSpec {
     pub isolation: Isolation,
     /// Where the process's stdio goes.
     pub stdio: StdioMode,
+    /// Network for native programs.
+    pub network: NetworkMode,
+    /// The hostname native programs see.
+    pub hostname: String,
 }
 
 /// Where a run's stdin, stdout and stderr go.
@@ -184,6 +208,8 @@ pub struct RunOutcome {
     pub needs_native: Option<String>,
     /// Which executor ran the first program, and why.
     pub executor: String,
+    /// Limits this host could not enforce on native programs, with the reason.
+    pub not_enforced: Vec<String>,
 }
 
 /// What a running step reports.
@@ -244,18 +270,43 @@ impl Sandbox {
         Ok(self.wasi.get_or_init(|| rt))
     }
 
-    /// Runs `spec` over `lowers` (bottom first) and `upper`, streaming what happens to
-    /// `on_event`. The upper then holds the step's changes in the layer-diff format.
+    /// Runs `spec` over `rootfs`, streaming what happens to `on_event`. The upper then holds
+    /// the step's changes in the layer-diff format. Each program runs where DESIGN.md's
+    /// execution choice puts it: WebAssembly modules and kiln's guest tools in the WASI sandbox,
+    /// Linux binaries in the native one (when allowed and available).
     pub fn run(
         &self,
-        lowers: Vec<Dir>,
-        upper: Dir,
+        rootfs: &Rootfs,
         spec: &RunSpec,
         on_event: &mut dyn FnMut(RunEvent<'_>),
     ) -> Result<RunOutcome, SandboxError> {
         let rt = self.wasi()?;
-        wasi::run(rt, lowers, upper, spec, on_event)
+        let open = |p: &std::path::Path| {
+            Dir::open_ambient_dir(p, cap_std::ambient_authority()).map_err(|source| {
+                SandboxError::Io {
+                    op: "open a rootfs folder",
+                    source,
+                }
+            })
+        };
+        let lowers = rootfs
+            .lowers
+            .iter()
+            .map(|p| open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let upper = open(&rootfs.upper)?;
+        let native = match spec.isolation {
+            Isolation::Wasi => Err(wasi::NativeDenied::Disabled),
+            Isolation::Auto => native_available().map_err(wasi::NativeDenied::Unavailable),
+        };
+        wasi::run(rt, lowers, upper, rootfs, native, spec, on_event)
     }
+}
+
+/// Whether this host can run the native sandbox (asked once per process).
+fn native_available() -> Result<(), String> {
+    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    AVAILABLE.get_or_init(native::available).clone()
 }
 
 #[cfg(test)]

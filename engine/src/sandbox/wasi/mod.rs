@@ -6,6 +6,7 @@ mod abi;
 mod fdtable;
 mod kiln;
 mod mem;
+mod native_child;
 mod preview1;
 mod process;
 mod runtime;
@@ -17,13 +18,14 @@ use std::sync::Arc;
 
 use cap_std::fs::Dir;
 
+pub(crate) use process::NativeDenied;
 pub use runtime::{default_cache_dir, WasiRuntime};
 pub use tools::GuestTools;
 
 use self::abi::Errno;
 use self::fdtable::{Object, Open};
 use self::process::{resolve_program, run_main, stdio_table, Launch, Step};
-use super::{Isolation, Limit, RunEvent, RunOutcome, RunSpec, SandboxError, StdioMode};
+use super::{Limit, Rootfs, RunEvent, RunOutcome, RunSpec, SandboxError, StdioMode};
 use crate::progress::Stream;
 use crate::rootfs::{ContainerPath, NodeKind, Overlay};
 
@@ -38,6 +40,8 @@ pub(crate) fn run(
     rt: &Arc<WasiRuntime>,
     lowers: Vec<Dir>,
     upper: Dir,
+    rootfs: &Rootfs,
+    native: Result<(), NativeDenied>,
     spec: &RunSpec,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, SandboxError> {
@@ -46,14 +50,7 @@ pub(crate) fn run(
         return Err(SandboxError::NoTools);
     }
     let overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
-    let step = Step::new(
-        overlay,
-        rt.clone(),
-        tools,
-        spec.limits,
-        spec.creds,
-        spec.isolation == Isolation::Auto,
-    );
+    let step = Step::new(overlay, rt.clone(), tools, spec, native, rootfs.clone());
     let failed = |status: i32, msg: String, on_event: &mut dyn FnMut(RunEvent<'_>)| {
         on_event(RunEvent::Output(
             Stream::Stderr,
@@ -64,6 +61,7 @@ pub(crate) fn run(
             limit: None,
             needs_native: None,
             executor: String::new(),
+            not_enforced: Vec::new(),
         }
     };
     let Some(name) = spec.argv.first() else {
@@ -90,6 +88,7 @@ pub(crate) fn run(
                     limit: None,
                     needs_native: needs,
                     executor: String::new(),
+                    not_enforced: Vec::new(),
                 });
             }
             let module_error = step.module_error.lock().ok().and_then(|m| m.clone());
@@ -190,6 +189,7 @@ pub(crate) fn run(
         limit: step.limit_hit(),
         needs_native,
         executor,
+        not_enforced: step.not_enforced(),
     })
 }
 

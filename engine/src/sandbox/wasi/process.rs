@@ -15,7 +15,7 @@ use super::fdtable::{FdTable, Object, Open};
 use super::runtime::{Loaded, WasiRuntime};
 use super::tools::GuestTools;
 use crate::rootfs::{ContainerPath, Creds, NodeKind, OpenOptions, Opened, Overlay};
-use crate::sandbox::{Limit, Limits};
+use crate::sandbox::{Limit, Limits, NetworkMode, Rootfs, RunSpec};
 
 /// Stack for a guest thread: wasm runs on it (wasmtime stops it at 1 MiB).
 pub(crate) const THREAD_STACK: usize = 8 << 20;
@@ -25,6 +25,15 @@ const MAX_INTERPRETERS: usize = 4;
 
 /// Exit status of a process killed by SIGKILL, as the shell sees it.
 pub(crate) const STATUS_KILLED: i32 = 128 + 9;
+
+/// Why a step may not run Linux binaries natively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NativeDenied {
+    /// `--isolation=wasi`.
+    Disabled,
+    /// This host cannot (the reason).
+    Unavailable(String),
+}
 
 /// A trap that carries `proc_exit`'s code.
 #[derive(Debug)]
@@ -45,9 +54,12 @@ pub(crate) struct Step {
     pub tools: &'static GuestTools,
     pub limits: Limits,
     pub creds: Creds,
-    /// Whether ELF programs may run natively (no native executor in this build: they are
-    /// replaced by a guest tool of the same name when there is one).
-    pub native_allowed: bool,
+    /// Whether Linux binaries run natively, and why not.
+    pub native: Result<(), NativeDenied>,
+    /// The rootfs as folders (the native sandbox mounts them).
+    pub rootfs: Rootfs,
+    pub network: NetworkMode,
+    pub hostname: String,
     next_pid: AtomicU32,
     live: AtomicU32,
     deadline: Instant,
@@ -61,27 +73,32 @@ pub(crate) struct Step {
     pub needs_native: Mutex<Option<String>>,
     /// Why the last module could not be loaded.
     pub module_error: Mutex<Option<String>>,
+    not_enforced: Mutex<Vec<String>>,
     /// Children whose parent ended before them.
     orphans: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Step {
+    /// A step that runs `spec` over `rootfs` (opened as `overlay` for WASI programs).
     pub fn new(
         overlay: Overlay,
         runtime: Arc<WasiRuntime>,
         tools: &'static GuestTools,
-        limits: Limits,
-        creds: Creds,
-        native_allowed: bool,
+        spec: &RunSpec,
+        native: Result<(), NativeDenied>,
+        rootfs: Rootfs,
     ) -> Arc<Step> {
-        let deadline = Instant::now() + limits.timeout;
+        let deadline = Instant::now() + spec.limits.timeout;
         Arc::new(Step {
             overlay,
             runtime,
             tools,
-            limits,
-            creds,
-            native_allowed,
+            limits: spec.limits,
+            creds: spec.creds,
+            native,
+            rootfs,
+            network: spec.network,
+            hostname: spec.hostname.clone(),
             next_pid: AtomicU32::new(1),
             live: AtomicU32::new(0),
             deadline,
@@ -91,6 +108,7 @@ impl Step {
             memory: Arc::new(AtomicU64::new(0)),
             needs_native: Mutex::new(None),
             module_error: Mutex::new(None),
+            not_enforced: Mutex::new(Vec::new()),
             orphans: Mutex::new(Vec::new()),
         })
     }
@@ -126,6 +144,32 @@ impl Step {
             }
             Errno::NOEXEC
         })
+    }
+
+    /// Wall-clock time the step has left.
+    pub fn remaining(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1))
+    }
+
+    /// Remembers limits a native run could not enforce (reported once per step).
+    pub fn note_not_enforced(&self, what: Vec<String>) {
+        if let Ok(mut n) = self.not_enforced.lock() {
+            for w in what {
+                if !n.contains(&w) {
+                    n.push(w);
+                }
+            }
+        }
+    }
+
+    /// Limits that were not enforced.
+    pub fn not_enforced(&self) -> Vec<String> {
+        self.not_enforced
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
     }
 
     /// A new process id.
@@ -258,12 +302,19 @@ impl Proc {
     }
 }
 
-/// What to start: a compiled module and its final argv.
+/// What to start, and how it was chosen (for progress output).
 pub(crate) struct Program {
-    pub loaded: Arc<Loaded>,
+    pub kind: ProgramKind,
     pub argv: Vec<Vec<u8>>,
-    /// How it was chosen, for progress output.
     pub reason: String,
+}
+
+/// Which executor runs a program.
+pub(crate) enum ProgramKind {
+    /// A compiled module, in the WASI sandbox.
+    Wasm(Arc<Loaded>),
+    /// A Linux binary (its guest path), in the native sandbox.
+    Native(String),
 }
 
 /// Finds what runs for `path` (a guest path, or `kiln:<tool>`) with `argv`, by DESIGN.md's
@@ -295,7 +346,7 @@ fn tool_program(
         argv.push(tool.as_bytes().to_vec());
     }
     Ok(Program {
-        loaded,
+        kind: ProgramKind::Wasm(loaded),
         argv,
         reason: why,
     })
@@ -350,12 +401,19 @@ fn resolve_depth(
         (&file).read_to_end(&mut bytes)?;
         let loaded = step.load(&bytes, None)?;
         return Ok(Program {
-            loaded,
+            kind: ProgramKind::Wasm(loaded),
             argv,
             reason: format!("{real} is a WebAssembly module (WASI)"),
         });
     }
     if head.starts_with(b"\x7fELF") {
+        if step.native.is_ok() {
+            return Ok(Program {
+                kind: ProgramKind::Native(real.to_string()),
+                argv,
+                reason: format!("{real} is a Linux binary (native sandbox)"),
+            });
+        }
         // The name as invoked (`/bin/sh`, even when it links to dash), else the file's own.
         let asked = path.rsplit('/').next().unwrap_or("");
         let name = [asked, real.file_name().unwrap_or("")]
@@ -363,10 +421,13 @@ fn resolve_depth(
             .find(|n| step.tools.tool(n).is_some())
             .unwrap_or("");
         if !name.is_empty() {
-            let why = if step.native_allowed {
-                format!("{real} is a Linux binary; no native sandbox in this build: kiln's guest {name} (WASI)")
-            } else {
-                format!("{real} is a Linux binary and native execution is disabled: kiln's guest {name} (WASI)")
+            let why = match &step.native {
+                Err(NativeDenied::Disabled) => format!(
+                    "{real} is a Linux binary and native execution is disabled: kiln's guest {name} (WASI)"
+                ),
+                _ => format!(
+                    "{real} is a Linux binary and the native sandbox is unavailable: kiln's guest {name} (WASI)"
+                ),
             };
             return tool_program(step, name, argv, why);
         }
@@ -442,7 +503,7 @@ pub(crate) fn start(step: &Arc<Step>, launch: Launch) -> Result<Child, Errno> {
         .name("kiln-guest".into())
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            let status = run(&step2, launch, sig2);
+            let status = run_any(&step2, launch, sig2);
             step2.live.fetch_sub(1, Ordering::SeqCst);
             s2.set(status);
         });
@@ -500,7 +561,10 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
         }
         Ok(UpdateDeadline::Continue(1))
     });
-    let status = match program.loaded.pre.instantiate(&mut store) {
+    let ProgramKind::Wasm(loaded) = &program.kind else {
+        return 126;
+    };
+    let status = match loaded.pre.instantiate(&mut store) {
         Ok(instance) => {
             let memory = instance.get_memory(&mut store, "memory");
             store.data_mut().memory = memory;
@@ -607,9 +671,20 @@ fn complain(store: &mut Store<Proc>, msg: &str) {
 /// [`THREAD_STACK`]).
 pub(crate) fn run_main(step: &Arc<Step>, launch: Launch) -> i32 {
     step.live.fetch_add(1, Ordering::SeqCst);
-    let status = run(step, launch, Arc::new(AtomicI32::new(0)));
+    let status = run_any(step, launch, Arc::new(AtomicI32::new(0)));
     step.live.fetch_sub(1, Ordering::SeqCst);
     status
+}
+
+/// Runs a process of either kind to its end.
+fn run_any(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
+    match &launch.program.kind {
+        ProgramKind::Wasm(_) => run(step, launch, signal),
+        ProgramKind::Native(path) => {
+            let path = path.clone();
+            super::native_child::run(step, &path, launch)
+        }
+    }
 }
 
 /// A fresh descriptor table: stdin, stdout, stderr, and the rootfs preopened as `/` at fd 3.

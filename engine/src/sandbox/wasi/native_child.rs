@@ -1,0 +1,119 @@
+//! Linux binaries of a step (its first program, or a guest's child) run in the native sandbox
+//! over the same layers and upper, with descriptors taken from the process's table.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use super::fdtable::{FdTable, Object};
+use super::process::{Launch, Step};
+use crate::rootfs::Device;
+use crate::sandbox::native::{self, NativeNetwork, NativeSpec};
+use crate::sandbox::NetworkMode;
+
+/// Runs the Linux binary at guest path `path`; returns its status.
+pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
+    let Launch {
+        program,
+        env,
+        cwd,
+        fds,
+        ..
+    } = launch;
+    let stdio = match [0, 1, 2].map(|n| host_fd(&fds, n)) {
+        [Ok(a), Ok(b), Ok(c)] => [a, b, c],
+        _ => return 126,
+    };
+    let err_fd = stdio[2].try_clone().ok();
+    let complain = |msg: String| {
+        if let Some(fd) = &err_fd {
+            let _ = rustix::io::write(fd, format!("kiln: {msg}\n").as_bytes());
+        }
+    };
+    let parent = step
+        .rootfs
+        .upper
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let work = match tempfile::Builder::new()
+        .prefix("kiln-work-")
+        .tempdir_in(&parent)
+    {
+        Ok(w) => w,
+        Err(e) => {
+            complain(format!("{path}: overlay work folder: {e}"));
+            return 126;
+        }
+    };
+    let mut argv: Vec<String> = program
+        .argv
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    match argv.first_mut() {
+        Some(a0) if a0.starts_with('/') => {}
+        Some(a0) => *a0 = path.to_owned(),
+        None => argv.push(path.to_owned()),
+    }
+    let mut limits = step.limits;
+    limits.timeout = step.remaining();
+    let spec = NativeSpec {
+        argv,
+        env: env
+            .iter()
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .collect(),
+        cwd: cwd.to_string(),
+        uid: step.creds.uid,
+        gid: step.creds.gid,
+        lowers: step.rootfs.lowers.clone(),
+        upper: step.rootfs.upper.clone(),
+        work: work.path().to_path_buf(),
+        network: match step.network {
+            NetworkMode::None => NativeNetwork::None,
+            NetworkMode::Host => NativeNetwork::Host,
+        },
+        hostname: step.hostname.clone(),
+        limits,
+        stdio,
+    };
+    match native::run(spec) {
+        Ok(outcome) => {
+            if let Some(limit) = outcome.limit {
+                step.exceeded(limit);
+            }
+            step.note_not_enforced(outcome.not_enforced);
+            outcome.status
+        }
+        Err(e) => {
+            complain(format!("{path}: {e}"));
+            126
+        }
+    }
+}
+
+/// A host descriptor for what the process has at `n` (`/dev/null` for what has none).
+fn host_fd(fds: &FdTable, n: u32) -> std::io::Result<OwnedFd> {
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| -> std::io::Result<OwnedFd> {
+        Ok(rustix::io::fcntl_dupfd_cloexec(fd, 3)?)
+    };
+    let null = || -> std::io::Result<OwnedFd> {
+        Ok(std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?
+            .into())
+    };
+    let Ok(open) = fds.get(n) else {
+        return null();
+    };
+    match &open.obj {
+        Object::PipeRead(fd) | Object::PipeWrite(fd) => dup(fd.as_fd()),
+        Object::File { file, .. } => dup(file.as_fd()),
+        Object::Device(Device::Zero) => Ok(std::fs::File::open("/dev/zero")?.into()),
+        Object::Device(Device::Random | Device::Urandom) => {
+            Ok(std::fs::File::open("/dev/urandom")?.into())
+        }
+        _ => null(),
+    }
+}
