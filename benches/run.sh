@@ -26,6 +26,8 @@ cleanup() {
 }
 trap cleanup EXIT
 export KILN_ROOT=$WORK/kiln
+# crun cannot run on the hybrid cgroup layout of these hosts; runc can.
+export BUILDAH_RUNTIME=/usr/bin/runc
 BUILDAH=(buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" --storage-driver overlay)
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
