@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use wasmtime::{Caller, Linker};
+use wasmtime::Linker;
 
 use super::abi::Errno;
 use super::fdtable::{host_pipe, FdTable};
@@ -28,33 +28,21 @@ const PREOPEN_FD: usize = 3;
 /// Longest argv or environment block a spawn accepts.
 const MAX_BLOCK: u32 = 4 << 20;
 
-macro_rules! wrap {
-    ($linker:expr, $name:literal, $f:ident, ($($arg:ident : $ty:ty),*)) => {
-        $linker.func_wrap(
-            MODULE,
-            $name,
-            |mut caller: Caller<'_, Proc>, $($arg: $ty),*| -> wasmtime::Result<i32> {
-                call(&mut caller, |m, p| $f(m, p, $($arg),*))
-            },
-        )?;
-    };
-}
-
 /// Adds the `kiln` functions to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
-    wrap!(linker, "spawn", spawn, (path: u32, path_len: u32, argv: u32, argv_len: u32, env: u32, env_len: u32, cwd: u32, cwd_len: u32, fds: u32, nfds: u32, pid_out: u32));
-    wrap!(linker, "wait", wait, (pid: u32, flags: u32, status_out: u32));
-    wrap!(linker, "kill", kill, (pid: u32, sig: i32));
-    wrap!(linker, "pipe", pipe, (fds_out: u32));
-    wrap!(linker, "dup", dup, (fd: u32, min: u32, out: u32));
-    wrap!(linker, "dup2", dup2, (from: u32, to: u32));
-    wrap!(linker, "getcwd", getcwd, (buf: u32, len: u32, out: u32));
-    wrap!(linker, "chmod", chmod, (path: u32, len: u32, mode: u32, flags: u32));
-    wrap!(linker, "chown", chown, (path: u32, len: u32, uid: u32, gid: u32, flags: u32));
-    wrap!(linker, "stat", stat, (path: u32, len: u32, flags: u32, out: u32));
-    wrap!(linker, "fstat", fstat, (fd: u32, out: u32));
-    wrap!(linker, "umask", umask, (mask: u32, out: u32));
-    wrap!(linker, "identity", identity, (out: u32));
+    host_fn!(linker, MODULE, "spawn", spawn, (path: u32, path_len: u32, argv: u32, argv_len: u32, env: u32, env_len: u32, cwd: u32, cwd_len: u32, fds: u32, nfds: u32, pid_out: u32));
+    host_fn!(linker, MODULE, "wait", wait, (pid: u32, flags: u32, status_out: u32));
+    host_fn!(linker, MODULE, "kill", kill, (pid: u32, sig: i32));
+    host_fn!(linker, MODULE, "pipe", pipe, (fds_out: u32));
+    host_fn!(linker, MODULE, "dup", dup, (fd: u32, min: u32, out: u32));
+    host_fn!(linker, MODULE, "dup2", dup2, (from: u32, to: u32));
+    host_fn!(linker, MODULE, "getcwd", getcwd, (buf: u32, len: u32, out: u32));
+    host_fn!(linker, MODULE, "chmod", chmod, (path: u32, len: u32, mode: u32, flags: u32));
+    host_fn!(linker, MODULE, "chown", chown, (path: u32, len: u32, uid: u32, gid: u32, flags: u32));
+    host_fn!(linker, MODULE, "stat", stat, (path: u32, len: u32, flags: u32, out: u32));
+    host_fn!(linker, MODULE, "fstat", fstat, (fd: u32, out: u32));
+    host_fn!(linker, MODULE, "umask", umask, (mask: u32, out: u32));
+    host_fn!(linker, MODULE, "identity", identity, (out: u32));
     Ok(())
 }
 

@@ -2,6 +2,20 @@
 //! `kiln` import module ([`kiln`]) over the capability-scoped overlay rootfs. Only this module
 //! names wasmtime types.
 
+/// Registers host function `$f` as `$module.$name` in `$linker`: it gets the guest's memory and
+/// the process state through [`preview1::call`] and returns a WASI errno.
+macro_rules! host_fn {
+    ($linker:expr, $module:expr, $name:literal, $f:ident, ($($arg:ident : $ty:ty),*)) => {
+        $linker.func_wrap(
+            $module,
+            $name,
+            |mut caller: wasmtime::Caller<'_, Proc>, $($arg: $ty),*| -> wasmtime::Result<i32> {
+                call(&mut caller, |m, p| $f(m, p, $($arg),*))
+            },
+        )?;
+    };
+}
+
 mod abi;
 mod fdtable;
 mod kiln;

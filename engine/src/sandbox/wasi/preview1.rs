@@ -72,64 +72,52 @@ pub(crate) fn call(
     }
 }
 
-macro_rules! wrap {
-    ($linker:expr, $name:literal, $f:ident, ($($arg:ident : $ty:ty),*)) => {
-        $linker.func_wrap(
-            MODULE,
-            $name,
-            |mut caller: Caller<'_, Proc>, $($arg: $ty),*| -> wasmtime::Result<i32> {
-                call(&mut caller, |m, p| $f(m, p, $($arg),*))
-            },
-        )?;
-    };
-}
-
 /// Adds every preview1 function to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
-    wrap!(linker, "args_get", args_get, (argv: u32, buf: u32));
-    wrap!(linker, "args_sizes_get", args_sizes_get, (count: u32, size: u32));
-    wrap!(linker, "environ_get", environ_get, (env: u32, buf: u32));
-    wrap!(linker, "environ_sizes_get", environ_sizes_get, (count: u32, size: u32));
-    wrap!(linker, "clock_res_get", clock_res_get, (id: u32, out: u32));
-    wrap!(linker, "clock_time_get", clock_time_get, (id: u32, precision: u64, out: u32));
-    wrap!(linker, "fd_advise", fd_advise, (fd: u32, offset: u64, len: u64, advice: u32));
-    wrap!(linker, "fd_allocate", fd_allocate, (fd: u32, offset: u64, len: u64));
-    wrap!(linker, "fd_close", fd_close, (fd: u32));
-    wrap!(linker, "fd_datasync", fd_sync, (fd: u32));
-    wrap!(linker, "fd_sync", fd_sync, (fd: u32));
-    wrap!(linker, "fd_fdstat_get", fd_fdstat_get, (fd: u32, out: u32));
-    wrap!(linker, "fd_fdstat_set_flags", fd_fdstat_set_flags, (fd: u32, flags: u32));
-    wrap!(linker, "fd_fdstat_set_rights", fd_fdstat_set_rights, (fd: u32, base: u64, inheriting: u64));
-    wrap!(linker, "fd_filestat_get", fd_filestat_get, (fd: u32, out: u32));
-    wrap!(linker, "fd_filestat_set_size", fd_filestat_set_size, (fd: u32, size: u64));
-    wrap!(linker, "fd_filestat_set_times", fd_filestat_set_times, (fd: u32, atim: u64, mtim: u64, flags: u32));
-    wrap!(linker, "fd_pread", fd_pread, (fd: u32, iovs: u32, n: u32, offset: u64, out: u32));
-    wrap!(linker, "fd_pwrite", fd_pwrite, (fd: u32, iovs: u32, n: u32, offset: u64, out: u32));
-    wrap!(linker, "fd_prestat_get", fd_prestat_get, (fd: u32, out: u32));
-    wrap!(linker, "fd_prestat_dir_name", fd_prestat_dir_name, (fd: u32, buf: u32, len: u32));
-    wrap!(linker, "fd_read", fd_read, (fd: u32, iovs: u32, n: u32, out: u32));
-    wrap!(linker, "fd_readdir", fd_readdir, (fd: u32, buf: u32, len: u32, cookie: u64, out: u32));
-    wrap!(linker, "fd_renumber", fd_renumber, (from: u32, to: u32));
-    wrap!(linker, "fd_seek", fd_seek, (fd: u32, offset: i64, how: u32, out: u32));
-    wrap!(linker, "fd_tell", fd_tell, (fd: u32, out: u32));
-    wrap!(linker, "fd_write", fd_write, (fd: u32, iovs: u32, n: u32, out: u32));
-    wrap!(linker, "path_create_directory", path_create_directory, (fd: u32, path: u32, len: u32));
-    wrap!(linker, "path_filestat_get", path_filestat_get, (fd: u32, flags: u32, path: u32, len: u32, out: u32));
-    wrap!(linker, "path_filestat_set_times", path_filestat_set_times, (fd: u32, flags: u32, path: u32, len: u32, atim: u64, mtim: u64, fst: u32));
-    wrap!(linker, "path_link", path_link, (old_fd: u32, old_flags: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32));
-    wrap!(linker, "path_open", path_open, (fd: u32, dirflags: u32, path: u32, len: u32, oflags: u32, base: u64, inheriting: u64, fdflags: u32, out: u32));
-    wrap!(linker, "path_readlink", path_readlink, (fd: u32, path: u32, len: u32, buf: u32, buf_len: u32, out: u32));
-    wrap!(linker, "path_remove_directory", path_remove_directory, (fd: u32, path: u32, len: u32));
-    wrap!(linker, "path_rename", path_rename, (fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32));
-    wrap!(linker, "path_symlink", path_symlink, (old: u32, old_len: u32, fd: u32, new: u32, new_len: u32));
-    wrap!(linker, "path_unlink_file", path_unlink_file, (fd: u32, path: u32, len: u32));
-    wrap!(linker, "poll_oneoff", poll_oneoff, (subs: u32, events: u32, n: u32, out: u32));
-    wrap!(linker, "random_get", random_get, (buf: u32, len: u32));
-    wrap!(linker, "sched_yield", sched_yield, ());
-    wrap!(linker, "sock_accept", sock_accept, (fd: u32, flags: u32, out: u32));
-    wrap!(linker, "sock_recv", sock_recv, (fd: u32, iovs: u32, n: u32, flags: u32, out: u32, out_flags: u32));
-    wrap!(linker, "sock_send", sock_send, (fd: u32, iovs: u32, n: u32, flags: u32, out: u32));
-    wrap!(linker, "sock_shutdown", sock_shutdown, (fd: u32, how: u32));
+    host_fn!(linker, MODULE, "args_get", args_get, (argv: u32, buf: u32));
+    host_fn!(linker, MODULE, "args_sizes_get", args_sizes_get, (count: u32, size: u32));
+    host_fn!(linker, MODULE, "environ_get", environ_get, (env: u32, buf: u32));
+    host_fn!(linker, MODULE, "environ_sizes_get", environ_sizes_get, (count: u32, size: u32));
+    host_fn!(linker, MODULE, "clock_res_get", clock_res_get, (id: u32, out: u32));
+    host_fn!(linker, MODULE, "clock_time_get", clock_time_get, (id: u32, precision: u64, out: u32));
+    host_fn!(linker, MODULE, "fd_advise", fd_advise, (fd: u32, offset: u64, len: u64, advice: u32));
+    host_fn!(linker, MODULE, "fd_allocate", fd_allocate, (fd: u32, offset: u64, len: u64));
+    host_fn!(linker, MODULE, "fd_close", fd_close, (fd: u32));
+    host_fn!(linker, MODULE, "fd_datasync", fd_sync, (fd: u32));
+    host_fn!(linker, MODULE, "fd_sync", fd_sync, (fd: u32));
+    host_fn!(linker, MODULE, "fd_fdstat_get", fd_fdstat_get, (fd: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_fdstat_set_flags", fd_fdstat_set_flags, (fd: u32, flags: u32));
+    host_fn!(linker, MODULE, "fd_fdstat_set_rights", fd_fdstat_set_rights, (fd: u32, base: u64, inheriting: u64));
+    host_fn!(linker, MODULE, "fd_filestat_get", fd_filestat_get, (fd: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_filestat_set_size", fd_filestat_set_size, (fd: u32, size: u64));
+    host_fn!(linker, MODULE, "fd_filestat_set_times", fd_filestat_set_times, (fd: u32, atim: u64, mtim: u64, flags: u32));
+    host_fn!(linker, MODULE, "fd_pread", fd_pread, (fd: u32, iovs: u32, n: u32, offset: u64, out: u32));
+    host_fn!(linker, MODULE, "fd_pwrite", fd_pwrite, (fd: u32, iovs: u32, n: u32, offset: u64, out: u32));
+    host_fn!(linker, MODULE, "fd_prestat_get", fd_prestat_get, (fd: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_prestat_dir_name", fd_prestat_dir_name, (fd: u32, buf: u32, len: u32));
+    host_fn!(linker, MODULE, "fd_read", fd_read, (fd: u32, iovs: u32, n: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_readdir", fd_readdir, (fd: u32, buf: u32, len: u32, cookie: u64, out: u32));
+    host_fn!(linker, MODULE, "fd_renumber", fd_renumber, (from: u32, to: u32));
+    host_fn!(linker, MODULE, "fd_seek", fd_seek, (fd: u32, offset: i64, how: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_tell", fd_tell, (fd: u32, out: u32));
+    host_fn!(linker, MODULE, "fd_write", fd_write, (fd: u32, iovs: u32, n: u32, out: u32));
+    host_fn!(linker, MODULE, "path_create_directory", path_create_directory, (fd: u32, path: u32, len: u32));
+    host_fn!(linker, MODULE, "path_filestat_get", path_filestat_get, (fd: u32, flags: u32, path: u32, len: u32, out: u32));
+    host_fn!(linker, MODULE, "path_filestat_set_times", path_filestat_set_times, (fd: u32, flags: u32, path: u32, len: u32, atim: u64, mtim: u64, fst: u32));
+    host_fn!(linker, MODULE, "path_link", path_link, (old_fd: u32, old_flags: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32));
+    host_fn!(linker, MODULE, "path_open", path_open, (fd: u32, dirflags: u32, path: u32, len: u32, oflags: u32, base: u64, inheriting: u64, fdflags: u32, out: u32));
+    host_fn!(linker, MODULE, "path_readlink", path_readlink, (fd: u32, path: u32, len: u32, buf: u32, buf_len: u32, out: u32));
+    host_fn!(linker, MODULE, "path_remove_directory", path_remove_directory, (fd: u32, path: u32, len: u32));
+    host_fn!(linker, MODULE, "path_rename", path_rename, (fd: u32, old: u32, old_len: u32, new_fd: u32, new: u32, new_len: u32));
+    host_fn!(linker, MODULE, "path_symlink", path_symlink, (old: u32, old_len: u32, fd: u32, new: u32, new_len: u32));
+    host_fn!(linker, MODULE, "path_unlink_file", path_unlink_file, (fd: u32, path: u32, len: u32));
+    host_fn!(linker, MODULE, "poll_oneoff", poll_oneoff, (subs: u32, events: u32, n: u32, out: u32));
+    host_fn!(linker, MODULE, "random_get", random_get, (buf: u32, len: u32));
+    host_fn!(linker, MODULE, "sched_yield", sched_yield, ());
+    host_fn!(linker, MODULE, "sock_accept", sock_accept, (fd: u32, flags: u32, out: u32));
+    host_fn!(linker, MODULE, "sock_recv", sock_recv, (fd: u32, iovs: u32, n: u32, flags: u32, out: u32, out_flags: u32));
+    host_fn!(linker, MODULE, "sock_send", sock_send, (fd: u32, iovs: u32, n: u32, flags: u32, out: u32));
+    host_fn!(linker, MODULE, "sock_shutdown", sock_shutdown, (fd: u32, how: u32));
     linker.func_wrap(
         MODULE,
         "proc_exit",
