@@ -597,3 +597,44 @@ fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
     let tree = image_tree(&env.root(), "me/run");
     assert!(tree.contains_key("usr/bin/gcc-12") && tree.contains_key("usr/bin/redis-server"));
 }
+
+#[test]
+fn the_same_script_gives_the_same_layer_under_wasi_and_native() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let df = "FROM debian:bookworm\n\
+              RUN mkdir -p /opt/app/sub && echo hi > /opt/app/f && chmod 640 /opt/app/f \
+                  && ln -s f /opt/app/link && rm /etc/motd && touch /etc/issue \
+                  && mv /etc/issue.net /opt/app/ && chown 1000:1000 /opt/app/sub\n";
+    let mut layers = Vec::new();
+    for isolation in ["--isolation=wasi", "--isolation=auto"] {
+        let ctx = env.path("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        let out = env
+            .kiln()
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "build",
+                "--no-cache",
+                "--progress=plain",
+                isolation,
+                "-t",
+                "me/eq",
+            ])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let executor = if isolation.ends_with("wasi") {
+            "kiln's guest sh (WASI)"
+        } else {
+            "(native sandbox)"
+        };
+        assert!(err.contains(executor), "{err}");
+        let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "me/eq"])).unwrap();
+        layers.push(v[0]["RootFS"]["Layers"].as_array().unwrap().last().cloned());
+    }
+    assert_eq!(layers[0], layers[1], "both executors write the same layer");
+}
