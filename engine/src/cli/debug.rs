@@ -63,17 +63,26 @@ pub fn run(args: &DebugArgs, printer: &mut Printer) -> anyhow::Result<u8> {
 fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     use crate::rootfs::{ContainerPath, Creds};
     use crate::sandbox::{Isolation, Limits, NetworkMode, Rootfs, RunSpec, Sandbox, StdioMode};
+    // The upper (and the native sandbox's work folders beside it) must not be inside the host's
+    // root filesystem, which is the lower: the kernel's overlayfs refuses that. /dev/shm is a
+    // tmpfs of its own.
+    let shm = std::path::Path::new("/dev/shm");
+    let scratch = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     // A layer above the host's root that hides its /proc and /sys (kernel state of other
     // processes is none of a guest's business, even in a debugging shell).
     let mask = tempfile::Builder::new()
         .prefix("kiln-debug-sh-")
-        .tempdir()?;
+        .tempdir_in(&scratch)?;
     for hidden in ["proc", "sys"] {
         std::fs::write(mask.path().join(format!(".wh.{hidden}")), b"")?;
     }
     let upper = tempfile::Builder::new()
         .prefix("kiln-debug-sh-")
-        .tempdir()?;
+        .tempdir_in(&scratch)?;
     let cwd = std::env::current_dir()?;
     let cwd = cwd
         .to_str()
@@ -89,9 +98,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
             gid: rustix::process::getegid().as_raw(),
         },
         limits: Limits::default(),
-        // The kernel's overlayfs cannot stack on the host's own root: Linux binaries are
-        // replaced by the guest tool of the same name, or fail.
-        isolation: Isolation::Wasi,
+        isolation: Isolation::Auto,
         stdio: StdioMode::Inherit,
         network: NetworkMode::None,
         hostname: "kiln-debug".to_owned(),

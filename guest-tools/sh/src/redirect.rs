@@ -112,6 +112,11 @@ impl Shell {
                 *slot = real;
             }
         }
+        // The host gives `fds[3]` to Linux children (a WASI child's fd 3 is its rootfs, and a
+        // child shell finds the script's fd 3 where this one keeps it).
+        if self.user_fd(3) {
+            fds[3] = real_fd(3);
+        }
         fds
     }
 

@@ -113,6 +113,8 @@ pub struct NativeSpec {
     pub limits: Limits,
     /// The program's stdin, stdout and stderr.
     pub stdio: [OwnedFd; 3],
+    /// More descriptors the program gets, at the given numbers (3 and up; `cmd 8<<EOF`).
+    pub extra_fds: Vec<(u32, OwnedFd)>,
 }
 
 /// How a run ended.
@@ -186,7 +188,37 @@ pub fn available() -> Result<(), String> {
     if !Path::new("/proc/self/ns/user").exists() {
         return Err("the kernel has no user namespaces".into());
     }
+    if !can_create_user_namespace() {
+        return Err("this process may not create user namespaces (inside another sandbox?)".into());
+    }
     Ok(())
+}
+
+/// Tries it: a forked child calls `unshare(CLONE_NEWUSER)` and reports by its exit status.
+fn can_create_user_namespace() -> bool {
+    // SAFETY: the child only calls async-signal-safe functions (unshare, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return false;
+    }
+    if pid == 0 {
+        // SAFETY: in the forked child; no allocation, no locks.
+        unsafe {
+            let ok = libc::unshare(libc::CLONE_NEWUSER) == 0;
+            libc::_exit(i32::from(!ok));
+        }
+    }
+    let mut status = 0;
+    loop {
+        // SAFETY: waits for the child just forked.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            return libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+        }
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
 }
 
 fn cstring(what: &str, s: &str) -> Result<CString, NativeError> {
@@ -311,7 +343,19 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         hostname,
         limits,
         stdio,
+        extra_fds,
     } = spec;
+    if extra_fds.len() + 3 > sys::MAX_FDS {
+        return Err(NativeError::Invalid(format!(
+            "too many descriptors to pass ({} at most)",
+            sys::MAX_FDS
+        )));
+    }
+    if let Some((n, _)) = extra_fds.iter().find(|(n, _)| *n < 3 || *n > 1023) {
+        return Err(NativeError::Invalid(format!(
+            "descriptor {n} cannot be passed (3..=1023 can)"
+        )));
+    }
     let Some(argv0) = argv.first().cloned() else {
         return Err(NativeError::Invalid("empty argv".into()));
     };
@@ -410,13 +454,14 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    let stdio_raw = [
-        stdio[0].as_raw_fd(),
-        stdio[1].as_raw_fd(),
-        stdio[2].as_raw_fd(),
-    ];
+    let fds_raw: Vec<(i32, RawFd)> = stdio
+        .iter()
+        .enumerate()
+        .map(|(i, fd)| (i as i32, fd.as_raw_fd()))
+        .chain(extra_fds.iter().map(|(n, fd)| (*n as i32, fd.as_raw_fd())))
+        .collect();
     let exec = ExecConfig::new(
-        stdio_raw,
+        fds_raw,
         uid,
         gid,
         groups,
@@ -430,7 +475,14 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     );
     let cgroups = cgroup::Cgroups::create(&limits);
     let result = start_and_wait(
-        plan, exec, &input, &limits, &cgroups, stdio, lower_fds, base_fd,
+        plan,
+        exec,
+        &input,
+        &limits,
+        &cgroups,
+        (stdio, extra_fds),
+        lower_fds,
+        base_fd,
     );
     let limit_hit = cgroups.exceeded();
     cgroups.remove();
@@ -460,7 +512,7 @@ fn start_and_wait(
     input: &PlanInput,
     limits: &Limits,
     cgroups: &cgroup::Cgroups,
-    stdio: [OwnedFd; 3],
+    fds: ([OwnedFd; 3], Vec<(u32, OwnedFd)>),
     lower_fds: Vec<OwnedFd>,
     base_fd: OwnedFd,
 ) -> Result<(i32, bool), NativeError> {
@@ -471,7 +523,7 @@ fn start_and_wait(
     let mut keep: Vec<RawFd> = vec![sync_r.as_raw_fd(), report_w.as_raw_fd()];
     keep.extend(&input.lower_fds);
     keep.push(input.upper_base_fd);
-    keep.extend(exec.stdio);
+    keep.extend(exec.fds.iter().map(|(_, source)| *source));
     keep.sort_unstable();
     keep.dedup();
     let steps = plan.steps;
@@ -499,7 +551,7 @@ fn start_and_wait(
     // SAFETY: init_main only makes raw system calls on `cfg`, prepared above.
     let child = unsafe { sys::clone_into(flags as u64, || sys::init_main(&mut cfg)) }
         .map_err(host("clone the sandbox"))?;
-    drop((sync_r, report_w, stdio, lower_fds, base_fd));
+    drop((sync_r, report_w, fds, lower_fds, base_fd));
     let released = write_id_maps(child.pid)
         .map_err(host("write the sandbox's id maps"))
         .and_then(|()| {

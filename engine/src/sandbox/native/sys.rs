@@ -83,10 +83,14 @@ impl Stage {
     }
 }
 
+/// Most descriptors a program can be given.
+pub(crate) const MAX_FDS: usize = 64;
+
 /// What the program's process does between fork and `execve`, prepared by the parent.
 pub(crate) struct ExecConfig {
-    /// The program's stdin, stdout and stderr (inherited descriptors).
-    pub stdio: [RawFd; 3],
+    /// The program's descriptors: (number in the program, inherited descriptor), stdin,
+    /// stdout and stderr first.
+    pub fds: Vec<(c_int, RawFd)>,
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<libc::gid_t>,
@@ -108,7 +112,7 @@ pub(crate) struct ExecConfig {
 impl ExecConfig {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        stdio: [RawFd; 3],
+        fds: Vec<(c_int, RawFd)>,
         uid: u32,
         gid: u32,
         groups: Vec<libc::gid_t>,
@@ -130,7 +134,7 @@ impl ExecConfig {
         let argv_ptrs = ptrs(&argv);
         let env_ptrs = ptrs(&env);
         ExecConfig {
-            stdio,
+            fds,
             uid,
             gid,
             groups,
@@ -500,8 +504,8 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         if child == 0 {
             exec_main(&cfg.exec, report);
         }
-        for fd in cfg.exec.stdio {
-            libc::close(fd);
+        for (_, fd) in &cfg.exec.fds {
+            libc::close(*fd);
         }
         libc::close(report);
         libc::prctl(libc::PR_SET_DUMPABLE, 0);
@@ -609,15 +613,18 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
 
-        let mut high = [-1; 3];
-        for (i, fd) in cfg.stdio.iter().enumerate() {
-            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+        // Every source is first moved above every target, so a target never clobbers a
+        // source still to be placed; then each lands on its number.
+        let top = cfg.fds.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
+        let mut high = [-1; MAX_FDS];
+        for (i, (_, fd)) in cfg.fds.iter().enumerate().take(MAX_FDS) {
+            high[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, top.max(10));
             if high[i] < 0 {
                 stage_fail(report, Stage::Stdio, errno());
             }
         }
-        for (i, fd) in high.iter().enumerate() {
-            if libc::dup2(*fd, i as c_int) < 0 {
+        for (i, (n, _)) in cfg.fds.iter().enumerate().take(MAX_FDS) {
+            if libc::dup2(high[i], *n) < 0 {
                 stage_fail(report, Stage::Stdio, errno());
             }
         }
@@ -667,6 +674,10 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
             u32::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );
+        // ...but the descriptors the program was given stay open across exec.
+        for (n, _) in cfg.fds.iter().filter(|(n, _)| *n >= 3) {
+            libc::fcntl(*n, libc::F_SETFD, 0);
+        }
         let prog = SockFprog {
             len: u16::try_from(cfg.filter.len()).unwrap_or(0),
             filter: cfg.filter.as_ptr(),

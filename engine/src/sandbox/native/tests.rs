@@ -103,6 +103,7 @@ fn run_with(
             ..Limits::default()
         },
         stdio: [in_r, out_w, err_w],
+        extra_fds: Vec::new(),
     };
     edit(&mut spec);
     let mut w = fs::File::from(in_w);
@@ -360,4 +361,20 @@ fn memory_limit_is_enforced_or_reported() {
 fn disk_limit_is_reported() {
     let r = sh_with("head -c 2m /dev/zero > /big", |s| s.limits.disk = 1 << 20);
     assert_eq!((r.outcome.status, r.outcome.limit), (0, Some(Limit::Disk)));
+}
+
+#[test]
+fn extra_descriptors_reach_the_program_at_their_numbers() {
+    let (r, w) = pipe();
+    let mut w = fs::File::from(w);
+    w.write_all(b"five\n").unwrap();
+    drop(w);
+    let r = sh_with("cat <&5; ls /proc/self/fd | tr '\\n' ' '", |s| {
+        s.extra_fds.push((5, r))
+    });
+    assert_eq!(r.outcome.status, 0, "{}", r.err);
+    let mut lines = r.out.lines();
+    assert_eq!(lines.next(), Some("five"));
+    // 0 1 2, the one given, and ls's own directory descriptor: nothing else leaks in.
+    assert_eq!(lines.next().map(str::trim), Some("0 1 2 3 5"));
 }

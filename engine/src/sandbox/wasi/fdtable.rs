@@ -293,6 +293,15 @@ impl FdTable {
         self.set(to, open)
     }
 
+    /// The numbers in use, in order.
+    pub fn numbers(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(i, _)| i as u32)
+    }
+
     /// Drops every descriptor (a process ends).
     pub fn clear(&mut self) {
         self.slots.clear();

@@ -102,12 +102,18 @@ fn spawn(
         return Err(Errno::INVAL.into());
     }
     let mut table = FdTable::new(p.step.limits.files as usize);
+    let mut fd3 = None;
     for i in 0..nfds {
         let parent = m.u32(fds + 4 * i)?;
-        if parent == CLOSED || i as usize == PREOPEN_FD {
+        if parent == CLOSED {
             continue;
         }
-        table.set(i, p.fds.get(parent)?.clone())?;
+        let open = p.fds.get(parent)?.clone();
+        if i as usize == PREOPEN_FD {
+            fd3 = Some(open);
+            continue;
+        }
+        table.set(i, open)?;
     }
     table.set(
         PREOPEN_FD as u32,
@@ -122,6 +128,7 @@ fn spawn(
             cwd,
             umask: p.umask,
             fds: table,
+            fd3,
         },
     )?;
     let pid = p.step.next_pid();

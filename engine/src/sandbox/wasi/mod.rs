@@ -157,6 +157,7 @@ pub(crate) fn run(
         cwd: spec.cwd.clone(),
         umask: 0o022,
         fds,
+        fd3: None,
     };
     let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(64);
     let reader = if readers.is_empty() {

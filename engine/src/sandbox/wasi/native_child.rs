@@ -17,12 +17,22 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
         env,
         cwd,
         fds,
+        fd3,
         ..
     } = launch;
     let stdio = match [0, 1, 2].map(|n| host_fd(&fds, n)) {
         [Ok(a), Ok(b), Ok(c)] => [a, b, c],
         _ => return 126,
     };
+    // Descriptors above the stdio ones (fd 3 is the WASI rootfs preopen, never passed).
+    let mut extra_fds: Vec<(u32, OwnedFd)> = fds
+        .numbers()
+        .filter(|&n| n > 3)
+        .filter_map(|n| passable(&fds.get(n).ok()?.obj).map(|fd| (n, fd)))
+        .collect();
+    if let Some(fd) = fd3.as_deref().and_then(|o| passable(&o.obj)) {
+        extra_fds.push((3, fd));
+    }
     let err_fd = stdio[2].try_clone().ok();
     let complain = |msg: String| {
         if let Some(fd) = &err_fd {
@@ -76,6 +86,7 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
         hostname: step.hostname.clone(),
         limits,
         stdio,
+        extra_fds,
     };
     match native::run(spec) {
         Ok(outcome) => {
@@ -89,6 +100,15 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
             complain(format!("{path}: {e}"));
             126
         }
+    }
+}
+
+/// A host descriptor for a pipe or an open file.
+fn passable(obj: &Object) -> Option<OwnedFd> {
+    match obj {
+        Object::PipeRead(fd) | Object::PipeWrite(fd) => rustix::io::fcntl_dupfd_cloexec(fd, 3).ok(),
+        Object::File { file, .. } => rustix::io::fcntl_dupfd_cloexec(file, 3).ok(),
+        _ => None,
     }
 }
 

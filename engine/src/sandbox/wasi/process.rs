@@ -486,6 +486,8 @@ pub(crate) struct Launch {
     pub cwd: ContainerPath,
     pub umask: u32,
     pub fds: FdTable,
+    /// What the parent gave as fd 3: a Linux child's fd 3 (a WASI child's is its rootfs).
+    pub fd3: Option<Arc<Open>>,
 }
 
 /// Starts a process on its own thread; its status arrives in the returned slot.
@@ -528,6 +530,7 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
         cwd,
         umask,
         fds,
+        ..
     } = launch;
     let proc = Proc {
         step: step.clone(),
