@@ -362,6 +362,9 @@ impl Overlay {
         let name = loc.name.clone().unwrap_or_default();
         match &hit {
             Hit::Device(d) => return Ok(Opened::Device(*d)),
+            Hit::Real { st, .. } if file_type(st) == FileType::Fifo => {
+                return self.open_existing(loc, opts);
+            }
             Hit::Real { st, .. } if file_type(st) != FileType::RegularFile => {
                 return Err(VfsError::AccessDenied(cpath))
             }
@@ -422,6 +425,28 @@ impl Overlay {
         match hit {
             Hit::Device(d) => Ok(Opened::Device(*d)),
             Hit::ShimFile(tool) => Ok(Opened::Shim(tool.clone())),
+            Hit::Real { layer, st } if file_type(st) == FileType::Fifo => {
+                // Opening a named pipe changes nothing in the layers; it is opened without
+                // blocking, so a host thread never waits for the other end here.
+                let name = loc.name.as_deref().unwrap_or_default();
+                let dir = loc
+                    .parent()
+                    .fd(*layer)
+                    .ok_or_else(|| VfsError::NotFound(path.clone()))?;
+                let access = match (opts.read, changes) {
+                    (true, true) => OFlags::RDWR,
+                    (false, true) => OFlags::WRONLY,
+                    _ => OFlags::RDONLY,
+                };
+                let flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let fd = rustix::fs::openat(dir, name, flags, Mode::empty())
+                    .map_err(VfsError::host("open", &path))?;
+                let st = rustix::fs::fstat(&fd).map_err(VfsError::host("stat", &path))?;
+                if file_type(&st) != FileType::Fifo {
+                    return Err(VfsError::AccessDenied(path));
+                }
+                Ok(Opened::Fifo(fd))
+            }
             Hit::Real { layer, st } => {
                 if file_type(st) != FileType::RegularFile {
                     return Err(VfsError::AccessDenied(path));

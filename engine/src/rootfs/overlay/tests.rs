@@ -940,3 +940,39 @@ fn without_root_ownership_and_mode_are_recorded() {
         (0o500, 1000, 100)
     );
 }
+
+#[test]
+fn named_pipes_open_without_blocking_and_change_no_layer() {
+    let f = Fixture::new(1);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        f.lowers[0].join("fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        0,
+    )
+    .unwrap();
+    let ov = f.overlay();
+    let rw = OpenOptions {
+        read: true,
+        write: true,
+        follow: true,
+        ..OpenOptions::default()
+    };
+    let Ok(Opened::Fifo(fd)) = ov.open(&p("/fifo"), &rw, 0o644, 0o022) else {
+        panic!("a named pipe opens as one")
+    };
+    rustix::io::write(&fd, b"through").unwrap();
+    let mut buf = [0u8; 16];
+    let n = rustix::io::read(&fd, &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"through");
+    // Write-only with no reader fails at once instead of hanging the host thread.
+    let wo = OpenOptions {
+        write: true,
+        follow: true,
+        ..OpenOptions::default()
+    };
+    drop(fd);
+    assert_eq!(errno(ov.open(&p("/fifo"), &wo, 0o644, 0o022)), libc::ENXIO);
+    assert!(f.upper_tree().is_empty(), "opening copies nothing up");
+}

@@ -236,6 +236,8 @@ pub enum Opened {
     Device(Device),
     /// A shim: the guest tool it stands for.
     Shim(String),
+    /// A named pipe, opened without blocking (the caller waits for it to be ready).
+    Fifo(rustix::fd::OwnedFd),
 }
 
 /// One entry of a merged directory listing.

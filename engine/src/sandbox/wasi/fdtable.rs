@@ -26,6 +26,8 @@ pub(crate) enum Object {
     PipeRead(OwnedFd),
     /// The write end of a host pipe.
     PipeWrite(OwnedFd),
+    /// A named pipe of the rootfs (read, write or both, as it was opened; non-blocking).
+    Fifo(OwnedFd),
     /// One of kiln's `/dev` nodes.
     Device(Device),
     /// A rootfs shim: a placeholder file with no content.
@@ -69,7 +71,7 @@ impl Open {
             Object::File { .. } | Object::Shim => filetype::REGULAR_FILE,
             Object::Dir { .. } => filetype::DIRECTORY,
             Object::Device(_) => filetype::CHARACTER_DEVICE,
-            Object::PipeRead(_) | Object::PipeWrite(_) => filetype::UNKNOWN,
+            Object::PipeRead(_) | Object::PipeWrite(_) | Object::Fifo(_) => filetype::UNKNOWN,
         }
     }
 
@@ -78,14 +80,16 @@ impl Open {
         match &self.obj {
             Object::File { file, .. } => Ok((&*file).read(buf)?),
             Object::Dir { .. } => Err(Errno::ISDIR),
-            Object::PipeRead(fd) => {
+            Object::PipeRead(fd) | Object::Fifo(fd) => loop {
                 let nonblock = self.fdflags() & fdflags::NONBLOCK != 0;
                 wait_ready(fd, rustix::event::PollFlags::IN, nonblock, killed)?;
-                match rustix::io::read(fd, buf) {
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e.into()),
+                match rustix::io::read(fd, &mut *buf) {
+                    Ok(n) => return Ok(n),
+                    // A named pipe stays non-blocking on the host: wait again.
+                    Err(rustix::io::Errno::AGAIN) if !nonblock => {}
+                    Err(e) => return Err(e.into()),
                 }
-            }
+            },
             Object::PipeWrite(_) => Err(Errno::BADF),
             Object::Device(d) => Ok(read_device(*d, buf)),
             Object::Shim => Ok(0),
@@ -97,14 +101,15 @@ impl Open {
         match &self.obj {
             Object::File { file, .. } => Ok((&*file).write(buf)?),
             Object::Dir { .. } => Err(Errno::ISDIR),
-            Object::PipeWrite(fd) => {
+            Object::PipeWrite(fd) | Object::Fifo(fd) => loop {
                 let nonblock = self.fdflags() & fdflags::NONBLOCK != 0;
                 wait_ready(fd, rustix::event::PollFlags::OUT, nonblock, killed)?;
                 match rustix::io::write(fd, buf) {
-                    Ok(n) => Ok(n),
-                    Err(e) => Err(e.into()),
+                    Ok(n) => return Ok(n),
+                    Err(rustix::io::Errno::AGAIN) if !nonblock => {}
+                    Err(e) => return Err(e.into()),
                 }
-            }
+            },
             Object::PipeRead(_) => Err(Errno::BADF),
             Object::Device(Device::Full) => Err(Errno::NOSPC),
             Object::Device(_) => Ok(buf.len()),

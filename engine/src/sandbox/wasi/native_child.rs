@@ -128,7 +128,7 @@ fn host_fd(fds: &FdTable, n: u32) -> std::io::Result<OwnedFd> {
         return null();
     };
     match &open.obj {
-        Object::PipeRead(fd) | Object::PipeWrite(fd) => dup(fd.as_fd()),
+        Object::PipeRead(fd) | Object::PipeWrite(fd) | Object::Fifo(fd) => dup(fd.as_fd()),
         Object::File { file, .. } => dup(file.as_fd()),
         Object::Device(Device::Zero) => Ok(std::fs::File::open("/dev/zero")?.into()),
         Object::Device(Device::Random | Device::Urandom) => {

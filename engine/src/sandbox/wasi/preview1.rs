@@ -331,7 +331,7 @@ pub(crate) fn open_stat(p: &Proc, open: &Open) -> Result<NodeStat, Errno> {
             mode: 0o755,
             ..device_stat(Device::Null)
         },
-        Object::PipeRead(_) | Object::PipeWrite(_) => NodeStat {
+        Object::PipeRead(_) | Object::PipeWrite(_) | Object::Fifo(_) => NodeStat {
             kind: NodeKind::Fifo,
             mode: 0o600,
             rdev: 0,
@@ -764,6 +764,7 @@ fn path_open(
         Opened::Device(Device::Stderr) => p.fds.get(2)?.clone(),
         Opened::Device(d) => Open::new(Object::Device(d)),
         Opened::Shim(_) => Open::new(Object::Shim),
+        Opened::Fifo(fd) => Open::new(Object::Fifo(fd)),
     };
     if let Ok(mut f) = open.flags.lock() {
         *f |= fdflags & (fdflags::APPEND | fdflags::NONBLOCK);
