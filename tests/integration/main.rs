@@ -3,6 +3,7 @@
 mod build;
 mod conformance_ignore;
 mod conformance_parser;
+mod conformance_sh;
 mod conformance_shell;
 mod consumers;
 mod context;
