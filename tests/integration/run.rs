@@ -638,3 +638,65 @@ fn the_same_script_gives_the_same_layer_under_wasi_and_native() {
     }
     assert_eq!(layers[0], layers[1], "both executors write the same layer");
 }
+
+#[test]
+fn hostile_native_steps_stay_in_their_sandbox() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let tag = std::process::id();
+    let secret = std::path::PathBuf::from(format!("/var/tmp/kiln-host-secret-{tag}"));
+    let escape = std::path::PathBuf::from(format!("/var/tmp/kiln-escape-{tag}"));
+    std::fs::write(&secret, "host-secret\n").unwrap();
+    let df = format!(
+        "FROM debian:bookworm\n\
+         RUN (cat {secret} 2>&1 || true) > /r-read; \
+             (echo x > /proc/1/root/../../..{escape} 2>&1; echo $?) > /r-write; \
+             (mount -t tmpfs none /mnt 2>&1; echo $?) > /r-mount; \
+             (bash -c 'echo > /dev/tcp/1.1.1.1/53' 2>&1; echo $?) > /r-net; \
+             (echo x > /proc/self/exe 2>&1; echo $?) > /r-exe; \
+             (setsid sh -c 'exec sleep 31{tag}' > /dev/null 2>&1 &); \
+             (sh -c 'sleep 32{tag} &'); true\n",
+        secret = secret.display(),
+        escape = escape.display(),
+    );
+    build_ok(&env, &df, &[], &[]);
+    let _ = std::fs::remove_file(&secret);
+    let tree = image_tree(&env.root(), "me/run");
+    assert!(
+        content(&tree, "r-read").contains("No such file"),
+        "{}",
+        content(&tree, "r-read")
+    );
+    assert!(!escape.exists(), "a write escaped the rootfs");
+    let last_status = |f: &str| content(&tree, f).lines().last().unwrap_or("").to_owned();
+    assert_ne!(last_status("r-write"), "0");
+    assert_ne!(last_status("r-mount"), "0", "{}", content(&tree, "r-mount"));
+    assert_ne!(last_status("r-net"), "0", "{}", content(&tree, "r-net"));
+    assert_ne!(last_status("r-exe"), "0");
+    // Nothing the step started outlives it (double fork, setsid).
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    for sleeper in [format!("sleep 31{tag}"), format!("sleep 32{tag}")] {
+        assert!(
+            !ps.lines().any(|l| l.trim() == sleeper),
+            "{sleeper} survived the step"
+        );
+    }
+    // A fork bomb meets the pids limit, the step ends, and the host goes on.
+    let started = std::time::Instant::now();
+    let (_, err) = try_build(
+        &env,
+        "FROM debian:bookworm\nRUN bomb() { bomb | bomb & }; bomb; sleep 5\n",
+        &[],
+        &["--run-pids", "64", "--run-timeout", "30s"],
+    );
+    assert!(
+        err.contains("Cannot fork"),
+        "{}",
+        &err[err.len().saturating_sub(1500)..]
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
