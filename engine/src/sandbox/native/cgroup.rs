@@ -166,6 +166,11 @@ impl Cgroups {
         cg
     }
 
+    /// Whether a pids cgroup limits the run.
+    pub(crate) fn enforces_pids(&self) -> bool {
+        self.groups.iter().any(|g| g.controller == Controller::Pids)
+    }
+
     /// Moves `pid` (and so its future children) into the run's cgroups.
     pub(crate) fn add(&self, pid: libc::pid_t) -> std::io::Result<()> {
         for g in &self.groups {

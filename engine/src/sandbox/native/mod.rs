@@ -535,7 +535,16 @@ fn start_and_wait(
         steps,
         rlimits: vec![
             rlimit(libc::RLIMIT_NOFILE, u64::from(limits.files)),
-            rlimit(libc::RLIMIT_NPROC, u64::from(limits.pids)),
+            // With a pids cgroup, that is the limit (and it reports hits); RLIMIT_NPROC, which
+            // counts the shared host uid, is then only a backstop.
+            rlimit(
+                libc::RLIMIT_NPROC,
+                if cgroups.enforces_pids() {
+                    u64::from(limits.pids).saturating_mul(2)
+                } else {
+                    u64::from(limits.pids)
+                },
+            ),
             (libc::RLIMIT_CORE, 0),
         ],
         exec,
