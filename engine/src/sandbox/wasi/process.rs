@@ -2,7 +2,6 @@
 //! overlay; children are started through the `kiln` imports, and the host owns every pipe.
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -15,6 +14,7 @@ use super::fdtable::{FdTable, Object, Open};
 use super::runtime::{Loaded, WasiRuntime};
 use super::tools::GuestTools;
 use crate::rootfs::{ContainerPath, Creds, NodeKind, OpenOptions, Opened, Overlay};
+use crate::sandbox::SandboxError;
 use crate::sandbox::{Limit, Limits, NetworkMode, Rootfs, RunSpec};
 
 /// Stack for a guest thread: wasm runs on it (wasmtime stops it at 1 MiB).
@@ -136,14 +136,25 @@ impl Step {
         Ok(())
     }
 
-    /// Loads a module, remembering why when it cannot be.
+    /// Loads an embedded module, remembering why when it cannot be.
     fn load(&self, bytes: &[u8], sha256: Option<[u8; 32]>) -> Result<Arc<Loaded>, Errno> {
-        self.runtime.module(bytes, sha256).map_err(|e| {
-            if let Ok(mut m) = self.module_error.lock() {
-                *m = Some(e.to_string());
-            }
-            Errno::NOEXEC
-        })
+        self.runtime
+            .module(bytes, sha256)
+            .map_err(|e| self.module_failed(e))
+    }
+
+    /// Loads the module in a rootfs file, remembering why when it cannot be.
+    fn load_file(&self, file: &std::fs::File) -> Result<Arc<Loaded>, Errno> {
+        self.runtime
+            .module_file(file)
+            .map_err(|e| self.module_failed(e))
+    }
+
+    fn module_failed(&self, e: SandboxError) -> Errno {
+        if let Ok(mut m) = self.module_error.lock() {
+            *m = Some(e.to_string());
+        }
+        Errno::NOEXEC
     }
 
     /// Wall-clock time the step has left.
@@ -397,9 +408,7 @@ fn resolve_depth(
     let n = read_head(&file, &mut head)?;
     let head = &head[..n];
     if head.starts_with(b"\0asm") {
-        let mut bytes = Vec::with_capacity(st.size as usize);
-        (&file).read_to_end(&mut bytes)?;
-        let loaded = step.load(&bytes, None)?;
+        let loaded = step.load_file(&file)?;
         return Ok(Program {
             kind: ProgramKind::Wasm(loaded),
             argv,

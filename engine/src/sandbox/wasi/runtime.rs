@@ -24,6 +24,16 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A module being compiled or loaded once, shared by everyone who asks for it.
 type ModuleSlot = Arc<OnceLock<Result<Arc<Loaded>, String>>>;
 
+/// A host file's identity, as far as a change to it would show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FileKey {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, u64),
+    ctime: (i64, u64),
+}
+
 /// A compiled module, ready to instantiate.
 pub(crate) struct Loaded {
     pub pre: InstancePre<Proc>,
@@ -35,6 +45,9 @@ pub struct WasiRuntime {
     linker: Linker<Proc>,
     /// Compiled modules in memory, by sha256 of the module bytes.
     modules: Mutex<HashMap<[u8; 32], ModuleSlot>>,
+    /// The sha256 of module files already read, by their host identity: a module in the
+    /// rootfs is read and hashed once, not at every spawn.
+    files: Mutex<HashMap<FileKey, [u8; 32]>>,
     /// Where compiled artifacts are kept (`None`: compile every time).
     cache_dir: Option<PathBuf>,
     /// Identifies wasmtime's version and this engine's configuration.
@@ -91,6 +104,7 @@ impl WasiRuntime {
             engine,
             linker,
             modules: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
             cache_dir,
             engine_key,
         });
@@ -125,6 +139,43 @@ impl WasiRuntime {
         })
         .clone()
         .map_err(SandboxError::Module)
+    }
+
+    /// The module in host file `file` (a module of the rootfs). A file seen before with the
+    /// same device, inode, size, mtime and ctime (any change to it moves its ctime) is not
+    /// read or hashed again.
+    pub(crate) fn module_file(&self, file: &std::fs::File) -> Result<Arc<Loaded>, SandboxError> {
+        let io = |source| SandboxError::Io {
+            op: "read a module",
+            source,
+        };
+        let st = rustix::fs::fstat(file).map_err(|e| io(e.into()))?;
+        let key = FileKey {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        };
+        let known = self.files.lock().ok().and_then(|f| f.get(&key).copied());
+        if let Some(sha) = known {
+            let loaded = self
+                .modules
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&sha).and_then(|c| c.get().cloned()));
+            if let Some(Ok(loaded)) = loaded {
+                return Ok(loaded);
+            }
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(st.st_size).unwrap_or(0));
+        std::io::Read::read_to_end(&mut &*file, &mut bytes).map_err(io)?;
+        let sha: [u8; 32] = Sha256::digest(&bytes).into();
+        let loaded = self.module(&bytes, Some(sha))?;
+        if let Ok(mut f) = self.files.lock() {
+            f.insert(key, sha);
+        }
+        Ok(loaded)
     }
 
     fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
