@@ -495,13 +495,7 @@ impl Overlay {
     pub fn mkdir(&self, path: &ContainerPath, mode: u32, umask: u32) -> Result<(), VfsError> {
         let state = self.write();
         let mut loc = self.locate_path(path, false, &state)?;
-        let cpath = loc.path();
-        if loc.hit.is_some() {
-            return Err(VfsError::Exists(cpath));
-        }
-        if loc.in_dev() {
-            return Err(VfsError::ReadOnly(cpath));
-        }
+        let cpath = vacant(&loc)?;
         let name = loc.name.clone().unwrap_or_default();
         check_name(&name, &cpath)?;
         self.ensure_upper(&mut loc.stack)?;
@@ -705,13 +699,7 @@ impl Overlay {
     pub fn symlink(&self, target: &str, path: &ContainerPath) -> Result<(), VfsError> {
         let state = self.write();
         let mut loc = self.locate_path(path, false, &state)?;
-        let cpath = loc.path();
-        if loc.hit.is_some() {
-            return Err(VfsError::Exists(cpath));
-        }
-        if loc.in_dev() {
-            return Err(VfsError::ReadOnly(cpath));
-        }
+        let cpath = vacant(&loc)?;
         if target.is_empty() {
             return Err(VfsError::NotFound(cpath));
         }
@@ -741,12 +729,7 @@ impl Overlay {
             Hit::Device(_) | Hit::ShimFile(_) => return Err(VfsError::NotPermitted(spath)),
             _ => {}
         }
-        if dst.hit.is_some() {
-            return Err(VfsError::Exists(dpath));
-        }
-        if dst.in_dev() {
-            return Err(VfsError::ReadOnly(dpath));
-        }
+        vacant(&dst)?;
         let sname = src.name.clone().unwrap_or_default();
         let dname = dst.name.clone().unwrap_or_default();
         check_name(&dname, &dpath)?;
@@ -931,4 +914,17 @@ impl Overlay {
             }
         }
     }
+}
+
+/// The path of a located name that something new may take: nothing is there, and it is not
+/// in the virtual `/dev`.
+fn vacant(loc: &Located<'_>) -> Result<ContainerPath, VfsError> {
+    let path = loc.path();
+    if loc.hit.is_some() {
+        return Err(VfsError::Exists(path));
+    }
+    if loc.in_dev() {
+        return Err(VfsError::ReadOnly(path));
+    }
+    Ok(path)
 }
