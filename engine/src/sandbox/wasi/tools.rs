@@ -22,6 +22,7 @@ pub struct GuestTools {
     coreutils: Option<&'static ToolModule>,
     coreutils_names: &'static [&'static str],
     shims: Vec<(ContainerPath, String)>,
+    identity: OnceLock<String>,
 }
 
 impl std::fmt::Debug for GuestTools {
@@ -43,6 +44,7 @@ impl GuestTools {
                 coreutils: embedded::COREUTILS.as_ref(),
                 coreutils_names: embedded::COREUTILS_NAMES,
                 shims: Vec::new(),
+                identity: OnceLock::new(),
             };
             t.shims = parse_shims(embedded::SHIMS, &t);
             t
@@ -65,18 +67,20 @@ impl GuestTools {
 
     /// Identifies these tools and where they appear: part of every RUN step's cache key, so a
     /// kiln with other guest tools does not reuse layers made by the old ones.
-    pub fn identity(&self) -> String {
-        let mut h = blake3::Hasher::new();
-        for m in [self.sh, self.coreutils].into_iter().flatten() {
-            h.update(&m.sha256);
-        }
-        for (path, tool) in &self.shims {
-            h.update(path.as_str().as_bytes());
-            h.update(b"\0");
-            h.update(tool.as_bytes());
-            h.update(b"\n");
-        }
-        h.finalize().to_hex().to_string()
+    pub fn identity(&self) -> &str {
+        self.identity.get_or_init(|| {
+            let mut h = blake3::Hasher::new();
+            for m in [self.sh, self.coreutils].into_iter().flatten() {
+                h.update(&m.sha256);
+            }
+            for (path, tool) in &self.shims {
+                h.update(path.as_str().as_bytes());
+                h.update(b"\0");
+                h.update(tool.as_bytes());
+                h.update(b"\n");
+            }
+            h.finalize().to_hex().to_string()
+        })
     }
 
     /// The shim table for an overlay.
