@@ -9,6 +9,7 @@ pub mod archive;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod container;
 pub mod context;
 pub mod copy;
 pub mod digest;

@@ -967,6 +967,7 @@ impl Run<'_> {
                 _ => NetworkMode::None,
             },
             hostname: id.clone(),
+            control: None,
         };
         let index = self.step;
         let progress = self.progress;

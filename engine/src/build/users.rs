@@ -74,6 +74,22 @@ pub fn resolve_owner(spec: &str, rootfs: &LayerView) -> Result<(u32, u32), UserE
     Ok((uid, gid))
 }
 
+/// The home folder of `uid` in the image's `/etc/passwd` (docker's default `HOME`): `/` when
+/// the user has no entry.
+pub fn home_dir(uid: u32, rootfs: &LayerView) -> Result<String, UserError> {
+    let passwd = read_db(rootfs, "/etc/passwd")?;
+    Ok(passwd
+        .as_deref()
+        .and_then(|db| {
+            find(db, |f| {
+                f.get(2).and_then(|v| v.parse::<u32>().ok()) == Some(uid)
+            })
+        })
+        .and_then(|f| f.get(5).map(|h| (*h).to_owned()))
+        .filter(|h| h.starts_with('/'))
+        .unwrap_or_else(|| "/".to_owned()))
+}
+
 fn is_number_like(s: &str) -> bool {
     s.starts_with(|c: char| c.is_ascii_digit() || c == '-')
 }
@@ -131,6 +147,8 @@ mod tests {
             Err(UserError::NoGroup(_))
         ));
         assert!(matches!(resolve_owner("-1", &v), Err(UserError::BadId(_))));
+        assert_eq!(home_dir(1000, &v).unwrap(), "/home/app");
+        assert_eq!(home_dir(7, &v).unwrap(), "/");
     }
 
     #[test]

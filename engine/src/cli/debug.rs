@@ -100,6 +100,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
         limits: Limits::default(),
         isolation: Isolation::Auto,
         stdio: StdioMode::Inherit,
+        control: None,
         network: NetworkMode::None,
         hostname: "kiln-debug".to_owned(),
     };

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::store::Store;
 
 pub mod build;
+pub mod containers;
 pub mod debug;
 pub mod fsck;
 pub mod history;
@@ -20,6 +21,7 @@ pub mod load;
 pub mod prune;
 pub mod render;
 pub mod rmi;
+pub mod run;
 pub mod save;
 pub mod tag;
 
@@ -60,8 +62,25 @@ pub enum Command {
     Save(save::SaveArgs),
     /// Load images from a tar archive.
     Load(load::LoadArgs),
+    /// Run a command in a new container.
+    Run(run::RunArgs),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Fetch the logs of a container.
+    Logs(containers::LogsArgs),
+    /// Stop running containers.
+    Stop(containers::StopArgs),
+    /// Send a signal to running containers.
+    Kill(containers::KillArgs),
+    /// Start stopped containers.
+    Start(containers::StartArgs),
+    /// Remove containers.
+    Rm(containers::RmArgs),
     /// Developer tools (`kiln debug parse FILE`).
     Debug(debug::DebugArgs),
+    /// Runs a detached container (started by `kiln run -d` and `kiln start`).
+    #[command(hide = true)]
+    ContainerSupervise(run::SuperviseArgs),
 }
 
 fn open_store(root: Option<&std::path::Path>) -> anyhow::Result<Store> {
@@ -87,12 +106,24 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Import(a) => import::run(a, &open_store(root)?, printer),
         Command::Save(a) => save::run(a, &open_store(root)?, printer),
         Command::Load(a) => load::run(a, &open_store(root)?, printer),
+        Command::Run(a) => run::run(a, &open_store(root)?, printer),
+        Command::Ps(a) => containers::ps(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Logs(a) => containers::logs(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Stop(a) => containers::stop(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Kill(a) => containers::kill(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Start(a) => containers::start(a, &open_store(root)?, printer),
+        Command::Rm(a) => containers::rm(a, &open_store(root)?, printer).map(|()| 0),
         Command::Debug(a) => debug::run(a, printer),
+        Command::ContainerSupervise(a) => run::supervise(a, &open_store(root)?),
     }
 }
 
-/// Exit code for an error: 1 when the user's input caused it, 2 otherwise.
+/// Exit code for an error: 1 when the user's input caused it, 2 otherwise; 125 when `kiln run`
+/// could not run its container (docker's code, as the program's own codes take the others).
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(|c| c.is::<run::RunFailed>()) {
+        return 125;
+    }
     let user = err.chain().any(|c| {
         c.is::<UserError>()
             || c.downcast_ref::<crate::build::BuildError>()
@@ -102,6 +133,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || c.downcast_ref::<crate::archive::ArchiveError>()
                 .is_some_and(|e| e.is_user_error())
             || c.downcast_ref::<crate::context::ContextError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::container::ContainerError>()
                 .is_some_and(|e| e.is_user_error())
             || c.is::<crate::reference::ReferenceError>()
             || c.is::<crate::layer::LayerError>()
@@ -188,6 +221,11 @@ impl Printer {
         err.write_all(b"\n")
     }
 
+    /// Writes raw bytes of human-facing text (a container's stderr) to stderr.
+    pub fn status_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stderr.lock().write_all(bytes)
+    }
+
     /// Flushes stdout.
     pub fn flush(&mut self) -> io::Result<()> {
         self.stdout.flush()
@@ -197,5 +235,14 @@ impl Printer {
 impl Default for Printer {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use super::images::human_size;
 use super::Printer;
 use crate::cache::Cache;
-use crate::store::{GcOptions, GcRoots, Store};
+use crate::store::{GcOptions, Store};
 
 /// Remove untagged images and unused data: blobs and snapshots no image or build-cache entry
 /// uses, and what interrupted builds left behind. Tagged images are never removed (use `rmi`).
@@ -42,6 +42,7 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
     let cache = Cache::new(store.cache_dir());
     let mut cache_entries = 0;
     let mut cache_error = None;
+    let mut container_roots = Some(crate::container::Containers::new(store)?.gc_roots()?);
     let report = store.gc(
         || {
             // Runs under the store's lock, so no build adds cache entries meanwhile.
@@ -51,8 +52,9 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
                     Err(e) => cache_error = Some(e),
                 }
             }
-            // Whatever is still in the cache keeps its layers (all of it, without --all).
-            let mut roots = GcRoots::default();
+            // Whatever is still in the cache keeps its layers (all of it, without --all), and
+            // containers keep their images.
+            let mut roots = container_roots.take().unwrap_or_default();
             for diff in cache.referenced_layers() {
                 roots.add_layer(&diff);
             }

@@ -26,7 +26,28 @@ pub struct RmiArgs {
 /// failure and fails at the end if any image could not be removed.
 pub fn run(args: &RmiArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
     let mut errors = Vec::new();
+    let containers = crate::container::Containers::new(store)?.list()?;
     for image in &args.images {
+        if !args.force {
+            if let Ok(found) = store.resolve(image) {
+                let by_tag = found.tags.len() > 1
+                    && found
+                        .tags
+                        .iter()
+                        .any(|t| crate::reference::ImageRef::parse(image).is_ok_and(|r| &r == t));
+                if let Some(c) = containers
+                    .iter()
+                    .find(|c| c.config.image_id == found.id() && !by_tag)
+                {
+                    errors.push(anyhow::Error::new(super::UserError(format!(
+                        "conflict: unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image {}",
+                        c.short_id(),
+                        &found.id().hex()[..12]
+                    ))));
+                    continue;
+                }
+            }
+        }
         match store.remove(image, args.force) {
             Ok(events) => {
                 for e in events {

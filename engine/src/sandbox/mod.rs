@@ -6,7 +6,8 @@ pub mod wasi;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use cap_std::fs::Dir;
@@ -185,6 +186,9 @@ pub struct RunSpec {
     pub network: NetworkMode,
     /// The hostname native programs see.
     pub hostname: String,
+    /// Where signals for the run's main program come from (`kiln stop`, `kiln kill`, a proxied
+    /// Ctrl-C); none for a RUN step.
+    pub control: Option<RunControl>,
 }
 
 /// Where a run's stdin, stdout and stderr go.
@@ -195,6 +199,137 @@ pub enum StdioMode {
     Capture,
     /// The process uses kiln's own stdin, stdout and stderr (`kiln debug sh`).
     Inherit,
+    /// stdin is kiln's own; stdout and stderr are captured (`kiln run -i`).
+    CaptureWithStdin,
+}
+
+/// Signals for a running program, from another thread: the main program of the run gets them,
+/// as `docker kill` delivers to a container's pid 1. A native program's init forwards them to
+/// the program; a WebAssembly program has no signal handlers, so a signal whose default action
+/// terminates ends it (and its whole run) with status 128+N, and the others are ignored.
+/// Signals sent before the program starts are delivered when it does.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    inner: Arc<Mutex<Control>>,
+}
+
+#[derive(Default)]
+struct Control {
+    main: MainTarget,
+    pending: Option<i32>,
+    natives: Vec<(u64, std::os::fd::OwnedFd)>,
+    next_token: u64,
+}
+
+#[derive(Default)]
+enum MainTarget {
+    #[default]
+    NotStarted,
+    Wasm(Arc<AtomicI32>),
+    Native(u64),
+}
+
+impl fmt::Debug for RunControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunControl").finish_non_exhaustive()
+    }
+}
+
+/// Whether a signal's default action ends a process.
+fn terminates(sig: i32) -> bool {
+    !matches!(
+        sig,
+        libc::SIGCHLD
+            | libc::SIGCONT
+            | libc::SIGURG
+            | libc::SIGWINCH
+            | libc::SIGSTOP
+            | libc::SIGTSTP
+            | libc::SIGTTIN
+            | libc::SIGTTOU
+    )
+}
+
+fn send_pidfd(pidfd: &std::os::fd::OwnedFd, sig: i32) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal(2) on a pidfd we own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+}
+
+impl RunControl {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends `sig` (1..=64) to the run's main program.
+    pub fn signal(&self, sig: i32) {
+        let Ok(mut c) = self.inner.lock() else { return };
+        match &c.main {
+            MainTarget::NotStarted => {
+                if c.pending != Some(libc::SIGKILL) {
+                    c.pending = Some(sig);
+                }
+            }
+            MainTarget::Wasm(flag) => {
+                if terminates(sig) {
+                    let _ = flag.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                    // The run ends with its main program: native children go with it.
+                    for (_, pidfd) in &c.natives {
+                        send_pidfd(pidfd, libc::SIGKILL);
+                    }
+                }
+            }
+            MainTarget::Native(token) => {
+                if let Some((_, pidfd)) = c.natives.iter().find(|(t, _)| t == token) {
+                    send_pidfd(pidfd, sig);
+                }
+            }
+        }
+    }
+
+    /// The main program is a WebAssembly process whose `flag` holds the signal that stops it.
+    pub(crate) fn set_wasm_main(&self, flag: Arc<AtomicI32>) {
+        let Ok(mut c) = self.inner.lock() else { return };
+        if let Some(sig) = c.pending.take() {
+            if terminates(sig) {
+                flag.store(sig, Ordering::SeqCst);
+            }
+        }
+        c.main = MainTarget::Wasm(flag);
+    }
+
+    /// A native sandbox's init started (`main`: it runs the main program); returns the token
+    /// that [`RunControl::unregister`] takes.
+    pub(crate) fn register_native(&self, pidfd: std::os::fd::OwnedFd, main: bool) -> u64 {
+        let Ok(mut c) = self.inner.lock() else {
+            return 0;
+        };
+        c.next_token += 1;
+        let token = c.next_token;
+        if main {
+            if let Some(sig) = c.pending.take() {
+                send_pidfd(&pidfd, sig);
+            }
+            c.main = MainTarget::Native(token);
+        }
+        c.natives.push((token, pidfd));
+        token
+    }
+
+    /// The native sandbox `token` ended.
+    pub(crate) fn unregister(&self, token: u64) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.natives.retain(|(t, _)| *t != token);
+        }
+    }
 }
 
 /// How a run ended.

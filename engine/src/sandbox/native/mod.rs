@@ -13,8 +13,8 @@
 //! **program** process, which drops capabilities, sets ids, `no_new_privs`, marks every
 //! descriptor but stdio close-on-exec (`close_range`), installs the seccomp filter and
 //! `execve`s. Init stays pid 1 (so `kill -9 $$` in the program works as in Docker), reaps
-//! orphans, and exits with the program's status; the kernel then kills everything left in the
-//! pid namespace. On timeout the parent SIGKILLs init through its pidfd, with the same effect.
+//! orphans, forwards the signals it receives to the program (as Docker's `--init` does), and
+//! exits with the program's status; the kernel then kills everything left in the pid namespace. On timeout the parent SIGKILLs init through its pidfd, with the same effect.
 //! Failures before `execve` come back as `(step, errno)` on a close-on-exec pipe.
 //!
 //! # Identity
@@ -63,7 +63,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
-use crate::sandbox::{Limit, Limits};
+use crate::sandbox::{Limit, Limits, RunControl};
 
 use plan::{build_plan, EtcFile, PlanInput, DEVICES};
 use sys::{ExecConfig, InitConfig, Stage, STAGE_BASE};
@@ -115,6 +115,9 @@ pub struct NativeSpec {
     pub stdio: [OwnedFd; 3],
     /// More descriptors the program gets, at the given numbers (3 and up; `cmd 8<<EOF`).
     pub extra_fds: Vec<(u32, OwnedFd)>,
+    /// Where signals come from, and whether this program is the run's main one (init forwards
+    /// what it receives to the program).
+    pub control: Option<(RunControl, bool)>,
 }
 
 /// How a run ended.
@@ -344,6 +347,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         limits,
         stdio,
         extra_fds,
+        control,
     } = spec;
     if extra_fds.len() + 3 > sys::MAX_FDS {
         return Err(NativeError::Invalid(format!(
@@ -483,6 +487,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         (stdio, extra_fds),
         lower_fds,
         base_fd,
+        control.as_ref(),
     );
     let limit_hit = cgroups.exceeded();
     cgroups.remove();
@@ -515,6 +520,7 @@ fn start_and_wait(
     fds: ([OwnedFd; 3], Vec<(u32, OwnedFd)>),
     lower_fds: Vec<OwnedFd>,
     base_fd: OwnedFd,
+    control: Option<&(RunControl, bool)>,
 ) -> Result<(i32, bool), NativeError> {
     let cloexec = rustix::pipe::PipeFlags::CLOEXEC;
     let (sync_r, sync_w) = rustix::pipe::pipe_with(cloexec).map_err(|e| host("pipe")(e.into()))?;
@@ -578,6 +584,10 @@ fn start_and_wait(
         let _ = sys::wait_pid(child.pid);
         return Err(e);
     }
+    let registered = control.and_then(|(c, main)| {
+        let pidfd = child.pidfd.try_clone().ok()?;
+        Some((c, c.register_native(pidfd, *main)))
+    });
 
     let deadline = Instant::now() + limits.timeout;
     let mut timed_out = false;
@@ -603,6 +613,9 @@ fn start_and_wait(
             sys::kill_pidfd(child.pidfd.as_fd());
             break;
         }
+    }
+    if let Some((c, token)) = registered {
+        c.unregister(token);
     }
     let status = sys::wait_pid(child.pid).map_err(host("wait for the sandbox"))?;
     let mut report = Vec::new();

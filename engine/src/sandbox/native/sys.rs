@@ -497,6 +497,28 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
                 stage_fail(report, Stage::Rlimit, errno());
             }
         }
+        // Every signal init may be sent waits, blocked, for `sigwaitinfo` below (a blocked
+        // signal reaches a namespace's init even without a handler); the program unblocks
+        // them before `execve`.
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in 1..32 {
+            if !matches!(
+                sig,
+                libc::SIGKILL
+                    | libc::SIGSTOP
+                    | libc::SIGSEGV
+                    | libc::SIGBUS
+                    | libc::SIGFPE
+                    | libc::SIGILL
+                    | libc::SIGTRAP
+                    | libc::SIGSYS
+            ) {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         let child = libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
         if child < 0 {
             stage_fail(report, Stage::Fork, errno());
@@ -512,19 +534,34 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         drop_capabilities(0, 0);
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         let program = libc::pid_t::try_from(child).unwrap_or(-1);
+        // Reap every orphan until the program ends; forward every other signal to it, as
+        // Docker's `--init` does (`kiln stop` sends SIGTERM here).
         loop {
-            let mut status = 0;
-            let pid = libc::waitpid(-1, &mut status, 0);
-            if pid == program {
-                let code = if libc::WIFSIGNALED(status) {
-                    128 + libc::WTERMSIG(status)
-                } else {
-                    libc::WEXITSTATUS(status)
-                };
-                libc::_exit(code);
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig < 0 {
+                if errno() != libc::EINTR {
+                    libc::_exit(125);
+                }
+                continue;
             }
-            if pid < 0 && errno() != libc::EINTR {
-                libc::_exit(125);
+            if sig != libc::SIGCHLD {
+                libc::kill(program, sig);
+                continue;
+            }
+            loop {
+                let mut status = 0;
+                let pid = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if pid == program {
+                    let code = if libc::WIFSIGNALED(status) {
+                        128 + libc::WTERMSIG(status)
+                    } else {
+                        libc::WEXITSTATUS(status)
+                    };
+                    libc::_exit(code);
+                }
+                if pid <= 0 {
+                    break;
+                }
             }
         }
     }

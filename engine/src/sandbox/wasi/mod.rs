@@ -121,29 +121,31 @@ pub(crate) fn run(
     });
     let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
     let mut readers = Vec::new();
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| {
+        rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| io_err("duplicate stdio", e.into()))
+    };
     let (stdin, stdout, stderr) = match spec.stdio {
-        StdioMode::Capture => {
+        StdioMode::Capture | StdioMode::CaptureWithStdin => {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             readers.push((Stream::Stdout, out_r));
             readers.push((Stream::Stderr, err_r));
+            let stdin = if spec.stdio == StdioMode::Capture {
+                process::null()
+            } else {
+                Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?))
+            };
             (
-                process::null(),
+                stdin,
                 Open::new(Object::PipeWrite(out_w)),
                 Open::new(Object::PipeWrite(err_w)),
             )
         }
-        StdioMode::Inherit => {
-            let dup = |fd: std::os::fd::BorrowedFd<'_>| {
-                rustix::io::fcntl_dupfd_cloexec(fd, 3)
-                    .map_err(|e| io_err("duplicate stdio", e.into()))
-            };
-            (
-                Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?)),
-                Open::new(Object::PipeWrite(dup(std::io::stdout().as_fd())?)),
-                Open::new(Object::PipeWrite(dup(std::io::stderr().as_fd())?)),
-            )
-        }
+        StdioMode::Inherit => (
+            Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?)),
+            Open::new(Object::PipeWrite(dup(std::io::stdout().as_fd())?)),
+            Open::new(Object::PipeWrite(dup(std::io::stderr().as_fd())?)),
+        ),
     };
     let fds = stdio_table(spec.limits.files as usize, stdin, stdout, stderr).map_err(|_| {
         io_err(

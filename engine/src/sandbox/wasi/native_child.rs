@@ -10,8 +10,9 @@ use crate::rootfs::Device;
 use crate::sandbox::native::{self, NativeNetwork, NativeSpec};
 use crate::sandbox::NetworkMode;
 
-/// Runs the Linux binary at guest path `path`; returns its status.
-pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
+/// Runs the Linux binary at guest path `path` (`main`: as the step's first program); returns
+/// its status.
+pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch, main: bool) -> i32 {
     let Launch {
         program,
         env,
@@ -87,6 +88,7 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch) -> i32 {
         limits,
         stdio,
         extra_fds,
+        control: step.control.clone().map(|c| (c, main)),
     };
     match native::run(spec) {
         Ok(outcome) => {

@@ -15,7 +15,7 @@ use super::runtime::{Loaded, WasiRuntime};
 use super::tools::GuestTools;
 use crate::rootfs::{ContainerPath, Creds, NodeKind, OpenOptions, Opened, Overlay};
 use crate::sandbox::SandboxError;
-use crate::sandbox::{Limit, Limits, NetworkMode, Rootfs, RunSpec};
+use crate::sandbox::{Limit, Limits, NetworkMode, Rootfs, RunControl, RunSpec};
 
 /// Stack for a guest thread: wasm runs on it (wasmtime stops it at 1 MiB).
 pub(crate) const THREAD_STACK: usize = 8 << 20;
@@ -60,6 +60,8 @@ pub(crate) struct Step {
     pub rootfs: Rootfs,
     pub network: NetworkMode,
     pub hostname: String,
+    /// Signals for the main program, if the run takes any.
+    pub control: Option<RunControl>,
     next_pid: AtomicU32,
     live: AtomicU32,
     deadline: Instant,
@@ -99,6 +101,7 @@ impl Step {
             rootfs,
             network: spec.network,
             hostname: spec.hostname.clone(),
+            control: spec.control.clone(),
             next_pid: AtomicU32::new(1),
             live: AtomicU32::new(0),
             deadline,
@@ -514,7 +517,7 @@ pub(crate) fn start(step: &Arc<Step>, launch: Launch) -> Result<Child, Errno> {
         .name("kiln-guest".into())
         .stack_size(THREAD_STACK)
         .spawn(move || {
-            let status = run_any(&step2, launch, sig2);
+            let status = run_any(&step2, launch, sig2, false);
             step2.live.fetch_sub(1, Ordering::SeqCst);
             s2.set(status);
         });
@@ -683,18 +686,22 @@ fn complain(store: &mut Store<Proc>, msg: &str) {
 /// [`THREAD_STACK`]).
 pub(crate) fn run_main(step: &Arc<Step>, launch: Launch) -> i32 {
     step.live.fetch_add(1, Ordering::SeqCst);
-    let status = run_any(step, launch, Arc::new(AtomicI32::new(0)));
+    let signal = Arc::new(AtomicI32::new(0));
+    if let (Some(control), ProgramKind::Wasm(_)) = (&step.control, &launch.program.kind) {
+        control.set_wasm_main(signal.clone());
+    }
+    let status = run_any(step, launch, signal, true);
     step.live.fetch_sub(1, Ordering::SeqCst);
     status
 }
 
-/// Runs a process of either kind to its end.
-fn run_any(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
+/// Runs a process of either kind to its end (`main`: the step's first process).
+fn run_any(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>, main: bool) -> i32 {
     match &launch.program.kind {
         ProgramKind::Wasm(_) => run(step, launch, signal),
         ProgramKind::Native(path) => {
             let path = path.clone();
-            super::native_child::run(step, &path, launch)
+            super::native_child::run(step, &path, launch, main)
         }
     }
 }

@@ -1,0 +1,380 @@
+//! `kiln run`: create a container from an image and run it, in the foreground or detached
+//! (`-d`); and the hidden `kiln container-supervise ID` that a detached container runs under.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use time::OffsetDateTime;
+
+use super::{Printer, UserError};
+use crate::build::users::{home_dir, resolve_owner};
+use crate::container::{self, Attach, Config, Container, Containers, LayerRef};
+use crate::rootfs::LayerView;
+use crate::sandbox::{parse_size, RunControl, Sandbox};
+use crate::store::Store;
+
+/// Run a command in a new container.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Run in the background and print the container ID.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open: the program reads kiln's stdin.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Name the container.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Set an environment variable (`K=V`, or `K` to pass kiln's own value).
+    #[arg(short, long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (`K=V` lines; `#` comments).
+    #[arg(long, value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short, long, value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User to run as: `name|uid[:group|gid]`.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Network: `none` (loopback only, the default) or `host`.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub network: String,
+    /// Override the image's ENTRYPOINT (an empty string clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name (default: the short container ID).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Memory limit (`512m`, `2g`).
+    #[arg(short, long, default_value = "2g", value_parser = parse_size)]
+    pub memory: u64,
+    /// Most processes alive at once.
+    #[arg(long, default_value_t = 4096)]
+    pub pids_limit: u32,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments (default: the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// A failure of `kiln run` itself, not of the program: exit code 125, as docker.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RunFailed(pub String);
+
+fn failed(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::Error::new(RunFailed(e.to_string()))
+}
+
+/// Runs `kiln run`; returns the program's exit status (or 0 with `-d`).
+pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u8> {
+    let containers = Containers::new(store).map_err(failed)?;
+    let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
+    let mut c = containers.create(config).map_err(failed)?;
+    if args.detach {
+        start_detached(store, &c).map_err(failed)?;
+        out.data(&c.config.id)?;
+        return Ok(0);
+    }
+    let control = RunControl::new();
+    proxy_signals(control.clone());
+    let sandbox = Sandbox::new();
+    let status = container::supervise(
+        store,
+        &containers,
+        &sandbox,
+        &mut c,
+        Attach::Foreground,
+        &control,
+    )
+    .map_err(failed)?;
+    Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
+}
+
+/// The config of a new container from the image's and the command line's settings.
+fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
+    let image = store.resolve(&args.image).map_err(|e| {
+        anyhow::Error::new(UserError(format!(
+            "Unable to find image '{}' locally: {e}",
+            args.image
+        )))
+    })?;
+    let ic = &image.config.config;
+    let layers: Vec<LayerRef> = image
+        .config
+        .rootfs
+        .diff_ids
+        .iter()
+        .zip(&image.manifest.layers)
+        .map(|(diff_id, desc)| LayerRef {
+            diff_id: *diff_id,
+            digest: desc.digest,
+        })
+        .collect();
+    let (entrypoint, cmd) = match &args.entrypoint {
+        Some(e) => (
+            if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            },
+            args.command.clone(),
+        ),
+        None if !args.command.is_empty() => (ic.entrypoint.clone(), args.command.clone()),
+        None => (ic.entrypoint.clone(), ic.cmd.clone()),
+    };
+    let mut argv = entrypoint.clone();
+    argv.extend(cmd.iter().cloned());
+    let Some((path, rest)) = argv.split_first() else {
+        return Err(UserError("no command specified".into()).into());
+    };
+    let id = Containers::new_id();
+    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
+
+    // User and HOME come from the image's own passwd.
+    let _lease = store.lease()?;
+    let lowers = container::snapshots(store, &layers)?;
+    let view = LayerView::new(
+        lowers
+            .iter()
+            .map(|p| cap_std::fs::Dir::open_ambient_dir(p, cap_std::ambient_authority()))
+            .collect::<Result<Vec<_>, _>>()
+            .context("open the image's layers")?,
+    );
+    let user = args.user.clone().unwrap_or_else(|| ic.user.clone());
+    let (uid, gid) = if user.is_empty() {
+        (0, 0)
+    } else {
+        resolve_owner(&user, &view).map_err(|e| UserError(e.to_string()))?
+    };
+
+    let mut env = Env::default();
+    for e in &ic.env {
+        env.set(e);
+    }
+    for file in &args.env_file {
+        for e in read_env_file(file)? {
+            env.set(&e);
+        }
+    }
+    for e in &args.env {
+        if e.contains('=') {
+            env.set(e);
+        } else if let Ok(v) = std::env::var(e) {
+            env.set(&format!("{e}={v}"));
+        }
+    }
+    if !env.has("PATH") {
+        env.set("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    }
+    env.set_first(&format!("HOSTNAME={hostname}"));
+    if !env.has("HOME") {
+        env.set(&format!("HOME={}", home_dir(uid, &view)?));
+    }
+
+    let working_dir = match &args.workdir {
+        Some(w) if !w.starts_with('/') => {
+            return Err(UserError(format!(
+                "the working directory '{w}' is invalid, it needs to be an absolute path"
+            ))
+            .into())
+        }
+        Some(w) => w.clone(),
+        None if ic.working_dir.is_empty() => "/".to_owned(),
+        None => ic.working_dir.clone(),
+    };
+    Ok(Config {
+        id,
+        name: args.name.clone().unwrap_or_default(),
+        image: args.image.clone(),
+        image_id: image.id(),
+        manifest_digest: image.manifest_digest,
+        created: OffsetDateTime::now_utc(),
+        path: path.clone(),
+        args: rest.to_vec(),
+        entrypoint,
+        cmd,
+        env: env.0,
+        working_dir,
+        user,
+        uid,
+        gid,
+        hostname,
+        network: args.network.clone(),
+        tty: false,
+        open_stdin: args.interactive,
+        auto_remove: args.rm,
+        memory: args.memory,
+        pids: args.pids_limit,
+        layers,
+        labels: ic.labels.clone(),
+        stop_signal: ic.stop_signal.clone(),
+    })
+}
+
+/// An environment in order, later settings replacing earlier ones in place.
+#[derive(Default)]
+struct Env(Vec<String>);
+
+impl Env {
+    fn key(e: &str) -> &str {
+        e.split_once('=').map_or(e, |(k, _)| k)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.0.iter().any(|e| Self::key(e) == key)
+    }
+
+    fn set(&mut self, entry: &str) {
+        let key = Self::key(entry);
+        match self.0.iter_mut().find(|e| Self::key(e) == key) {
+            Some(e) => *e = entry.to_owned(),
+            None => self.0.push(entry.to_owned()),
+        }
+    }
+
+    /// Sets `entry`, moving it to the front (docker puts `HOSTNAME` there).
+    fn set_first(&mut self, entry: &str) {
+        let key = Self::key(entry).to_owned();
+        self.0.retain(|e| Self::key(e) != key);
+        self.0.insert(0, entry.to_owned());
+    }
+}
+
+/// `--env-file`: `K=V` lines, `K` alone takes kiln's own value, `#` comments and blank lines
+/// skipped.
+fn read_env_file(path: &Path) -> anyhow::Result<Vec<String>> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| UserError(format!("open env file {}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(f).lines() {
+        let line = line.with_context(|| format!("read {}", path.display()))?;
+        let t = line.trim_start();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        if t.contains('=') {
+            out.push(t.to_owned());
+        } else if let Ok(v) = std::env::var(t.trim_end()) {
+            out.push(format!("{}={v}", t.trim_end()));
+        }
+    }
+    Ok(out)
+}
+
+/// Starts a detached supervisor for `c` and waits until the container runs (or failed to).
+pub(super) fn start_detached(store: &Store, c: &Container) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("find the kiln executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--root")
+        .arg(store.root())
+        .args(["container-supervise", &c.config.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid is async-signal-safe; the supervisor leaves kiln's session so that a
+    // terminal hang-up or Ctrl-C does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("start the container's supervisor")?;
+    let containers = Containers::new(store)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = containers.get(&c.config.id);
+        match now {
+            Ok(now) if now.state.status != container::Status::Created => {
+                if now.state.status == container::Status::Exited && !now.state.error.is_empty() {
+                    anyhow::bail!("{}", now.state.error);
+                }
+                break;
+            }
+            // Removed by --rm after it already ended.
+            Err(container::ContainerError::NotFound(_)) => break,
+            _ => {}
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            if !status.success() {
+                anyhow::bail!("the container's supervisor failed ({status})");
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the container did not start within 30 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The supervisor is reaped by init once this process exits.
+    std::mem::forget(child);
+    Ok(())
+}
+
+/// Forwards the signals kiln receives to the container's main program (docker's
+/// `--sig-proxy`): they are blocked in every thread and taken by one that waits for them.
+pub(super) fn proxy_signals(control: RunControl) {
+    let sigs = [
+        libc::SIGINT,
+        libc::SIGTERM,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ];
+    // SAFETY: plain sigset manipulation and pthread_sigmask on the calling thread, before the
+    // threads that inherit the mask are started.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let _ = std::thread::Builder::new()
+        .name("kiln-signals".into())
+        .spawn(move || loop {
+            let mut sig = 0;
+            // SAFETY: sigwait on a valid set.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                control.signal(sig);
+            }
+        });
+}
+
+/// Runs a detached container to its end (`kiln container-supervise ID`).
+#[derive(Debug, Args)]
+pub struct SuperviseArgs {
+    /// The container's full ID.
+    pub id: String,
+}
+
+/// The hidden subcommand behind `run -d` and `start`.
+pub fn supervise(args: &SuperviseArgs, store: &Store) -> anyhow::Result<u8> {
+    let containers = Containers::new(store)?;
+    let mut c = containers.get(&args.id)?;
+    let control = RunControl::new();
+    proxy_signals(control.clone());
+    let sandbox = Sandbox::new();
+    let status = container::supervise(
+        store,
+        &containers,
+        &sandbox,
+        &mut c,
+        Attach::Detached,
+        &control,
+    )?;
+    Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
+}

@@ -1,0 +1,304 @@
+//! Running a container: the supervising process holds `run.lock`, serves `ctl`, keeps the log
+//! and the state, and runs the program with the sandbox's execution choice.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::fs::FlockOperation;
+use time::OffsetDateTime;
+
+use super::{flock, io_at, Container, ContainerError, Containers, State, Status};
+use crate::progress::Stream;
+use crate::rootfs::{ContainerPath, Creds};
+use crate::sandbox::{
+    Isolation, Limits, NetworkMode, Rootfs, RunControl, RunEvent, RunSpec, Sandbox, SandboxError,
+    StdioMode,
+};
+use crate::store::{Store, StoreError};
+
+/// Where a container's output goes besides its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// Only the log (`run -d`, `start` without `-a`).
+    Detached,
+    /// Also kiln's stdout and stderr; kiln's stdin is the program's when the container keeps
+    /// stdin open (`-i`).
+    Foreground,
+}
+
+/// Why a container could not run (a program that fails has an exit code instead).
+#[derive(Debug, thiserror::Error)]
+pub enum SuperviseError {
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot run the container: {0}")]
+    Sandbox(#[from] SandboxError),
+    #[error("unpack layer {diff}: {why}")]
+    Unpack { diff: String, why: String },
+}
+
+/// Wall-clock limit of a container: none, in effect.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Runs `c` to its end under `control` (which also takes signals written to its `ctl`);
+/// returns the program's exit status. The container is removed afterwards when it says so.
+pub fn supervise(
+    store: &Store,
+    containers: &Containers,
+    sandbox: &Sandbox,
+    c: &mut Container,
+    attach: Attach,
+    control: &RunControl,
+) -> Result<i32, SuperviseError> {
+    let lock_path = c.dir.join("run.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_at("open", &lock_path))?;
+    if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return Err(ContainerError::Running(c.short_id().to_owned()).into());
+    }
+    let result = run_locked(store, sandbox, c, attach, control);
+    let status = match &result {
+        Ok(code) => State {
+            status: Status::Exited,
+            pid: 0,
+            exit_code: *code,
+            error: String::new(),
+            started_at: c.state.started_at,
+            finished_at: Some(OffsetDateTime::now_utc()),
+        },
+        Err(e) => State {
+            status: Status::Exited,
+            pid: 0,
+            exit_code: 126,
+            error: e.to_string(),
+            started_at: c.state.started_at,
+            finished_at: Some(OffsetDateTime::now_utc()),
+        },
+    };
+    let saved = c.save_state(status);
+    let _ = fs::remove_file(c.dir.join("ctl"));
+    drop(lock);
+    saved?;
+    if c.config.auto_remove {
+        containers.remove(c)?;
+    }
+    result
+}
+
+fn run_locked(
+    store: &Store,
+    sandbox: &Sandbox,
+    c: &mut Container,
+    attach: Attach,
+    control: &RunControl,
+) -> Result<i32, SuperviseError> {
+    let _lease = store.lease()?;
+    let lowers = snapshots(store, &c.config.layers)?;
+    let ctl = Control::serve(c, control.clone())?;
+    c.save_state(State {
+        status: Status::Running,
+        pid: std::process::id(),
+        exit_code: 0,
+        error: String::new(),
+        started_at: Some(OffsetDateTime::now_utc()),
+        finished_at: None,
+    })?;
+    let cfg = &c.config;
+    let mut argv = vec![cfg.path.clone()];
+    argv.extend(cfg.args.iter().cloned());
+    let spec = RunSpec {
+        argv,
+        env: cfg.env.clone(),
+        cwd: ContainerPath::parse(if cfg.working_dir.is_empty() {
+            "/"
+        } else {
+            &cfg.working_dir
+        }),
+        creds: Creds {
+            uid: cfg.uid,
+            gid: cfg.gid,
+        },
+        limits: Limits {
+            timeout: FOREVER,
+            memory: cfg.memory,
+            pids: cfg.pids,
+            files: 65_536,
+            disk: u64::MAX,
+            log: u64::MAX,
+        },
+        isolation: Isolation::Auto,
+        stdio: if attach == Attach::Foreground && cfg.open_stdin {
+            StdioMode::CaptureWithStdin
+        } else {
+            StdioMode::Capture
+        },
+        network: if cfg.network == "host" {
+            NetworkMode::Host
+        } else {
+            NetworkMode::None
+        },
+        hostname: cfg.hostname.clone(),
+        control: Some(control.clone()),
+    };
+    let rootfs = Rootfs {
+        lowers,
+        upper: c.upper(),
+    };
+    let log_path = c.log_path();
+    let mut log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(io_at("open", &log_path))?;
+    let mut log_error = None;
+    let outcome = sandbox.run(&rootfs, &spec, &mut |event| {
+        let RunEvent::Output(stream, bytes) = event else {
+            return;
+        };
+        if attach == Attach::Foreground {
+            let _ = match stream {
+                Stream::Stdout => {
+                    let mut out = io::stdout().lock();
+                    out.write_all(bytes).and_then(|()| out.flush())
+                }
+                Stream::Stderr => io::stderr().lock().write_all(bytes),
+            };
+        }
+        if log_error.is_none() {
+            log_error = log.write_all(&log_line(stream, bytes)).err();
+        }
+    });
+    drop(ctl);
+    let outcome = outcome?;
+    if let Some(e) = log_error {
+        return Err(io_at("write", &log_path)(e).into());
+    }
+    Ok(outcome.status)
+}
+
+/// The snapshot folders of `layers`, bottom first, unpacking the missing ones. Hold a lease
+/// while using them.
+pub fn snapshots(
+    store: &Store,
+    layers: &[super::LayerRef],
+) -> Result<Vec<std::path::PathBuf>, SuperviseError> {
+    let mut lowers = Vec::new();
+    for l in layers {
+        if !store.has_snapshot(&l.diff_id) {
+            store
+                .create_snapshot(&l.diff_id, |dir: &cap_std::fs::Dir| {
+                    let blob = store.open_blob(&l.digest)?;
+                    crate::layer::unpack_layer(
+                        blob,
+                        dir,
+                        &crate::layer::UnpackOptions::snapshot(),
+                    )?;
+                    Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+                })
+                .map_err(|e| SuperviseError::Unpack {
+                    diff: l.diff_id.to_string(),
+                    why: e.to_string(),
+                })?;
+        }
+        lowers.push(store.snapshot_dir(&l.diff_id));
+    }
+    Ok(lowers)
+}
+
+/// One record of docker's json-file log format.
+fn log_line(stream: Stream, bytes: &[u8]) -> Vec<u8> {
+    let time = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut line = serde_json::to_vec(&serde_json::json!({
+        "log": String::from_utf8_lossy(bytes),
+        "stream": match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        },
+        "time": time,
+    }))
+    .unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
+/// The `ctl` FIFO and the thread that turns its bytes into signals.
+struct Control {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Control {
+    fn serve(c: &Container, control: RunControl) -> Result<Control, ContainerError> {
+        let path = c.dir.join("ctl");
+        let _ = fs::remove_file(&path);
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_at("create", &path)(e.into()))?;
+        // Read and write: the FIFO never reports end of file while we hold it.
+        let fifo = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_at("open", &path))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("kiln-ctl".into())
+            .spawn(move || {
+                let mut fifo = fifo;
+                let mut buf = [0u8; 64];
+                while !done.load(Ordering::SeqCst) {
+                    let mut pfd = [rustix::event::PollFd::new(
+                        &fifo,
+                        rustix::event::PollFlags::IN,
+                    )];
+                    let timeout = rustix::event::Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 100_000_000,
+                    };
+                    match rustix::event::poll(&mut pfd, Some(&timeout)) {
+                        Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                    match fifo.read(&mut buf) {
+                        Ok(n) => {
+                            for &sig in buf[..n].iter().filter(|s| (1..=64).contains(*s)) {
+                                control.signal(i32::from(sig));
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+            .map_err(io_at("start a thread for", &path))?;
+        Ok(Control {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
