@@ -552,6 +552,27 @@ fn apt_without_network_fails_and_says_how_to_get_one() {
     );
 }
 
+/// Sends a raw `PING` to a redis on `port` (retrying while it starts) and returns the reply.
+fn ping_redis(port: u16) -> String {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s.write_all(b"PING\r\n").unwrap();
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).unwrap_or(0);
+            return String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
     let env = Env::new();
@@ -580,6 +601,31 @@ fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
         tree.contains_key("usr/bin/redis-server"),
         "redis-server is installed"
     );
+    // `kiln run` starts it in the native sandbox; a client on the host gets PONG.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port_arg = port.to_string();
+    env.ok(&[
+        "run",
+        "-d",
+        "--network=host",
+        "--name",
+        "seed",
+        "me/redis",
+        "redis-server",
+        "--port",
+        &port_arg,
+        "--save",
+        "",
+    ]);
+    let pong = ping_redis(port);
+    let logs = env.ok(&["logs", "seed"]);
+    env.ok(&["stop", "seed"]);
+    assert_eq!(pong, "+PONG\r\n", "redis log:\n{logs}");
+    assert!(logs.contains("Ready to accept connections"), "{logs}");
+    env.ok(&["rm", "seed"]);
     // The seed's cache lesson: a line added under the redis line rebuilds only from there.
     let df = std::fs::read_to_string(seed.join("Dockerfile")).unwrap();
     let df = df.replace(

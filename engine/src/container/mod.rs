@@ -355,7 +355,7 @@ impl Containers {
                 Err(e) => return Err(e),
             }
         }
-        out.sort_by(|a, b| b.config.created.cmp(&a.config.created));
+        out.sort_by_key(|c| std::cmp::Reverse(c.config.created));
         Ok(out)
     }
 

@@ -214,22 +214,29 @@ pub fn snapshots(
     Ok(lowers)
 }
 
-/// One record of docker's json-file log format.
+/// Records of docker's json-file log format for `bytes`: one per line (a last line without
+/// its newline is a record of its own, as docker writes partial lines).
 fn log_line(stream: Stream, bytes: &[u8]) -> Vec<u8> {
     let time = OffsetDateTime::now_utc()
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default();
-    let mut line = serde_json::to_vec(&serde_json::json!({
-        "log": String::from_utf8_lossy(bytes),
-        "stream": match stream {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        },
-        "time": time,
-    }))
-    .unwrap_or_default();
-    line.push(b'\n');
-    line
+    let stream = match stream {
+        Stream::Stdout => "stdout",
+        Stream::Stderr => "stderr",
+    };
+    let mut out = Vec::new();
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        let record = serde_json::json!({
+            "log": String::from_utf8_lossy(line),
+            "stream": stream,
+            "time": time,
+        });
+        if let Ok(mut text) = serde_json::to_vec(&record) {
+            text.push(b'\n');
+            out.extend(text);
+        }
+    }
+    out
 }
 
 /// The `ctl` FIFO and the thread that turns its bytes into signals.

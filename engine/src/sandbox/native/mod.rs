@@ -508,6 +508,26 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     })
 }
 
+/// This process's argument and environment areas (fields 48-51 of `/proc/self/stat`).
+fn process_areas() -> Vec<(usize, usize)> {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return Vec::new();
+    };
+    // Fields after the command name, which is in parentheses and may hold anything.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return Vec::new();
+    };
+    let f: Vec<usize> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // Field N is f[N - 3].
+    match (f.get(45), f.get(46), f.get(47), f.get(48)) {
+        (Some(&a), Some(&b), Some(&c), Some(&d)) => vec![(a, b), (c, d)],
+        _ => Vec::new(),
+    }
+}
+
 /// Clones the sandbox's init, releases it, waits for it; returns the status and whether the
 /// timeout killed it.
 #[allow(clippy::too_many_arguments)]
@@ -538,6 +558,13 @@ fn start_and_wait(
         sync: sync_r.as_raw_fd(),
         report: report_w.as_raw_fd(),
         slots: vec![-1; plan.slots],
+        mount_fds: input
+            .lower_fds
+            .iter()
+            .copied()
+            .chain([input.upper_base_fd])
+            .collect(),
+        scrub: process_areas(),
         steps,
         rlimits: vec![
             rlimit(libc::RLIMIT_NOFILE, u64::from(limits.files)),
@@ -567,6 +594,8 @@ fn start_and_wait(
     let child = unsafe { sys::clone_into(flags as u64, || sys::init_main(&mut cfg)) }
         .map_err(host("clone the sandbox"))?;
     drop((sync_r, report_w, fds, lower_fds, base_fd));
+    // Held open until init ends: init takes a hang-up for the death of this process.
+    let mut sync_w = fs::File::from(sync_w);
     let released = write_id_maps(child.pid)
         .map_err(host("write the sandbox's id maps"))
         .and_then(|()| {
@@ -574,11 +603,7 @@ fn start_and_wait(
                 .add(child.pid)
                 .map_err(host("join the run's cgroups"))
         })
-        .and_then(|()| {
-            fs::File::from(sync_w)
-                .write_all(&[1])
-                .map_err(host("start the sandbox"))
-        });
+        .and_then(|()| sync_w.write_all(&[1]).map_err(host("start the sandbox")));
     if let Err(e) = released {
         sys::kill_pidfd(child.pidfd.as_fd());
         let _ = sys::wait_pid(child.pid);
@@ -618,6 +643,7 @@ fn start_and_wait(
         c.unregister(token);
     }
     let status = sys::wait_pid(child.pid).map_err(host("wait for the sandbox"))?;
+    drop(sync_w);
     let mut report = Vec::new();
     fs::File::from(report_r)
         .take(8)

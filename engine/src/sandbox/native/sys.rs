@@ -161,6 +161,13 @@ pub(crate) struct InitConfig {
     pub report: RawFd,
     pub steps: Vec<Step>,
     pub slots: Vec<RawFd>,
+    /// The detached layer mounts: closed once the plan has attached them, so the program
+    /// never inherits a descriptor of a folder outside its rootfs.
+    pub mount_fds: Vec<RawFd>,
+    /// kiln's argument and environment areas (`[start, end)` addresses, from
+    /// `/proc/self/stat`): init, a copy of kiln's memory, zeroes them so that the program
+    /// cannot read kiln's command line in `/proc/1/cmdline`.
+    pub scrub: Vec<(usize, usize)>,
     /// `(resource, value)` pairs set before the program is forked.
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64)>,
     pub exec: ExecConfig,
@@ -465,12 +472,25 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
     // SAFETY: only raw system calls on prepared data from here on (see the module doc).
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        // Not dumpable from the start: /proc/1/environ and /proc/1/mem stay closed to the
+        // program (whose own execve makes it dumpable again).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0);
+        for &(start, end) in &cfg.scrub {
+            if start != 0 && end > start {
+                std::ptr::write_bytes(start as *mut u8, 0, end - start);
+            }
+        }
+        if let Some(&(start, end)) = cfg.scrub.first() {
+            let name = b"kiln-init";
+            if start != 0 && end - start > name.len() {
+                std::ptr::copy_nonoverlapping(name.as_ptr(), start as *mut u8, name.len());
+            }
+        }
         close_others(&cfg.keep);
         let mut byte = 0u8;
         if libc::read(cfg.sync, (&raw mut byte).cast(), 1) != 1 {
             libc::_exit(125);
         }
-        libc::close(cfg.sync);
         // Still host root (unmapped here): become the namespace's root, host HOST_ID_BASE.
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) < 0
             || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
@@ -478,6 +498,18 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         {
             stage_fail(report, Stage::Identity, errno());
         }
+        // Changing ids cleared the parent-death signal: set it again, then make sure the
+        // parent did not die meanwhile (it holds the pipe's write end until we end).
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+        let mut pfd = libc::pollfd {
+            fd: cfg.sync,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLHUP != 0 {
+            libc::_exit(125);
+        }
+        libc::close(cfg.sync);
         if libc::unshare(libc::CLONE_NEWCGROUP) < 0 && errno() != libc::EINVAL {
             stage_fail(report, Stage::CgroupNamespace, errno());
         }
@@ -485,7 +517,7 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         if let Err((step, err)) = execute(&cfg.steps, &mut Linux, &mut cfg.slots) {
             fail(report, u32::try_from(step).unwrap_or(u32::MAX), err);
         }
-        for &fd in &cfg.slots {
+        for &fd in cfg.slots.iter().chain(&cfg.mount_fds) {
             libc::close(fd);
         }
         for &(resource, value) in &cfg.rlimits {
@@ -530,7 +562,6 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
             libc::close(*fd);
         }
         libc::close(report);
-        libc::prctl(libc::PR_SET_DUMPABLE, 0);
         drop_capabilities(0, 0);
         libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
         let program = libc::pid_t::try_from(child).unwrap_or(-1);
@@ -704,6 +735,14 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
         }
         if libc::chdir(cfg.cwd.as_ptr()) < 0 {
             stage_fail(report, Stage::Chdir, errno());
+        }
+        // The working directory must be inside the rootfs (runc's CVE-2024-21626: a
+        // `/proc/self/fd/N` path could lead to a folder outside it); the kernel's getcwd
+        // marks one that is not reachable from the root.
+        let mut buf = [0u8; 4096];
+        let n = libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len());
+        if n <= 0 || buf[0] != b'/' {
+            stage_fail(report, Stage::Chdir, libc::ENOENT);
         }
         libc::syscall(
             libc::SYS_close_range,

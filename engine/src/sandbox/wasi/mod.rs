@@ -78,6 +78,24 @@ pub(crate) fn run(
             not_enforced: Vec::new(),
         }
     };
+    // A missing working directory is created, root-owned, as Docker does for `run -w`.
+    let mut dir = ContainerPath::root();
+    for name in spec.cwd.components() {
+        dir = dir.join(name);
+        if step.overlay.stat(&dir, true).is_err() {
+            let made = step
+                .overlay
+                .mkdir(&dir, 0o755, 0)
+                .and_then(|()| step.overlay.chown(&dir, Some(0), Some(0), true));
+            if let Err(e) = made {
+                return Ok(failed(
+                    126,
+                    format!("working directory {}: {e}", spec.cwd.as_str()),
+                    on_event,
+                ));
+            }
+        }
+    }
     let Some(name) = spec.argv.first() else {
         return Ok(failed(127, "no command given".into(), on_event));
     };

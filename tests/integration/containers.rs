@@ -1,0 +1,376 @@
+//! Containers: `kiln run`, `ps`, `logs`, `stop`, `kill`, `start`, `rm`, on WASI-only images
+//! (kiln's guest `sh`, no native code) and on Debian (the native sandbox).
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::Env;
+
+/// Builds `dockerfile` (an empty context) as `tag`.
+fn build(env: &Env, tag: &str, dockerfile: &str) {
+    let ctx = env.path(&format!("ctx-{}", tag.replace(['/', ':'], "-")));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+    let out = env
+        .kiln()
+        .args(["build", "-q", "-t", tag])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `kiln ARGS`; returns (exit code, stdout, stderr).
+fn kiln(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = env.run(args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `kiln ps -a --format json`, one value per container.
+fn ps_all(env: &Env) -> Vec<serde_json::Value> {
+    env.ok(&["ps", "-a", "--no-trunc", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ps_row<'a>(rows: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    rows.iter()
+        .find(|r| r["Names"] == name)
+        .unwrap_or_else(|| panic!("no container {name} in {rows:?}"))
+}
+
+/// Waits until `cond` holds, for at most `secs`.
+fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process that is killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Processes whose command line is exactly `args`.
+fn processes_matching(args: &str) -> Vec<String> {
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|l| l.trim() == args)
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn cmd_entrypoint_env_workdir_and_user_follow_docker() {
+    let env = Env::new();
+    build(
+        &env,
+        "me/cmd",
+        "FROM scratch\nRUN mkdir -m 1777 /tmp\nENV A=1 B=image\nWORKDIR /app\nCMD [\"sh\", \"-c\", \"echo cmd $A $B $(pwd) $HOME $HOSTNAME\"]\n",
+    );
+    build(
+        &env,
+        "me/ep",
+        "FROM scratch\nENTRYPOINT [\"echo\", \"ep\"]\nCMD [\"default\"]\n",
+    );
+    let (code, out, err) = kiln(&env, &["run", "--hostname", "box", "me/cmd"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "cmd 1 image /app / box\n");
+    let (_, out, _) = kiln(
+        &env,
+        &[
+            "run",
+            "-e",
+            "A=2",
+            "-w",
+            "/tmp",
+            "--hostname",
+            "h",
+            "me/cmd",
+        ],
+    );
+    assert_eq!(out, "cmd 2 image /tmp / h\n");
+    env.write("vars.env", "# comment\nB=file\n\n");
+    let (_, out, _) = kiln(
+        &env,
+        &["run", "--env-file", "vars.env", "--hostname", "h", "me/cmd"],
+    );
+    assert_eq!(out, "cmd 1 file /app / h\n");
+    // Arguments replace CMD; ENTRYPOINT stays unless overridden.
+    assert_eq!(kiln(&env, &["run", "me/cmd", "echo", "hi"]).1, "hi\n");
+    assert_eq!(kiln(&env, &["run", "me/ep"]).1, "ep default\n");
+    assert_eq!(kiln(&env, &["run", "me/ep", "x", "y"]).1, "ep x y\n");
+    assert_eq!(
+        kiln(&env, &["run", "--entrypoint", "echo", "me/ep", "only"]).1,
+        "only\n"
+    );
+    // The user's files belong to the user, who is not root.
+    let (code, out, err) = kiln(
+        &env,
+        &[
+            "run",
+            "-u",
+            "1234:55",
+            "me/cmd",
+            "sh",
+            "-c",
+            "id -u; id -g; touch /tmp/f; stat -c %u:%g /tmp/f",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1234\n55\n1234:55\n");
+    // stdout and stderr stay apart, and the exit code is kiln's.
+    let (code, out, err) = kiln(
+        &env,
+        &[
+            "run",
+            "me/cmd",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 42",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (42, "out\n"));
+    assert!(err.contains("err"), "{err}");
+    // What cannot run at all: docker's 125 and 127.
+    let (code, _, err) = kiln(&env, &["run", "me/cmd", "no-such-program"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("no-such-program"), "{err}");
+    let (code, _, err) = kiln(&env, &["run", "me/missing"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("Unable to find image 'me/missing'"), "{err}");
+    let (code, _, err) = kiln(&env, &["run", "-w", "relative", "me/cmd"]);
+    assert_eq!(code, 125, "{err}");
+    let (code, _, err) = kiln(&env, &["run", "--name", "bad/name", "me/cmd"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("invalid container name"), "{err}");
+    // `-i` hands kiln's stdin to the program.
+    let mut child = env
+        .kiln()
+        .args([
+            "run",
+            "-i",
+            "me/cmd",
+            "sh",
+            "-c",
+            "read line; echo got $line",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"typed\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got typed\n");
+}
+
+#[test]
+fn containers_are_listed_named_kept_and_removed() {
+    let env = Env::new();
+    build(
+        &env,
+        "me/box",
+        "FROM scratch\nCMD [\"sh\", \"-c\", \"echo run >> /runs; cat /runs\"]\n",
+    );
+    let (code, out, _) = kiln(&env, &["run", "--name", "keeper", "me/box"]);
+    assert_eq!((code, out.as_str()), (0, "run\n"));
+    kiln(&env, &["run", "--rm", "--name", "gone", "me/box"]);
+    let rows = ps_all(&env);
+    assert_eq!(rows.len(), 1, "--rm removed its container: {rows:?}");
+    let keeper = ps_row(&rows, "keeper");
+    assert_eq!(keeper["State"], "exited");
+    assert!(keeper["Status"]
+        .as_str()
+        .unwrap()
+        .starts_with("Exited (0) "));
+    assert_eq!(keeper["Image"], "me/box");
+    let id = keeper["ID"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 64);
+    // `ps` lists running containers only; `-a -q` short ids.
+    assert_eq!(env.ok(&["ps", "-q"]), "");
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), format!("{}\n", &id[..12]));
+    let table = env.ok(&["ps", "-a"]);
+    assert!(table.starts_with("CONTAINER ID   IMAGE"), "{table}");
+    assert!(table.contains("\"sh -c echo run >> /…\""), "{table}");
+    // A name is taken until the container is removed.
+    let (code, _, err) = kiln(&env, &["run", "--name", "keeper", "me/box"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("is already in use"), "{err}");
+    // `start` runs the same command again over the container's own files.
+    let (code, out, _) = kiln(&env, &["start", "-a", "keeper"]);
+    assert_eq!((code, out.as_str()), (0, "run\nrun\n"));
+    assert_eq!(env.ok(&["logs", "keeper"]), "run\nrun\nrun\n");
+    assert_eq!(env.ok(&["logs", "--tail", "1", "keeper"]), "run\n");
+    // An image in use by a container is not removed without -f; prune keeps it.
+    let err = env.fails(&["rmi", "me/box"], 1);
+    assert!(err.contains("is using its referenced image"), "{err}");
+    env.ok(&["rm", &id[..8]]);
+    assert!(ps_all(&env).is_empty());
+    let err = env.fails(&["rm", "keeper"], 1);
+    assert!(err.contains("No such container: keeper"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(env.root().join("kiln/containers"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count(),
+        0,
+        "rm leaves nothing behind"
+    );
+    env.ok(&["rmi", "me/box"]);
+}
+
+#[test]
+fn detached_containers_log_stop_and_kill() {
+    let env = Env::new();
+    build(
+        &env,
+        "me/loop",
+        "FROM scratch\nCMD [\"sh\", \"-c\", \"echo up; while :; do sleep 1; done\"]\n",
+    );
+    let id = env.ok(&["run", "-d", "--name", "wasi-loop", "me/loop"]);
+    let id = id.trim();
+    assert_eq!(id.len(), 64, "{id}");
+    wait_for(20, "the log", || env.ok(&["logs", "wasi-loop"]) == "up\n");
+    assert_eq!(env.ok(&["ps", "-q"]).trim(), &id[..12]);
+    // A WebAssembly program has no signal handlers: SIGTERM ends it.
+    let started = Instant::now();
+    assert_eq!(env.ok(&["stop", "wasi-loop"]), "wasi-loop\n");
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let rows = ps_all(&env);
+    assert!(
+        ps_row(&rows, "wasi-loop")["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (143)"),
+        "{rows:?}"
+    );
+    // `kill` needs a running container; `start` brings it back.
+    let err = env.fails(&["kill", "wasi-loop"], 1);
+    assert!(err.contains("is not running"), "{err}");
+    env.ok(&["start", "wasi-loop"]);
+    wait_for(20, "the restart", || {
+        env.ok(&["logs", "wasi-loop"]) == "up\nup\n"
+    });
+    env.ok(&["kill", "wasi-loop"]);
+    let rows = ps_all(&env);
+    assert!(
+        ps_row(&rows, "wasi-loop")["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (137)"),
+        "{rows:?}"
+    );
+    // rm -f of a running container.
+    env.ok(&["run", "-d", "--name", "forced", "me/loop"]);
+    env.fails(&["rm", "forced"], 1);
+    env.ok(&["rm", "-f", "forced"]);
+    assert_eq!(ps_all(&env).len(), 1);
+}
+
+#[test]
+fn native_containers_get_signals_and_a_killed_kiln_leaves_no_process() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let tag = std::process::id();
+    // The program traps SIGTERM: `stop` reaches it through the sandbox's init.
+    let script =
+        format!("trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.{tag}; done");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "trapper",
+        "debian:bookworm",
+        "bash",
+        "-c",
+        &script,
+    ]);
+    wait_for(20, "the log", || env.ok(&["logs", "trapper"]) == "ready\n");
+    env.ok(&["stop", "-t", "20", "trapper"]);
+    assert_eq!(env.ok(&["logs", "trapper"]), "ready\ngot TERM\n");
+    let rows = ps_all(&env);
+    assert!(
+        ps_row(&rows, "trapper")["Status"]
+            .as_str()
+            .unwrap()
+            .starts_with("Exited (7)"),
+        "{rows:?}"
+    );
+    // A program that ignores SIGTERM is killed after the grace period.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "debian:bookworm",
+        "bash",
+        "-c",
+        &format!("trap '' TERM; echo ready; while :; do sleep 0.{tag}; done"),
+    ]);
+    wait_for(20, "the log", || env.ok(&["logs", "stubborn"]) == "ready\n");
+    let started = Instant::now();
+    env.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(ps_row(&ps_all(&env), "stubborn")["Status"]
+        .as_str()
+        .unwrap()
+        .starts_with("Exited (137)"));
+
+    // kill -9 of a foreground `kiln run`: the container is reported as exited, nothing of it
+    // keeps running, and rm cleans up.
+    let mut child = KillOnDrop(
+        env.kiln()
+            .args([
+                "run",
+                "--name",
+                "orphan",
+                "debian:bookworm",
+                "bash",
+                "-c",
+                &format!("echo ready; sleep 77{tag}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = [0u8; 6];
+    let stdout = child.0.stdout.as_mut().unwrap();
+    stdout.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"ready\n");
+    assert_eq!(processes_matching(&format!("sleep 77{tag}")).len(), 1);
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    wait_for(10, "the sandbox to die with kiln", || {
+        processes_matching(&format!("sleep 77{tag}")).is_empty()
+    });
+    let rows = ps_all(&env);
+    let orphan = ps_row(&rows, "orphan");
+    assert_eq!(orphan["State"], "exited", "{rows:?}");
+    assert!(orphan["Status"]
+        .as_str()
+        .unwrap()
+        .starts_with("Exited (137)"));
+    env.ok(&["rm", "orphan", "trapper", "stubborn"]);
+    assert!(ps_all(&env).is_empty());
+    env.ok(&["fsck"]);
+}
