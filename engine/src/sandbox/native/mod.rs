@@ -92,8 +92,11 @@ pub enum NativeNetwork {
 /// One program to run in the native sandbox.
 #[derive(Debug)]
 pub struct NativeSpec {
-    /// `argv[0]` is an absolute path inside the rootfs, or a name searched in `env`'s `PATH`.
+    /// The program's arguments, `argv[0]` first.
     pub argv: Vec<String>,
+    /// The file to execute (absolute, inside the rootfs); `None`: `argv[0]`, an absolute path
+    /// or a name searched in `env`'s `PATH`.
+    pub program: Option<String>,
     /// The whole environment, `K=V`.
     pub env: Vec<String>,
     /// Absolute working directory inside the rootfs, created (root-owned, 0755) if missing.
@@ -335,6 +338,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     available().map_err(NativeError::Unavailable)?;
     let NativeSpec {
         argv,
+        program,
         env,
         cwd,
         uid,
@@ -382,7 +386,8 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         .iter()
         .map(|e| cstring("environment variable", e))
         .collect::<Result<Vec<_>, _>>()?;
-    let cands = candidates(&argv0, &env)
+    let cands = program
+        .map_or_else(|| candidates(&argv0, &env), |p| vec![p])
         .iter()
         .map(|c| cstring("program path", c))
         .collect::<Result<Vec<_>, _>>()?;

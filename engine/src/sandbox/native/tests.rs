@@ -86,6 +86,7 @@ fn run_with(
     let (err_r, err_w) = pipe();
     let mut spec = NativeSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
+        program: None,
         env: vec![
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
             "HOME=/root".into(),

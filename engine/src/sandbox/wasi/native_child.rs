@@ -61,15 +61,16 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch, main: bool) -> i
         .iter()
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
-    match argv.first_mut() {
-        Some(a0) if a0.starts_with('/') => {}
-        Some(a0) => *a0 = path.to_owned(),
-        None => argv.push(path.to_owned()),
+    // argv[0] stays as the caller gave it: multicall programs (redis-server, a symlink to
+    // redis-check-rdb) choose what to be by it.
+    if argv.is_empty() {
+        argv.push(path.to_owned());
     }
     let mut limits = step.limits;
     limits.timeout = step.remaining();
     let spec = NativeSpec {
         argv,
+        program: Some(path.to_owned()),
         env: env
             .iter()
             .map(|e| String::from_utf8_lossy(e).into_owned())
