@@ -394,6 +394,10 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     let cwd_c = cstring("working directory", &cwd)?;
     cstring("hostname", &hostname)?;
 
+    // overlayfs refuses a folder twice among the lowers (ELOOP). Layers with the same diff ID
+    // share a snapshot (two empty layers, say); only the topmost copy matters, since it shadows
+    // everything the lower one has.
+    let lowers = dedup_lowers(lowers);
     // What the rootfs has and lacks.
     let upper = fs::canonicalize(&upper).map_err(host(format!("upper {}", upper.display())))?;
     let work = fs::canonicalize(&work).map_err(host(format!("work {}", work.display())))?;
@@ -511,6 +515,18 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         limit,
         not_enforced: cgroups.not_enforced.clone(),
     })
+}
+
+/// `lowers` (bottom first) with every folder kept only at its topmost position.
+fn dedup_lowers(lowers: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    let mut top_down: Vec<PathBuf> = lowers
+        .into_iter()
+        .rev()
+        .filter(|l| seen.insert(l.clone()))
+        .collect();
+    top_down.reverse();
+    top_down
 }
 
 /// This process's argument and environment areas (fields 48-51 of `/proc/self/stat`).

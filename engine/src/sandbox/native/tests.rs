@@ -380,3 +380,22 @@ fn extra_descriptors_reach_the_program_at_their_numbers() {
     // 0 1 2, the one given, and ls's own directory descriptor: nothing else leaks in.
     assert_eq!(lines.next().map(str::trim), Some("0 1 2 3 5"));
 }
+
+#[test]
+fn a_layer_twice_among_the_lowers_keeps_its_topmost_place() {
+    let p = |s: &str| PathBuf::from(s);
+    assert_eq!(
+        dedup_lowers(vec![p("/base"), p("/empty"), p("/x"), p("/empty"), p("/y")]),
+        vec![p("/base"), p("/x"), p("/empty"), p("/y")]
+    );
+    // And the sandbox runs over such a stack.
+    let empty = tempfile::tempdir().unwrap();
+    let r = sh_with("echo ok", |s| {
+        s.lowers = vec![
+            s.lowers[0].clone(),
+            empty.path().to_path_buf(),
+            empty.path().to_path_buf(),
+        ]
+    });
+    assert_eq!((r.outcome.status, r.out.as_str()), (0, "ok\n"), "{}", r.err);
+}
