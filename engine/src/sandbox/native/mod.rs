@@ -27,8 +27,8 @@
 //! There is no fallback when idmapped mounts fail: the run fails with the reason.
 //!
 //! # Mounts
-//! Init attaches those detached mounts in a scratch tmpfs (mounted over the work folder's path
-//! in its own mount namespace) and mounts overlayfs *inside* the user namespace with
+//! Init attaches those detached mounts in a scratch tmpfs (mounted over `/tmp` in its own,
+//! private mount namespace) and mounts overlayfs *inside* the user namespace with
 //! `userxattr,index=off,redirect_dir=nofollow,metacopy=off`, so whiteouts are 0:0 character devices
 //! and opaque directories carry `user.overlay.opaque=y`, kiln's upper format, and renamed lower
 //! directories fail with `EXDEV` (programs copy them, as `mv` does) instead of leaving
@@ -229,11 +229,6 @@ fn can_create_user_namespace() -> bool {
 
 fn cstring(what: &str, s: &str) -> Result<CString, NativeError> {
     CString::new(s).map_err(|_| NativeError::Invalid(format!("{what} holds a NUL byte: {s:?}")))
-}
-
-fn path_cstring(p: &Path) -> Result<CString, NativeError> {
-    CString::new(p.as_os_str().as_encoded_bytes())
-        .map_err(|_| NativeError::Invalid(format!("path holds a NUL byte: {}", p.display())))
 }
 
 /// The working directory and its ancestors, outermost first.
@@ -447,7 +442,10 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     drop(userns);
 
     let input = PlanInput {
-        scratch: path_cstring(&work)?,
+        // Any existing folder that container root (an unmapped host uid) can reach serves as
+        // the scratch mount point in the sandbox's private mount namespace; the work folder
+        // may sit below a 0700 folder (a KILN_ROOT under `mktemp -d`), /tmp never does.
+        scratch: CString::from(c"/tmp"),
         lower_fds: lower_fds.iter().map(AsRawFd::as_raw_fd).collect(),
         upper_base_fd: base_fd.as_raw_fd(),
         upper_rel,

@@ -255,7 +255,7 @@ pub(crate) struct EtcFile {
 /// Everything [`build_plan`] needs.
 #[derive(Debug, Clone)]
 pub(crate) struct PlanInput {
-    /// The host path of the overlay work folder; setup mounts its scratch tmpfs over it (in the
+    /// A host folder that setup mounts its scratch tmpfs over (in the
     /// sandbox's own mount namespace only).
     pub scratch: CString,
     /// The idmapped layer mounts, bottom first.

@@ -399,3 +399,23 @@ fn a_layer_twice_among_the_lowers_keeps_its_topmost_place() {
     });
     assert_eq!((r.outcome.status, r.out.as_str()), (0, "ok\n"), "{}", r.err);
 }
+
+#[test]
+fn upper_and_work_may_sit_below_a_private_folder() {
+    // A KILN_ROOT under `mktemp -d`: container root cannot traverse the 0700 folder.
+    let private = tempfile::tempdir_in("/var/tmp").unwrap();
+    fs::set_permissions(
+        private.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let nested = private.path().join("kiln/kiln/tmp");
+    fs::create_dir_all(nested.join("upper")).unwrap();
+    fs::create_dir_all(nested.join("kiln-work-x")).unwrap();
+    let r = sh_with("echo ok > /f; cat /f", |s| {
+        s.upper = nested.join("upper");
+        s.work = nested.join("kiln-work-x");
+    });
+    assert_eq!((r.outcome.status, r.out.as_str()), (0, "ok\n"), "{}", r.err);
+    assert!(nested.join("upper/f").exists());
+}
