@@ -44,6 +44,23 @@ pub fn read_fd(fd: u32, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Appends one line from `fd` to `buf` (through its newline), a byte per read so that nothing
+/// after it is consumed; false at end of input with nothing read.
+pub fn read_line(fd: u32, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let mut byte = [0u8; 1];
+    let mut any = false;
+    loop {
+        if read_fd(fd, &mut byte)? == 0 {
+            return Ok(any);
+        }
+        any = true;
+        buf.push(byte[0]);
+        if byte[0] == b'\n' {
+            return Ok(true);
+        }
+    }
+}
+
 /// Reads `fd` to its end.
 pub fn read_to_end(fd: u32) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();

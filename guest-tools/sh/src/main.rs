@@ -220,7 +220,13 @@ fn run_main(args: Vec<Bytes>, pid: u32) -> i32 {
     } else {
         sh.opts.set("stdin", true);
         sh.params = rest;
-        io::read_to_end(0).unwrap_or_default()
+        if login {
+            if let Err(flow) = run_profiles(&mut sh) {
+                return finish(&mut sh, Err(flow));
+            }
+        }
+        let r = sh.run_stdin();
+        return finish(&mut sh, r);
     };
     if login {
         if let Err(flow) = run_profiles(&mut sh) {

@@ -86,6 +86,7 @@ pub struct Parser {
     /// The previous alias ended in a blank: the word after its text (which ends here) is
     /// checked for an alias too.
     alias_next: Option<usize>,
+    heredoc_at_eof: bool,
 }
 
 impl Parser {
@@ -100,7 +101,14 @@ impl Parser {
             aliases: HashMap::new(),
             alias_regions: Vec::new(),
             alias_next: None,
+            heredoc_at_eof: false,
         }
+    }
+
+    /// Whether a here-document ran to the end of the input without its delimiter (input read
+    /// a line at a time may bring it later).
+    pub fn heredoc_at_eof(&self) -> bool {
+        self.heredoc_at_eof
     }
 
     /// The input consumed since `start` (for `set -v`).
@@ -657,6 +665,7 @@ impl Parser {
         for hd in pending {
             let start_line = self.line;
             let mut body = Vec::new();
+            let mut delimited = false;
             while self.pos < self.buf.len() {
                 let mut line = Vec::new();
                 loop {
@@ -675,10 +684,14 @@ impl Parser {
                     &line
                 };
                 if content == hd.delim.as_slice() {
+                    delimited = true;
                     break;
                 }
                 body.extend_from_slice(content);
                 body.push(b'\n');
+            }
+            if !delimited {
+                self.heredoc_at_eof = true;
             }
             let word = if hd.quoted {
                 Word {

@@ -69,9 +69,17 @@ fn errexit_like_dash() {
 
 #[test]
 fn script_from_stdin() {
-    // `$-` leaves out `s` (see `Opts::letters`).
-    let out = sh(&[], "echo \"<$->\"\nread x\necho \"[$x]\"\n");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "<>\n[]\n");
+    // `$-` leaves out `s` (see `Opts::letters`). Commands run as their lines arrive and the
+    // shell reads no further ahead (POSIX; bash does the same, dash reads pipes in blocks):
+    // `read` gets the line after it.
+    let out = sh(
+        &[],
+        "echo \"<$->\"\nread x\nthe data\necho \"[$x]\"\ncat <<E\nbody\nE\nif true\nthen echo multi\nfi\necho a \\\nb\n",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<>\n[the data]\nbody\nmulti\na b\n"
+    );
 }
 
 #[test]
