@@ -27,6 +27,7 @@ DOCKER_SOCK=$WORK/docker.sock
 cleanup() {
     umount "$WORK/bare/merged/dev" "$WORK/bare/merged" 2>/dev/null || true
     [ -f "$WORK/docker.pid" ] && kill "$(cat "$WORK/docker.pid")" 2>/dev/null && sleep 2
+    umount "$WORK/docker-exec/netns/default" 2>/dev/null || true
     buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }

@@ -374,3 +374,231 @@ fn native_containers_get_signals_and_a_killed_kiln_leaves_no_process() {
     assert!(ps_all(&env).is_empty());
     env.ok(&["fsck"]);
 }
+
+#[test]
+fn commit_makes_an_image_of_a_containers_changes() {
+    let env = Env::new();
+    build(&env, "me/base", "FROM scratch\nENV KEEP=1\nCMD [\"sh\"]\n");
+    // The manual flow, with kiln's WASI sh only: change files in a container, find it with ps,
+    // commit it with a new CMD, run the new image.
+    env.ok(&[
+        "run",
+        "--name",
+        "work",
+        "-e",
+        "ADDED=2",
+        "me/base",
+        "sh",
+        "-c",
+        "mkdir /app && echo hello > /app/greeting",
+    ]);
+    let rows = ps_all(&env);
+    let id = ps_row(&rows, "work")["ID"].as_str().unwrap().to_owned();
+    let image = env.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/app/greeting\"]",
+        "-m",
+        "by hand",
+        "-a",
+        "Me <me@example.com>",
+        &id[..12],
+        "me/by-hand",
+    ]);
+    assert!(image.trim().starts_with("sha256:"), "{image}");
+    assert_eq!(env.ok(&["run", "--rm", "me/by-hand"]), "hello\n");
+    // The container's environment is the image's.
+    assert_eq!(
+        env.ok(&["run", "--rm", "me/by-hand", "sh", "-c", "echo $KEEP $ADDED"]),
+        "1 2\n"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "--type", "image", "me/by-hand"])).unwrap();
+    assert_eq!(
+        v[0]["Config"]["Cmd"],
+        serde_json::json!(["cat", "/app/greeting"])
+    );
+    assert_eq!(v[0]["Author"], "Me <me@example.com>");
+    assert_eq!(v[0]["Comment"], "by hand");
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let tree = crate::harness::image_tree(&env.root(), "me/by-hand");
+    assert_eq!(tree["app/greeting"].content, b"hello\n");
+    // `inspect` finds containers too.
+    let c: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "work"])).unwrap();
+    assert_eq!(c[0]["Id"], id.as_str());
+    assert_eq!(c[0]["State"]["Status"], "exited");
+    assert_eq!(c[0]["Name"], "/work");
+    // Only the instructions docker allows.
+    let err = env.fails(&["commit", "-c", "RUN echo hi", "work"], 1);
+    assert!(err.contains("not supported as a change"), "{err}");
+    let err = env.fails(&["commit", "nobody"], 1);
+    assert!(err.contains("No such container: nobody"), "{err}");
+}
+
+#[test]
+fn commit_of_a_native_container_keeps_its_owners() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    env.ok(&[
+        "run",
+        "--name",
+        "deb",
+        "debian:bookworm",
+        "sh",
+        "-c",
+        "useradd -m app && echo hi > /home/app/f && chown app:app /home/app/f && rm /etc/motd",
+    ]);
+    env.ok(&[
+        "commit",
+        "-c",
+        "USER app",
+        "-c",
+        "CMD [\"sh\", \"-c\", \"id -un; cat ~/f; ls /etc/motd\"]",
+        "deb",
+        "me/deb-by-hand",
+    ]);
+    let out = env.run(&["run", "--rm", "me/deb-by-hand"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "app\nhi\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/etc/motd"));
+    let tree = crate::harness::image_tree(&env.root(), "me/deb-by-hand");
+    let f = &tree["home/app/f"];
+    assert_eq!(
+        (f.uid, f.gid),
+        (1000, 1000),
+        "the layer records the container's owners"
+    );
+    assert!(!tree.contains_key("etc/motd"), "the deletion is a whiteout");
+}
+
+/// A pty for driving `kiln run -it` as a user at a terminal would: the child gets the
+/// secondary side as stdin, stdout and stderr; the test reads and types on the primary side.
+struct Pty {
+    primary: std::fs::File,
+    secondary: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    fn new(rows: u16, cols: u16) -> Pty {
+        use std::os::fd::FromRawFd;
+        let (mut p, mut s) = (-1, -1);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors it opened.
+        let r =
+            unsafe { libc::openpty(&mut p, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here.
+        unsafe {
+            Pty {
+                primary: std::fs::File::from_raw_fd(p),
+                secondary: std::os::fd::OwnedFd::from_raw_fd(s),
+            }
+        }
+    }
+
+    /// Starts `kiln ARGS` on the secondary side, as its session's controlling terminal.
+    fn spawn(&self, env: &Env, args: &[&str]) -> KillOnDrop {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = env.kiln();
+        cmd.args(args)
+            .stdin(self.secondary.try_clone().unwrap())
+            .stdout(self.secondary.try_clone().unwrap())
+            .stderr(self.secondary.try_clone().unwrap());
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        KillOnDrop(cmd.spawn().unwrap())
+    }
+
+    /// Reads until the screen shows `want`; returns all read so far.
+    fn expect(&mut self, seen: &mut String, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.primary);
+        while !seen.contains(want) {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {want:?}; the screen:\n{seen}"
+            );
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one live descriptor.
+            if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.primary.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn type_line(&mut self, line: &str) {
+        self.primary.write_all(line.as_bytes()).unwrap();
+        self.primary.write_all(b"\r").unwrap();
+    }
+}
+
+#[test]
+fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let mut pty = Pty::new(33, 99);
+    let mut child = pty.spawn(
+        &env,
+        &["run", "-it", "--name", "by-hand", "debian:bookworm", "bash"],
+    );
+    let mut seen = String::new();
+    pty.type_line("echo $((6*7)); stty size");
+    pty.expect(&mut seen, "42");
+    pty.expect(&mut seen, "33 99");
+    // Ctrl-C reaches the foreground program through the terminal, not kiln.
+    pty.type_line("sleep 300");
+    std::thread::sleep(Duration::from_millis(500));
+    pty.primary.write_all(&[3]).unwrap();
+    pty.type_line("echo after-$((1+1)); echo hello > /greeting");
+    pty.expect(&mut seen, "after-2");
+    // `kiln ps` sees it while it runs.
+    let rows = ps_all(&env);
+    assert_eq!(ps_row(&rows, "by-hand")["State"], "running");
+    pty.type_line("exit 3");
+    assert_eq!(child.0.wait().unwrap().code(), Some(3), "{seen}");
+    env.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/greeting\"]",
+        "by-hand",
+        "me/redis-by-hand",
+    ]);
+    assert_eq!(env.ok(&["run", "--rm", "me/redis-by-hand"]), "hello\n");
+
+    // The same flow on an image with no native code at all: kiln's WASI sh.
+    build(&env, "me/wasi", "FROM scratch\nCMD [\"sh\"]\n");
+    let mut pty = Pty::new(24, 80);
+    let mut child = pty.spawn(&env, &["run", "-it", "--name", "wasi-hand", "me/wasi"]);
+    let mut seen = String::new();
+    pty.type_line("echo made > /made; echo sum-$((2+3))");
+    pty.expect(&mut seen, "sum-5");
+    pty.type_line("exit 4");
+    assert_eq!(child.0.wait().unwrap().code(), Some(4), "{seen}");
+    env.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/made\"]",
+        "wasi-hand",
+        "me/wasi-by-hand",
+    ]);
+    assert_eq!(env.ok(&["run", "--rm", "me/wasi-by-hand"]), "made\n");
+}

@@ -968,6 +968,7 @@ impl Run<'_> {
             },
             hostname: id.clone(),
             control: None,
+            terminal: None,
         };
         let index = self.step;
         let progress = self.progress;
@@ -1528,11 +1529,31 @@ pub fn apply_changes(
     changes: &[String],
     allow_healthcheck: bool,
 ) -> Result<crate::image::ImageConfig, String> {
-    let mut state = ImageState::scratch();
-    state.config.config.env.clear();
-    state.config.config.working_dir.clear();
+    let mut config = ImageState::scratch().config;
+    config.config.env.clear();
+    config.config.working_dir.clear();
+    let mut config = apply_changes_to(config, changes, allow_healthcheck)?;
+    config.history.clear();
+    Ok(config)
+}
+
+/// Applies `--change` instructions on top of `config` (`commit -c` starts from the container's
+/// settings); variables in them expand against the config's environment.
+pub fn apply_changes_to(
+    config: crate::image::ImageConfig,
+    changes: &[String],
+    allow_healthcheck: bool,
+) -> Result<crate::image::ImageConfig, String> {
+    let mut state = ImageState {
+        config,
+        layers: Vec::new(),
+    };
     let mut scope = Scope::new(Default::default(), &Platform::host(), &Platform::host());
     scope.begin_stage(&[]);
+    for kv in state.config.config.env.clone() {
+        let (k, v) = kv.split_once('=').unwrap_or((&kv, ""));
+        scope.set_env(k, v).map_err(|e| e.to_string())?;
+    }
     let lexer = Lexer::new('\\');
     for change in changes {
         let list = fragment(change).map_err(|e| format!("{change:?}: {e}"))?;
@@ -1566,7 +1587,6 @@ pub fn apply_changes(
                 .map_err(|e| format!("{change:?}: {e}"))?;
         }
     }
-    state.config.history.clear();
     Ok(state.config)
 }
 

@@ -26,7 +26,7 @@ use crate::reference::ImageRef;
 use crate::rootfs::RootfsError;
 use crate::store::StoreError;
 
-pub use dispatch::{apply_changes, build};
+pub use dispatch::{apply_changes, apply_changes_to, build};
 pub use users::UserError;
 
 /// Network access for build steps.

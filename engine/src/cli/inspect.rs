@@ -9,11 +9,16 @@ use super::Printer;
 use crate::image::ContainerConfig;
 use crate::store::{Image, Store};
 
-/// Display detailed information on one or more images.
+/// Display detailed information on containers or images.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// Images: names, `name@digest`, or image IDs (or unique prefixes of them).
-    #[arg(value_name = "IMAGE", required = true)]
+    /// Only this kind of object (`container` or `image`); otherwise a container of that name
+    /// or ID comes first, as with docker.
+    #[arg(long = "type", value_parser = ["container", "image"])]
+    pub kind: Option<String>,
+    /// Containers (names or IDs) or images (names, `name@digest`, or image IDs, or unique
+    /// prefixes of them).
+    #[arg(value_name = "NAME|ID", required = true)]
     pub images: Vec<String>,
 }
 
@@ -91,18 +96,82 @@ fn inspect(img: &Image) -> Inspect<'_> {
     }
 }
 
-/// Prints the images found as one JSON array (4-space indent, like docker); fails afterwards if
-/// any was not found.
+/// `docker container inspect`'s document for a container (the fields kiln has).
+fn inspect_container(c: &crate::container::Container) -> serde_json::Value {
+    let cfg = &c.config;
+    let st = &c.state;
+    let time = |t: Option<time::OffsetDateTime>| {
+        t.and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| GO_ZERO_TIME.to_owned())
+    };
+    serde_json::json!({
+        "Id": cfg.id,
+        "Created": time(Some(cfg.created)),
+        "Path": cfg.path,
+        "Args": cfg.args,
+        "State": {
+            "Status": st.status.as_str(),
+            "Running": c.is_running(),
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": false,
+            "Pid": st.pid,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": time(st.started_at),
+            "FinishedAt": time(st.finished_at),
+        },
+        "Image": cfg.image_id.to_string(),
+        "LogPath": c.log_path(),
+        "Name": format!("/{}", cfg.name),
+        "HostConfig": {
+            "NetworkMode": cfg.network,
+            "AutoRemove": cfg.auto_remove,
+            "Memory": cfg.memory,
+            "PidsLimit": cfg.pids,
+        },
+        "Config": {
+            "Hostname": cfg.hostname,
+            "User": cfg.user,
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "Env": cfg.env,
+            "Cmd": cfg.cmd,
+            "Image": cfg.image,
+            "WorkingDir": cfg.working_dir,
+            "Entrypoint": cfg.entrypoint,
+            "Labels": cfg.labels,
+            "StopSignal": cfg.stop_signal,
+        },
+    })
+}
+
+/// Prints what was found as one JSON array (4-space indent, like docker); fails afterwards if
+/// anything was not found.
 pub fn run(args: &InspectArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
-    let mut found = Vec::new();
+    let containers = crate::container::Containers::new(store)?;
+    let mut docs = Vec::new();
     let mut errors = Vec::new();
     for name in &args.images {
+        if args.kind.as_deref() != Some("image") {
+            match containers.get(name) {
+                Ok(c) => {
+                    docs.push(inspect_container(&c));
+                    continue;
+                }
+                Err(e) if args.kind.as_deref() == Some("container") => {
+                    errors.push(e.into());
+                    continue;
+                }
+                Err(_) => {}
+            }
+        }
         match store.resolve(name) {
-            Ok(img) => found.push(img),
+            Ok(img) => docs.push(serde_json::to_value(inspect(&img))?),
             Err(e) => errors.push(e.into()),
         }
     }
-    let docs: Vec<Inspect<'_>> = found.iter().map(inspect).collect();
     let mut bytes = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
     docs.serialize(&mut serde_json::Serializer::with_formatter(&mut bytes, fmt))?;
@@ -111,7 +180,7 @@ pub fn run(args: &InspectArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
     finish_many(
         errors,
         args.images.len(),
-        "images could not be inspected",
+        "objects could not be inspected",
         out,
     )
 }

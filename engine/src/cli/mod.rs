@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::store::Store;
 
 pub mod build;
+pub mod commit;
 pub mod containers;
 pub mod debug;
 pub mod fsck;
@@ -48,7 +49,7 @@ pub enum Command {
     Tag(tag::TagArgs),
     /// Remove images.
     Rmi(rmi::RmiArgs),
-    /// Show images' details as JSON.
+    /// Show containers' or images' details as JSON.
     Inspect(inspect::InspectArgs),
     /// Show an image's history.
     History(history::HistoryArgs),
@@ -76,6 +77,8 @@ pub enum Command {
     Start(containers::StartArgs),
     /// Remove containers.
     Rm(containers::RmArgs),
+    /// Create a new image from a container's changes.
+    Commit(commit::CommitArgs),
     /// Developer tools (`kiln debug parse FILE`).
     Debug(debug::DebugArgs),
     /// Runs a detached container (started by `kiln run -d` and `kiln start`).
@@ -113,6 +116,7 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Kill(a) => containers::kill(a, &open_store(root)?, printer).map(|()| 0),
         Command::Start(a) => containers::start(a, &open_store(root)?, printer),
         Command::Rm(a) => containers::rm(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Commit(a) => commit::run(a, &open_store(root)?, printer).map(|()| 0),
         Command::Debug(a) => debug::run(a, printer),
         Command::ContainerSupervise(a) => run::supervise(a, &open_store(root)?),
     }
@@ -135,6 +139,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || c.downcast_ref::<crate::context::ContextError>()
                 .is_some_and(|e| e.is_user_error())
             || c.downcast_ref::<crate::container::ContainerError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::container::CommitError>()
                 .is_some_and(|e| e.is_user_error())
             || c.is::<crate::reference::ReferenceError>()
             || c.is::<crate::layer::LayerError>()

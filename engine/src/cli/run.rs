@@ -27,6 +27,9 @@ pub struct RunArgs {
     /// Keep stdin open: the program reads kiln's stdin.
     #[arg(short, long)]
     pub interactive: bool,
+    /// Give the program a terminal (a pty; with -i, kiln's terminal is relayed to it).
+    #[arg(short, long)]
+    pub tty: bool,
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -85,6 +88,9 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
     }
     let control = RunControl::new();
     proxy_signals(control.clone());
+    let _raw = (args.tty && args.interactive)
+        .then(RawTerminal::enter)
+        .flatten();
     let sandbox = Sandbox::new();
     let status = container::supervise(
         store,
@@ -96,6 +102,33 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
     )
     .map_err(failed)?;
     Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
+}
+
+/// kiln's own terminal in raw mode while a `-it` container has it; restored on drop.
+pub(super) struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    /// Raw mode on kiln's stdin, when it is a terminal.
+    pub(super) fn enter() -> Option<RawTerminal> {
+        let stdin = std::io::stdin();
+        let saved = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
 }
 
 /// The config of a new container from the image's and the command line's settings.
@@ -174,10 +207,7 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
     if !env.has("PATH") {
         env.set("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     }
-    env.set_first(&format!("HOSTNAME={hostname}"));
-    if !env.has("HOME") {
-        env.set(&format!("HOME={}", home_dir(uid, &view)?));
-    }
+    let home = home_dir(uid, &view)?;
 
     let working_dir = match &args.workdir {
         Some(w) if !w.starts_with('/') => {
@@ -202,13 +232,14 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
         entrypoint,
         cmd,
         env: env.0,
+        home,
         working_dir,
         user,
         uid,
         gid,
         hostname,
         network: args.network.clone(),
-        tty: false,
+        tty: args.tty,
         open_stdin: args.interactive,
         auto_remove: args.rm,
         memory: args.memory,
@@ -238,13 +269,6 @@ impl Env {
             Some(e) => *e = entry.to_owned(),
             None => self.0.push(entry.to_owned()),
         }
-    }
-
-    /// Sets `entry`, moving it to the front (docker puts `HOSTNAME` there).
-    fn set_first(&mut self, entry: &str) {
-        let key = Self::key(entry).to_owned();
-        self.0.retain(|e| Self::key(e) != key);
-        self.0.insert(0, entry.to_owned());
     }
 }
 
@@ -322,9 +346,11 @@ pub(super) fn start_detached(store: &Store, c: &Container) -> anyhow::Result<()>
 }
 
 /// Forwards the signals kiln receives to the container's main program (docker's
-/// `--sig-proxy`): they are blocked in every thread and taken by one that waits for them.
+/// `--sig-proxy`), and window-size changes of kiln's terminal to the container's: they are
+/// blocked in every thread and taken by one that waits for them.
 pub(super) fn proxy_signals(control: RunControl) {
     let sigs = [
+        libc::SIGWINCH,
         libc::SIGINT,
         libc::SIGTERM,
         libc::SIGHUP,
@@ -348,7 +374,14 @@ pub(super) fn proxy_signals(control: RunControl) {
         .spawn(move || loop {
             let mut sig = 0;
             // SAFETY: sigwait on a valid set.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if sig == libc::SIGWINCH {
+                if let Ok(ws) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+                    control.resize(ws.ws_row, ws.ws_col);
+                }
+            } else {
                 control.signal(sig);
             }
         });

@@ -20,9 +20,11 @@
 //! in-process), so a state that says running while nobody holds the lock means the supervisor
 //! was killed: readers report the container as exited with status 137 and record that.
 
+mod commit;
 mod names;
 mod supervise;
 
+pub use commit::{commit, CommitError, CommitOptions};
 pub use supervise::{snapshots, supervise, Attach, SuperviseError};
 
 use std::fs;
@@ -124,7 +126,12 @@ pub struct Config {
     /// The image's `Entrypoint` and `Cmd` as they apply to this container.
     pub entrypoint: Vec<String>,
     pub cmd: Vec<String>,
+    /// The image's environment with `-e` and `--env-file` applied; the program also gets
+    /// `HOSTNAME`, and `HOME` unless this sets it.
     pub env: Vec<String>,
+    /// The user's home folder in the image's passwd (`/` without an entry).
+    #[serde(default)]
+    pub home: String,
     pub working_dir: String,
     /// `user[:group]` as given (empty: root).
     pub user: String,

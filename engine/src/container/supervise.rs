@@ -115,9 +115,19 @@ fn run_locked(
     let cfg = &c.config;
     let mut argv = vec![cfg.path.clone()];
     argv.extend(cfg.args.iter().cloned());
+    let mut env = vec![format!("HOSTNAME={}", cfg.hostname)];
+    env.extend(
+        cfg.env
+            .iter()
+            .filter(|e| !e.starts_with("HOSTNAME="))
+            .cloned(),
+    );
+    if !cfg.env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", cfg.home));
+    }
     let spec = RunSpec {
         argv,
-        env: cfg.env.clone(),
+        env,
         cwd: ContainerPath::parse(if cfg.working_dir.is_empty() {
             "/"
         } else {
@@ -148,7 +158,9 @@ fn run_locked(
         },
         hostname: cfg.hostname.clone(),
         control: Some(control.clone()),
+        terminal: None,
     };
+    let mut spec = spec;
     let rootfs = Rootfs {
         lowers,
         upper: c.upper(),
@@ -160,6 +172,14 @@ fn run_locked(
         .open(&log_path)
         .map_err(io_at("open", &log_path))?;
     let mut log_error = None;
+    // With a terminal, the program's output is read from its primary side.
+    let terminal = if cfg.tty {
+        let t = Terminal::open(attach, cfg.open_stdin, control, &log_path)?;
+        spec.terminal = Some(t.secondary.clone());
+        Some(t)
+    } else {
+        None
+    };
     let outcome = sandbox.run(&rootfs, &spec, &mut |event| {
         let RunEvent::Output(stream, bytes) = event else {
             return;
@@ -178,6 +198,10 @@ fn run_locked(
         }
     });
     drop(ctl);
+    drop(spec);
+    if let Some(t) = terminal {
+        t.finish();
+    }
     let outcome = outcome?;
     if let Some(e) = log_error {
         return Err(io_at("write", &log_path)(e).into());
@@ -237,6 +261,91 @@ fn log_line(stream: Stream, bytes: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A container's pty: the program gets the secondary side; threads copy the primary side's
+/// output to the log (and kiln's stdout when attached) and kiln's stdin to it (`-i`).
+struct Terminal {
+    secondary: Arc<std::os::fd::OwnedFd>,
+    output: std::thread::JoinHandle<()>,
+}
+
+impl Terminal {
+    fn open(
+        attach: Attach,
+        input: bool,
+        control: &RunControl,
+        log_path: &std::path::Path,
+    ) -> Result<Terminal, ContainerError> {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        let pty_err = |e: rustix::io::Errno| io_at("set up a terminal", log_path)(e.into());
+        let primary = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(pty_err)?;
+        grantpt(&primary).map_err(pty_err)?;
+        unlockpt(&primary).map_err(pty_err)?;
+        let name = ptsname(&primary, Vec::new()).map_err(pty_err)?;
+        let secondary = rustix::fs::open(
+            name.as_c_str(),
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(pty_err)?;
+        if attach == Attach::Foreground {
+            if let Ok(ws) = rustix::termios::tcgetwinsize(io::stdout()) {
+                let _ = rustix::termios::tcsetwinsize(&primary, ws);
+            }
+        }
+        control.set_terminal(
+            primary
+                .try_clone()
+                .map_err(io_at("set up a terminal", log_path))?,
+        );
+        let mut log = fs::OpenOptions::new()
+            .append(true)
+            .open(log_path)
+            .map_err(io_at("open", log_path))?;
+        let reader = primary
+            .try_clone()
+            .map_err(io_at("set up a terminal", log_path))?;
+        if attach == Attach::Foreground && input {
+            let writer = fs::File::from(primary);
+            // Ends with kiln (it blocks in a read of kiln's stdin).
+            let _ = std::thread::Builder::new()
+                .name("kiln-tty-in".into())
+                .spawn(move || {
+                    let mut writer = writer;
+                    let _ = io::copy(&mut io::stdin().lock(), &mut writer);
+                });
+        }
+        let output = std::thread::Builder::new()
+            .name("kiln-tty-out".into())
+            .spawn(move || {
+                let mut reader = fs::File::from(reader);
+                let mut buf = vec![0u8; 16 * 1024];
+                // EIO once every copy of the secondary side is closed.
+                while let Ok(n) = reader.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if attach == Attach::Foreground {
+                        let mut out = io::stdout().lock();
+                        let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+                    }
+                    let _ = log.write_all(&log_line(Stream::Stdout, &buf[..n]));
+                }
+            })
+            .map_err(io_at("start a thread for", log_path))?;
+        Ok(Terminal {
+            secondary: Arc::new(secondary),
+            output,
+        })
+    }
+
+    /// Waits for the output once the program's copies of the secondary side are closed.
+    fn finish(self) {
+        drop(self.secondary);
+        let _ = self.output.join();
+    }
 }
 
 /// The `ctl` FIFO and the thread that turns its bytes into signals.

@@ -189,6 +189,9 @@ pub struct RunSpec {
     /// Where signals for the run's main program come from (`kiln stop`, `kiln kill`, a proxied
     /// Ctrl-C); none for a RUN step.
     pub control: Option<RunControl>,
+    /// A terminal (the secondary side of a pty) that is the program's stdin, stdout and stderr
+    /// instead of what `stdio` says, and a native program's controlling terminal (`run -t`).
+    pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Where a run's stdin, stdout and stderr go.
@@ -215,6 +218,8 @@ pub struct RunControl {
 
 #[derive(Default)]
 struct Control {
+    /// The primary side of the run's terminal, for window-size changes.
+    terminal: Option<std::os::fd::OwnedFd>,
     main: MainTarget,
     pending: Option<i32>,
     natives: Vec<(u64, std::os::fd::OwnedFd)>,
@@ -292,6 +297,27 @@ impl RunControl {
                     send_pidfd(pidfd, sig);
                 }
             }
+        }
+    }
+
+    /// The run's terminal: [`RunControl::resize`] sets its window size.
+    pub fn set_terminal(&self, primary: std::os::fd::OwnedFd) {
+        if let Ok(mut c) = self.inner.lock() {
+            c.terminal = Some(primary);
+        }
+    }
+
+    /// Sets the window size of the run's terminal (the program gets SIGWINCH from the kernel).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let Ok(c) = self.inner.lock() else { return };
+        if let Some(t) = &c.terminal {
+            let ws = rustix::termios::Winsize {
+                ws_row: rows,
+                ws_col: cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            let _ = rustix::termios::tcsetwinsize(t, ws);
         }
     }
 

@@ -121,6 +121,8 @@ pub struct NativeSpec {
     /// Where signals come from, and whether this program is the run's main one (init forwards
     /// what it receives to the program).
     pub control: Option<(RunControl, bool)>,
+    /// stdin is a terminal: it becomes the program's controlling terminal (`run -t`).
+    pub tty: bool,
 }
 
 /// How a run ended.
@@ -347,6 +349,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         stdio,
         extra_fds,
         control,
+        tty,
     } = spec;
     if extra_fds.len() + 3 > sys::MAX_FDS {
         return Err(NativeError::Invalid(format!(
@@ -471,7 +474,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         .map(|(i, fd)| (i as i32, fd.as_raw_fd()))
         .chain(extra_fds.iter().map(|(n, fd)| (*n as i32, fd.as_raw_fd())))
         .collect();
-    let exec = ExecConfig::new(
+    let mut exec = ExecConfig::new(
         fds_raw,
         uid,
         gid,
@@ -484,6 +487,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         env_c,
         seccomp::filter(),
     );
+    exec.controlling_tty = tty;
     let cgroups = cgroup::Cgroups::create(&limits);
     let result = start_and_wait(
         plan,

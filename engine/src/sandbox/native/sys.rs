@@ -107,6 +107,8 @@ pub(crate) struct ExecConfig {
     argv_ptrs: Vec<*const c_char>,
     env_ptrs: Vec<*const c_char>,
     pub filter: Vec<SockFilter>,
+    /// stdin is a terminal that becomes the program's controlling one (`run -t`).
+    pub controlling_tty: bool,
 }
 
 impl ExecConfig {
@@ -147,6 +149,7 @@ impl ExecConfig {
             argv_ptrs,
             env_ptrs,
             filter,
+            controlling_tty: false,
         }
     }
 }
@@ -695,6 +698,10 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
             if libc::dup2(high[i], *n) < 0 {
                 stage_fail(report, Stage::Stdio, errno());
             }
+        }
+        // A session leader without a terminal (setsid above) takes its stdin's.
+        if cfg.controlling_tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+            stage_fail(report, Stage::Stdio, errno());
         }
         // Bounding set first (needs CAP_SETPCAP), then the ids, then what is left.
         let last = if cfg.last_cap == 0 {

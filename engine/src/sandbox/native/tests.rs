@@ -106,6 +106,7 @@ fn run_with(
         stdio: [in_r, out_w, err_w],
         extra_fds: Vec::new(),
         control: None,
+        tty: false,
     };
     edit(&mut spec);
     let mut w = fs::File::from(in_w);

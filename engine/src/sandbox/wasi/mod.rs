@@ -142,8 +142,13 @@ pub(crate) fn run(
     let dup = |fd: std::os::fd::BorrowedFd<'_>| {
         rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(|e| io_err("duplicate stdio", e.into()))
     };
-    let (stdin, stdout, stderr) = match spec.stdio {
-        StdioMode::Capture | StdioMode::CaptureWithStdin => {
+    let (stdin, stdout, stderr) = match (&spec.terminal, spec.stdio) {
+        (Some(tty), _) => (
+            Open::new(Object::PipeRead(dup(tty.as_fd())?)),
+            Open::new(Object::PipeWrite(dup(tty.as_fd())?)),
+            Open::new(Object::PipeWrite(dup(tty.as_fd())?)),
+        ),
+        (None, StdioMode::Capture | StdioMode::CaptureWithStdin) => {
             let (out_r, out_w) = pipe()?;
             let (err_r, err_w) = pipe()?;
             readers.push((Stream::Stdout, out_r));
@@ -159,7 +164,7 @@ pub(crate) fn run(
                 Open::new(Object::PipeWrite(err_w)),
             )
         }
-        StdioMode::Inherit => (
+        (None, StdioMode::Inherit) => (
             Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?)),
             Open::new(Object::PipeWrite(dup(std::io::stdout().as_fd())?)),
             Open::new(Object::PipeWrite(dup(std::io::stderr().as_fd())?)),

@@ -90,6 +90,7 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch, main: bool) -> i
         stdio,
         extra_fds,
         control: step.control.clone().map(|c| (c, main)),
+        tty: main && step.terminal,
     };
     match native::run(spec) {
         Ok(outcome) => {

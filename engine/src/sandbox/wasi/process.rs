@@ -62,6 +62,8 @@ pub(crate) struct Step {
     pub hostname: String,
     /// Signals for the main program, if the run takes any.
     pub control: Option<RunControl>,
+    /// The main program's stdio is a terminal (`run -t`).
+    pub terminal: bool,
     next_pid: AtomicU32,
     live: AtomicU32,
     deadline: Instant,
@@ -102,6 +104,7 @@ impl Step {
             network: spec.network,
             hostname: spec.hostname.clone(),
             control: spec.control.clone(),
+            terminal: spec.terminal.is_some(),
             next_pid: AtomicU32::new(1),
             live: AtomicU32::new(0),
             deadline,
