@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Container start-up benchmark (issue 5): `kiln run --rm IMAGE true` for a WASI image (FROM
+# scratch: kiln's guest tools) and for debian:bookworm (the native sandbox), against
+# `docker run --rm` (Debian's docker.io, runc) on the same Debian base, measured in the same run.
+# Targets: WASI <= 5 ms, native <= 20 ms.
+# usage: benches/containers.sh [RUNS]   (root; hyperfine, docker.io)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-20}
+for t in hyperfine dockerd docker; do
+    command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
+done
+TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
+[ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
+cargo build --release --quiet
+KILN=$PWD/target/release/kiln
+WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
+DOCKER_SOCK=$WORK/docker.sock
+cleanup() {
+    [ -f "$WORK/docker.pid" ] && kill "$(cat "$WORK/docker.pid")" 2>/dev/null && sleep 2
+    umount "$WORK/docker-exec/netns/default" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+export KILN_ROOT=$WORK/kiln
+
+dockerd --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" --pidfile "$WORK/docker.pid" \
+    -H "unix://$DOCKER_SOCK" --bridge=none --iptables=false --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
+export DOCKER_HOST=unix://$DOCKER_SOCK
+for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+docker version >/dev/null
+
+"$KILN" import --change 'CMD ["bash"]' "$TARBALL" debian:bookworm >/dev/null
+"$KILN" save -o "$WORK/base.tar" debian:bookworm
+docker load -q -i "$WORK/base.tar" >/dev/null
+mkdir -p "$WORK/wasi"
+printf 'FROM scratch\nCMD ["true"]\n' > "$WORK/wasi/Dockerfile"
+"$KILN" build -q -t bench/wasi "$WORK/wasi" >/dev/null
+
+median() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"; }
+measure() {
+    hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/m.json" "$1" >/dev/null
+    median "$WORK/m.json"
+}
+kw=$(measure "$KILN run --rm bench/wasi true")
+kn=$(measure "$KILN run --rm debian:bookworm true")
+dn=$(measure "docker run --rm --network=none debian:bookworm true")
+
+python3 - "$kw" "$kn" "$dn" <<'PY'
+import sys
+kw, kn, dn = map(float, sys.argv[1:])
+print(f"run --rm true, WASI image      kiln {kw*1000:8.1f} ms   docker (debian) {dn*1000:8.1f} ms   kiln/docker {kw/dn:7.4f}")
+print(f"run --rm true, debian:bookworm kiln {kn*1000:8.1f} ms   docker          {dn*1000:8.1f} ms   kiln/docker {kn/dn:7.4f}")
+PY
