@@ -7,7 +7,7 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::images::{finish_many, human_duration, Table};
-use super::run::{proxy_signals, start_detached};
+use super::run::{proxy_signals, start_detached, RawTerminal};
 use super::{Printer, UserError};
 use crate::container::{self, Attach, Container, Containers, Status};
 use crate::sandbox::{RunControl, Sandbox};
@@ -396,6 +396,9 @@ pub fn start(args: &StartArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
         let mut c = containers.get(key)?;
         let control = RunControl::new();
         proxy_signals(control.clone());
+        let _raw = (c.config.tty && c.config.open_stdin)
+            .then(RawTerminal::enter)
+            .flatten();
         let status = container::supervise(
             store,
             &containers,
