@@ -11,10 +11,12 @@
 # The seed needs the network (Debian's mirrors); its runs vary with the mirror, so (b) uses
 # medians of RUNS_SEED runs.
 # usage: benches/native.sh [RUNS] [RUNS_SEED]   (root; hyperfine, buildah, docker.io)
+#        PEERS=0 benches/native.sh ...   kiln and the bare unshare only (no buildah, docker)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
 RUNS_SEED=${2:-5}
+PEERS=${PEERS:-1}
 for t in hyperfine buildah dockerd docker unshare; do
     command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
 done
@@ -69,11 +71,16 @@ D_CLEAN=$(script d-clean "docker rmi -f bench/run me/redis >/dev/null 2>&1; dock
 
 # (a) 20 x RUN true.
 kc=$(measure "$RUNS" "$K_CLEAN" "$KILN build -q -t bench/run $R20")
+bc=nan dc=nan bw=nan dw=nan sb=nan sd=nan wb=nan wd=nan
+if [ "$PEERS" = 1 ]; then
 bc=$(measure "$RUNS" "$B_CLEAN" "$B bud --layers -q -t bench/run $R20")
 dc=$(measure "$RUNS" "$D_CLEAN" "docker build -q -t bench/run $R20")
+fi
 kw=$(measure "$RUNS" true "$KILN build -q -t bench/run $R20")
+if [ "$PEERS" = 1 ]; then
 bw=$(measure "$RUNS" true "$B bud --layers -q -t bench/run $R20")
 dw=$(measure "$RUNS" true "docker build -q -t bench/run $R20")
+fi
 
 # (b) the seed, cold; the bare baseline runs the same commands with unshare + chroot over a
 # fresh overlay of the unpacked base.
@@ -89,23 +96,28 @@ BARE_RUN=$(script bare-run "exec unshare --mount --pid --ipc --uts --fork --moun
 chroot $WORK/bare/merged /bin/sh -c 'apt-get update && apt-get install -y redis-server' >/dev/null")
 sk=$(measure "$RUNS_SEED" "$K_CLEAN" "$KILN build -q --network=host -t me/redis $SEED")
 su=$(measure "$RUNS_SEED" "$BARE_PREP" "$BARE_RUN")
+if [ "$PEERS" = 1 ]; then
 sb=$(measure "$RUNS_SEED" "$B_CLEAN" "$B bud --layers -q --network=host -t me/redis $SEED")
 sd=$(measure "$RUNS_SEED" "$D_CLEAN" "docker build -q --network=host -t me/redis $SEED")
+fi
 
 # (c) the seed, fully cached.
 "$KILN" build -q --network=host -t me/redis "$SEED" >/dev/null
+wk=$(measure "$RUNS" true "$KILN build -q --network=host -t me/redis $SEED")
+if [ "$PEERS" = 1 ]; then
 "${BUILDAH[@]}" bud --layers -q --network=host -t me/redis "$SEED" >/dev/null
 docker build -q --network=host -t me/redis "$SEED" >/dev/null
-wk=$(measure "$RUNS" true "$KILN build -q --network=host -t me/redis $SEED")
 wb=$(measure "$RUNS" true "$B bud --layers -q --network=host -t me/redis $SEED")
 wd=$(measure "$RUNS" true "docker build -q --network=host -t me/redis $SEED")
+fi
 
 python3 - "$kc" "$bc" "$dc" "$kw" "$bw" "$dw" "$sk" "$su" "$sb" "$sd" "$wk" "$wb" "$wd" <<'PY'
 import sys
 kc, bc, dc, kw, bw, dw, sk, su, sb, sd, wk, wb, wd = map(float, sys.argv[1:])
 def row(name, k, b, d):
+    r = lambda x, y: f"{x/y:7.4f}" if y == y else "    n/a"
     print(f"{name:<28} kiln {k*1000:9.1f} ms   buildah {b*1000:9.1f} ms   docker {d*1000:9.1f} ms   "
-          f"kiln/buildah {k/b:7.4f}   kiln/docker {k/d:7.4f}")
+          f"kiln/buildah {r(k, b)}   kiln/docker {r(k, d)}")
 row("20 x RUN true, cold", kc, bc, dc)
 row("  per RUN step", kc / 20, bc / 20, dc / 20)
 row("20 x RUN true, cached", kw, bw, dw)
