@@ -7,10 +7,9 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::images::{finish_many, human_duration, Table};
-use super::run::{proxy_signals, start_detached, RawTerminal};
+use super::run::{start_detached, supervise_here};
 use super::{Printer, UserError};
-use crate::container::{self, Attach, Container, Containers, Status};
-use crate::sandbox::{RunControl, Sandbox};
+use crate::container::{Attach, Container, Containers, Status};
 use crate::store::Store;
 
 /// List containers.
@@ -240,6 +239,24 @@ pub fn logs(args: &LogsArgs, store: &Store, out: &mut Printer) -> anyhow::Result
     }
 }
 
+/// Runs `one` for each named container, printing each name it succeeds for (as docker does);
+/// fails at the end when any failed.
+fn each(
+    keys: &[String],
+    what: &str,
+    out: &mut Printer,
+    mut one: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut errors = Vec::new();
+    for key in keys {
+        match one(key) {
+            Ok(()) => out.data(key)?,
+            Err(e) => errors.push(e),
+        }
+    }
+    finish_many(errors, keys.len(), what, out)
+}
+
 /// A signal by name (`TERM`, `SIGTERM`) or number.
 pub(super) fn parse_signal(s: &str) -> Result<i32, UserError> {
     const NAMES: &[(&str, i32)] = &[
@@ -300,9 +317,11 @@ pub struct StopArgs {
 
 pub fn stop(args: &StopArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
     let containers = Containers::new(store)?;
-    let mut errors = Vec::new();
-    for key in &args.containers {
-        let one = || -> anyhow::Result<()> {
+    each(
+        &args.containers,
+        "containers could not be stopped",
+        out,
+        |key| {
             let c = containers.get(key)?;
             if c.is_running() {
                 let first = match (&args.signal, c.config.stop_signal.as_str()) {
@@ -317,17 +336,7 @@ pub fn stop(args: &StopArgs, store: &Store, out: &mut Printer) -> anyhow::Result
                 }
             }
             Ok(())
-        };
-        match one() {
-            Ok(()) => out.data(key)?,
-            Err(e) => errors.push(e),
-        }
-    }
-    finish_many(
-        errors,
-        args.containers.len(),
-        "containers could not be stopped",
-        out,
+        },
     )
 }
 
@@ -344,9 +353,11 @@ pub struct KillArgs {
 pub fn kill(args: &KillArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
     let containers = Containers::new(store)?;
     let sig = parse_signal(&args.signal)?;
-    let mut errors = Vec::new();
-    for key in &args.containers {
-        let one = || -> anyhow::Result<()> {
+    each(
+        &args.containers,
+        "containers could not be killed",
+        out,
+        |key| {
             let c = containers.get(key)?;
             if !c.is_running() {
                 return Err(UserError(format!(
@@ -360,17 +371,7 @@ pub fn kill(args: &KillArgs, store: &Store, out: &mut Printer) -> anyhow::Result
                 wait_stopped(&containers, &c.config.id, Duration::from_secs(30));
             }
             Ok(())
-        };
-        match one() {
-            Ok(()) => out.data(key)?,
-            Err(e) => errors.push(e),
-        }
-    }
-    finish_many(
-        errors,
-        args.containers.len(),
-        "containers could not be killed",
-        out,
+        },
     )
 }
 
@@ -394,40 +395,24 @@ pub fn start(args: &StartArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
             .into());
         };
         let mut c = containers.get(key)?;
-        let control = RunControl::new();
-        proxy_signals(control.clone());
-        let _raw = (c.config.tty && c.config.open_stdin)
-            .then(RawTerminal::enter)
-            .flatten();
-        let status = container::supervise(
+        return Ok(supervise_here(
             store,
             &containers,
-            &Sandbox::new(),
             &mut c,
             Attach::Foreground,
-            &control,
-        )?;
-        return Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255));
+        )?);
     }
-    let mut errors = Vec::new();
-    for key in &args.containers {
-        let one = || -> anyhow::Result<()> {
+    each(
+        &args.containers,
+        "containers could not be started",
+        out,
+        |key| {
             let c = containers.get(key)?;
             if !c.is_running() {
                 start_detached(store, &c)?;
             }
             Ok(())
-        };
-        match one() {
-            Ok(()) => out.data(key)?,
-            Err(e) => errors.push(e),
-        }
-    }
-    finish_many(
-        errors,
-        args.containers.len(),
-        "containers could not be started",
-        out,
+        },
     )?;
     Ok(0)
 }
@@ -444,32 +429,24 @@ pub struct RmArgs {
 
 pub fn rm(args: &RmArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
     let containers = Containers::new(store)?;
-    let mut errors = Vec::new();
-    for key in &args.containers {
-        let one = || -> anyhow::Result<()> {
+    each(
+        &args.containers,
+        "containers could not be removed",
+        out,
+        |key| {
             let c = containers.get(key)?;
             if c.is_running() {
                 if !args.force {
                     return Err(UserError(format!(
-                        "cannot remove container {key}: container is running: stop the container before removing or force remove"
-                    ))
-                    .into());
+                    "cannot remove container {key}: container is running: stop the container before removing or force remove"
+                ))
+                .into());
                 }
                 let _ = c.signal(libc::SIGKILL);
                 wait_stopped(&containers, &c.config.id, Duration::from_secs(30));
             }
             containers.remove(&c)?;
             Ok(())
-        };
-        match one() {
-            Ok(()) => out.data(key)?,
-            Err(e) => errors.push(e),
-        }
-    }
-    finish_many(
-        errors,
-        args.containers.len(),
-        "containers could not be removed",
-        out,
+        },
     )
 }

@@ -86,21 +86,23 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
         out.data(&c.config.id)?;
         return Ok(0);
     }
+    supervise_here(store, &containers, &mut c, Attach::Foreground).map_err(failed)
+}
+
+/// Runs `c` to its end in this process, with kiln's signals proxied to it and, for an attached
+/// `-it` container, kiln's terminal in raw mode; returns the program's status.
+pub(super) fn supervise_here(
+    store: &Store,
+    containers: &Containers,
+    c: &mut Container,
+    attach: Attach,
+) -> Result<u8, container::SuperviseError> {
     let control = RunControl::new();
     proxy_signals(control.clone());
-    let _raw = (args.tty && args.interactive)
+    let _raw = (attach == Attach::Foreground && c.config.tty && c.config.open_stdin)
         .then(RawTerminal::enter)
         .flatten();
-    let sandbox = Sandbox::new();
-    let status = container::supervise(
-        store,
-        &containers,
-        &sandbox,
-        &mut c,
-        Attach::Foreground,
-        &control,
-    )
-    .map_err(failed)?;
+    let status = container::supervise(store, containers, &Sandbox::new(), c, attach, &control)?;
     Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -398,16 +400,10 @@ pub struct SuperviseArgs {
 pub fn supervise(args: &SuperviseArgs, store: &Store) -> anyhow::Result<u8> {
     let containers = Containers::new(store)?;
     let mut c = containers.get(&args.id)?;
-    let control = RunControl::new();
-    proxy_signals(control.clone());
-    let sandbox = Sandbox::new();
-    let status = container::supervise(
+    Ok(supervise_here(
         store,
         &containers,
-        &sandbox,
         &mut c,
         Attach::Detached,
-        &control,
-    )?;
-    Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
+    )?)
 }

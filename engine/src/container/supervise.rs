@@ -351,6 +351,8 @@ impl Terminal {
 /// The `ctl` FIFO and the thread that turns its bytes into signals.
 struct Control {
     stop: Arc<AtomicBool>,
+    /// Our own write end: a 0 byte wakes the thread when it must stop.
+    waker: fs::File,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -370,6 +372,7 @@ impl Control {
             .write(true)
             .open(&path)
             .map_err(io_at("open", &path))?;
+        let waker = fifo.try_clone().map_err(io_at("open", &path))?;
         let stop = Arc::new(AtomicBool::new(false));
         let done = stop.clone();
         let thread = std::thread::Builder::new()
@@ -377,20 +380,7 @@ impl Control {
             .spawn(move || {
                 let mut fifo = fifo;
                 let mut buf = [0u8; 64];
-                while !done.load(Ordering::SeqCst) {
-                    let mut pfd = [rustix::event::PollFd::new(
-                        &fifo,
-                        rustix::event::PollFlags::IN,
-                    )];
-                    let timeout = rustix::event::Timespec {
-                        tv_sec: 0,
-                        tv_nsec: 100_000_000,
-                    };
-                    match rustix::event::poll(&mut pfd, Some(&timeout)) {
-                        Ok(0) | Err(rustix::io::Errno::INTR) => continue,
-                        Ok(_) => {}
-                        Err(_) => return,
-                    }
+                loop {
                     match fifo.read(&mut buf) {
                         Ok(n) => {
                             for &sig in buf[..n].iter().filter(|s| (1..=64).contains(*s)) {
@@ -400,11 +390,15 @@ impl Control {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return,
                     }
+                    if done.load(Ordering::SeqCst) {
+                        return;
+                    }
                 }
             })
             .map_err(io_at("start a thread for", &path))?;
         Ok(Control {
             stop,
+            waker,
             thread: Some(thread),
         })
     }
@@ -413,6 +407,7 @@ impl Control {
 impl Drop for Control {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.waker.write_all(&[0]);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
