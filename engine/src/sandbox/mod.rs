@@ -456,9 +456,10 @@ impl Sandbox {
             .map(|p| open(p))
             .collect::<Result<Vec<_>, _>>()?;
         let upper = open(&rootfs.upper)?;
-        let native = match spec.isolation {
-            Isolation::Wasi => Err(wasi::NativeDenied::Disabled),
-            Isolation::Auto => native_available().map_err(wasi::NativeDenied::Unavailable),
+        // Asked when a step first meets a Linux binary: the probe forks.
+        let native: fn() -> Result<(), wasi::NativeDenied> = match spec.isolation {
+            Isolation::Wasi => || Err(wasi::NativeDenied::Disabled),
+            Isolation::Auto => || native_available().map_err(wasi::NativeDenied::Unavailable),
         };
         wasi::run(rt, lowers, upper, rootfs, native, spec, on_event)
     }

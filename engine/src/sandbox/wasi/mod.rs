@@ -55,7 +55,7 @@ pub(crate) fn run(
     lowers: Vec<Dir>,
     upper: Dir,
     rootfs: &Rootfs,
-    native: Result<(), NativeDenied>,
+    native: fn() -> Result<(), NativeDenied>,
     spec: &RunSpec,
     on_event: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunOutcome, SandboxError> {

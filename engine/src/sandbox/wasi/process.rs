@@ -55,7 +55,7 @@ pub(crate) struct Step {
     pub limits: Limits,
     pub creds: Creds,
     /// Whether Linux binaries run natively, and why not.
-    pub native: Result<(), NativeDenied>,
+    pub native: fn() -> Result<(), NativeDenied>,
     /// The rootfs as folders (the native sandbox mounts them).
     pub rootfs: Rootfs,
     pub network: NetworkMode,
@@ -89,7 +89,7 @@ impl Step {
         runtime: Arc<WasiRuntime>,
         tools: &'static GuestTools,
         spec: &RunSpec,
-        native: Result<(), NativeDenied>,
+        native: fn() -> Result<(), NativeDenied>,
         rootfs: Rootfs,
     ) -> Arc<Step> {
         let deadline = Instant::now() + spec.limits.timeout;
@@ -422,7 +422,8 @@ fn resolve_depth(
         });
     }
     if head.starts_with(b"\x7fELF") {
-        if step.native.is_ok() {
+        let native = (step.native)();
+        if native.is_ok() {
             return Ok(Program {
                 kind: ProgramKind::Native(real.to_string()),
                 argv,
@@ -436,7 +437,7 @@ fn resolve_depth(
             .find(|n| step.tools.tool(n).is_some())
             .unwrap_or("");
         if !name.is_empty() {
-            let why = match &step.native {
+            let why = match &native {
                 Err(NativeDenied::Disabled) => format!(
                     "{real} is a Linux binary and native execution is disabled: kiln's guest {name} (WASI)"
                 ),
