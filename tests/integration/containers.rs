@@ -602,3 +602,99 @@ fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
     ]);
     assert_eq!(env.ok(&["run", "--rm", "me/wasi-by-hand"]), "made\n");
 }
+
+#[test]
+fn bind_mounts_are_explicit_and_stay_where_they_are_put() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let host = env.path("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "host-data\n").unwrap();
+    let rw = format!("{}:/data", host.display());
+    let (code, out, err) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &rw,
+            "debian:bookworm",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo from-container > /data/out.txt",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "host-data\n"), "{err}");
+    // Container root writes as host root, as with docker.
+    let meta = std::fs::metadata(host.join("out.txt")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "from-container\n"
+    );
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    let ro = format!("{}:/ro:ro", host.display());
+    let (code, _, err) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &ro,
+            "debian:bookworm",
+            "sh",
+            "-c",
+            "echo x > /ro/new",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(!host.join("new").exists());
+    // The mount point is made inside the rootfs, through the image's own symlinks.
+    let (code, out, _) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/var/run/x", host.display()),
+            "debian:bookworm",
+            "cat",
+            "/run/x/in.txt",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "host-data\n"));
+    // What is refused, with a clear line.
+    let (code, _, err) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "relative:/x",
+            "debian:bookworm",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("not an absolute host path"), "{err}");
+    let (code, _, err) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/x/../../y", host.display()),
+            "debian:bookworm",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("without .."), "{err}");
+    build(&env, "me/wasi-only", "FROM scratch\nCMD [\"true\"]\n");
+    let (code, _, err) = kiln(&env, &["run", "--rm", "-v", &rw, "me/wasi-only"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("bind mounts (-v) need a Linux program"),
+        "{err}"
+    );
+}

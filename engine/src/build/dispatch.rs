@@ -968,6 +968,7 @@ impl Run<'_> {
             },
             hostname: id.clone(),
             control: None,
+            binds: Vec::new(),
             terminal: None,
         };
         let index = self.step;

@@ -101,6 +101,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
         isolation: Isolation::Auto,
         stdio: StdioMode::Inherit,
         control: None,
+        binds: Vec::new(),
         terminal: None,
         network: NetworkMode::None,
         hostname: "kiln-debug".to_owned(),

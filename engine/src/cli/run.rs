@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Give the program a terminal (a pty; with -i, kiln's terminal is relayed to it).
     #[arg(short, long)]
     pub tty: bool,
+    /// Bind-mount a host folder: `HOST:TARGET[:ro]` (Linux programs only for now).
+    #[arg(short, long = "volume", value_name = "HOST:TARGET[:ro]")]
+    pub volume: Vec<String>,
     /// Name the container.
     #[arg(long)]
     pub name: Option<String>,
@@ -211,6 +214,9 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
     }
     let home = home_dir(uid, &view)?;
 
+    for v in &args.volume {
+        container::parse_bind(v).map_err(UserError)?;
+    }
     let working_dir = match &args.workdir {
         Some(w) if !w.starts_with('/') => {
             return Err(UserError(format!(
@@ -249,6 +255,7 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
         layers,
         labels: ic.labels.clone(),
         stop_signal: ic.stop_signal.clone(),
+        binds: args.volume.clone(),
     })
 }
 

@@ -150,6 +150,56 @@ pub struct Config {
     pub layers: Vec<LayerRef>,
     pub labels: std::collections::BTreeMap<String, String>,
     pub stop_signal: String,
+    /// Bind mounts, docker's `HOST:TARGET[:ro]` form (`run -v`).
+    #[serde(default)]
+    pub binds: Vec<String>,
+}
+
+/// Parses `HOST:TARGET[:ro|:rw]`: both absolute, the host folder existing (docker's `-v` with
+/// a host path; named volumes are not supported).
+pub fn parse_bind(spec: &str) -> Result<crate::sandbox::Bind, String> {
+    let mut parts = spec.split(':');
+    let (host, target) = match (parts.next(), parts.next()) {
+        (Some(h), Some(t)) if !h.is_empty() && !t.is_empty() => (h, t),
+        _ => {
+            return Err(format!(
+                "invalid volume specification {spec:?}: use HOST:TARGET[:ro]"
+            ))
+        }
+    };
+    let readonly = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(o) => {
+            return Err(format!(
+                "invalid volume option {o:?} in {spec:?}: use ro or rw"
+            ))
+        }
+    };
+    if parts.next().is_some() {
+        return Err(format!("invalid volume specification {spec:?}"));
+    }
+    if !host.starts_with('/') {
+        return Err(format!(
+            "invalid volume {spec:?}: {host:?} is not an absolute host path (named volumes are not supported)"
+        ));
+    }
+    if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "invalid volume {spec:?}: the target must be an absolute path without .."
+        ));
+    }
+    let meta = fs::metadata(host).map_err(|e| format!("volume {spec:?}: {host}: {e}"))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "volume {spec:?}: {host} is not a folder (kiln binds folders only)"
+        ));
+    }
+    Ok(crate::sandbox::Bind {
+        host: PathBuf::from(host),
+        target: target.to_owned(),
+        readonly,
+    })
 }
 
 /// Where a container is in its life.

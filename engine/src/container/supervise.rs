@@ -40,6 +40,8 @@ pub enum SuperviseError {
     Sandbox(#[from] SandboxError),
     #[error("unpack layer {diff}: {why}")]
     Unpack { diff: String, why: String },
+    #[error("{0}")]
+    Bind(String),
 }
 
 /// Wall-clock limit of a container: none, in effect.
@@ -115,6 +117,12 @@ fn run_locked(
     let cfg = &c.config;
     let mut argv = vec![cfg.path.clone()];
     argv.extend(cfg.args.iter().cloned());
+    let binds = cfg
+        .binds
+        .iter()
+        .map(|b| super::parse_bind(b))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SuperviseError::Bind)?;
     let mut env = vec![format!("HOSTNAME={}", cfg.hostname)];
     env.extend(
         cfg.env
@@ -158,6 +166,7 @@ fn run_locked(
         },
         hostname: cfg.hostname.clone(),
         control: Some(control.clone()),
+        binds,
         terminal: None,
     };
     let mut spec = spec;

@@ -189,9 +189,21 @@ pub struct RunSpec {
     /// Where signals for the run's main program come from (`kiln stop`, `kiln kill`, a proxied
     /// Ctrl-C); none for a RUN step.
     pub control: Option<RunControl>,
+    /// Host folders mounted into the rootfs (`run -v`; native programs only for now).
+    pub binds: Vec<Bind>,
     /// A terminal (the secondary side of a pty) that is the program's stdin, stdout and stderr
     /// instead of what `stdio` says, and a native program's controlling terminal (`run -t`).
     pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+/// A host folder mounted into a rootfs (`run -v HOST:TARGET[:ro]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// An absolute host path to an existing folder.
+    pub host: PathBuf,
+    /// The absolute path inside the rootfs (resolved there, created when missing).
+    pub target: String,
+    pub readonly: bool,
 }
 
 /// Where a run's stdin, stdout and stderr go.

@@ -123,6 +123,8 @@ pub struct NativeSpec {
     pub control: Option<(RunControl, bool)>,
     /// stdin is a terminal: it becomes the program's controlling terminal (`run -t`).
     pub tty: bool,
+    /// Host folders mounted into the rootfs (`run -v`).
+    pub binds: Vec<crate::sandbox::Bind>,
 }
 
 /// How a run ended.
@@ -350,6 +352,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         extra_fds,
         control,
         tty,
+        binds,
     } = spec;
     if extra_fds.len() + 3 > sys::MAX_FDS {
         return Err(NativeError::Invalid(format!(
@@ -439,6 +442,12 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
                 .map_err(host(format!("idmapped mount of {}", l.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let mut bind_fds = Vec::new();
+    for b in &binds {
+        let fd = sys::idmapped_clone(&b.host, userns.as_fd(), b.readonly)
+            .map_err(host(format!("bind mount of {}", b.host.display())))?;
+        bind_fds.push((fd, cwd_dirs(&b.target)?));
+    }
     let (base, upper_rel, work_rel) = common_base(&upper, &work);
     let base_fd = sys::idmapped_clone(&base, userns.as_fd(), false)
         .map_err(host(format!("idmapped mount of {}", base.display())))?;
@@ -462,6 +471,10 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         network,
         hostname,
         cwd_dirs: dirs,
+        binds: bind_fds
+            .iter()
+            .map(|(fd, dirs)| (fd.as_raw_fd(), dirs.clone()))
+            .collect(),
     };
     let plan = build_plan(&input);
     let last_cap = fs::read_to_string("/proc/sys/kernel/cap_last_cap")
@@ -572,6 +585,7 @@ fn start_and_wait(
     let mut keep: Vec<RawFd> = vec![sync_r.as_raw_fd(), report_w.as_raw_fd()];
     keep.extend(&input.lower_fds);
     keep.push(input.upper_base_fd);
+    keep.extend(input.binds.iter().map(|(fd, _)| *fd));
     keep.extend(exec.fds.iter().map(|(_, source)| *source));
     keep.sort_unstable();
     keep.dedup();
@@ -586,6 +600,7 @@ fn start_and_wait(
             .iter()
             .copied()
             .chain([input.upper_base_fd])
+            .chain(input.binds.iter().map(|(fd, _)| *fd))
             .collect(),
         scrub: process_areas(),
         steps,

@@ -275,6 +275,9 @@ pub(crate) struct PlanInput {
     pub hostname: String,
     /// The working directory and its ancestors, outermost first (`/a`, `/a/b`).
     pub cwd_dirs: Vec<String>,
+    /// Bind mounts (`run -v`): the detached, idmapped host folder and the folders of its
+    /// target, outermost first (the last one is the mount point).
+    pub binds: Vec<(RawFd, Vec<String>)>,
 }
 
 /// A plan: the steps and how many detached-mount slots they use.
@@ -551,6 +554,22 @@ pub(crate) fn build_plan(input: &PlanInput) -> Plan {
             optional: true,
         });
     }
+    // Bind mounts: their targets resolve inside the rootfs (after pivot_root).
+    for (fd, dirs) in &input.binds {
+        for dir in dirs {
+            steps.push(Step::Mkdir {
+                path: c(dir),
+                mode: 0o755,
+                exist_ok: true,
+            });
+        }
+        if let Some(target) = dirs.last() {
+            steps.push(Step::AttachFd {
+                fd: *fd,
+                target: c(target),
+            });
+        }
+    }
     for dir in &input.cwd_dirs {
         steps.push(Step::Mkdir {
             path: c(dir),
@@ -613,6 +632,7 @@ mod tests {
             network,
             hostname: "box".into(),
             cwd_dirs: vec!["/app".into(), "/app/src".into()],
+            binds: Vec::new(),
         }
     }
 

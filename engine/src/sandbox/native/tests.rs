@@ -107,6 +107,7 @@ fn run_with(
         extra_fds: Vec::new(),
         control: None,
         tty: false,
+        binds: Vec::new(),
     };
     edit(&mut spec);
     let mut w = fs::File::from(in_w);

@@ -133,6 +133,13 @@ pub(crate) fn run(
             return Ok(failed(status, format!("exec: {path}: {why}"), on_event));
         }
     };
+    if !spec.binds.is_empty() && matches!(program.kind, process::ProgramKind::Wasm(_)) {
+        return Ok(failed(
+            125,
+            "bind mounts (-v) need a Linux program: the WASI sandbox has none yet".into(),
+            on_event,
+        ));
+    }
     let executor = program.reason.clone();
     on_event(RunEvent::Started {
         executor: &executor,

@@ -91,6 +91,7 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch, main: bool) -> i
         extra_fds,
         control: step.control.clone().map(|c| (c, main)),
         tty: main && step.terminal,
+        binds: step.binds.clone(),
     };
     match native::run(spec) {
         Ok(outcome) => {

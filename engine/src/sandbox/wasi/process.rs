@@ -64,6 +64,8 @@ pub(crate) struct Step {
     pub control: Option<RunControl>,
     /// The main program's stdio is a terminal (`run -t`).
     pub terminal: bool,
+    /// Host folders the native programs get mounted (`run -v`).
+    pub binds: Vec<crate::sandbox::Bind>,
     next_pid: AtomicU32,
     live: AtomicU32,
     deadline: Instant,
@@ -105,6 +107,7 @@ impl Step {
             hostname: spec.hostname.clone(),
             control: spec.control.clone(),
             terminal: spec.terminal.is_some(),
+            binds: spec.binds.clone(),
             next_pid: AtomicU32::new(1),
             live: AtomicU32::new(0),
             deadline,
