@@ -220,6 +220,13 @@ fn run_main(args: Vec<Bytes>, pid: u32) -> i32 {
     } else {
         sh.opts.set("stdin", true);
         sh.params = rest;
+        // POSIX: commands from a terminal on stdin, with stderr a terminal too.
+        {
+            use std::io::IsTerminal;
+            if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+                sh.opts.set("interactive", true);
+            }
+        }
         if login {
             if let Err(flow) = run_profiles(&mut sh) {
                 return finish(&mut sh, Err(flow));

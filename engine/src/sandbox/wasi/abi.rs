@@ -165,6 +165,8 @@ pub mod fstflags {
 /// `rights`: the bits kiln looks at (it grants everything else).
 pub mod rights {
     pub const FD_READ: u64 = 1 << 1;
+    pub const FD_SEEK: u64 = 1 << 2;
+    pub const FD_TELL: u64 = 1 << 5;
     pub const FD_WRITE: u64 = 1 << 6;
     /// Every right preview1 defines.
     pub const ALL: u64 = (1 << 30) - 1;

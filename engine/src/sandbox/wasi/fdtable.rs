@@ -71,7 +71,16 @@ impl Open {
             Object::File { .. } | Object::Shim => filetype::REGULAR_FILE,
             Object::Dir { .. } => filetype::DIRECTORY,
             Object::Device(_) => filetype::CHARACTER_DEVICE,
+            _ if self.is_terminal() => filetype::CHARACTER_DEVICE,
             Object::PipeRead(_) | Object::PipeWrite(_) | Object::Fifo(_) => filetype::UNKNOWN,
+        }
+    }
+
+    /// Whether this is a terminal (`run -t`, `debug sh` at a terminal): guests' `isatty`.
+    pub fn is_terminal(&self) -> bool {
+        match &self.obj {
+            Object::PipeRead(fd) | Object::PipeWrite(fd) => rustix::termios::isatty(fd),
+            _ => false,
         }
     }
 

@@ -260,8 +260,14 @@ fn fd_fdstat_get(m: &mut Mem<'_>, p: &mut Proc, fd: u32, out: u32) -> HostResult
     let mut rec = [0u8; 24];
     rec[0] = open.filetype();
     rec[2..4].copy_from_slice(&open.fdflags().to_le_bytes());
-    rec[8..16].copy_from_slice(&rights::ALL.to_le_bytes());
-    rec[16..24].copy_from_slice(&rights::ALL.to_le_bytes());
+    // wasi-libc's isatty: a character device that cannot seek or tell.
+    let rights = if open.is_terminal() {
+        rights::ALL & !(rights::FD_SEEK | rights::FD_TELL)
+    } else {
+        rights::ALL
+    };
+    rec[8..16].copy_from_slice(&rights.to_le_bytes());
+    rec[16..24].copy_from_slice(&rights.to_le_bytes());
     m.put(out, &rec)?;
     Ok(())
 }
