@@ -7,28 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
-for t in hyperfine dockerd docker; do
-    command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
+. benches/lib.sh
+bench_require hyperfine dockerd docker
 TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
 [ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
 cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
-DOCKER_SOCK=$WORK/docker.sock
 cleanup() {
-    [ -f "$WORK/docker.pid" ] && kill "$(cat "$WORK/docker.pid")" 2>/dev/null && sleep 2
-    umount "$WORK/docker-exec/netns/default" 2>/dev/null || true
+    bench_dockerd_stop "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 export KILN_ROOT=$WORK/kiln
 
-dockerd --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" --pidfile "$WORK/docker.pid" \
-    -H "unix://$DOCKER_SOCK" --bridge=none --iptables=false --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
-export DOCKER_HOST=unix://$DOCKER_SOCK
-for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
-docker version >/dev/null
+bench_dockerd "$WORK"
 
 "$KILN" import --change 'CMD ["bash"]' "$TARBALL" debian:bookworm >/dev/null
 "$KILN" save -o "$WORK/base.tar" debian:bookworm
@@ -37,7 +30,6 @@ mkdir -p "$WORK/wasi"
 printf 'FROM scratch\nCMD ["true"]\n' > "$WORK/wasi/Dockerfile"
 "$KILN" build -q -t bench/wasi "$WORK/wasi" >/dev/null
 
-median() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"; }
 measure() {
     hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/m.json" "$1" >/dev/null
     median "$WORK/m.json"

@@ -17,19 +17,16 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-10}
 RUNS_SEED=${2:-5}
 PEERS=${PEERS:-1}
-for t in hyperfine buildah dockerd docker unshare; do
-    command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
+. benches/lib.sh
+bench_require hyperfine buildah dockerd docker unshare
 TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
 [ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
 cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-nativebench.XXXXXX)
-DOCKER_SOCK=$WORK/docker.sock
 cleanup() {
     umount "$WORK/bare/merged/dev" "$WORK/bare/merged" 2>/dev/null || true
-    [ -f "$WORK/docker.pid" ] && kill "$(cat "$WORK/docker.pid")" 2>/dev/null && sleep 2
-    umount "$WORK/docker-exec/netns/default" 2>/dev/null || true
+    bench_dockerd_stop "$WORK"
     buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -39,11 +36,8 @@ export BUILDAH_RUNTIME=/usr/bin/runc
 BUILDAH=(buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" --storage-driver overlay)
 B="${BUILDAH[*]}"
 
-dockerd --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" --pidfile "$WORK/docker.pid" \
-    -H "unix://$DOCKER_SOCK" --bridge=none --iptables=false --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
-export DOCKER_HOST=unix://$DOCKER_SOCK DOCKER_BUILDKIT=0
-for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
-docker version >/dev/null
+bench_dockerd "$WORK"
+export DOCKER_BUILDKIT=0
 
 # One base for all: kiln imports the tarball, the peers load kiln's export of it.
 "$KILN" import --change 'CMD ["bash"]' "$TARBALL" debian:bookworm >/dev/null
@@ -56,7 +50,6 @@ R20=$WORK/r20; mkdir -p "$R20"
 { echo "FROM debian:bookworm"; for i in $(seq 1 20); do echo "RUN true # $i"; done; } > "$R20/Dockerfile"
 SEED=$PWD/examples/redis
 
-median() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"; }
 measure() { # runs prepare command -> median seconds
     hyperfine -N --warmup 1 --runs "$1" --prepare "$2" --export-json "$WORK/m.json" "$3" >/dev/null
     median "$WORK/m.json"

@@ -11,16 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-10}
-for t in hyperfine buildah dockerd docker; do
-    command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
-done
+. benches/lib.sh
+bench_require hyperfine buildah dockerd docker
 [ -x /bin/busybox ] || { echo "bench: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
 cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
-DOCKER_SOCK=$WORK/docker.sock
 cleanup() {
-    [ -f "$WORK/docker.pid" ] && kill "$(cat "$WORK/docker.pid")" 2>/dev/null && sleep 2
+    bench_dockerd_stop "$WORK"
     buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
@@ -32,11 +30,8 @@ BUILDAH=(buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" --storage-
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 
-dockerd --data-root "$WORK/docker" --exec-root "$WORK/docker-exec" --pidfile "$WORK/docker.pid" \
-    -H "unix://$DOCKER_SOCK" --bridge=none --iptables=false --ip-masq=false >"$WORK/dockerd.log" 2>&1 &
-export DOCKER_HOST=unix://$DOCKER_SOCK DOCKER_BUILDKIT=0
-for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
-docker version >/dev/null
+bench_dockerd "$WORK"
+export DOCKER_BUILDKIT=0
 
 # The peers' base: /bin/sh is a static busybox.
 BASE=$WORK/base; mkdir -p "$BASE"
@@ -49,7 +44,6 @@ K=$WORK/k; P=$WORK/p; mkdir -p "$K" "$P"
 { echo "FROM scratch"; for i in $(seq 1 20); do echo "RUN echo $i > /f$i"; done; } > "$K/Dockerfile"
 { echo "FROM bench/base"; for i in $(seq 1 20); do echo "RUN echo $i > /f$i"; done; } > "$P/Dockerfile"
 
-median() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"; }
 
 measure() { # label prepare command -> median seconds
     hyperfine -N --warmup 1 --runs "$RUNS" --prepare "sh -c '$2'" --export-json "$WORK/m.json" "$3" >/dev/null

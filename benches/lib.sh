@@ -1,0 +1,27 @@
+# Shared by the benchmark scripts (sourced, not run).
+
+# bench_require TOOL...: fails with one line when a tool is missing.
+bench_require() {
+    for t in "$@"; do
+        command -v "$t" >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
+    done
+}
+
+# median FILE: the median seconds of hyperfine's --export-json FILE.
+median() {
+    python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"
+}
+
+# bench_dockerd WORK: starts a private dockerd (no bridge, no iptables) with its state in WORK
+# and points DOCKER_HOST at it; bench_dockerd_stop WORK stops it.
+bench_dockerd() {
+    dockerd --data-root "$1/docker" --exec-root "$1/docker-exec" --pidfile "$1/docker.pid" \
+        -H "unix://$1/docker.sock" --bridge=none --iptables=false --ip-masq=false >"$1/dockerd.log" 2>&1 &
+    export DOCKER_HOST=unix://$1/docker.sock
+    for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 1; done
+    docker version >/dev/null
+}
+bench_dockerd_stop() {
+    [ -f "$1/docker.pid" ] && kill "$(cat "$1/docker.pid")" 2>/dev/null && sleep 2
+    umount "$1/docker-exec/netns/default" 2>/dev/null || true
+}
