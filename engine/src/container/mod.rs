@@ -374,17 +374,24 @@ impl Containers {
         let config: Config = read_json(&dir, id, "config.json")?;
         let state: State = read_json(&dir, id, "state.json")?;
         let mut c = Container { config, state, dir };
-        if c.state.status == Status::Running && !supervised(&c.dir) {
-            // The supervisor died (kill -9): record what happened to its sandbox.
-            let state = State {
-                status: Status::Exited,
-                pid: 0,
-                exit_code: 137,
-                error: "the kiln process running the container was killed".into(),
-                started_at: c.state.started_at,
-                finished_at: Some(OffsetDateTime::now_utc()),
-            };
-            let _ = c.save_state(state);
+        if c.state.status == Status::Running {
+            // Holding `run.lock` proves no supervisor runs it; the state is read again under
+            // it, since a supervisor that just finished wrote its own.
+            if let Some(_held) = take_run_lock(&c.dir) {
+                c.state = read_json(&c.dir, id, "state.json")?;
+                if c.state.status == Status::Running {
+                    // The supervisor died (kill -9): record what happened to its sandbox.
+                    let state = State {
+                        status: Status::Exited,
+                        pid: 0,
+                        exit_code: 137,
+                        error: "the kiln process running the container was killed".into(),
+                        started_at: c.state.started_at,
+                        finished_at: Some(OffsetDateTime::now_utc()),
+                    };
+                    let _ = c.save_state(state);
+                }
+            }
         }
         Ok(c)
     }
@@ -504,6 +511,18 @@ fn supervised(dir: &Path) -> bool {
         return false;
     };
     flock(&f, FlockOperation::NonBlockingLockShared).is_err()
+}
+
+/// The container's `run.lock`, exclusively, unless a supervisor holds it (or it is missing: a
+/// container that never ran has nothing to reconcile).
+fn take_run_lock(dir: &Path) -> Option<fs::File> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("run.lock"))
+        .ok()?;
+    flock(&f, FlockOperation::NonBlockingLockExclusive)
+        .ok()
+        .map(|()| f)
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), ContainerError> {
