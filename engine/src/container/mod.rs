@@ -264,7 +264,7 @@ impl Container {
 
     /// The first 12 hex digits of the id.
     pub fn short_id(&self) -> &str {
-        &self.config.id[..12]
+        self.config.id.get(..12).unwrap_or(&self.config.id)
     }
 
     /// Whether a supervisor holds it running right now.
@@ -372,6 +372,13 @@ impl Containers {
     fn load(&self, id: &str) -> Result<Container, ContainerError> {
         let dir = self.dir.join(id);
         let config: Config = read_json(&dir, id, "config.json")?;
+        if config.id != id {
+            return Err(ContainerError::Damaged {
+                id: id.to_owned(),
+                file: "config.json",
+                why: format!("it names another container ({:?})", config.id),
+            });
+        }
         let state: State = read_json(&dir, id, "state.json")?;
         let mut c = Container { config, state, dir };
         if c.state.status == Status::Running {
