@@ -357,7 +357,9 @@ fn native_containers_get_signals_and_a_killed_kiln_leaves_no_process() {
     let stdout = child.0.stdout.as_mut().unwrap();
     stdout.read_exact(&mut first).unwrap();
     assert_eq!(&first, b"ready\n");
-    assert_eq!(processes_matching(&format!("sleep 77{tag}")).len(), 1);
+    wait_for(10, "the container's sleep", || {
+        processes_matching(&format!("sleep 77{tag}")).len() == 1
+    });
     child.0.kill().unwrap();
     child.0.wait().unwrap();
     wait_for(10, "the sandbox to die with kiln", || {

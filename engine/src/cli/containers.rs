@@ -287,12 +287,12 @@ pub(super) fn parse_signal(s: &str) -> Result<i32, UserError> {
         .ok_or_else(|| UserError(format!("invalid signal: {s}")))
 }
 
-/// Waits until `id` no longer runs; false on timeout.
+/// Waits until nothing supervises `id` any more; false on timeout.
 fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         match containers.get(id) {
-            Ok(c) if c.is_running() => {}
+            Ok(c) if c.is_supervised() => {}
             _ => return true,
         }
         if Instant::now() >= deadline {
@@ -435,7 +435,7 @@ pub fn rm(args: &RmArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()>
         out,
         |key| {
             let c = containers.get(key)?;
-            if c.is_running() {
+            if c.is_supervised() {
                 if !args.force {
                     return Err(UserError(format!(
                     "cannot remove container {key}: container is running: stop the container before removing or force remove"

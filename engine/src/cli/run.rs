@@ -326,10 +326,12 @@ pub(super) fn start_detached(store: &Store, c: &Container) -> anyhow::Result<()>
     let mut child = cmd.spawn().context("start the container's supervisor")?;
     let containers = Containers::new(store)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // This start shows as a new start time (a restarted container has an old one).
+    let before = c.state.started_at;
     loop {
         let now = containers.get(&c.config.id);
         match now {
-            Ok(now) if now.state.status != container::Status::Created => {
+            Ok(now) if now.state.started_at != before => {
                 if now.state.status == container::Status::Exited && !now.state.error.is_empty() {
                     anyhow::bail!("{}", now.state.error);
                 }
@@ -340,6 +342,12 @@ pub(super) fn start_detached(store: &Store, c: &Container) -> anyhow::Result<()>
             _ => {}
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // It ended without starting the program: say why.
+            if let Ok(now) = containers.get(&c.config.id) {
+                if now.state.started_at == before && !now.state.error.is_empty() {
+                    anyhow::bail!("{}", now.state.error);
+                }
+            }
             if !status.success() {
                 anyhow::bail!("the container's supervisor failed ({status})");
             }

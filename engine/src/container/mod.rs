@@ -267,9 +267,15 @@ impl Container {
         self.config.id.get(..12).unwrap_or(&self.config.id)
     }
 
-    /// Whether a supervisor holds it running right now.
+    /// Whether its state says it runs.
     pub fn is_running(&self) -> bool {
         self.state.status == Status::Running
+    }
+
+    /// Whether a kiln process supervises it right now (it holds the container until it has
+    /// written the final state, so this outlasts [`Container::is_running`] by a moment).
+    pub fn is_supervised(&self) -> bool {
+        supervised(&self.dir)
     }
 
     /// Writes `state` atomically.
