@@ -9,8 +9,7 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-20}
 . benches/lib.sh
 bench_require hyperfine dockerd docker
-TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
-[ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
+bench_debian_tarball
 cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)

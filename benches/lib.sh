@@ -25,3 +25,19 @@ bench_dockerd_stop() {
     [ -f "$1/docker.pid" ] && kill "$(cat "$1/docker.pid")" 2>/dev/null && sleep 2
     umount "$1/docker-exec/netns/default" 2>/dev/null || true
 }
+
+# bench_debian_tarball: sets TARBALL to the Debian base that scripts/make-debian-base caches.
+bench_debian_tarball() {
+    TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
+    [ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
+}
+
+# bench_buildah WORK: sets BUILDAH, a buildah command line with its storage in WORK (runc: crun
+# cannot run on the hybrid cgroup layout of these hosts); bench_buildah_clean WORK empties it.
+bench_buildah() {
+    export BUILDAH_RUNTIME=/usr/bin/runc
+    BUILDAH=(buildah --root "$1/buildah" --runroot "$1/buildah-run" --storage-driver overlay)
+}
+bench_buildah_clean() {
+    buildah --root "$1/buildah" --runroot "$1/buildah-run" rmi -af >/dev/null 2>&1 || true
+}

@@ -19,21 +19,19 @@ RUNS_SEED=${2:-5}
 PEERS=${PEERS:-1}
 . benches/lib.sh
 bench_require hyperfine buildah dockerd docker unshare
-TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
-[ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
+bench_debian_tarball
 cargo build --release --quiet
 KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-nativebench.XXXXXX)
 cleanup() {
     umount "$WORK/bare/merged/dev" "$WORK/bare/merged" 2>/dev/null || true
     bench_dockerd_stop "$WORK"
-    buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true
+    bench_buildah_clean "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 export KILN_ROOT=$WORK/kiln
-export BUILDAH_RUNTIME=/usr/bin/runc
-BUILDAH=(buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" --storage-driver overlay)
+bench_buildah "$WORK"
 B="${BUILDAH[*]}"
 
 bench_dockerd "$WORK"

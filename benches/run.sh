@@ -19,14 +19,12 @@ KILN=$PWD/target/release/kiln
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
 cleanup() {
     bench_dockerd_stop "$WORK"
-    buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true
+    bench_buildah_clean "$WORK"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 export KILN_ROOT=$WORK/kiln
-# crun cannot run on the hybrid cgroup layout of these hosts; runc can.
-export BUILDAH_RUNTIME=/usr/bin/runc
-BUILDAH=(buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" --storage-driver overlay)
+bench_buildah "$WORK"
 RESULTS=$WORK/results.txt
 : > "$RESULTS"
 
