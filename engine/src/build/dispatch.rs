@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::plan::{find_stage, Plan};
 use super::state::{ImageState, Layer};
 use super::users::resolve_owner;
-use super::{BuildError, BuildOutput, BuildRequest, Network};
+use super::{BuildError, BuildOutput, BuildRequest, Cancel, Network};
 use crate::cache::{Cache, CacheEntry, CachedLayer, KeyBuilder};
 use crate::context::{Source, StatCache};
 use crate::copy::{copy_into, Chmod, CopyOptions, CopySource, SourceFs};
@@ -479,6 +479,9 @@ impl Run<'_> {
         slot_idx: &str,
         counted: bool,
     ) -> Result<(), BuildError> {
+        if self.req.cancel.is_some_and(Cancel::is_cancelled) {
+            return Err(BuildError::Cancelled);
+        }
         let started = Instant::now();
         let index = if counted {
             self.step += 1;
@@ -967,9 +970,13 @@ impl Run<'_> {
                 _ => NetworkMode::None,
             },
             hostname: id.clone(),
-            control: None,
+            control: match self.req.cancel {
+                Some(c) => Some(c.step().ok_or(BuildError::Cancelled)?),
+                None => None,
+            },
             binds: Vec::new(),
             terminal: None,
+            stdin: None,
         };
         let index = self.step;
         let progress = self.progress;
@@ -1055,6 +1062,9 @@ impl Run<'_> {
             });
         }
         let outcome = outcome.map_err(BuildError::Sandbox)?;
+        if self.req.cancel.is_some_and(Cancel::is_cancelled) {
+            return Err(BuildError::Cancelled);
+        }
         for what in &outcome.not_enforced {
             self.progress.emit(ProgressEvent::Warning {
                 message: format!(

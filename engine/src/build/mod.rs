@@ -27,6 +27,7 @@ use crate::rootfs::RootfsError;
 use crate::store::StoreError;
 
 pub use dispatch::{apply_changes, apply_changes_to, build};
+
 pub use users::UserError;
 
 /// Network access for build steps.
@@ -73,6 +74,54 @@ pub struct BuildRequest<'a> {
     pub isolation: crate::sandbox::Isolation,
     /// The executors (shared across builds, so compiled modules stay loaded).
     pub sandbox: &'a crate::sandbox::Sandbox,
+    /// Ends the build early when cancelled (a server's client went away).
+    pub cancel: Option<&'a Cancel>,
+}
+
+/// Cancels a running build from another thread: the RUN step in progress is killed and no
+/// further step starts; the build then fails with [`BuildError::Cancelled`].
+#[derive(Debug, Clone, Default)]
+pub struct Cancel {
+    inner: std::sync::Arc<std::sync::Mutex<CancelState>>,
+}
+
+#[derive(Debug, Default)]
+struct CancelState {
+    cancelled: bool,
+    running: Option<crate::sandbox::RunControl>,
+}
+
+impl Cancel {
+    /// A token not yet cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels the build: kills the running step, if any.
+    pub fn cancel(&self) {
+        if let Ok(mut s) = self.inner.lock() {
+            s.cancelled = true;
+            if let Some(c) = s.running.take() {
+                c.signal(libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Whether [`Cancel::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.lock().map_or(true, |s| s.cancelled)
+    }
+
+    /// The control of a step about to run, or `None` when the build is cancelled.
+    pub(crate) fn step(&self) -> Option<crate::sandbox::RunControl> {
+        let mut s = self.inner.lock().ok()?;
+        if s.cancelled {
+            return None;
+        }
+        let c = crate::sandbox::RunControl::new();
+        s.running = Some(c.clone());
+        Some(c)
+    }
 }
 
 /// What a build produced.
@@ -126,6 +175,9 @@ pub enum BuildError {
     /// The cache could not be written.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// The build was cancelled.
+    #[error("the build was cancelled")]
+    Cancelled,
     /// A file operation failed.
     #[error("{op}: {source}")]
     Io {

@@ -254,6 +254,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             IsolationArg::Wasi => crate::sandbox::Isolation::Wasi,
         },
         sandbox: &sandbox,
+        cancel: None,
     };
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;

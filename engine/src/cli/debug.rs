@@ -103,6 +103,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
         control: None,
         binds: Vec::new(),
         terminal: None,
+        stdin: None,
         network: NetworkMode::None,
         hostname: "kiln-debug".to_owned(),
     };

@@ -6,12 +6,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use time::OffsetDateTime;
 
 use super::{Printer, UserError};
-use crate::build::users::{home_dir, resolve_owner};
-use crate::container::{self, Attach, Config, Container, Containers, LayerRef};
-use crate::rootfs::LayerView;
+use crate::container::{self, Attach, Config, Container, Containers, CreateOptions};
 use crate::sandbox::{parse_size, RunControl, Sandbox};
 use crate::store::Store;
 
@@ -102,10 +99,10 @@ pub(super) fn supervise_here(
 ) -> Result<u8, container::SuperviseError> {
     let control = RunControl::new();
     proxy_signals(control.clone());
-    let _raw = (attach == Attach::Foreground && c.config.tty && c.config.open_stdin)
+    let _raw = (matches!(attach, Attach::Foreground) && c.config.tty && c.config.open_stdin)
         .then(RawTerminal::enter)
         .flatten();
-    let status = container::supervise(store, containers, &Sandbox::new(), c, attach, &control)?;
+    let status = container::supervise(store, containers, &Sandbox::new(), c, &attach, &control)?;
     Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -138,147 +135,41 @@ impl Drop for RawTerminal {
 
 /// The config of a new container from the image's and the command line's settings.
 fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
-    let image = store.resolve(&args.image).map_err(|e| {
-        anyhow::Error::new(UserError(format!(
-            "Unable to find image '{}' locally: {e}",
-            args.image
-        )))
-    })?;
-    let ic = &image.config.config;
-    let layers: Vec<LayerRef> = image
-        .config
-        .rootfs
-        .diff_ids
-        .iter()
-        .zip(&image.manifest.layers)
-        .map(|(diff_id, desc)| LayerRef {
-            diff_id: *diff_id,
-            digest: desc.digest,
-        })
-        .collect();
-    let (entrypoint, cmd) = match &args.entrypoint {
-        Some(e) => (
-            if e.is_empty() {
-                Vec::new()
-            } else {
-                vec![e.clone()]
-            },
-            args.command.clone(),
-        ),
-        None if !args.command.is_empty() => (ic.entrypoint.clone(), args.command.clone()),
-        None => (ic.entrypoint.clone(), ic.cmd.clone()),
-    };
-    let mut argv = entrypoint.clone();
-    argv.extend(cmd.iter().cloned());
-    let Some((path, rest)) = argv.split_first() else {
-        return Err(UserError("no command specified".into()).into());
-    };
-    let id = Containers::new_id();
-    let hostname = args.hostname.clone().unwrap_or_else(|| id[..12].to_owned());
-
-    // User and HOME come from the image's own passwd.
-    let _lease = store.lease()?;
-    let lowers = container::snapshots(store, &layers)?;
-    let view = LayerView::new(
-        lowers
-            .iter()
-            .map(|p| cap_std::fs::Dir::open_ambient_dir(p, cap_std::ambient_authority()))
-            .collect::<Result<Vec<_>, _>>()
-            .context("open the image's layers")?,
-    );
-    let user = args.user.clone().unwrap_or_else(|| ic.user.clone());
-    let (uid, gid) = if user.is_empty() {
-        (0, 0)
-    } else {
-        resolve_owner(&user, &view).map_err(|e| UserError(e.to_string()))?
-    };
-
-    let mut env = Env::default();
-    for e in &ic.env {
-        env.set(e);
-    }
+    let mut env = Vec::new();
     for file in &args.env_file {
-        for e in read_env_file(file)? {
-            env.set(&e);
-        }
+        env.extend(read_env_file(file)?);
     }
     for e in &args.env {
         if e.contains('=') {
-            env.set(e);
+            env.push(e.clone());
         } else if let Ok(v) = std::env::var(e) {
-            env.set(&format!("{e}={v}"));
+            env.push(format!("{e}={v}"));
         }
     }
-    if !env.has("PATH") {
-        env.set("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    }
-    let home = home_dir(uid, &view)?;
-
-    for v in &args.volume {
-        container::parse_bind(v).map_err(UserError)?;
-    }
-    let working_dir = match &args.workdir {
-        Some(w) if !w.starts_with('/') => {
-            return Err(UserError(format!(
-                "the working directory '{w}' is invalid, it needs to be an absolute path"
-            ))
-            .into())
-        }
-        Some(w) => w.clone(),
-        None if ic.working_dir.is_empty() => "/".to_owned(),
-        None => ic.working_dir.clone(),
-    };
-    Ok(Config {
-        id,
-        name: args.name.clone().unwrap_or_default(),
+    let opts = CreateOptions {
         image: args.image.clone(),
-        image_id: image.id(),
-        manifest_digest: image.manifest_digest,
-        created: OffsetDateTime::now_utc(),
-        path: path.clone(),
-        args: rest.to_vec(),
-        entrypoint,
-        cmd,
-        env: env.0,
-        home,
-        working_dir,
-        user,
-        uid,
-        gid,
-        hostname,
+        name: args.name.clone(),
+        entrypoint: args.entrypoint.clone().map(|e| vec![e]),
+        command: args.command.clone(),
+        env,
+        workdir: args.workdir.clone(),
+        user: args.user.clone(),
+        hostname: args.hostname.clone(),
         network: args.network.clone(),
         tty: args.tty,
         open_stdin: args.interactive,
         auto_remove: args.rm,
         memory: args.memory,
         pids: args.pids_limit,
-        layers,
-        labels: ic.labels.clone(),
-        stop_signal: ic.stop_signal.clone(),
         binds: args.volume.clone(),
-    })
-}
-
-/// An environment in order, later settings replacing earlier ones in place.
-#[derive(Default)]
-struct Env(Vec<String>);
-
-impl Env {
-    fn key(e: &str) -> &str {
-        e.split_once('=').map_or(e, |(k, _)| k)
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.0.iter().any(|e| Self::key(e) == key)
-    }
-
-    fn set(&mut self, entry: &str) {
-        let key = Self::key(entry);
-        match self.0.iter_mut().find(|e| Self::key(e) == key) {
-            Some(e) => *e = entry.to_owned(),
-            None => self.0.push(entry.to_owned()),
+    };
+    container::make_config(store, &opts).map_err(|e| {
+        if e.is_user_error() {
+            anyhow::Error::new(UserError(e.to_string()))
+        } else {
+            e.into()
         }
-    }
+    })
 }
 
 /// `--env-file`: `K=V` lines, `K` alone takes kiln's own value, `#` comments and blank lines

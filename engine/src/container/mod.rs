@@ -21,11 +21,13 @@
 //! was killed: readers report the container as exited with status 137 and record that.
 
 mod commit;
+mod create;
 mod names;
 mod supervise;
 
 pub use commit::{commit, CommitError, CommitOptions};
-pub use supervise::{snapshots, supervise, Attach, SuperviseError};
+pub use create::{make_config, CreateError, CreateOptions};
+pub use supervise::{snapshots, supervise, Attach, Remote, SuperviseError};
 
 use std::fs;
 use std::io::{self, Read, Write};

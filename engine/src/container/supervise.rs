@@ -20,13 +20,64 @@ use crate::sandbox::{
 use crate::store::{Store, StoreError};
 
 /// Where a container's output goes besides its log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Attach {
     /// Only the log (`run -d`, `start` without `-a`).
     Detached,
     /// Also kiln's stdout and stderr; kiln's stdin is the program's when the container keeps
     /// stdin open (`-i`).
     Foreground,
+    /// Also a server's attached clients.
+    Remote(Remote),
+}
+
+impl std::fmt::Debug for Attach {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Attach::Detached => "Detached",
+            Attach::Foreground => "Foreground",
+            Attach::Remote(_) => "Remote",
+        })
+    }
+}
+
+/// The streams of a server's attached clients.
+#[derive(Clone)]
+pub struct Remote {
+    /// Takes the program's output as it comes.
+    pub output: Arc<dyn Fn(Stream, &[u8]) + Send + Sync>,
+    /// The program's stdin (when the container keeps stdin open): the read end of a pipe.
+    pub stdin: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The terminal's first size (rows, columns).
+    pub size: Option<(u16, u16)>,
+}
+
+impl Attach {
+    /// Where the output goes besides the log, if anywhere.
+    fn show(&self, stream: Stream, bytes: &[u8]) {
+        match self {
+            Attach::Detached => {}
+            Attach::Foreground => {
+                let _ = match stream {
+                    Stream::Stdout => {
+                        let mut out = io::stdout().lock();
+                        out.write_all(bytes).and_then(|()| out.flush())
+                    }
+                    Stream::Stderr => io::stderr().lock().write_all(bytes),
+                };
+            }
+            Attach::Remote(r) => (r.output)(stream, bytes),
+        }
+    }
+
+    /// Whether the program gets an input.
+    fn has_input(&self) -> bool {
+        match self {
+            Attach::Detached => false,
+            Attach::Foreground => true,
+            Attach::Remote(r) => r.stdin.is_some(),
+        }
+    }
 }
 
 /// Why a container could not run (a program that fails has an exit code instead).
@@ -54,7 +105,7 @@ pub fn supervise(
     containers: &Containers,
     sandbox: &Sandbox,
     c: &mut Container,
-    attach: Attach,
+    attach: &Attach,
     control: &RunControl,
 ) -> Result<i32, SuperviseError> {
     let lock_path = c.dir.join("run.lock");
@@ -100,7 +151,7 @@ fn run_locked(
     store: &Store,
     sandbox: &Sandbox,
     c: &mut Container,
-    attach: Attach,
+    attach: &Attach,
     control: &RunControl,
 ) -> Result<i32, SuperviseError> {
     let _lease = store.lease()?;
@@ -154,7 +205,7 @@ fn run_locked(
             log: u64::MAX,
         },
         isolation: Isolation::Auto,
-        stdio: if attach == Attach::Foreground && cfg.open_stdin {
+        stdio: if attach.has_input() && cfg.open_stdin {
             StdioMode::CaptureWithStdin
         } else {
             StdioMode::Capture
@@ -168,6 +219,10 @@ fn run_locked(
         control: Some(control.clone()),
         binds,
         terminal: None,
+        stdin: match attach {
+            Attach::Remote(r) => r.stdin.clone(),
+            _ => None,
+        },
     };
     let mut spec = spec;
     let rootfs = Rootfs {
@@ -193,15 +248,7 @@ fn run_locked(
         let RunEvent::Output(stream, bytes) = event else {
             return;
         };
-        if attach == Attach::Foreground {
-            let _ = match stream {
-                Stream::Stdout => {
-                    let mut out = io::stdout().lock();
-                    out.write_all(bytes).and_then(|()| out.flush())
-                }
-                Stream::Stderr => io::stderr().lock().write_all(bytes),
-            };
-        }
+        attach.show(stream, bytes);
         if log_error.is_none() {
             log_error = log.write_all(&log_line(stream, bytes)).err();
         }
@@ -281,7 +328,7 @@ struct Terminal {
 
 impl Terminal {
     fn open(
-        attach: Attach,
+        attach: &Attach,
         input: bool,
         control: &RunControl,
         log_path: &std::path::Path,
@@ -299,10 +346,21 @@ impl Terminal {
             rustix::fs::Mode::empty(),
         )
         .map_err(pty_err)?;
-        if attach == Attach::Foreground {
-            if let Ok(ws) = rustix::termios::tcgetwinsize(io::stdout()) {
-                let _ = rustix::termios::tcsetwinsize(&primary, ws);
-            }
+        let size = match attach {
+            Attach::Foreground => rustix::termios::tcgetwinsize(io::stdout()).ok(),
+            Attach::Remote(Remote {
+                size: Some((rows, cols)),
+                ..
+            }) => Some(rustix::termios::Winsize {
+                ws_row: *rows,
+                ws_col: *cols,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            }),
+            _ => None,
+        };
+        if let Some(ws) = size {
+            let _ = rustix::termios::tcsetwinsize(&primary, ws);
         }
         control.set_terminal(
             primary
@@ -316,16 +374,36 @@ impl Terminal {
         let reader = primary
             .try_clone()
             .map_err(io_at("set up a terminal", log_path))?;
-        if attach == Attach::Foreground && input {
+        if input {
             let writer = fs::File::from(primary);
-            // Ends with kiln (it blocks in a read of kiln's stdin).
-            let _ = std::thread::Builder::new()
-                .name("kiln-tty-in".into())
-                .spawn(move || {
-                    let mut writer = writer;
-                    let _ = io::copy(&mut io::stdin().lock(), &mut writer);
-                });
+            match attach {
+                // Ends with kiln (it blocks in a read of kiln's stdin).
+                Attach::Foreground => {
+                    let _ = std::thread::Builder::new()
+                        .name("kiln-tty-in".into())
+                        .spawn(move || {
+                            let mut writer = writer;
+                            let _ = io::copy(&mut io::stdin().lock(), &mut writer);
+                        });
+                }
+                // Ends when the client's pipe closes.
+                Attach::Remote(Remote {
+                    stdin: Some(fd), ..
+                }) => {
+                    let reader = fd
+                        .try_clone()
+                        .map_err(io_at("set up a terminal", log_path))?;
+                    let _ = std::thread::Builder::new()
+                        .name("kiln-tty-in".into())
+                        .spawn(move || {
+                            let mut writer = writer;
+                            let _ = io::copy(&mut fs::File::from(reader), &mut writer);
+                        });
+                }
+                _ => {}
+            }
         }
+        let attach = attach.clone();
         let output = std::thread::Builder::new()
             .name("kiln-tty-out".into())
             .spawn(move || {
@@ -336,10 +414,7 @@ impl Terminal {
                     if n == 0 {
                         break;
                     }
-                    if attach == Attach::Foreground {
-                        let mut out = io::stdout().lock();
-                        let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-                    }
+                    attach.show(Stream::Stdout, &buf[..n]);
                     let _ = log.write_all(&log_line(Stream::Stdout, &buf[..n]));
                 }
             })

@@ -194,6 +194,9 @@ pub struct RunSpec {
     /// A terminal (the secondary side of a pty) that is the program's stdin, stdout and stderr
     /// instead of what `stdio` says, and a native program's controlling terminal (`run -t`).
     pub terminal: Option<Arc<std::os::fd::OwnedFd>>,
+    /// With [`StdioMode::CaptureWithStdin`], the program's stdin instead of kiln's own (a pipe
+    /// fed by a server's attached client).
+    pub stdin: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 /// A host folder mounted into a rootfs (`run -v HOST:TARGET[:ro]`).
@@ -214,7 +217,8 @@ pub enum StdioMode {
     Capture,
     /// The process uses kiln's own stdin, stdout and stderr (`kiln debug sh`).
     Inherit,
-    /// stdin is kiln's own; stdout and stderr are captured (`kiln run -i`).
+    /// stdin is kiln's own (or [`RunSpec::stdin`]); stdout and stderr are captured
+    /// (`kiln run -i`).
     CaptureWithStdin,
 }
 

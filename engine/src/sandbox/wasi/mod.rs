@@ -162,6 +162,8 @@ pub(crate) fn run(
             readers.push((Stream::Stderr, err_r));
             let stdin = if spec.stdio == StdioMode::Capture {
                 process::null()
+            } else if let Some(fd) = &spec.stdin {
+                Open::new(Object::PipeRead(dup(fd.as_fd())?))
             } else {
                 Open::new(Object::PipeRead(dup(std::io::stdin().as_fd())?))
             };
