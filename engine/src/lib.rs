@@ -23,4 +23,5 @@ pub mod progress;
 pub mod reference;
 pub mod rootfs;
 pub mod sandbox;
+pub mod server;
 pub mod store;

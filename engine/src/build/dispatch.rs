@@ -1094,9 +1094,10 @@ impl Run<'_> {
             return Err(self.fail(line, format!("RUN needs native binary {bin}; {why}")));
         }
         if outcome.status != 0 {
-            return Err(self.fail(
+            return Err(BuildError::Exit {
+                file: self.file(),
                 line,
-                format!(
+                message: format!(
                     "{}: process {:?} did not complete successfully: exit code: {}{}",
                     w.shown,
                     spec.argv.join(" "),
@@ -1107,7 +1108,8 @@ impl Run<'_> {
                         ""
                     }
                 ),
-            ));
+                code: outcome.status,
+            });
         }
         self.commit_upper(upper)
     }

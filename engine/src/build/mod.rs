@@ -154,6 +154,18 @@ pub enum BuildError {
         /// What went wrong.
         message: String,
     },
+    /// A RUN step's program failed.
+    #[error("{file}:{line}: {message}")]
+    Exit {
+        /// The Dockerfile's name.
+        file: String,
+        /// The instruction's line.
+        line: usize,
+        /// What went wrong.
+        message: String,
+        /// The program's exit status.
+        code: i32,
+    },
     /// A sandbox could not be set up.
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
@@ -192,7 +204,7 @@ impl BuildError {
     /// Whether the user's input caused this (exit code 1) rather than kiln or the machine.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Parse { .. } | Self::Step { .. } => true,
+            Self::Parse { .. } | Self::Step { .. } | Self::Exit { .. } => true,
             Self::Context(e) => e.is_user_error(),
             Self::Store(e) => e.is_user_error(),
             Self::Layer(_) => true,

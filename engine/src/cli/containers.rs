@@ -43,7 +43,7 @@ fn command_text(c: &Container, full: bool) -> String {
 }
 
 /// `Up 3 minutes`, `Exited (0) 2 seconds ago`, `Created`.
-pub(super) fn status_text(c: &Container, now: OffsetDateTime) -> String {
+pub(crate) fn status_text(c: &Container, now: OffsetDateTime) -> String {
     let s = &c.state;
     match s.status {
         Status::Created => "Created".to_owned(),
@@ -258,7 +258,7 @@ fn each(
 }
 
 /// A signal by name (`TERM`, `SIGTERM`) or number.
-pub(super) fn parse_signal(s: &str) -> Result<i32, UserError> {
+pub(crate) fn parse_signal(s: &str) -> Result<i32, UserError> {
     const NAMES: &[(&str, i32)] = &[
         ("HUP", libc::SIGHUP),
         ("INT", libc::SIGINT),
@@ -288,7 +288,7 @@ pub(super) fn parse_signal(s: &str) -> Result<i32, UserError> {
 }
 
 /// Waits until nothing supervises `id` any more; false on timeout.
-fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
+pub(crate) fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         match containers.get(id) {

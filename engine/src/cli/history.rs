@@ -50,18 +50,18 @@ struct HistoryRow {
 }
 
 /// One history entry with what docker shows beside it.
-struct Step<'a> {
-    id: String,
-    created: Option<OffsetDateTime>,
-    created_by: String,
-    size: u64,
-    comment: &'a str,
+pub(crate) struct Step<'a> {
+    pub(crate) id: String,
+    pub(crate) created: Option<OffsetDateTime>,
+    pub(crate) created_by: String,
+    pub(crate) size: u64,
+    pub(crate) comment: &'a str,
 }
 
 /// The history entries newest first; the newest carries the image ID and the others
 /// `<missing>` (kiln keeps no intermediate images). Each entry that made a layer gets the next
 /// layer's size.
-fn steps(img: &Image, no_trunc: bool) -> Vec<Step<'_>> {
+pub(crate) fn steps(img: &Image, no_trunc: bool) -> Vec<Step<'_>> {
     let mut layers = img.manifest.layers.iter();
     let mut out: Vec<Step<'_>> = img
         .config

@@ -156,7 +156,7 @@ pub fn run(args: &ImagesArgs, store: &Store, out: &mut Printer) -> anyhow::Resul
 }
 
 /// docker's reference filter: the pattern matches the familiar `name:tag` or just the name.
-fn matches_reference(pattern: &str, repo: &str, tag: &str) -> bool {
+pub(crate) fn matches_reference(pattern: &str, repo: &str, tag: &str) -> bool {
     glob(pattern, &format!("{repo}:{tag}")) || glob(pattern, repo)
 }
 

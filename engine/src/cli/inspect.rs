@@ -29,7 +29,7 @@ const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// out: kiln has no graph driver.
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct Inspect<'a> {
+pub(crate) struct Inspect<'a> {
     id: String,
     repo_tags: Vec<String>,
     repo_digests: Vec<String>,
@@ -65,7 +65,7 @@ struct Metadata {
     last_tag_time: &'static str,
 }
 
-fn inspect(img: &Image) -> Inspect<'_> {
+pub(crate) fn inspect(img: &Image) -> Inspect<'_> {
     let c = &img.config;
     Inspect {
         id: img.id().to_string(),
@@ -97,7 +97,7 @@ fn inspect(img: &Image) -> Inspect<'_> {
 }
 
 /// `docker container inspect`'s document for a container (the fields kiln has).
-fn inspect_container(c: &crate::container::Container) -> serde_json::Value {
+pub(crate) fn inspect_container(c: &crate::container::Container) -> serde_json::Value {
     let cfg = &c.config;
     let st = &c.state;
     let time = |t: Option<time::OffsetDateTime>| {

@@ -24,6 +24,7 @@ pub mod render;
 pub mod rmi;
 pub mod run;
 pub mod save;
+pub mod serve;
 pub mod tag;
 
 /// Build OCI images from Dockerfiles, with RUN steps sandboxed in WebAssembly.
@@ -79,6 +80,8 @@ pub enum Command {
     Rm(containers::RmArgs),
     /// Create a new image from a container's changes.
     Commit(commit::CommitArgs),
+    /// Serve the Docker Engine API for the docker CLI (several tenants, with quotas).
+    Serve(serve::ServeArgs),
     /// Developer tools (`kiln debug parse FILE`).
     Debug(debug::DebugArgs),
     /// Runs a detached container (started by `kiln run -d` and `kiln start`).
@@ -117,6 +120,7 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Start(a) => containers::start(a, &open_store(root)?, printer),
         Command::Rm(a) => containers::rm(a, &open_store(root)?, printer).map(|()| 0),
         Command::Commit(a) => commit::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Serve(a) => serve::run(a, root),
         Command::Debug(a) => debug::run(a, printer),
         Command::ContainerSupervise(a) => run::supervise(a, &open_store(root)?),
     }

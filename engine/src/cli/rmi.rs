@@ -29,23 +29,9 @@ pub fn run(args: &RmiArgs, store: &Store, out: &mut Printer) -> anyhow::Result<(
     let containers = crate::container::Containers::new(store)?.list()?;
     for image in &args.images {
         if !args.force {
-            if let Ok(found) = store.resolve(image) {
-                let by_tag = found.tags.len() > 1
-                    && found
-                        .tags
-                        .iter()
-                        .any(|t| crate::reference::ImageRef::parse(image).is_ok_and(|r| &r == t));
-                if let Some(c) = containers
-                    .iter()
-                    .find(|c| c.config.image_id == found.id() && !by_tag)
-                {
-                    errors.push(anyhow::Error::new(super::UserError(format!(
-                        "conflict: unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image {}",
-                        c.short_id(),
-                        &found.id().hex()[..12]
-                    ))));
-                    continue;
-                }
+            if let Some(conflict) = in_use(store, &containers, image) {
+                errors.push(anyhow::Error::new(super::UserError(conflict)));
+                continue;
             }
         }
         match store.remove(image, args.force) {
@@ -66,4 +52,27 @@ pub fn run(args: &RmiArgs, store: &Store, out: &mut Printer) -> anyhow::Result<(
         "images could not be removed",
         out,
     )
+}
+
+/// docker's refusal to remove an image a container uses (removing one of several tags is
+/// allowed), or `None`.
+pub(crate) fn in_use(
+    store: &Store,
+    containers: &[crate::container::Container],
+    image: &str,
+) -> Option<String> {
+    let found = store.resolve(image).ok()?;
+    let by_tag = found.tags.len() > 1
+        && found
+            .tags
+            .iter()
+            .any(|t| crate::reference::ImageRef::parse(image).is_ok_and(|r| &r == t));
+    let c = containers
+        .iter()
+        .find(|c| c.config.image_id == found.id() && !by_tag)?;
+    Some(format!(
+        "conflict: unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image {}",
+        c.short_id(),
+        &found.id().hex()[..12]
+    ))
 }

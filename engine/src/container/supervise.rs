@@ -41,11 +41,14 @@ impl std::fmt::Debug for Attach {
     }
 }
 
+/// Takes a container's output as it comes.
+pub type OutputFn = Arc<dyn Fn(Stream, &[u8]) + Send + Sync>;
+
 /// The streams of a server's attached clients.
 #[derive(Clone)]
 pub struct Remote {
     /// Takes the program's output as it comes.
-    pub output: Arc<dyn Fn(Stream, &[u8]) + Send + Sync>,
+    pub output: OutputFn,
     /// The program's stdin (when the container keeps stdin open): the read end of a pipe.
     pub stdin: Option<Arc<std::os::fd::OwnedFd>>,
     /// The terminal's first size (rows, columns).

@@ -1,0 +1,415 @@
+//! `POST /build`: docker's classic builder API. The context arrives as a tar (or compressed
+//! tar, or a bare Dockerfile); progress leaves as docker's NDJSON `jsonstream` messages.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::http::{self, message_line, ApiError, ChannelBody, Query, Resp};
+use super::{Server, Tenant};
+use crate::build::{BuildError, BuildRequest, Cancel, Network};
+use crate::context::{Context, TarLimits};
+use crate::dockerfile::scope::BuildArgs;
+use crate::progress::{ProgressEvent, ProgressSink};
+use crate::reference::ImageRef;
+
+/// Largest Dockerfile read.
+const MAX_DOCKERFILE: u64 = 16 << 20;
+/// How often an idle build stream sends a blank line (it is how a client that went away is
+/// noticed: the write fails).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+/// What the query string asks for.
+struct Params {
+    tags: Vec<ImageRef>,
+    dockerfile: String,
+    build_args: BuildArgs,
+    labels: BTreeMap<String, String>,
+    target: Option<String>,
+    no_cache: bool,
+    quiet: bool,
+    network: Network,
+    memory: u64,
+}
+
+fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
+    if q.get("remote").is_some_and(|r| !r.is_empty()) {
+        return Err(ApiError::bad_request(
+            "remote build contexts (git or URL) are not supported: send the context in the request body",
+        ));
+    }
+    if q.get("version") == Some("2") {
+        return Err(ApiError::bad_request(
+            "kiln serve has no BuildKit session API: use the classic builder (DOCKER_BUILDKIT=0)",
+        ));
+    }
+    if q.flag("pull") {
+        return Err(ApiError::bad_request(
+            "kiln serve has no registry access: --pull is not supported",
+        ));
+    }
+    let network = match q.get("networkmode").unwrap_or("") {
+        "" | "default" | "none" => Network::None,
+        "host" if tenant.quotas.host_network => Network::Host,
+        "host" => {
+            return Err(ApiError::forbidden(format!(
+                "tenant {} may not use the host network",
+                tenant.name
+            )))
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "network mode {other:?} is not supported: use none or host"
+            )))
+        }
+    };
+    let mut tags = Vec::new();
+    for t in q.all("t") {
+        let r = ImageRef::parse(t)
+            .map_err(|e| ApiError::bad_request(format!("invalid tag {t:?}: {e}")))?;
+        if r.digest().is_some() {
+            return Err(ApiError::bad_request(format!(
+                "invalid tag {t:?}: a tag cannot contain a digest"
+            )));
+        }
+        tags.push(r);
+    }
+    // A build arg without a value would come from the server's environment in docker; a
+    // shared server keeps its environment to itself, so such an arg stays unset.
+    let args: BTreeMap<String, Option<String>> = q.json("buildargs")?.unwrap_or_default();
+    let entries: Vec<String> = args
+        .into_iter()
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k,
+        })
+        .collect();
+    let build_args = BuildArgs::parse(
+        entries.iter().map(String::as_str),
+        &[][..] as &[(String, String)],
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let memory = match q.number::<i64>("memory")? {
+        Some(m) if m > 0 => (m as u64).min(tenant.quotas.step_memory),
+        _ => tenant.quotas.step_memory,
+    };
+    Ok(Params {
+        tags,
+        dockerfile: q
+            .get("dockerfile")
+            .filter(|d| !d.is_empty())
+            .unwrap_or("Dockerfile")
+            .to_owned(),
+        build_args,
+        labels: q.json("labels")?.unwrap_or_default(),
+        target: q.get("target").filter(|t| !t.is_empty()).map(str::to_owned),
+        no_cache: q.flag("nocache"),
+        quiet: q.flag("q"),
+        network,
+        memory,
+    })
+}
+
+/// Runs a build and streams its progress.
+pub async fn build(
+    server: &Arc<Server>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let p = params(&q, tenant)?;
+    let permit = tenant.builds.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "tenant {} already runs {} builds, its limit; try again when one ends",
+                tenant.name, tenant.quotas.concurrent_builds
+            ),
+        )
+    })?;
+    let remaining = super::store_room(tenant).await?;
+    let spool_dir = tenant
+        .store
+        .temp_dir()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let spool_path = spool_dir.path().join("context");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&spool_path)
+        .map_err(|e| ApiError::internal(format!("spool the build context: {e}")))?;
+    let limit = tenant.quotas.context;
+    let file = http::spool_body(req.into_body(), file, limit, "build context").await?;
+    let name = p.dockerfile.clone();
+    let (context, dockerfile) = tokio::task::spawn_blocking(move || prepare(file, limit, &name))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    drop(spool_dir);
+
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let cancel = Cancel::new();
+    let id = server.add_build(cancel.clone());
+    let heartbeat = tx.downgrade();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Some(tx) = heartbeat.upgrade() else {
+                return;
+            };
+            if tx.send(Bytes::from_static(b"\n")).await.is_err() {
+                return;
+            }
+        }
+    });
+    let srv = server.clone();
+    let tenant = tenant.clone();
+    let token = cancel.clone();
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        run(
+            &srv,
+            &tenant,
+            &p,
+            &context,
+            &dockerfile,
+            remaining,
+            &token,
+            tx,
+        );
+        srv.remove_build(id);
+    });
+    Ok(http::stream(
+        "application/json",
+        ChannelBody::boxed_body(rx, Some(Box::new(CancelOnDrop(cancel)))),
+    ))
+}
+
+/// Cancels the build when the response body is dropped: the client went away.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// Unpacks the spooled context; returns it with the Dockerfile's text.
+fn prepare(
+    mut file: std::fs::File,
+    limit: u64,
+    dockerfile: &str,
+) -> Result<(Context, String), ApiError> {
+    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("build context: {e}"));
+    file.rewind().map_err(|e| bad(&e))?;
+    let mut head = [0u8; 512];
+    let n = read_up_to(&mut file, &mut head).map_err(|e| bad(&e))?;
+    file.rewind().map_err(|e| bad(&e))?;
+    let limits = TarLimits {
+        max_total_bytes: limit,
+        ..TarLimits::default()
+    };
+    if !looks_like_archive(&head[..n]) && n > 0 {
+        // A bare Dockerfile (`curl --data-binary @Dockerfile`): an empty context.
+        let mut text = Vec::new();
+        file.take(MAX_DOCKERFILE + 1)
+            .read_to_end(&mut text)
+            .map_err(|e| bad(&e))?;
+        if text.len() as u64 > MAX_DOCKERFILE {
+            return Err(bad(&"the Dockerfile is larger than 16 MiB"));
+        }
+        let ctx = Context::from_tar(&[0u8; 1024][..], &limits, &[]).map_err(|e| bad(&e))?;
+        return Ok((ctx, String::from_utf8_lossy(&text).into_owned()));
+    }
+    let mut ctx =
+        Context::from_tar(std::io::BufReader::new(file), &limits, &[]).map_err(|e| bad(&e))?;
+    let text = ctx
+        .read_build_file(dockerfile, MAX_DOCKERFILE)
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "Cannot locate specified Dockerfile: {dockerfile} ({e})"
+            ))
+        })?;
+    let base = std::path::Path::new(dockerfile)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    let patterns = ctx
+        .dockerignore_patterns(&base)
+        .map_err(|e| bad(&format!(".dockerignore: {e}")))?;
+    ctx.set_ignore_patterns(&patterns)
+        .map_err(|e| bad(&format!(".dockerignore: {e}")))?;
+    Ok((ctx, String::from_utf8_lossy(&text).into_owned()))
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A tar (by its `ustar` magic) or a compressed stream (gzip, bzip2, xz, zstd).
+fn looks_like_archive(head: &[u8]) -> bool {
+    const MAGICS: [&[u8]; 4] = [
+        &[0x1f, 0x8b],
+        b"BZh",
+        &[0xfd, b'7', b'z', b'X', b'Z', 0],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+    ];
+    head.get(257..262) == Some(b"ustar")
+        || MAGICS.iter().any(|m| head.starts_with(m))
+        || (head.len() >= 512 && head.iter().all(|b| *b == 0))
+}
+
+/// Renders engine events as docker's classic builder messages.
+struct Sink {
+    tx: mpsc::Sender<Bytes>,
+    quiet: bool,
+    /// The step whose container is shown as `Running in`.
+    running: Mutex<Option<String>>,
+}
+
+impl Sink {
+    fn send(&self, value: serde_json::Value) {
+        let _ = self.tx.blocking_send(message_line(&value));
+    }
+
+    fn stream(&self, text: String) {
+        self.send(json!({ "stream": text }));
+    }
+}
+
+impl ProgressSink for Sink {
+    fn emit(&self, ev: ProgressEvent) {
+        if self.quiet {
+            return;
+        }
+        match ev {
+            ProgressEvent::StepStarted {
+                index, total, text, ..
+            } => self.stream(format!("Step {index}/{total} : {text}\n")),
+            ProgressEvent::StepCached { .. } => self.stream(" ---> Using cache\n".into()),
+            ProgressEvent::CacheMiss { .. } => {}
+            ProgressEvent::Exec { id, .. } => {
+                self.stream(format!(" ---> Running in {id}\n"));
+                if let Ok(mut r) = self.running.lock() {
+                    *r = Some(id);
+                }
+            }
+            ProgressEvent::StepOutput { text, .. } => self.stream(text),
+            ProgressEvent::StepDone { image_id, .. } => {
+                if let Some(id) = self.running.lock().ok().and_then(|mut r| r.take()) {
+                    self.stream(format!(" ---> Removed intermediate container {id}\n"));
+                }
+                self.stream(match image_id {
+                    Some(id) => format!(" ---> {}\n", short(&id)),
+                    None => " ---> \n".into(),
+                });
+            }
+            ProgressEvent::Warning { message } => self.stream(format!("[Warning] {message}\n")),
+            ProgressEvent::Built { image_id } => {
+                self.send(json!({ "aux": { "ID": image_id } }));
+                self.stream(format!("Successfully built {}\n", short(&image_id)));
+            }
+            ProgressEvent::Tagged { name } => self.stream(format!("Successfully tagged {name}\n")),
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    hex.get(..12).unwrap_or(hex)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    server: &Server,
+    tenant: &Tenant,
+    p: &Params,
+    context: &Context,
+    dockerfile: &str,
+    room: u64,
+    cancel: &Cancel,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let sink = Sink {
+        tx,
+        quiet: p.quiet,
+        running: Mutex::new(None),
+    };
+    let base = std::path::Path::new(&p.dockerfile)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".to_owned());
+    let q = &tenant.quotas;
+    let req = BuildRequest {
+        dockerfile,
+        dockerfile_name: &base,
+        context,
+        slot_prefix: format!("serve\0{}", p.dockerfile),
+        tags: p.tags.clone(),
+        build_args: p.build_args.clone(),
+        target: p.target.clone(),
+        no_cache: p.no_cache,
+        network: p.network,
+        labels: p.labels.clone(),
+        epoch: None,
+        stat_cache: None,
+        compression: None,
+        limits: crate::sandbox::Limits {
+            timeout: q.step_timeout,
+            memory: p.memory,
+            pids: q.step_pids,
+            files: 1024,
+            disk: room,
+            log: 64 << 20,
+        },
+        isolation: crate::sandbox::Isolation::Auto,
+        sandbox: &server.sandbox,
+        cancel: Some(cancel),
+    };
+    match crate::build::build(&tenant.store, &req, &sink) {
+        Ok(out) => {
+            if p.quiet {
+                sink.stream(format!("{}\n", out.image_id));
+            }
+        }
+        Err(e) => {
+            let message = e.to_string();
+            let detail = match &e {
+                BuildError::Exit { code, .. } => json!({ "code": code, "message": message }),
+                _ => json!({ "message": message }),
+            };
+            sink.send(json!({ "errorDetail": detail, "error": message }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_sniffing() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like_archive(&tar));
+        assert!(looks_like_archive(&[0x1f, 0x8b, 8, 0]));
+        assert!(looks_like_archive(&[0x28, 0xb5, 0x2f, 0xfd, 1]));
+        assert!(!looks_like_archive(b"FROM scratch\nCOPY a /a\n"));
+    }
+}

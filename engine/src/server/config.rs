@@ -1,0 +1,253 @@
+//! `kiln-server.toml`: the tenants, their tokens and their quotas.
+//!
+//! ```toml
+//! root = "/var/lib/kiln/tenants"     # optional; default $KILN_ROOT/tenants
+//!
+//! [[tenants]]
+//! name = "alice"
+//! token = "a-long-random-secret"
+//! concurrent_builds = 4      # builds at once (default 4)
+//! store = "20g"              # bytes the tenant's store may hold (default: no limit)
+//! context = "1g"             # largest build context, unpacked (default 1g)
+//! step_timeout = "10m"       # wall-clock limit per RUN step
+//! step_memory = "2g"         # memory per RUN step
+//! step_pids = 1024           # processes per RUN step
+//! host_network = false       # whether builds and containers may use the host's network
+//! ```
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a config file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// The whole file.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where tenants' stores live.
+    pub root: Option<PathBuf>,
+    pub tenants: Vec<TenantConfig>,
+}
+
+/// One tenant.
+#[derive(Debug, Clone)]
+pub struct TenantConfig {
+    pub name: String,
+    pub token: String,
+    pub quotas: Quotas,
+}
+
+/// What a tenant may use.
+#[derive(Debug, Clone)]
+pub struct Quotas {
+    pub concurrent_builds: usize,
+    /// Bytes the tenant's store may hold (`None`: no limit).
+    pub store: Option<u64>,
+    /// Largest build context (and loaded archive), in bytes.
+    pub context: u64,
+    pub step_timeout: Duration,
+    pub step_memory: u64,
+    pub step_pids: u32,
+    pub host_network: bool,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            concurrent_builds: 4,
+            store: None,
+            context: 1 << 30,
+            step_timeout: Duration::from_secs(600),
+            step_memory: 2 << 30,
+            step_pids: 1024,
+            host_network: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    root: Option<PathBuf>,
+    #[serde(default)]
+    tenants: Vec<FileTenant>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTenant {
+    name: String,
+    token: String,
+    concurrent_builds: Option<usize>,
+    store: Option<String>,
+    context: Option<String>,
+    step_timeout: Option<String>,
+    step_memory: Option<String>,
+    step_pids: Option<u32>,
+    host_network: Option<bool>,
+}
+
+/// Shortest token accepted: guessing one must be hopeless.
+const MIN_TOKEN: usize = 16;
+
+impl ServerConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &std::path::Path) -> Result<ServerConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })
+    }
+
+    /// Parses the text of a config file.
+    pub fn parse(text: &str) -> Result<ServerConfig, String> {
+        let file: File = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+        if file.tenants.is_empty() {
+            return Err("no [[tenants]]: a config file lists at least one tenant".into());
+        }
+        let defaults = Quotas {
+            host_network: false,
+            ..Quotas::default()
+        };
+        let mut tenants: Vec<TenantConfig> = Vec::new();
+        for t in file.tenants {
+            let ok_name = !t.name.is_empty()
+                && t.name.len() <= 64
+                && t.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                })
+                && !t.name.starts_with(['-', '_']);
+            if !ok_name {
+                return Err(format!(
+                    "tenant name {:?}: use 1-64 of a-z, 0-9, - and _",
+                    t.name
+                ));
+            }
+            if t.token.len() < MIN_TOKEN {
+                return Err(format!(
+                    "tenant {}: the token is shorter than {MIN_TOKEN} characters",
+                    t.name
+                ));
+            }
+            if tenants.iter().any(|o| o.name == t.name) {
+                return Err(format!("tenant {} is listed twice", t.name));
+            }
+            if tenants.iter().any(|o| o.token == t.token) {
+                return Err(format!(
+                    "tenant {} has the same token as another tenant",
+                    t.name
+                ));
+            }
+            let size = |v: &Option<String>, what: &str, d: u64| -> Result<u64, String> {
+                v.as_deref().map_or(Ok(d), |s| {
+                    crate::sandbox::parse_size(s)
+                        .map_err(|e| format!("tenant {}: {what}: {e}", t.name))
+                })
+            };
+            let quotas = Quotas {
+                concurrent_builds: t.concurrent_builds.unwrap_or(defaults.concurrent_builds),
+                store: match &t.store {
+                    None => None,
+                    Some(_) => Some(size(&t.store, "store", 0)?),
+                },
+                context: size(&t.context, "context", defaults.context)?,
+                step_timeout: match &t.step_timeout {
+                    None => defaults.step_timeout,
+                    Some(s) => crate::sandbox::parse_duration(s)
+                        .map_err(|e| format!("tenant {}: step_timeout: {e}", t.name))?,
+                },
+                step_memory: size(&t.step_memory, "step_memory", defaults.step_memory)?,
+                step_pids: t.step_pids.unwrap_or(defaults.step_pids).max(1),
+                host_network: t.host_network.unwrap_or(false),
+            };
+            if quotas.concurrent_builds == 0 {
+                return Err(format!(
+                    "tenant {}: concurrent_builds must be at least 1",
+                    t.name
+                ));
+            }
+            tenants.push(TenantConfig {
+                name: t.name,
+                token: t.token,
+                quotas,
+            });
+        }
+        Ok(ServerConfig {
+            root: file.root,
+            tenants,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_tenants_and_quotas() {
+        let c = ServerConfig::parse(
+            r#"
+[[tenants]]
+name = "alice"
+token = "0123456789abcdef0123"
+concurrent_builds = 2
+store = "1g"
+context = "10m"
+host_network = true
+
+[[tenants]]
+name = "bob"
+token = "fedcba9876543210fedc"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.tenants.len(), 2);
+        let a = &c.tenants[0].quotas;
+        assert_eq!(a.concurrent_builds, 2);
+        assert_eq!(a.store, Some(1 << 30));
+        assert_eq!(a.context, 10 << 20);
+        assert!(a.host_network);
+        let b = &c.tenants[1].quotas;
+        assert_eq!(b.store, None);
+        assert!(!b.host_network);
+    }
+
+    #[test]
+    fn refuses_bad_configs() {
+        for (text, want) in [
+            ("", "no [[tenants]]"),
+            ("[[tenants]]\nname = \"a\"\ntoken = \"short\"\n", "shorter"),
+            (
+                "[[tenants]]\nname = \"../x\"\ntoken = \"0123456789abcdef0123\"\n",
+                "tenant name",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\n[[tenants]]\nname = \"b\"\ntoken = \"0123456789abcdef0123\"\n",
+                "same token",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\nquota = 1\n",
+                "unknown field",
+            ),
+        ] {
+            let e = ServerConfig::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

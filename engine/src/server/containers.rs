@@ -1,0 +1,805 @@
+//! The container endpoints. A container the server starts runs under a supervising thread of
+//! the server; its [`Hub`] carries its output to attached clients and their input to it.
+
+use std::io::{BufRead, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use super::http::{self, ApiError, ChannelBody, Query, Resp};
+use super::{Server, Tenant};
+use crate::container::{Attach, Container, CreateOptions, Remote};
+use crate::progress::Stream;
+use crate::sandbox::RunControl;
+
+/// A container's link to the clients attached to it.
+pub struct Hub {
+    /// The current run's signals and terminal.
+    pub control: Mutex<RunControl>,
+    running: AtomicBool,
+    clients: Mutex<Vec<Client>>,
+    /// The read end of the pipe an attached client feeds, for the next run.
+    stdin: Mutex<Option<Arc<OwnedFd>>>,
+    size: Mutex<Option<(u16, u16)>>,
+    /// Runs that ended, and the last one's status.
+    exits: AtomicU64,
+    last_status: Mutex<i32>,
+}
+
+struct Client {
+    tx: mpsc::UnboundedSender<Bytes>,
+    stdout: bool,
+    stderr: bool,
+    /// Frames with docker's 8-byte stream header (no terminal).
+    multiplexed: bool,
+}
+
+impl Hub {
+    fn new() -> Self {
+        Hub {
+            control: Mutex::new(RunControl::new()),
+            running: AtomicBool::new(false),
+            clients: Mutex::new(Vec::new()),
+            stdin: Mutex::new(None),
+            size: Mutex::new(None),
+            exits: AtomicU64::new(0),
+            last_status: Mutex::new(0),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Ok(c) = self.control.lock() {
+            c.signal(sig);
+        }
+    }
+
+    fn broadcast(&self, stream: Stream, bytes: &[u8]) {
+        let Ok(mut clients) = self.clients.lock() else {
+            return;
+        };
+        clients.retain(|c| {
+            let wanted = match stream {
+                Stream::Stdout => c.stdout,
+                Stream::Stderr => c.stderr,
+            };
+            if !wanted {
+                return !c.tx.is_closed();
+            }
+            let frame = if c.multiplexed {
+                frame(stream, bytes)
+            } else {
+                Bytes::copy_from_slice(bytes)
+            };
+            c.tx.send(frame).is_ok()
+        });
+    }
+
+    /// The run ended: attached clients get end of file.
+    fn finish(&self, status: i32) {
+        if let Ok(mut s) = self.last_status.lock() {
+            *s = status;
+        }
+        if let Ok(mut c) = self.clients.lock() {
+            c.clear();
+        }
+        if let Ok(mut s) = self.stdin.lock() {
+            *s = None;
+        }
+        self.running.store(false, Ordering::SeqCst);
+        self.exits.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// docker's multiplexed-stream frame: stream byte, three zeros, big-endian length, payload.
+fn frame(stream: Stream, bytes: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(8 + bytes.len());
+    out.push(match stream {
+        Stream::Stdout => 1,
+        Stream::Stderr => 2,
+    });
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(bytes);
+    Bytes::from(out)
+}
+
+impl Tenant {
+    fn hub(&self, id: &str) -> Arc<Hub> {
+        let mut hubs = match self.hubs.lock() {
+            Ok(h) => h,
+            Err(p) => p.into_inner(),
+        };
+        hubs.entry(id.to_owned())
+            .or_insert_with(|| Arc::new(Hub::new()))
+            .clone()
+    }
+
+    fn drop_hub(&self, id: &str) {
+        if let Ok(mut h) = self.hubs.lock() {
+            h.remove(id);
+        }
+    }
+
+    fn container(&self, key: &str) -> Result<Container, ApiError> {
+        Ok(self.containers.get(key)?)
+    }
+}
+
+/// The parts of docker's create body kiln uses.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct CreateBody {
+    hostname: String,
+    user: String,
+    env: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    image: String,
+    working_dir: String,
+    tty: bool,
+    open_stdin: bool,
+    host_config: HostConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct HostConfig {
+    auto_remove: bool,
+    network_mode: String,
+    memory: i64,
+    pids_limit: Option<i64>,
+    binds: Option<Vec<String>>,
+}
+
+/// Largest JSON body accepted.
+const MAX_JSON: usize = 1 << 20;
+
+/// `POST /containers/create?name=`.
+pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let name = q.get("name").filter(|n| !n.is_empty()).map(str::to_owned);
+    let body = http::read_body(req.into_body(), MAX_JSON).await?;
+    let b: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    if b.image.is_empty() {
+        return Err(ApiError::bad_request("no image given (Image)"));
+    }
+    let network = match b.host_config.network_mode.as_str() {
+        "" | "default" | "none" | "bridge" => "none",
+        "host" if tenant.quotas.host_network => "host",
+        "host" => {
+            return Err(ApiError::forbidden(format!(
+                "tenant {} may not use the host network",
+                tenant.name
+            )))
+        }
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "network mode {other:?} is not supported: use none or host"
+            )))
+        }
+    };
+    let binds = b.host_config.binds.unwrap_or_default();
+    if !binds.is_empty() && !tenant.binds_allowed {
+        return Err(ApiError::forbidden(
+            "bind mounts of host folders are not allowed for tenants of a shared server",
+        ));
+    }
+    let memory = match b.host_config.memory {
+        m if m > 0 => (m as u64).min(tenant.quotas.step_memory),
+        _ => tenant.quotas.step_memory,
+    };
+    let pids = match b.host_config.pids_limit {
+        Some(p) if p > 0 => u32::try_from(p).unwrap_or(u32::MAX).min(4096),
+        _ => 4096,
+    };
+    let opts = CreateOptions {
+        image: b.image.clone(),
+        name,
+        entrypoint: b.entrypoint,
+        command: b.cmd.unwrap_or_default(),
+        env: b.env.unwrap_or_default(),
+        workdir: Some(b.working_dir).filter(|w| !w.is_empty()),
+        user: Some(b.user).filter(|u| !u.is_empty()),
+        hostname: Some(b.hostname).filter(|h| !h.is_empty()),
+        network: network.to_owned(),
+        tty: b.tty,
+        open_stdin: b.open_stdin,
+        auto_remove: b.host_config.auto_remove,
+        memory,
+        pids,
+        binds,
+    };
+    let t = tenant.clone();
+    let created = tokio::task::spawn_blocking(move || {
+        let config = crate::container::make_config(&t.store, &opts).map_err(|e| match &e {
+            crate::container::CreateError::NoImage { .. } => {
+                ApiError::not_found(format!("No such image: {}", opts.image))
+            }
+            _ if e.is_user_error() => ApiError::bad_request(e.to_string()),
+            _ => ApiError::internal(e.to_string()),
+        })?;
+        Ok::<_, ApiError>(t.containers.create(config)?)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(http::json(
+        StatusCode::CREATED,
+        &json!({ "Id": created.config.id, "Warnings": [] }),
+    ))
+}
+
+/// `GET /containers/json?all=`.
+pub fn list(tenant: &Tenant, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let all = q.flag("all");
+    let now = time::OffsetDateTime::now_utc();
+    let mut list = tenant.containers.list()?;
+    list.sort_by_key(|c| std::cmp::Reverse(c.config.created));
+    let out: Vec<serde_json::Value> = list
+        .iter()
+        .filter(|c| all || c.is_running())
+        .map(|c| {
+            json!({
+                "Id": c.config.id,
+                "Names": [format!("/{}", c.config.name)],
+                "Image": c.config.image,
+                "ImageID": c.config.image_id.to_string(),
+                "Command": std::iter::once(&c.config.path)
+                    .chain(&c.config.args)
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "Created": c.config.created.unix_timestamp(),
+                "Ports": [],
+                "Labels": c.config.labels,
+                "State": c.state.status.as_str(),
+                "Status": crate::cli::containers::status_text(c, now),
+                "HostConfig": {"NetworkMode": c.config.network},
+                "NetworkSettings": {"Networks": {}},
+                "Mounts": [],
+            })
+        })
+        .collect();
+    Ok(http::json(StatusCode::OK, &out))
+}
+
+/// `GET /containers/{id}/json`.
+pub fn inspect(tenant: &Tenant, id: &str) -> Result<Resp, ApiError> {
+    let c = tenant.container(id)?;
+    Ok(http::json(
+        StatusCode::OK,
+        &crate::cli::inspect::inspect_container(&c),
+    ))
+}
+
+/// `POST /containers/{id}/start`: 204 once the program runs, 304 when it already does.
+pub async fn start(server: &Arc<Server>, tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
+    let c = tenant.container(id)?;
+    if c.is_running() {
+        return Ok(http::empty(StatusCode::NOT_MODIFIED));
+    }
+    let hub = tenant.hub(&c.config.id);
+    let control = RunControl::new();
+    if let Ok(mut slot) = hub.control.lock() {
+        *slot = control.clone();
+    }
+    let weak = Arc::downgrade(&hub);
+    let attach = Attach::Remote(Remote {
+        output: Arc::new(move |stream, bytes| {
+            if let Some(h) = weak.upgrade() {
+                h.broadcast(stream, bytes);
+            }
+        }),
+        stdin: hub.stdin.lock().ok().and_then(|mut s| s.take()),
+        size: hub.size.lock().ok().and_then(|s| *s),
+    });
+    hub.running.store(true, Ordering::SeqCst);
+    let before = c.state.started_at;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<i32, String>>();
+    let srv = server.clone();
+    let t = tenant.clone();
+    let h = hub.clone();
+    let key = c.config.id.clone();
+    std::thread::Builder::new()
+        .name("kiln-container".into())
+        .spawn(move || {
+            let mut c = c;
+            let r = crate::container::supervise(
+                &t.store,
+                &t.containers,
+                &srv.sandbox,
+                &mut c,
+                &attach,
+                &control,
+            );
+            drop(attach);
+            let status = match &r {
+                Ok(s) => *s,
+                Err(_) => 126,
+            };
+            h.finish(status);
+            if t.containers.get(&key).is_err() {
+                t.drop_hub(&key);
+            }
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        })
+        .map_err(|e| ApiError::internal(format!("start a thread: {e}")))?;
+    // Answer once the program runs (or could not start).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match done_rx.try_recv() {
+            Ok(Err(e)) => return Err(ApiError::bad_request(e)),
+            Ok(Ok(_)) => return Ok(http::empty(StatusCode::NO_CONTENT)),
+            Err(_) => {}
+        }
+        match tenant.containers.get(id) {
+            Ok(now) if now.state.started_at != before => {
+                if now.state.status == crate::container::Status::Exited
+                    && !now.state.error.is_empty()
+                {
+                    return Err(ApiError::bad_request(now.state.error));
+                }
+                return Ok(http::empty(StatusCode::NO_CONTENT));
+            }
+            Err(_) => return Ok(http::empty(StatusCode::NO_CONTENT)),
+            _ => {}
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(ApiError::internal(
+                "the container did not start within 30 s",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1`: hijacks the connection;
+/// the program's output follows (multiplexed without a terminal, raw with one) and what the
+/// client sends is its stdin.
+pub async fn attach(
+    tenant: &Arc<Tenant>,
+    id: &str,
+    mut req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"tcp"));
+    if !upgrade {
+        return Err(ApiError::bad_request(
+            "attach needs a connection upgrade (Connection: Upgrade, Upgrade: tcp)",
+        ));
+    }
+    let hub = tenant.hub(&c.config.id);
+    let tty = c.config.tty;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    if let Ok(mut clients) = hub.clients.lock() {
+        clients.push(Client {
+            tx,
+            stdout: q.flag("stdout"),
+            stderr: q.flag("stderr"),
+            multiplexed: !tty,
+        });
+    }
+    let input = if q.flag("stdin") && c.config.open_stdin {
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| ApiError::internal(format!("create a pipe: {e}")))?;
+        if let Ok(mut s) = hub.stdin.lock() {
+            *s = Some(Arc::new(r));
+        }
+        Some(w)
+    } else {
+        None
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let feeder = input.and_then(|w| {
+            let mut pipe = tokio::net::unix::pipe::Sender::from_owned_fd(w).ok()?;
+            Some(tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if pipe.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }))
+        });
+        while let Some(chunk) = rx.recv().await {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+            let _ = wr.flush().await;
+        }
+        let _ = wr.shutdown().await;
+        if let Some(f) = feeder {
+            f.abort();
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("Content-Type", content_type)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "tcp")
+        .body(http::empty_body())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`: answers when the
+/// condition holds, with the exit status.
+pub fn wait(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let condition = q.get("condition").unwrap_or("not-running").to_owned();
+    if !matches!(
+        condition.as_str(),
+        "" | "not-running" | "next-exit" | "removed"
+    ) {
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: {condition:?}"
+        )));
+    }
+    let c = tenant.container(id)?;
+    let hub = tenant.hub(&c.config.id);
+    let exits = hub.exits.load(Ordering::SeqCst);
+    let finished = c.state.finished_at;
+    let key = c.config.id.clone();
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let t = tenant.clone();
+    tokio::spawn(async move {
+        let status = loop {
+            let ended_here = hub.exits.load(Ordering::SeqCst) > exits;
+            match t.containers.get(&key) {
+                Err(_) => break hub.last_status.lock().map_or(0, |s| *s),
+                Ok(now) => {
+                    let stopped = !now.is_running() && !hub.is_running();
+                    let done = match condition.as_str() {
+                        "next-exit" => stopped && (ended_here || now.state.finished_at != finished),
+                        "removed" => false,
+                        _ => stopped,
+                    };
+                    if done {
+                        break now.state.exit_code;
+                    }
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let _ = tx
+            .send(http::message_line(
+                &json!({ "StatusCode": status, "Error": null }),
+            ))
+            .await;
+    });
+    Ok(http::stream(
+        "application/json",
+        ChannelBody::boxed_body(rx, None),
+    ))
+}
+
+/// `POST /containers/{id}/resize?h=&w=`.
+pub fn resize(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    let h: u16 = q.number("h")?.unwrap_or(0);
+    let w: u16 = q.number("w")?.unwrap_or(0);
+    let hub = tenant.hub(&c.config.id);
+    if let Ok(mut s) = hub.size.lock() {
+        *s = Some((h, w));
+    }
+    if let Ok(control) = hub.control.lock() {
+        control.resize(h, w);
+    }
+    Ok(http::empty(StatusCode::OK))
+}
+
+fn signal_param(q: &Query, default: &str) -> Result<i32, ApiError> {
+    let s = q.get("signal").filter(|s| !s.is_empty()).unwrap_or(default);
+    crate::cli::containers::parse_signal(s).map_err(|e| ApiError::bad_request(e.0))
+}
+
+/// `POST /containers/{id}/stop?t=&signal=`: the stop signal, then SIGKILL after `t` seconds.
+pub async fn stop(
+    tenant: &Arc<Tenant>,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    if !c.is_running() {
+        return Ok(http::empty(StatusCode::NOT_MODIFIED));
+    }
+    let default = if c.config.stop_signal.is_empty() {
+        "TERM"
+    } else {
+        c.config.stop_signal.as_str()
+    };
+    let first = signal_param(&q, default)?;
+    let grace: i64 = q.number("t")?.unwrap_or(10);
+    let t = tenant.clone();
+    tokio::task::spawn_blocking(move || {
+        let _ = c.signal(first);
+        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        if !crate::cli::containers::wait_stopped(&t.containers, &c.config.id, grace) {
+            let _ = c.signal(libc::SIGKILL);
+            crate::cli::containers::wait_stopped(
+                &t.containers,
+                &c.config.id,
+                Duration::from_secs(30),
+            );
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/kill?signal=`.
+pub fn kill(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    let sig = signal_param(&q, "KILL")?;
+    if !c.is_running() {
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            c.config.id
+        )));
+    }
+    c.signal(sig)?;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// `DELETE /containers/{id}?force=`.
+pub async fn remove(
+    tenant: &Arc<Tenant>,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    let force = q.flag("force");
+    if c.is_supervised() && !force {
+        return Err(ApiError::conflict(format!(
+            "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+            c.config.id
+        )));
+    }
+    let t = tenant.clone();
+    tokio::task::spawn_blocking(move || {
+        if c.is_supervised() {
+            let _ = c.signal(libc::SIGKILL);
+            crate::cli::containers::wait_stopped(
+                &t.containers,
+                &c.config.id,
+                Duration::from_secs(30),
+            );
+        }
+        t.containers.remove(&c)?;
+        t.drop_hub(&c.config.id);
+        Ok::<_, ApiError>(())
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// One record of a container's json-file log.
+#[derive(Deserialize)]
+struct LogRecord {
+    log: String,
+    stream: String,
+    time: String,
+}
+
+/// `GET /containers/{id}/logs?stdout=&stderr=&follow=&tail=&timestamps=`.
+pub fn logs(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let c = tenant.container(id)?;
+    let (stdout, stderr) = (q.flag("stdout"), q.flag("stderr"));
+    if !stdout && !stderr {
+        return Err(ApiError::bad_request("you must choose at least one stream"));
+    }
+    let follow = q.flag("follow");
+    let timestamps = q.flag("timestamps");
+    let tail: Option<usize> = match q.get("tail").unwrap_or("all") {
+        "all" | "" | "-1" => None,
+        n => Some(
+            n.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid tail value {n:?}")))?,
+        ),
+    };
+    let tty = c.config.tty;
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let t = tenant.clone();
+    tokio::task::spawn_blocking(move || {
+        let send = |rec: LogRecord| -> bool {
+            let stream = if rec.stream == "stderr" {
+                Stream::Stderr
+            } else {
+                Stream::Stdout
+            };
+            if (stream == Stream::Stdout && !stdout) || (stream == Stream::Stderr && !stderr) {
+                return true;
+            }
+            let text = if timestamps {
+                format!("{} {}", rec.time, rec.log)
+            } else {
+                rec.log
+            };
+            let chunk = if tty {
+                Bytes::from(text.into_bytes())
+            } else {
+                frame(stream, text.as_bytes())
+            };
+            tx.blocking_send(chunk).is_ok()
+        };
+        let Ok(mut file) = std::fs::File::open(c.log_path()) else {
+            return;
+        };
+        let mut pos = 0u64;
+        let mut records = Vec::new();
+        read_records(&mut file, &mut pos, |r| {
+            records.push(r);
+            true
+        });
+        let skip = tail.map_or(0, |n| records.len().saturating_sub(n));
+        for r in records.into_iter().skip(skip) {
+            if !send(r) {
+                return;
+            }
+        }
+        if !follow {
+            return;
+        }
+        loop {
+            let mut alive = true;
+            let progressed = read_records(&mut file, &mut pos, |r| {
+                alive = send(r);
+                alive
+            });
+            if !alive || tx.is_closed() {
+                return;
+            }
+            if !progressed {
+                match t.containers.get(&c.config.id) {
+                    Ok(now) if now.is_running() => {}
+                    _ => return,
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let content_type = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    Ok(http::stream(
+        content_type,
+        ChannelBody::boxed_body(rx, None),
+    ))
+}
+
+/// Reads the complete records after `pos`; returns whether there were any.
+fn read_records(
+    file: &mut std::fs::File,
+    pos: &mut u64,
+    mut each: impl FnMut(LogRecord) -> bool,
+) -> bool {
+    if file.seek(SeekFrom::Start(*pos)).is_err() {
+        return false;
+    }
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    let mut any = false;
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(n) if n > 0 && line.ends_with('\n') => {
+                *pos += n as u64;
+                any = true;
+                if let Ok(rec) = serde_json::from_str::<LogRecord>(&line) {
+                    if !each(rec) {
+                        return any;
+                    }
+                }
+            }
+            _ => return any,
+        }
+    }
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`.
+pub async fn commit(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let key = q
+        .get("container")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("no container given (container=)"))?
+        .to_owned();
+    let c = tenant.container(&key)?;
+    let tag = match q.get("repo").filter(|r| !r.is_empty()) {
+        Some(repo) => {
+            let tag = q.get("tag").filter(|t| !t.is_empty()).unwrap_or("latest");
+            Some(crate::reference::ImageRef::parse(&format!("{repo}:{tag}"))?)
+        }
+        None => None,
+    };
+    let changes: Vec<String> = q
+        .all("changes")
+        .into_iter()
+        .flat_map(|c| c.lines())
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    let comment = q
+        .get("comment")
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
+    let author = q.get("author").filter(|a| !a.is_empty()).map(str::to_owned);
+    let t = tenant.clone();
+    let id = tokio::task::spawn_blocking(move || {
+        let _lease = t
+            .store
+            .lease()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let (id, manifest) = crate::container::commit(
+            &t.store,
+            &c,
+            &crate::container::CommitOptions {
+                changes: &changes,
+                message: comment.as_deref(),
+                author: author.as_deref(),
+                epoch: None,
+            },
+        )
+        .map_err(|e| {
+            if e.is_user_error() {
+                ApiError::bad_request(e.to_string())
+            } else {
+                ApiError::internal(e.to_string())
+            }
+        })?;
+        let tags: Vec<_> = tag.into_iter().collect();
+        t.store.add_image(&manifest, &tags)?;
+        Ok::<_, ApiError>(id)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok(http::json(
+        StatusCode::CREATED,
+        &json!({ "Id": id.to_string() }),
+    ))
+}

@@ -1,0 +1,745 @@
+//! `kiln serve`: the part of the Docker Engine API that the docker CLI uses, for several
+//! tenants at once.
+//!
+//! Each tenant has a store of its own (images, build cache, containers, logs), so one tenant
+//! can neither see nor name another's; a request names its tenant with a bearer token. Without
+//! a config file there is one tenant, the default store, reachable only through a 0660 unix
+//! socket (the Docker API is root-equivalent for whoever may connect).
+//!
+//! The engine is synchronous: builds run on blocking threads and stream their progress back
+//! through channels; containers run under a supervising thread each, whose output goes to the
+//! log and to the clients attached to it.
+
+mod build;
+mod config;
+mod containers;
+mod http;
+mod images;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+
+pub use config::{ConfigError, Quotas, ServerConfig, TenantConfig};
+use http::{ApiError, Resp};
+
+use crate::build::Cancel;
+use crate::container::Containers;
+use crate::sandbox::Sandbox;
+use crate::store::Store;
+
+/// The API version kiln speaks, and the oldest it accepts.
+pub const API_VERSION: &str = "1.43";
+const MIN_API_VERSION: (u32, u32) = (1, 24);
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A unix socket, created 0660.
+    Unix(PathBuf),
+    /// A TCP address (loopback unless the operator means otherwise).
+    Tcp(String),
+}
+
+impl Listen {
+    /// `unix:///path` or `tcp://host:port`.
+    pub fn parse(s: &str) -> Result<Listen, String> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            if p.is_empty() {
+                return Err(format!("{s}: a unix socket needs a path"));
+            }
+            Ok(Listen::Unix(PathBuf::from(p)))
+        } else if let Some(a) = s.strip_prefix("tcp://") {
+            if !a.contains(':') {
+                return Err(format!("{s}: a TCP address needs a port"));
+            }
+            Ok(Listen::Tcp(a.to_owned()))
+        } else {
+            Err(format!(
+                "{s}: listen addresses are unix:///PATH or tcp://HOST:PORT"
+            ))
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("listen on {what}: {source}")]
+    Listen {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+/// One tenant at run time.
+pub(crate) struct Tenant {
+    pub name: String,
+    token: Option<String>,
+    pub quotas: Quotas,
+    pub store: Store,
+    pub containers: Containers,
+    /// Builds running now: each holds a permit.
+    pub builds: Arc<Semaphore>,
+    /// Containers this server runs, with their attached clients.
+    pub hubs: Mutex<HashMap<String, Arc<containers::Hub>>>,
+    /// Whether host folders may be bind-mounted (only the implicit, local tenant).
+    pub binds_allowed: bool,
+}
+
+/// The server's shared state.
+pub(crate) struct Server {
+    tenants: Vec<Arc<Tenant>>,
+    pub sandbox: Arc<Sandbox>,
+    /// Builds in progress, cancelled on shutdown.
+    running: Mutex<Vec<(u64, Cancel)>>,
+    next_build: std::sync::atomic::AtomicU64,
+    /// Limits on connections.
+    connections: Arc<Semaphore>,
+}
+
+/// Most connections served at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// Longest request head (line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// How long a client may take to send a request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the server until SIGTERM or SIGINT: then it stops accepting, cancels running builds
+/// and stops the containers it runs, and returns once they have ended.
+pub fn serve(
+    default_root: &std::path::Path,
+    listen: &[Listen],
+    config: Option<ServerConfig>,
+) -> Result<(), ServeError> {
+    let implicit = config.is_none();
+    if implicit && listen.iter().any(|l| matches!(l, Listen::Tcp(_))) {
+        return Err(ServeError::Setup(
+            "TCP listeners need a config file with tenants and tokens (--config); without one, kiln serves only a unix socket"
+                .into(),
+        ));
+    }
+    let mut tenants = Vec::new();
+    match &config {
+        None => {
+            let store = Store::open(default_root)
+                .map_err(|e| ServeError::Setup(format!("open the store: {e}")))?;
+            tenants.push(make_tenant(
+                "default".into(),
+                None,
+                Quotas::default(),
+                store,
+                true,
+            )?);
+        }
+        Some(cfg) => {
+            let base = cfg
+                .root
+                .clone()
+                .unwrap_or_else(|| default_root.join("tenants"));
+            for t in &cfg.tenants {
+                let store = Store::open(&base.join(&t.name)).map_err(|e| {
+                    ServeError::Setup(format!("open tenant {}'s store: {e}", t.name))
+                })?;
+                tenants.push(make_tenant(
+                    t.name.clone(),
+                    Some(t.token.clone()),
+                    t.quotas.clone(),
+                    store,
+                    false,
+                )?);
+            }
+        }
+    }
+    let listen: Vec<Listen> = if listen.is_empty() {
+        vec![Listen::Unix(default_root.join("kiln.sock"))]
+    } else {
+        listen.to_vec()
+    };
+    let server = Arc::new(Server {
+        tenants,
+        sandbox: Arc::new(Sandbox::new()),
+        running: Mutex::new(Vec::new()),
+        next_build: std::sync::atomic::AtomicU64::new(0),
+        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiln-serve")
+        .build()
+        .map_err(|e| ServeError::Setup(format!("start the runtime: {e}")))?;
+    rt.block_on(run(server, listen))
+}
+
+impl Server {
+    /// Registers a running build; returns its number for [`Server::remove_build`].
+    fn add_build(&self, cancel: Cancel) -> u64 {
+        let id = self
+            .next_build
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut b) = self.running.lock() {
+            b.push((id, cancel));
+        }
+        id
+    }
+
+    fn remove_build(&self, id: u64) {
+        if let Ok(mut b) = self.running.lock() {
+            b.retain(|(i, _)| *i != id);
+        }
+    }
+}
+
+/// RUN steps write at most this much when the tenant has no store quota.
+const DEFAULT_STEP_DISK: u64 = 10 << 30;
+
+/// What the tenant's store may still take: refuses with 507 when it is full.
+async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
+    let Some(max) = tenant.quotas.store else {
+        return Ok(DEFAULT_STEP_DISK);
+    };
+    let root = tenant.store.root().to_path_buf();
+    let used = tokio::task::spawn_blocking(move || disk_usage(&root))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if used >= max {
+        return Err(ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "tenant {}'s store holds {used} bytes, its quota is {max}: remove images first",
+                tenant.name
+            ),
+        ));
+    }
+    Ok((max - used).min(DEFAULT_STEP_DISK))
+}
+
+/// Bytes of the files under `root` (each inode once), not following symlinks.
+fn disk_usage(root: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if seen.insert((m.dev(), m.ino())) {
+                total += m.blocks() * 512;
+            }
+        }
+    }
+    total
+}
+
+fn make_tenant(
+    name: String,
+    token: Option<String>,
+    quotas: Quotas,
+    store: Store,
+    binds_allowed: bool,
+) -> Result<Arc<Tenant>, ServeError> {
+    let containers = Containers::new(&store)
+        .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
+    Ok(Arc::new(Tenant {
+        builds: Arc::new(Semaphore::new(quotas.concurrent_builds.max(1))),
+        name,
+        token,
+        quotas,
+        store,
+        containers,
+        hubs: Mutex::new(HashMap::new()),
+        binds_allowed,
+    }))
+}
+
+async fn run(server: Arc<Server>, listen: Vec<Listen>) -> Result<(), ServeError> {
+    let mut tasks = Vec::new();
+    let mut sockets = Vec::new();
+    for l in &listen {
+        match l {
+            Listen::Unix(path) => {
+                let listener = bind_unix(path)?;
+                sockets.push(path.clone());
+                eprintln!("kiln serve: listening on unix://{}", path.display());
+                let srv = server.clone();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let Ok((conn, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        accept(srv.clone(), conn);
+                    }
+                }));
+            }
+            Listen::Tcp(addr) => {
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::Listen {
+                            what: format!("tcp://{addr}"),
+                            source,
+                        })?;
+                eprintln!("kiln serve: listening on tcp://{addr}");
+                let srv = server.clone();
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        let Ok((conn, _)) = listener.accept().await else {
+                            continue;
+                        };
+                        let _ = conn.set_nodelay(true);
+                        accept(srv.clone(), conn);
+                    }
+                }));
+            }
+        }
+    }
+    shutdown_signal().await;
+    eprintln!("kiln serve: shutting down");
+    for t in &tasks {
+        t.abort();
+    }
+    for s in &sockets {
+        let _ = std::fs::remove_file(s);
+    }
+    drain(&server).await;
+    Ok(())
+}
+
+/// Cancels the builds and stops the containers this server runs, and waits for them.
+async fn drain(server: &Server) {
+    if let Ok(builds) = server.running.lock() {
+        for (_, c) in builds.iter() {
+            c.cancel();
+        }
+    }
+    for t in &server.tenants {
+        let hubs: Vec<Arc<containers::Hub>> = t
+            .hubs
+            .lock()
+            .map(|h| h.values().cloned().collect())
+            .unwrap_or_default();
+        for h in hubs {
+            h.signal(libc::SIGTERM);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let builds = server.running.lock().map_or(0, |b| b.len());
+        let containers: usize = server
+            .tenants
+            .iter()
+            .map(|t| {
+                t.hubs
+                    .lock()
+                    .map_or(0, |h| h.values().filter(|h| h.is_running()).count())
+            })
+            .sum();
+        if builds == 0 && containers == 0 {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            for t in &server.tenants {
+                if let Ok(h) = t.hubs.lock() {
+                    for hub in h.values() {
+                        hub.signal(libc::SIGKILL);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline + Duration::from_secs(5) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Binds a unix socket at `path` with mode 0660 from the start: it is made in a private
+/// folder beside `path`, given its mode there and renamed into place.
+fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| ServeError::Listen {
+        what: format!("unix://{}", path.display()),
+        source,
+    };
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(err)?;
+    let private = tempfile::Builder::new()
+        .prefix(".kiln-sock-")
+        .tempdir_in(parent)
+        .map_err(err)?;
+    let tmp = private.path().join("s");
+    let listener = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o660)).map_err(err)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            // A socket left by a server that died: take its place unless one answers there.
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server is listening there",
+                )));
+            }
+        }
+        Ok(_) => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            )))
+        }
+        Err(_) => {}
+    }
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(listener)
+}
+
+use std::os::unix::fs::FileTypeExt as _;
+
+/// Serves one connection.
+fn accept<IO>(server: Arc<Server>, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Ok(permit) = server.connections.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let srv = server.clone();
+        let service = service_fn(move |req| {
+            let srv = srv.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(srv, req).await) }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT)
+            .max_buf_size(MAX_HEAD)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades()
+            .await;
+        drop(permit);
+    });
+}
+
+/// Adds the headers docker puts on every response.
+fn decorate(mut resp: Resp) -> Resp {
+    let h = resp.headers_mut();
+    h.insert(
+        "Api-Version",
+        hyper::header::HeaderValue::from_static(API_VERSION),
+    );
+    h.insert("Ostype", hyper::header::HeaderValue::from_static("linux"));
+    h.insert(
+        "Server",
+        hyper::header::HeaderValue::from_static(concat!(
+            "kiln/",
+            env!("CARGO_PKG_VERSION"),
+            " (linux)"
+        )),
+    );
+    resp
+}
+
+async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Resp {
+    let resp = match authenticate(&server, &req) {
+        Err(e) => e.response(),
+        Ok(tenant) => match route(&server, &tenant, req).await {
+            Ok(r) => r,
+            Err(e) => e.response(),
+        },
+    };
+    decorate(resp)
+}
+
+/// The tenant whose token the request carries.
+fn authenticate(server: &Server, req: &Request<Incoming>) -> Result<Arc<Tenant>, ApiError> {
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    for t in &server.tenants {
+        match (&t.token, given) {
+            (None, _) => return Ok(t.clone()),
+            (Some(want), Some(got)) if constant_time_eq(want.as_bytes(), got.as_bytes()) => {
+                return Ok(t.clone())
+            }
+            _ => {}
+        }
+    }
+    Err(unauthorized(if given.is_some() {
+        "the bearer token is not valid"
+    } else {
+        "this server needs \"Authorization: Bearer <token>\" (set it in HttpHeaders of the docker CLI's config.json)"
+    }))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let a = blake3::hash(a);
+    let b = blake3::hash(b);
+    a == b
+}
+
+/// Strips `/v1.NN` from the path, refusing versions kiln does not speak.
+fn unversioned(path: &str) -> Result<&str, ApiError> {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return Ok(path);
+    };
+    let (ver, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let parsed = ver
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+    let Some(v) = parsed else {
+        return Ok(path);
+    };
+    let max = API_VERSION
+        .split_once('.')
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .unwrap_or((1, 43));
+    if v > max {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too new. Maximum supported API version is {API_VERSION}"
+        )));
+    }
+    if v < MIN_API_VERSION {
+        return Err(ApiError::bad_request(format!(
+            "client version {ver} is too old. Minimum supported API version is {}.{}, please upgrade your client to a newer version",
+            MIN_API_VERSION.0, MIN_API_VERSION.1
+        )));
+    }
+    Ok(if tail.is_empty() { "/" } else { tail })
+}
+
+async fn route(
+    server: &Arc<Server>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let path = unversioned(req.uri().path())?.to_owned();
+    let segs: Vec<String> = path
+        .trim_start_matches('/')
+        .split('/')
+        .map(http::percent_decode)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    match (&method, segs.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(&method)),
+        (&Method::GET, ["version"]) => Ok(version()),
+        (&Method::GET, ["info"]) => info(tenant),
+        (&Method::POST, ["build"]) => build::build(server, tenant, req).await,
+        (&Method::POST, ["build", "prune"]) => Err(ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "build cache pruning is not supported by kiln serve",
+        )),
+        (&Method::GET, ["images", "json"]) => images::list(tenant, &req),
+        (&Method::GET, ["images", "get"]) => images::save(tenant, &req, None),
+        (&Method::POST, ["images", "load"]) => images::load(tenant, req).await,
+        (&Method::POST, ["images", "create"]) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "kiln serve has no registry access: pull is not supported; build or load the image",
+        )),
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::save(tenant, &req, Some(name.join("/")))
+        }
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(tenant, &name.join("/"))
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(tenant, &name.join("/"))
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(tenant, &req, &name.join("/"))
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::remove(tenant, &req, &name.join("/"))
+        }
+        (&Method::POST, ["containers", "create"]) => containers::create(tenant, req).await,
+        (&Method::GET, ["containers", "json"]) => containers::list(tenant, &req),
+        (&Method::GET, ["containers", id, "json"]) => containers::inspect(tenant, id),
+        (&Method::POST, ["containers", id, "start"]) => containers::start(server, tenant, id).await,
+        (&Method::POST, ["containers", id, "attach"]) => containers::attach(tenant, id, req).await,
+        (&Method::POST, ["containers", id, "wait"]) => containers::wait(tenant, id, &req),
+        (&Method::POST, ["containers", id, "resize"]) => containers::resize(tenant, id, &req),
+        (&Method::POST, ["containers", id, "stop"]) => containers::stop(tenant, id, &req).await,
+        (&Method::POST, ["containers", id, "kill"]) => containers::kill(tenant, id, &req),
+        (&Method::GET, ["containers", id, "logs"]) => containers::logs(tenant, id, &req),
+        (&Method::DELETE, ["containers", id]) => containers::remove(tenant, id, &req).await,
+        (&Method::POST, ["commit"]) => containers::commit(tenant, req).await,
+        _ => Err(ApiError::not_found("page not found")),
+    }
+}
+
+fn ping(method: &Method) -> Resp {
+    let mut r = if method == Method::HEAD {
+        http::empty(StatusCode::OK)
+    } else {
+        http::text(StatusCode::OK, "OK")
+    };
+    let h = r.headers_mut();
+    for (k, v) in [
+        ("Builder-Version", "1"),
+        ("Docker-Experimental", "false"),
+        ("Swarm", "inactive"),
+        ("Cache-Control", "no-cache, no-store, must-revalidate"),
+        ("Pragma", "no-cache"),
+    ] {
+        h.insert(k, hyper::header::HeaderValue::from_static(v));
+    }
+    r
+}
+
+fn kernel_version() -> String {
+    rustix::system::uname()
+        .release()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn version() -> Resp {
+    let v = env!("CARGO_PKG_VERSION");
+    http::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "Platform": {"Name": "kiln"},
+            "Components": [{
+                "Name": "Engine",
+                "Version": v,
+                "Details": {
+                    "ApiVersion": API_VERSION,
+                    "MinAPIVersion": format!("{}.{}", MIN_API_VERSION.0, MIN_API_VERSION.1),
+                    "Os": "linux",
+                    "Arch": go_arch(),
+                    "KernelVersion": kernel_version(),
+                },
+            }],
+            "Version": v,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": format!("{}.{}", MIN_API_VERSION.0, MIN_API_VERSION.1),
+            "GitCommit": "",
+            "GoVersion": "",
+            "Os": "linux",
+            "Arch": go_arch(),
+            "KernelVersion": kernel_version(),
+            "BuildTime": "",
+        }),
+    )
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    }
+}
+
+fn info(tenant: &Tenant) -> Result<Resp, ApiError> {
+    let list = tenant.containers.list()?;
+    let running = list.iter().filter(|c| c.is_running()).count();
+    let images = tenant.store.list_images()?.images.len();
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    Ok(http::json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "ID": format!("kiln-{}", tenant.name),
+            "Containers": list.len(),
+            "ContainersRunning": running,
+            "ContainersPaused": 0,
+            "ContainersStopped": list.len() - running,
+            "Images": images,
+            "Driver": "kiln",
+            "DriverStatus": [],
+            "Plugins": {"Volume": [], "Network": ["host", "none"], "Authorization": null, "Log": ["json-file"]},
+            "MemoryLimit": true,
+            "SwapLimit": false,
+            "KernelVersion": kernel_version(),
+            "OperatingSystem": "kiln",
+            "OSType": "linux",
+            "Architecture": std::env::consts::ARCH,
+            "NCPU": std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "Name": host,
+            "ServerVersion": env!("CARGO_PKG_VERSION"),
+            "DockerRootDir": tenant.store.root(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "none",
+            "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+            "SecurityOptions": ["name=seccomp,profile=kiln", "name=userns"],
+            "Labels": [format!("kiln.tenant={}", tenant.name)],
+            "Warnings": null,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefixes() {
+        assert_eq!(unversioned("/v1.43/images/json").unwrap(), "/images/json");
+        assert_eq!(unversioned("/v1.24/_ping").unwrap(), "/_ping");
+        assert_eq!(unversioned("/_ping").unwrap(), "/_ping");
+        assert!(unversioned("/v1.51/info")
+            .unwrap_err()
+            .message
+            .contains("too new"));
+        assert!(unversioned("/v1.12/info")
+            .unwrap_err()
+            .message
+            .contains("too old"));
+        assert_eq!(unversioned("/version").unwrap(), "/version");
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            Listen::parse("unix:///run/kiln.sock").unwrap(),
+            Listen::Unix("/run/kiln.sock".into())
+        );
+        assert_eq!(
+            Listen::parse("tcp://127.0.0.1:2375").unwrap(),
+            Listen::Tcp("127.0.0.1:2375".into())
+        );
+        assert!(Listen::parse("http://x").is_err());
+        assert!(Listen::parse("tcp://localhost").is_err());
+    }
+}
