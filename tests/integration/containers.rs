@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::Env;
+use crate::harness::{Env, KillOnDrop, Pty};
 
 /// Builds `dockerfile` (an empty context) as `tag`.
 fn build(env: &Env, tag: &str, dockerfile: &str) {
@@ -58,14 +58,11 @@ fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A child process that is killed when the test ends, however it ends.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// `kiln ARGS` on `env`'s store.
+fn kiln_cmd(env: &Env, args: &[&str]) -> std::process::Command {
+    let mut c = env.kiln();
+    c.args(args);
+    c
 }
 
 /// Processes whose command line is exactly `args`.
@@ -472,96 +469,15 @@ fn commit_of_a_native_container_keeps_its_owners() {
     assert!(!tree.contains_key("etc/motd"), "the deletion is a whiteout");
 }
 
-/// A pty for driving `kiln run -it` as a user at a terminal would: the child gets the
-/// secondary side as stdin, stdout and stderr; the test reads and types on the primary side.
-struct Pty {
-    primary: std::fs::File,
-    secondary: std::os::fd::OwnedFd,
-}
-
-impl Pty {
-    fn new(rows: u16, cols: u16) -> Pty {
-        use std::os::fd::FromRawFd;
-        let (mut p, mut s) = (-1, -1);
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: openpty writes two descriptors it opened.
-        let r =
-            unsafe { libc::openpty(&mut p, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
-        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both descriptors were just opened and are owned here.
-        unsafe {
-            Pty {
-                primary: std::fs::File::from_raw_fd(p),
-                secondary: std::os::fd::OwnedFd::from_raw_fd(s),
-            }
-        }
-    }
-
-    /// Starts `kiln ARGS` on the secondary side, as its session's controlling terminal.
-    fn spawn(&self, env: &Env, args: &[&str]) -> KillOnDrop {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = env.kiln();
-        cmd.args(args)
-            .stdin(self.secondary.try_clone().unwrap())
-            .stdout(self.secondary.try_clone().unwrap())
-            .stderr(self.secondary.try_clone().unwrap());
-        // SAFETY: setsid and ioctl are async-signal-safe.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                libc::ioctl(0, libc::TIOCSCTTY, 0);
-                Ok(())
-            });
-        }
-        KillOnDrop(cmd.spawn().unwrap())
-    }
-
-    /// Reads until the screen shows `want`; returns all read so far.
-    fn expect(&mut self, seen: &mut String, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.primary);
-        while !seen.contains(want) {
-            assert!(
-                Instant::now() < deadline,
-                "waited for {want:?}; the screen:\n{seen}"
-            );
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: polls one live descriptor.
-            if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
-                continue;
-            }
-            let mut buf = [0u8; 4096];
-            match self.primary.read(&mut buf) {
-                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-                _ => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        self.primary.write_all(line.as_bytes()).unwrap();
-        self.primary.write_all(b"\r").unwrap();
-    }
-}
-
 #[test]
 fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
     let env = Env::new();
     crate::harness::debian_base(&env);
     let mut pty = Pty::new(33, 99);
-    let mut child = pty.spawn(
+    let mut child = pty.spawn(kiln_cmd(
         &env,
         &["run", "-it", "--name", "by-hand", "debian:bookworm", "bash"],
-    );
+    ));
     let mut seen = String::new();
     pty.type_line("echo $((6*7)); stty size");
     pty.expect(&mut seen, "42");
@@ -589,7 +505,10 @@ fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
     // The same flow on an image with no native code at all: kiln's WASI sh.
     build(&env, "me/wasi", "FROM scratch\nCMD [\"sh\"]\n");
     let mut pty = Pty::new(24, 80);
-    let mut child = pty.spawn(&env, &["run", "-it", "--name", "wasi-hand", "me/wasi"]);
+    let mut child = pty.spawn(kiln_cmd(
+        &env,
+        &["run", "-it", "--name", "wasi-hand", "me/wasi"],
+    ));
     let mut seen = String::new();
     // kiln's sh sees a terminal and prompts.
     pty.expect(&mut seen, "# ");

@@ -1,7 +1,9 @@
 //! The test harness: temp stores, a `kiln` command runner, and where the shared fixtures live.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The third-party conformance suites (`shared/conformance`).
 ///
@@ -226,6 +228,11 @@ pub fn step_lines(stderr: &str) -> Vec<String> {
 /// Imports the Debian base (`scripts/make-debian-base --tarball`, which `.ci/run` runs) into
 /// `env`'s store as `debian:bookworm`.
 pub fn debian_base(env: &Env) {
+    debian_base_in(&env.root());
+}
+
+/// Imports the Debian base into the store at `root` as `debian:bookworm`.
+pub fn debian_base_in(root: &Path) {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|h| h.join(".cache")))
@@ -235,13 +242,113 @@ pub fn debian_base(env: &Env) {
         tarball.is_file(),
         "the Debian base tarball is missing: run scripts/make-debian-base --tarball (.ci/run does)"
     );
-    env.ok(&[
-        "import",
-        "--change",
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "--change",
-        "CMD [\"bash\"]",
-        tarball.to_str().expect("UTF-8 path"),
-        "debian:bookworm",
-    ]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args([
+            "import",
+            "--change",
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "--change",
+            "CMD [\"bash\"]",
+        ])
+        .arg(&tarball)
+        .arg("debian:bookworm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawn kiln");
+    assert!(
+        out.status.success(),
+        "kiln import of the Debian base failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process that is killed when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A pty for driving `kiln run -it` (or `docker run -it`) as a user at a terminal would: the child gets the
+/// secondary side as stdin, stdout and stderr; the test reads and types on the primary side.
+pub struct Pty {
+    pub primary: std::fs::File,
+    secondary: std::os::fd::OwnedFd,
+}
+
+impl Pty {
+    pub fn new(rows: u16, cols: u16) -> Pty {
+        use std::os::fd::FromRawFd;
+        let (mut p, mut s) = (-1, -1);
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: openpty writes two descriptors it opened.
+        let r =
+            unsafe { libc::openpty(&mut p, &mut s, std::ptr::null_mut(), std::ptr::null(), &ws) };
+        assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here.
+        unsafe {
+            Pty {
+                primary: std::fs::File::from_raw_fd(p),
+                secondary: std::os::fd::OwnedFd::from_raw_fd(s),
+            }
+        }
+    }
+
+    /// Starts `cmd` on the secondary side, as its session's controlling terminal.
+    pub fn spawn(&self, mut cmd: Command) -> KillOnDrop {
+        use std::os::unix::process::CommandExt;
+        cmd.stdin(self.secondary.try_clone().unwrap())
+            .stdout(self.secondary.try_clone().unwrap())
+            .stderr(self.secondary.try_clone().unwrap());
+        // SAFETY: setsid and ioctl are async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                libc::ioctl(0, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+        KillOnDrop(cmd.spawn().unwrap())
+    }
+
+    /// Reads until the screen shows `want`; returns all read so far.
+    pub fn expect(&mut self, seen: &mut String, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.primary);
+        while !seen.contains(want) {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {want:?}; the screen:\n{seen}"
+            );
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: polls one live descriptor.
+            if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                continue;
+            }
+            let mut buf = [0u8; 4096];
+            match self.primary.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    pub fn type_line(&mut self, line: &str) {
+        self.primary.write_all(line.as_bytes()).unwrap();
+        self.primary.write_all(b"\r").unwrap();
+    }
 }

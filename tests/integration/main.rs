@@ -14,4 +14,5 @@ mod hostile;
 mod hostile_cli;
 mod hostile_native;
 mod run;
+mod serve;
 mod store;

@@ -553,7 +553,7 @@ fn apt_without_network_fails_and_says_how_to_get_one() {
 }
 
 /// Sends a raw `PING` to a redis on `port` (retrying while it starts) and returns the reply.
-fn ping_redis(port: u16) -> String {
+pub(crate) fn ping_redis(port: u16) -> String {
     use std::io::{Read, Write};
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::UserError;
-use crate::server::{Listen, ServerConfig};
+use crate::server::{Listen, ServeError, ServerConfig};
 
 /// Serve the Docker Engine API (the part the docker CLI uses).
 #[derive(Debug, Args)]
@@ -34,6 +34,9 @@ pub fn run(args: &ServeArgs, root: Option<&std::path::Path>) -> anyhow::Result<u
         Some(p) => Some(ServerConfig::load(p).map_err(|e| UserError(e.to_string()))?),
         None => None,
     };
-    crate::server::serve(&root, &listen, config)?;
+    crate::server::serve(&root, &listen, config).map_err(|e| match e {
+        ServeError::Usage(m) => anyhow::Error::new(UserError(m)),
+        e => e.into(),
+    })?;
     Ok(0)
 }

@@ -117,14 +117,13 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
     })
 }
 
-/// Runs a build and streams its progress.
-pub async fn build(
-    server: &Arc<Server>,
+/// Checks a build against the tenant's quotas: its parameters, a build slot, and the room its
+/// store has left.
+async fn admit(
+    q: &Query,
     tenant: &Arc<Tenant>,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
-    let q = Query::parse(req.uri().query());
-    let p = params(&q, tenant)?;
+) -> Result<(Params, tokio::sync::OwnedSemaphorePermit, u64), ApiError> {
+    let p = params(q, tenant)?;
     let permit = tenant.builds.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -134,7 +133,26 @@ pub async fn build(
             ),
         )
     })?;
-    let remaining = super::store_room(tenant).await?;
+    let room = super::store_room(tenant).await?;
+    Ok((p, permit, room))
+}
+
+/// Runs a build and streams its progress.
+pub async fn build(
+    server: &Arc<Server>,
+    tenant: &Arc<Tenant>,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let q = Query::parse(req.uri().query());
+    let mut body = req.into_body();
+    let (p, permit, remaining) = match admit(&q, tenant).await {
+        Ok(a) => a,
+        Err(e) => {
+            // The client is still sending its context: read it away so it gets the answer.
+            http::drain(&mut body).await;
+            return Err(e);
+        }
+    };
     let spool_dir = tenant
         .store
         .temp_dir()
@@ -147,7 +165,7 @@ pub async fn build(
         .open(&spool_path)
         .map_err(|e| ApiError::internal(format!("spool the build context: {e}")))?;
     let limit = tenant.quotas.context;
-    let file = http::spool_body(req.into_body(), file, limit, "build context").await?;
+    let file = http::spool_body(body, file, limit, "build context").await?;
     let name = p.dockerfile.clone();
     let (context, dockerfile) = tokio::task::spawn_blocking(move || prepare(file, limit, &name))
         .await
@@ -226,6 +244,11 @@ fn prepare(
             .map_err(|e| bad(&e))?;
         if text.len() as u64 > MAX_DOCKERFILE {
             return Err(bad(&"the Dockerfile is larger than 16 MiB"));
+        }
+        if text.contains(&0) || std::str::from_utf8(&text).is_err() {
+            return Err(bad(
+                &"the body is neither a tar archive (plain or compressed) nor a Dockerfile",
+            ));
         }
         let ctx = Context::from_tar(&[0u8; 1024][..], &limits, &[]).map_err(|e| bad(&e))?;
         return Ok((ctx, String::from_utf8_lossy(&text).into_owned()));

@@ -313,6 +313,7 @@ pub async fn spool_body(
     while let Some(chunk) = next_chunk(&mut body).await? {
         written += chunk.len() as u64;
         if written > limit {
+            drain(&mut body).await;
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("the {what} is larger than this tenant's limit of {limit} bytes"),
@@ -326,6 +327,27 @@ pub async fn spool_body(
         .await
         .map_err(|e| ApiError::internal(format!("spool the {what}: {e}")))?;
     Ok(out.into_std().await)
+}
+
+/// Most a refused body is read on, so that its sender gets to read the refusal.
+const DRAIN_BYTES: u64 = 256 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(30);
+
+/// Reads and drops the rest of a refused body (within bounds): a client still sending would
+/// otherwise see a broken pipe instead of the answer.
+pub async fn drain(body: &mut Incoming) {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut read = 0u64;
+    while read < DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    read += d.len() as u64;
+                }
+            }
+            _ => return,
+        }
+    }
 }
 
 /// One NDJSON line of docker's `jsonstream.Message`.

@@ -201,7 +201,14 @@ pub fn save(
 pub async fn load(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     // `quiet` only silences progress, which kiln does not send: the `Loaded image` lines go out
     // either way, as docker's do.
-    let limit = super::store_room(tenant).await?;
+    let mut body = req.into_body();
+    let limit = match super::store_room(tenant).await {
+        Ok(l) => l,
+        Err(e) => {
+            http::drain(&mut body).await;
+            return Err(e);
+        }
+    };
     let spool_dir = tenant
         .store
         .temp_dir()
@@ -213,7 +220,7 @@ pub async fn load(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, 
         .create_new(true)
         .open(&path)
         .map_err(|e| ApiError::internal(format!("spool the archive: {e}")))?;
-    let file = http::spool_body(req.into_body(), file, limit, "archive").await?;
+    let file = http::spool_body(body, file, limit, "archive").await?;
     let t = tenant.clone();
     let report = tokio::task::spawn_blocking(move || {
         use std::io::Seek;

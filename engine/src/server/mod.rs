@@ -75,6 +75,9 @@ impl Listen {
 pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Options that do not go together.
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Setup(String),
     #[error("listen on {what}: {source}")]
@@ -112,8 +115,10 @@ pub(crate) struct Server {
 
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
-/// Longest request head (line and headers).
+/// Longest request head (line and headers) answered with anything but 431.
 const MAX_HEAD: usize = 64 * 1024;
+/// Read buffer of a connection: a head that does not fit closes the connection.
+const MAX_BUFFER: usize = 256 * 1024;
 /// How long a client may take to send a request head.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -126,7 +131,7 @@ pub fn serve(
 ) -> Result<(), ServeError> {
     let implicit = config.is_none();
     if implicit && listen.iter().any(|l| matches!(l, Listen::Tcp(_))) {
-        return Err(ServeError::Setup(
+        return Err(ServeError::Usage(
             "TCP listeners need a config file with tenants and tokens (--config); without one, kiln serves only a unix socket"
                 .into(),
         ));
@@ -445,7 +450,7 @@ where
         let _ = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
-            .max_buf_size(MAX_HEAD)
+            .max_buf_size(MAX_BUFFER)
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades()
             .await;
@@ -473,8 +478,27 @@ fn decorate(mut resp: Resp) -> Resp {
 }
 
 async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Resp {
+    let head: usize = req.uri().to_string().len()
+        + req
+            .headers()
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if head > MAX_HEAD {
+        return decorate(
+            ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("the request head is larger than {MAX_HEAD} bytes"),
+            )
+            .response(),
+        );
+    }
     let resp = match authenticate(&server, &req) {
-        Err(e) => e.response(),
+        Err(e) => {
+            let mut body = req.into_body();
+            http::drain(&mut body).await;
+            e.response()
+        }
         Ok(tenant) => match route(&server, &tenant, req).await {
             Ok(r) => r,
             Err(e) => e.response(),

@@ -1,0 +1,896 @@
+//! `kiln serve` driven by the real docker CLI (and by raw HTTP where the CLI cannot say what
+//! a test needs): builds, images, containers, tenants and their quotas, hostile clients.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{Env, Pty};
+
+/// The docker CLI: `DOCKER_CLI` or `docker` on PATH (.ci/run installs Debian's when missing).
+fn docker_bin() -> String {
+    let bin = std::env::var("DOCKER_CLI").unwrap_or_else(|_| "docker".to_owned());
+    let found = Command::new(&bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "the docker CLI ({bin}) is missing: install docker.io (.ci/run does) or set DOCKER_CLI"
+    );
+    bin
+}
+
+/// A running `kiln serve`, stopped with SIGTERM on drop.
+struct Server {
+    child: Option<std::process::Child>,
+    socket: PathBuf,
+    /// A docker config folder per tenant token.
+    configs: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `kiln serve` on `env`'s store with `args`; waits for `socket`.
+    fn start(env: &Env, socket: &Path, args: &[&str]) -> Server {
+        let child = env
+            .kiln()
+            .arg("serve")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn kiln serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while UnixStream::connect(socket).is_err() {
+            assert!(Instant::now() < deadline, "kiln serve did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server {
+            child: Some(child),
+            socket: socket.to_path_buf(),
+            configs: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// `docker ARGS` against this server as the tenant holding `token` (none: no header).
+    fn docker_as(&self, token: Option<&str>, args: &[&str]) -> Command {
+        let dir = self
+            .configs
+            .path()
+            .join(token.map_or("none".to_owned(), |t| t.chars().take(12).collect()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = match token {
+            Some(t) => serde_json::json!({"HttpHeaders": {"Authorization": format!("Bearer {t}")}}),
+            None => serde_json::json!({}),
+        };
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let mut c = Command::new(docker_bin());
+        c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env("DOCKER_BUILDKIT", "0")
+            .env("DOCKER_CONFIG", &dir)
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> Command {
+        self.docker_as(None, args)
+    }
+
+    /// Stops the server with SIGTERM; returns its exit status.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("kiln serve did not stop within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.terminate();
+        }
+    }
+}
+
+/// Runs a command; returns (exit code, stdout, stderr).
+fn output(mut c: Command) -> (i32, String, String) {
+    let out = c.output().expect("spawn");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs a command that must succeed; returns its stdout.
+fn ok(c: Command) -> String {
+    let shown = format!("{c:?}");
+    let (code, out, err) = output(c);
+    assert_eq!(code, 0, "{shown} failed\nstdout:\n{out}\nstderr:\n{err}");
+    out
+}
+
+/// Writes a build context folder.
+fn context(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    for (p, body) in files {
+        env.write(&format!("{name}/{p}"), body);
+    }
+    env.path(name)
+}
+
+/// A tar of `files` (ustar, regular files), for raw requests.
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path(name).unwrap();
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// A raw HTTP/1.1 exchange over the unix socket: (status, head, body).
+fn http(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: kiln\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    parse_response(&raw)
+}
+
+fn parse_response(raw: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, head.to_owned(), body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            out.push_str(rest.get(..n.min(rest.len())).unwrap_or(""));
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
+    }
+    out
+}
+
+/// The `stream` texts and the error of an NDJSON build response.
+fn build_messages(body: &str) -> (String, Option<serde_json::Value>) {
+    let mut text = String::new();
+    let mut error = None;
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        if let Some(s) = v.get("stream").and_then(|s| s.as_str()) {
+            text.push_str(s);
+        }
+        if v.get("errorDetail").is_some() {
+            error = Some(v);
+        }
+    }
+    (text, error)
+}
+
+const GREETING_DOCKERFILE: &str = "FROM scratch\nCOPY greeting.txt /greeting.txt\nRUN echo built > /built && cat /greeting.txt\nCMD [\"cat\", \"/greeting.txt\"]\n";
+
+#[test]
+fn docker_cli_builds_and_manages_images_and_containers() {
+    let env = Env::new();
+    let root = env.root();
+    let socket = root.join("kiln.sock");
+    // Without --host the server listens on $KILN_ROOT/kiln.sock, mode 0660.
+    let srv = Server::start(&env, &socket, &[]);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660, "the socket is created 0660");
+    }
+    let ctx = context(
+        &env,
+        "hello",
+        &[
+            ("Dockerfile", GREETING_DOCKERFILE),
+            ("greeting.txt", "hi there\n"),
+        ],
+    );
+    let ctx = ctx.to_str().unwrap();
+
+    // The classic builder's stream, as docker prints it.
+    let out = ok(srv.docker(&["build", "-t", "me/hello", ctx]));
+    for want in [
+        "Step 1/4 : FROM scratch",
+        "Step 2/4 : COPY greeting.txt /greeting.txt",
+        " ---> Running in ",
+        "hi there",
+        "Step 4/4 : CMD [\"cat\", \"/greeting.txt\"]",
+        "Successfully tagged me/hello:latest",
+    ] {
+        assert!(out.contains(want), "{want:?} in:\n{out}");
+    }
+    let id12 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Successfully built "))
+        .expect("Successfully built")
+        .to_owned();
+    // A rebuild is cached and gives the same image.
+    let again = ok(srv.docker(&["build", "-t", "me/hello", ctx]));
+    assert_eq!(again.matches(" ---> Using cache").count(), 3, "{again}");
+    assert!(
+        again.contains(&format!("Successfully built {id12}")),
+        "{again}"
+    );
+    let quiet = ok(srv.docker(&["build", "-q", ctx]));
+    assert!(
+        quiet.trim().starts_with(&format!("sha256:{id12}")),
+        "{quiet}"
+    );
+
+    // The implicit tenant's store is kiln's own: the CLI sees the same image.
+    let kiln_doc: serde_json::Value =
+        serde_json::from_str(&env.ok(&["inspect", "me/hello"])).unwrap();
+    let kiln_id = kiln_doc[0]["Id"].as_str().unwrap().to_owned();
+    let docker_id = ok(srv.docker(&["image", "inspect", "--format", "{{.Id}}", "me/hello"]));
+    assert_eq!(docker_id.trim(), kiln_id);
+    let tree = crate::harness::image_tree(&root, "me/hello");
+    assert!(
+        tree.contains_key("built") && tree.contains_key("greeting.txt"),
+        "{:?}",
+        crate::harness::paths(&tree)
+    );
+
+    let images = ok(srv.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]));
+    assert!(
+        images.contains(&format!("me/hello:latest {id12}")),
+        "{images}"
+    );
+    ok(srv.docker(&["tag", "me/hello", "me/hello:v2"]));
+    let images = ok(srv.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]));
+    assert!(images.contains("me/hello:v2"), "{images}");
+    let rmi = ok(srv.docker(&["rmi", "me/hello:v2"]));
+    assert!(rmi.contains("Untagged: me/hello:v2"), "{rmi}");
+    let history = ok(srv.docker(&["history", "--no-trunc", "me/hello"]));
+    assert!(
+        history.contains("RUN /bin/sh -c echo built > /built && cat /greeting.txt"),
+        "{history}"
+    );
+
+    // Containers: output, exit codes, stdin.
+    assert_eq!(ok(srv.docker(&["run", "--rm", "me/hello"])), "hi there\n");
+    let (code, out, err) = output(srv.docker(&[
+        "run",
+        "--rm",
+        "me/hello",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]));
+    assert_eq!((code, out.as_str()), (3, "out\n"), "{err}");
+    assert!(err.contains("err"), "{err}");
+    let mut c = srv.docker(&["run", "-i", "--rm", "me/hello", "cat"]);
+    c.stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let piped = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "through stdin\n");
+
+    // A kept container: ps, logs, commit with a change, rm.
+    ok(srv.docker(&[
+        "run",
+        "--name",
+        "keep",
+        "me/hello",
+        "sh",
+        "-c",
+        "echo changed > /greeting.txt; echo did it",
+    ]));
+    let ps = ok(srv.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
+    assert!(ps.contains("keep Exited (0)"), "{ps}");
+    assert_eq!(ok(srv.docker(&["logs", "keep"])), "did it\n");
+    let committed = ok(srv.docker(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/greeting.txt\"]",
+        "keep",
+        "me/changed",
+    ]));
+    assert!(committed.trim().starts_with("sha256:"), "{committed}");
+    assert_eq!(ok(srv.docker(&["run", "--rm", "me/changed"])), "changed\n");
+    ok(srv.docker(&["rm", "keep"]));
+    assert!(!ok(srv.docker(&["ps", "-a"])).contains("keep"));
+
+    // Detached: stop sends SIGTERM; the log keeps what it said.
+    let id = ok(srv.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "me/hello",
+        "sh",
+        "-c",
+        "echo started; sleep 60",
+    ]));
+    assert_eq!(id.trim().len(), 64, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok(srv.docker(&["logs", "bg"])).contains("started") {
+        assert!(Instant::now() < deadline, "bg never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ok(srv.docker(&["ps", "--format", "{{.Names}}"])).contains("bg"));
+    ok(srv.docker(&["stop", "-t", "5", "bg"]));
+    let ps = ok(srv.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
+    assert!(ps.contains("bg Exited (143)"), "{ps}");
+    ok(srv.docker(&["rm", "bg"]));
+
+    // save | load round trip, after the image is gone.
+    let archive = env.path("hello.tar");
+    ok(srv.docker(&["save", "-o", archive.to_str().unwrap(), "me/hello"]));
+    ok(srv.docker(&["rmi", "me/hello", "me/changed"]));
+    assert!(!ok(srv.docker(&["images"])).contains("me/hello"));
+    let loaded = ok(srv.docker(&["load", "-i", archive.to_str().unwrap()]));
+    assert!(loaded.contains("Loaded image: me/hello:latest"), "{loaded}");
+    assert_eq!(ok(srv.docker(&["run", "--rm", "me/hello"])), "hi there\n");
+
+    // A failing RUN: docker exits with the step's code and says why.
+    let bad = context(
+        &env,
+        "bad",
+        &[("Dockerfile", "FROM me/hello\nRUN exit 7\n")],
+    );
+    let (code, out, err) = output(srv.docker(&["build", "-t", "bad", bad.to_str().unwrap()]));
+    assert_eq!(code, 7, "{out}\n{err}");
+    assert!(err.contains("exit code: 7"), "{err}");
+    let (code, _, err) = output(srv.docker(&["run", "--rm", "no/such-image"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("no/such-image"), "{err}");
+}
+
+#[test]
+fn docker_run_it_gives_the_program_a_terminal() {
+    let env = Env::new();
+    let socket = env.path("s.sock");
+    let srv = Server::start(
+        &env,
+        &socket,
+        &["-H", &format!("unix://{}", socket.display())],
+    );
+    let ctx = context(
+        &env,
+        "ctx",
+        &[("Dockerfile", "FROM scratch\nRUN echo ready > /ready\n")],
+    );
+    ok(srv.docker(&["build", "-t", "me/shell", ctx.to_str().unwrap()]));
+    let mut pty = Pty::new(33, 99);
+    let mut child = pty.spawn(srv.docker(&["run", "-it", "--rm", "me/shell", "sh"]));
+    let mut seen = String::new();
+    pty.type_line("echo $((6*7)); tty; cat /ready");
+    pty.expect(&mut seen, "42");
+    pty.expect(&mut seen, "/dev/tty");
+    pty.expect(&mut seen, "ready");
+    pty.type_line("exit 5");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "docker run -it did not end; screen:\n{seen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(5), "{seen}");
+}
+
+#[test]
+fn seed_redis_builds_and_runs_through_the_docker_cli() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let socket = env.path("s.sock");
+    let srv = Server::start(
+        &env,
+        &socket,
+        &["-H", &format!("unix://{}", socket.display())],
+    );
+    let seed = crate::harness::workspace_root().join("examples/redis");
+    let (code, out, err) = output(srv.docker(&[
+        "build",
+        "--network",
+        "host",
+        "-t",
+        "me/redis",
+        seed.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{}\n{err}", &out[out.len().saturating_sub(3000)..]);
+    assert!(out.contains("Successfully tagged me/redis:latest"), "{out}");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let port_arg = port.to_string();
+    ok(srv.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--name",
+        "seed",
+        "me/redis",
+        "redis-server",
+        "--port",
+        &port_arg,
+        "--save",
+        "",
+    ]));
+    let pong = crate::run::ping_redis(port);
+    let logs = ok(srv.docker(&["logs", "seed"]));
+    ok(srv.docker(&["rm", "-f", "seed"]));
+    assert_eq!(pong, "+PONG\r\n", "redis log:\n{logs}");
+}
+
+/// A config with tenants; returns its path.
+fn write_config(env: &Env, text: &str) -> PathBuf {
+    env.write("kiln-server.toml", text)
+}
+
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef";
+const CAROL: &str = "carol-token-0123456789abcdef";
+
+#[test]
+fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nconcurrent_builds = 1\ncontext = \"64k\"\nhost_network = true\n\n\
+             [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n\n\
+             [[tenants]]\nname = \"carol\"\ntoken = \"{CAROL}\"\nstore = \"1k\"\n"
+        ),
+    );
+    let socket = env.path("s.sock");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let srv = Server::start(
+        &env,
+        &socket,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "-H",
+            &format!("unix://{}", socket.display()),
+            "-H",
+            &format!("tcp://127.0.0.1:{port}"),
+        ],
+    );
+    // No token, a wrong token: 401 with a message.
+    let (code, _, err) = output(srv.docker(&["images"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("Bearer"), "{err}");
+    let (code, _, err) = output(srv.docker_as(Some("wrong-token-0123456789"), &["images"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("not valid"), "{err}");
+    let (status, _, _) = http(&socket, "GET", "/_ping", &[], b"");
+    assert_eq!(status, 401);
+
+    // alice builds and runs; bob sees none of it (over TCP too).
+    let ctx = context(
+        &env,
+        "a",
+        &[
+            ("Dockerfile", GREETING_DOCKERFILE),
+            ("greeting.txt", "alice's\n"),
+        ],
+    );
+    ok(srv.docker_as(Some(ALICE), &["build", "-t", "me/a", ctx.to_str().unwrap()]));
+    ok(srv.docker_as(Some(ALICE), &["run", "--name", "secret", "me/a"]));
+    let mut tcp = srv.docker_as(Some(BOB), &["images", "--format", "{{.Repository}}"]);
+    tcp.env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"));
+    assert_eq!(ok(tcp), "", "bob sees no images");
+    assert_eq!(ok(srv.docker_as(Some(BOB), &["ps", "-a", "-q"])), "");
+    for args in [
+        &["image", "inspect", "me/a"][..],
+        &["logs", "secret"][..],
+        &["rm", "secret"][..],
+        &["history", "me/a"][..],
+    ] {
+        let (code, _, err) = output(srv.docker_as(Some(BOB), args));
+        assert_ne!(code, 0, "bob {args:?}");
+        assert!(
+            err.to_lowercase().contains("no such"),
+            "bob {args:?}: {err}"
+        );
+    }
+    // bob's build of the same Dockerfile shares no cache with alice's.
+    let b = ok(srv.docker_as(Some(BOB), &["build", "-t", "me/b", ctx.to_str().unwrap()]));
+    assert!(!b.contains("Using cache"), "{b}");
+    assert_eq!(
+        ok(srv.docker_as(Some(ALICE), &["logs", "secret"])),
+        "alice's\n"
+    );
+
+    // Network policy: host only for tenants allowed it.
+    let (code, _, err) = output(srv.docker_as(
+        Some(BOB),
+        &["build", "--network", "host", ctx.to_str().unwrap()],
+    ));
+    assert_ne!(code, 0);
+    assert!(err.contains("may not use the host network"), "{err}");
+    let (code, _, err) = output(srv.docker_as(Some(BOB), &["run", "--network", "host", "me/b"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("may not use the host network"), "{err}");
+
+    // Context size: alice's limit is 64 KiB.
+    let big = context(
+        &env,
+        "big",
+        &[("Dockerfile", "FROM scratch\nCOPY big /big\n")],
+    );
+    std::fs::write(big.join("big"), vec![b'x'; 200 * 1024]).unwrap();
+    let (code, _, err) = output(srv.docker_as(Some(ALICE), &["build", big.to_str().unwrap()]));
+    assert_ne!(code, 0);
+    assert!(err.contains("larger than this tenant's limit"), "{err}");
+
+    // Store quota: carol's store is full before she starts.
+    let (code, _, err) = output(srv.docker_as(Some(CAROL), &["build", ctx.to_str().unwrap()]));
+    assert_ne!(code, 0);
+    assert!(err.contains("quota"), "{err}");
+
+    // Concurrent builds: alice may run one. A client that goes away cancels its build and
+    // frees the slot.
+    let slow = tar_of(&[("Dockerfile", b"FROM scratch\nRUN echo going && sleep 300\n")]);
+    let auth = format!("Bearer {ALICE}");
+    let mut s = UnixStream::connect(&socket).unwrap();
+    write!(
+        s,
+        "POST /v1.43/build?t=slow HTTP/1.1\r\nHost: kiln\r\nAuthorization: {auth}\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        slow.len()
+    )
+    .unwrap();
+    s.write_all(&slow).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&seen).contains("going") {
+        assert!(
+            Instant::now() < deadline,
+            "the slow build never started: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let (code, _, err) = output(srv.docker_as(Some(ALICE), &["build", ctx.to_str().unwrap()]));
+    assert_ne!(code, 0);
+    assert!(err.contains("already runs 1 builds"), "{err}");
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, _, err) =
+            output(srv.docker_as(Some(ALICE), &["build", "-q", ctx.to_str().unwrap()]));
+        if code == 0 {
+            break;
+        }
+        assert!(err.contains("already runs"), "{err}");
+        assert!(
+            Instant::now() < deadline,
+            "the dropped build still holds alice's slot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!ok(srv.docker_as(Some(ALICE), &["images"])).contains("slow"));
+}
+
+#[test]
+fn five_tenants_build_ten_images_each_at_once_and_stay_isolated() {
+    let env = Env::new();
+    let tenants: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("t{i}"), format!("token-of-tenant-{i}-0123456789")))
+        .collect();
+    let mut cfg = format!("root = \"{}\"\n", env.path("tenants").display());
+    for (name, token) in &tenants {
+        cfg.push_str(&format!(
+            "[[tenants]]\nname = \"{name}\"\ntoken = \"{token}\"\nconcurrent_builds = 10\n"
+        ));
+        // Each tenant's store starts with the Debian base (an operator's provisioning).
+        crate::harness::debian_base_in(&env.path("tenants").join(name));
+    }
+    let cfg = write_config(&env, &cfg);
+    let socket = env.path("s.sock");
+    let mut srv = Server::start(
+        &env,
+        &socket,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "-H",
+            &format!("unix://{}", socket.display()),
+        ],
+    );
+    let mut handles = Vec::new();
+    for (t, (name, token)) in tenants.iter().enumerate() {
+        for b in 0..10 {
+            let socket = socket.clone();
+            let auth = format!("Bearer {token}");
+            let name = name.clone();
+            handles.push(std::thread::spawn(move || {
+                // Even builds run kiln's guest sh (WASI), odd ones Debian's dash (native).
+                let dockerfile = if b % 2 == 0 {
+                    format!("FROM scratch\nCOPY mark /mark\nRUN echo wasi {name} {b} > /made\n")
+                } else {
+                    format!("FROM debian:bookworm\nCOPY mark /mark\nRUN echo native {name} {b} > /made\n")
+                };
+                let mark = format!("{t}-{b}");
+                let body = tar_of(&[("Dockerfile", dockerfile.as_bytes()), ("mark", mark.as_bytes())]);
+                let (status, _, resp) = http(
+                    &socket,
+                    "POST",
+                    &format!("/v1.43/build?t=img:{b}"),
+                    &[("Authorization", &auth), ("Content-Type", "application/x-tar")],
+                    &body,
+                );
+                (name, b, status, resp)
+            }));
+        }
+    }
+    for h in handles {
+        let (name, b, status, resp) = h.join().unwrap();
+        assert_eq!(status, 200, "{name} build {b}: {resp}");
+        let (text, error) = build_messages(&resp);
+        assert!(error.is_none(), "{name} build {b}: {error:?}\n{text}");
+        assert!(
+            text.contains(&format!("Successfully tagged img:{b}")),
+            "{name} build {b}:\n{text}"
+        );
+    }
+    srv.terminate();
+    for (t, (name, _)) in tenants.iter().enumerate() {
+        let root = env.path("tenants").join(name);
+        let listed = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&root)
+            .args(["images", "--format", "json"])
+            .output()
+            .unwrap();
+        let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    v["Repository"].as_str().unwrap(),
+                    v["Tag"].as_str().unwrap()
+                )
+            })
+            .collect();
+        names.sort();
+        let mut want: Vec<String> = (0..10).map(|b| format!("img:{b}")).collect();
+        want.push("debian:bookworm".into());
+        want.sort();
+        assert_eq!(names, want, "tenant {name} holds exactly its own images");
+        for b in [0, 1] {
+            let tree = crate::harness::image_tree(&root, &format!("img:{b}"));
+            let made = String::from_utf8(tree["made"].content.clone()).unwrap();
+            let kind = if b % 2 == 0 { "wasi" } else { "native" };
+            assert_eq!(made, format!("{kind} {name} {b}\n"));
+            let mark = String::from_utf8(tree["mark"].content.clone()).unwrap();
+            assert_eq!(mark, format!("{t}-{b}"));
+        }
+        let fsck = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(&root)
+            .arg("fsck")
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "fsck of {name}: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+    }
+}
+
+#[test]
+fn hostile_requests_get_a_4xx_and_the_server_keeps_serving() {
+    let env = Env::new();
+    let socket = env.path("s.sock");
+    let mut srv = Server::start(
+        &env,
+        &socket,
+        &["-H", &format!("unix://{}", socket.display())],
+    );
+
+    // A slow-loris client holds a connection with half a request head.
+    let mut loris = UnixStream::connect(&socket).unwrap();
+    loris
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: kiln\r\nX-Slow: ")
+        .unwrap();
+    let started = Instant::now();
+
+    let (status, _, body) = http(
+        &socket,
+        "POST",
+        "/containers/create",
+        &[("Content-Type", "application/json")],
+        b"{not json",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid JSON"), "{body}");
+    let huge = "x".repeat(100 * 1024);
+    let (status, _, _) = http(&socket, "GET", "/_ping", &[("X-Huge", &huge)], b"");
+    assert_eq!(status, 431, "an oversized head is refused");
+    let escape = {
+        let mut b = tar::Builder::new(Vec::new());
+        let data = b"FROM scratch\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.as_old_mut().name[..13].copy_from_slice(b"../escape.txt");
+        h.set_cksum();
+        b.append(&h, &data[..]).unwrap();
+        b.into_inner().unwrap()
+    };
+    for (what, body) in [
+        ("a ../ entry", escape),
+        ("an absolute entry", {
+            let mut v = tar_of(&[("Dockerfile", b"FROM scratch\n")]);
+            v[..11].copy_from_slice(b"/etc/passwd");
+            v[11..100].fill(0);
+            let mut h = tar::Header::from_byte_slice(&v[..512]).clone();
+            h.set_cksum();
+            v[..512].copy_from_slice(h.as_bytes());
+            v
+        }),
+        ("binary garbage", vec![0x00, 0x01, 0xfe, 0xff, 0x10, 0x00]),
+    ] {
+        let (status, _, resp) = http(
+            &socket,
+            "POST",
+            "/v1.43/build",
+            &[("Content-Type", "application/x-tar")],
+            &body,
+        );
+        assert_eq!(status, 400, "{what}: {resp}");
+        assert!(resp.contains("message"), "{what}: {resp}");
+    }
+    assert!(
+        !env.path("escape.txt").exists()
+            && !env.dir.path().parent().unwrap().join("escape.txt").exists()
+    );
+    let (status, _, _) = http(&socket, "GET", "/v1.43/no/such/endpoint", &[], b"");
+    assert_eq!(status, 404);
+    let (status, _, _) = http(&socket, "GET", "/v1.99/_ping", &[], b"");
+    assert_eq!(status, 400, "a too-new API version is refused");
+
+    // All the while the server answered others; the stalled head is cut off.
+    let (status, _, body) = http(&socket, "GET", "/_ping", &[], b"");
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    loris
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = loris.read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(25),
+        "the stalled client was held {waited:?}"
+    );
+
+    // SIGTERM during a build: the build is cancelled, the server exits cleanly, the store
+    // stays consistent and the socket is gone.
+    let slow = tar_of(&[("Dockerfile", b"FROM scratch\nRUN echo going && sleep 300\n")]);
+    let mut s = UnixStream::connect(&socket).unwrap();
+    write!(
+        s,
+        "POST /build?t=slow HTTP/1.1\r\nHost: kiln\r\nContent-Length: {}\r\n\r\n",
+        slow.len()
+    )
+    .unwrap();
+    s.write_all(&slow).unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("going") {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let t0 = Instant::now();
+    let status = srv.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+    assert!(!socket.exists(), "the socket is removed");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(
+        String::from_utf8_lossy(&rest).contains("cancelled"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    env.ok(&["fsck"]);
+    let images = env.ok(&["images"]);
+    assert!(!images.contains("slow"), "{images}");
+}
+
+#[test]
+fn serve_refuses_tcp_without_tenants() {
+    let env = Env::new();
+    let out = env.run(&["serve", "-H", "tcp://127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TCP listeners need a config file"), "{err}");
+    let cfg = write_config(&env, "[[tenants]]\nname = \"a\"\ntoken = \"short\"\n");
+    let out = env.run(&["serve", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shorter than"), "{err}");
+}
