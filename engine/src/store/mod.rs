@@ -96,6 +96,8 @@ const INDEX: &str = "index.json";
 const LAYOUT: &str = "oci-layout";
 const INDEX_LOCK: &str = "kiln/index.lock";
 const GC_LOCK: &str = "kiln/gc.lock";
+/// Lock files that serialise the creation of snapshots (striped by diff ID).
+const LOCKS: &str = "kiln/locks";
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -315,7 +317,7 @@ impl Store {
             dir,
         };
         store.check_layout()?;
-        for sub in [BLOBS, TMP, SNAPSHOTS, CACHE] {
+        for sub in [BLOBS, TMP, SNAPSHOTS, CACHE, LOCKS] {
             store
                 .dir
                 .create_dir_all(sub)

@@ -121,6 +121,13 @@ impl Store {
         if self.has_snapshot(diff) {
             return Ok(self.snapshot_dir(diff));
         }
+        // One unpacker per layer: concurrent builds over a new base wait for it instead of each
+        // unpacking the same layer (256 stripes keep the lock files few).
+        let stripe = format!("{}/snapshot-{}.lock", super::LOCKS, &diff.hex()[..2]);
+        let _unpacking = self.lock_exclusive(&stripe)?;
+        if self.has_snapshot(diff) {
+            return Ok(self.snapshot_dir(diff));
+        }
         let tmp = self.create_temp_dir("snapshot")?;
         let guard = TempFile {
             store: self,
