@@ -349,11 +349,12 @@ fn docker_cli_builds_and_manages_images_and_containers() {
     let ps = ok(srv.docker(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]));
     assert!(ps.contains("keep Exited (0)"), "{ps}");
     assert_eq!(ok(srv.docker(&["logs", "keep"])), "did it\n");
+    let keep_id = ok(srv.docker(&["ps", "-aq", "--filter", "name=keep"]));
     let committed = ok(srv.docker(&[
         "commit",
         "-c",
         "CMD [\"cat\", \"/greeting.txt\"]",
-        "keep",
+        keep_id.trim(),
         "me/changed",
     ]));
     assert!(committed.trim().starts_with("sha256:"), "{committed}");
@@ -384,14 +385,29 @@ fn docker_cli_builds_and_manages_images_and_containers() {
     assert!(ps.contains("bg Exited (143)"), "{ps}");
     ok(srv.docker(&["rm", "bg"]));
 
-    // save | load round trip, after the image is gone.
+    // docker save | docker load, after the image is gone.
     let archive = env.path("hello.tar");
     ok(srv.docker(&["save", "-o", archive.to_str().unwrap(), "me/hello"]));
     ok(srv.docker(&["rmi", "me/hello", "me/changed"]));
     assert!(!ok(srv.docker(&["images"])).contains("me/hello"));
-    let loaded = ok(srv.docker(&["load", "-i", archive.to_str().unwrap()]));
+    let mut load = srv.docker(&["load"]);
+    load.stdin(std::fs::File::open(&archive).unwrap());
+    let loaded = ok(load);
     assert!(loaded.contains("Loaded image: me/hello:latest"), "{loaded}");
     assert_eq!(ok(srv.docker(&["run", "--rm", "me/hello"])), "hi there\n");
+    // And a real pipe: the archive streams from one docker process into the other.
+    let mut save = srv.docker(&["save", "me/hello"]);
+    save.stdout(Stdio::piped());
+    let mut save = save.spawn().unwrap();
+    let mut load = srv.docker(&["load"]);
+    load.stdin(save.stdout.take().unwrap())
+        .stdout(Stdio::piped());
+    let loaded = load.output().unwrap();
+    assert!(save.wait().unwrap().success());
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("Loaded image: me/hello:latest"),
+        "{loaded:?}"
+    );
 
     // A failing RUN: docker exits with the step's code and says why.
     let bad = context(
@@ -506,7 +522,7 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
         &env,
         &format!(
             "[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nconcurrent_builds = 1\ncontext = \"64k\"\nhost_network = true\n\n\
-             [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n\n\
+             [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\nstep_timeout = \"2s\"\n\n\
              [[tenants]]\nname = \"carol\"\ntoken = \"{CAROL}\"\nstore = \"1k\"\n"
         ),
     );
@@ -583,6 +599,18 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
     let (code, _, err) = output(srv.docker_as(Some(BOB), &["run", "--network", "host", "me/b"]));
     assert_ne!(code, 0);
     assert!(err.contains("may not use the host network"), "{err}");
+
+    // Per-step limits: bob's RUN steps get 2 s.
+    let sleepy = context(
+        &env,
+        "sleepy",
+        &[("Dockerfile", "FROM scratch\nRUN sleep 30\n")],
+    );
+    let t0 = Instant::now();
+    let (code, _, err) = output(srv.docker_as(Some(BOB), &["build", sleepy.to_str().unwrap()]));
+    assert_ne!(code, 0);
+    assert!(err.contains("limit"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 
     // Context size: alice's limit is 64 KiB.
     let big = context(

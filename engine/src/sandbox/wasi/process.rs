@@ -316,9 +316,18 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
-    /// Whether this process must stop (killed, or the step is over).
+    /// Whether this process must stop (killed, or the step is over). Host calls that block
+    /// (a guest `sleep`) ask this between waits: the step's wall-clock limit ends them too, as
+    /// the epoch callback ends guest code that computes.
     pub fn stopping(&self) -> bool {
-        self.signal.load(Ordering::Relaxed) != 0 || self.step.abort.load(Ordering::Relaxed)
+        if self.signal.load(Ordering::Relaxed) != 0 || self.step.abort.load(Ordering::Relaxed) {
+            return true;
+        }
+        if Instant::now() >= self.step.deadline {
+            self.step.exceeded(Limit::Timeout);
+            return true;
+        }
+        false
     }
 }
 
