@@ -283,6 +283,45 @@ fn docker_cli_builds_and_manages_images_and_containers() {
         "{quiet}"
     );
 
+    // A Dockerfile from outside the context (the CLI adds it to the context's tar) and one
+    // from stdin.
+    let outside = env.write(
+        "elsewhere/Dockerfile",
+        "FROM scratch\nCOPY greeting.txt /g\n",
+    );
+    let out = ok(srv.docker(&[
+        "build",
+        "-f",
+        outside.to_str().unwrap(),
+        "-t",
+        "me/outside",
+        ctx,
+    ]));
+    assert!(
+        out.contains("Successfully tagged me/outside:latest"),
+        "{out}"
+    );
+    let mut stdin_df = srv.docker(&["build", "-f", "-", "-t", "me/stdin", ctx]);
+    stdin_df
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = stdin_df.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nCOPY greeting.txt /g\n")
+        .unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let tree = crate::harness::image_tree(&root, "me/stdin");
+    assert_eq!(crate::harness::paths(&tree), vec!["g"]);
+
     // The implicit tenant's store is kiln's own: the CLI sees the same image.
     let kiln_doc: serde_json::Value =
         serde_json::from_str(&env.ok(&["inspect", "me/hello"])).unwrap();

@@ -147,7 +147,10 @@ impl<R: Read> TarReader<R> {
         let copied = io::copy(&mut (&mut self.inner).take(n), &mut io::sink())
             .map_err(LayerError::ReadArchive)?;
         self.offset += copied;
-        if copied != n {
+        // Input that ends inside the last entry's padding (its data complete) ends the archive
+        // there: Go's reader, and so dockerd, take such archives, and the docker CLI sends one
+        // when it adds a Dockerfile from outside the context.
+        if copied < self.data_left {
             return Err(LayerError::Truncated {
                 path: lossy(&self.last_path),
             });
@@ -557,5 +560,20 @@ mod tests {
         // No end-of-archive blocks at all: a clean end at a header boundary is accepted.
         let got = read_all(&entry(b"f", flag::REGULAR, b"x"), Limits::default()).unwrap();
         assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn an_end_inside_the_last_padding_ends_the_archive_but_not_inside_data() {
+        // What the docker CLI sends when it adds a Dockerfile: the last entry's data, then
+        // nothing (no padding, no end marker).
+        let mut tar = entry(b"a", flag::REGULAR, b"first");
+        tar.extend_from_slice(&header(b"b", flag::REGULAR, 3));
+        tar.extend_from_slice(b"end");
+        let got = read_all(&tar, Limits::default()).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].2, b"end");
+        let cut = &tar[..tar.len() - 1];
+        let err = read_all(cut, Limits::default()).unwrap_err();
+        assert!(matches!(err, LayerError::Truncated { .. }), "{err}");
     }
 }
