@@ -424,6 +424,39 @@ fn docker_cli_builds_and_manages_images_and_containers() {
     assert!(ps.contains("bg Exited (143)"), "{ps}");
     ok(srv.docker(&["rm", "bg"]));
 
+    // logs -f follows to the end, wait gives the status, start -a runs it again attached.
+    let id = ok(srv.docker(&[
+        "run",
+        "-d",
+        "me/hello",
+        "sh",
+        "-c",
+        "echo one; sleep 1; echo two; exit 4",
+    ]));
+    let id = id.trim();
+    assert_eq!(ok(srv.docker(&["logs", "-f", id])), "one\ntwo\n");
+    assert_eq!(ok(srv.docker(&["wait", id])).trim(), "4");
+    let (code, out, err) = output(srv.docker(&["start", "-a", id]));
+    assert_eq!((code, out.as_str()), (4, "one\ntwo\n"), "{err}");
+    ok(srv.docker(&["rm", id]));
+    // kill (SIGKILL) answers once the container stopped.
+    ok(srv.docker(&["run", "-d", "--name", "k", "me/hello", "sleep", "100"]));
+    ok(srv.docker(&["kill", "k"]));
+    assert_eq!(
+        ok(srv.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "k"
+        ]))
+        .trim(),
+        "exited 137"
+    );
+    let (code, _, err) = output(srv.docker(&["kill", "k"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("is not running"), "{err}");
+    ok(srv.docker(&["rm", "k"]));
+
     // docker save | docker load, after the image is gone.
     let archive = env.path("hello.tar");
     ok(srv.docker(&["save", "-o", archive.to_str().unwrap(), "me/hello"]));

@@ -566,8 +566,13 @@ pub async fn stop(
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 
-/// `POST /containers/{id}/kill?signal=`.
-pub fn kill(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+/// `POST /containers/{id}/kill?signal=`: with SIGKILL (the default) it answers once the
+/// container has stopped, as docker does.
+pub async fn kill(
+    tenant: &Arc<Tenant>,
+    id: &str,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let c = tenant.container(id)?;
     let sig = signal_param(&q, "KILL")?;
@@ -578,6 +583,18 @@ pub fn kill(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<R
         )));
     }
     c.signal(sig)?;
+    if sig == libc::SIGKILL {
+        let t = tenant.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::cli::containers::wait_stopped(
+                &t.containers,
+                &c.config.id,
+                Duration::from_secs(10),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 

@@ -620,7 +620,7 @@ async fn route(
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(tenant, id, &req),
         (&Method::POST, ["containers", id, "resize"]) => containers::resize(tenant, id, &req),
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(tenant, id, &req).await,
-        (&Method::POST, ["containers", id, "kill"]) => containers::kill(tenant, id, &req),
+        (&Method::POST, ["containers", id, "kill"]) => containers::kill(tenant, id, &req).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(tenant, id, &req),
         (&Method::DELETE, ["containers", id]) => containers::remove(tenant, id, &req).await,
         (&Method::POST, ["commit"]) => containers::commit(tenant, req).await,
