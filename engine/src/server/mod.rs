@@ -100,6 +100,8 @@ pub(crate) struct Tenant {
     pub hubs: Mutex<HashMap<String, Arc<containers::Hub>>>,
     /// Whether host folders may be bind-mounted (only the implicit, local tenant).
     pub binds_allowed: bool,
+    /// The store's size when last measured, and when.
+    usage: Mutex<Option<(std::time::Instant, u64)>>,
 }
 
 /// The server's shared state.
@@ -210,15 +212,35 @@ impl Server {
 /// RUN steps write at most this much when the tenant has no store quota.
 const DEFAULT_STEP_DISK: u64 = 10 << 30;
 
+/// How long a measured store size is trusted: walking a large store for every request would
+/// cost more than the quota's slack (each RUN step is also held to the room left).
+const USAGE_FRESH: Duration = Duration::from_secs(2);
+
 /// What the tenant's store may still take: refuses with 507 when it is full.
 async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
     let Some(max) = tenant.quotas.store else {
         return Ok(DEFAULT_STEP_DISK);
     };
-    let root = tenant.store.root().to_path_buf();
-    let used = tokio::task::spawn_blocking(move || disk_usage(&root))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let fresh = tenant
+        .usage
+        .lock()
+        .ok()
+        .and_then(|u| *u)
+        .filter(|(at, _)| at.elapsed() < USAGE_FRESH)
+        .map(|(_, used)| used);
+    let used = match fresh {
+        Some(u) => u,
+        None => {
+            let root = tenant.store.root().to_path_buf();
+            let used = tokio::task::spawn_blocking(move || disk_usage(&root))
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Ok(mut u) = tenant.usage.lock() {
+                *u = Some((std::time::Instant::now(), used));
+            }
+            used
+        }
+    };
     if used >= max {
         return Err(ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -271,6 +293,7 @@ fn make_tenant(
         containers,
         hubs: Mutex::new(HashMap::new()),
         binds_allowed,
+        usage: Mutex::new(None),
     }))
 }
 
