@@ -229,6 +229,40 @@ fn build_messages(body: &str) -> (String, Option<serde_json::Value>) {
     (text, error)
 }
 
+/// Sends a build whose RUN sleeps for minutes (as `token`'s tenant) and reads its stream
+/// until the step runs; returns the open connection.
+fn start_slow_build(socket: &Path, token: Option<&str>) -> UnixStream {
+    let slow = tar_of(&[("Dockerfile", b"FROM scratch\nRUN echo going && sleep 300\n")]);
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let mut s = UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "POST /v1.43/build?t=slow HTTP/1.1\r\nHost: kiln\r\n{auth}Content-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        slow.len()
+    )
+    .unwrap();
+    s.write_all(&slow).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("going") {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "the slow build ended: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s
+}
+
+/// A TCP port free a moment ago.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
 const GREETING_DOCKERFILE: &str = "FROM scratch\nCOPY greeting.txt /greeting.txt\nRUN echo built > /built && cat /greeting.txt\nCMD [\"cat\", \"/greeting.txt\"]\n";
 
 #[test]
@@ -553,10 +587,7 @@ fn seed_redis_builds_and_runs_through_the_docker_cli() {
     ]));
     assert_eq!(code, 0, "{}\n{err}", &out[out.len().saturating_sub(3000)..]);
     assert!(out.contains("Successfully tagged me/redis:latest"), "{out}");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let port_arg = port.to_string();
     ok(srv.docker(&[
         "run",
@@ -599,10 +630,7 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
         ),
     );
     let socket = env.path("s.sock");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let srv = Server::start(
         &env,
         &socket,
@@ -702,29 +730,7 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
 
     // Concurrent builds: alice may run one. A client that goes away cancels its build and
     // frees the slot.
-    let slow = tar_of(&[("Dockerfile", b"FROM scratch\nRUN echo going && sleep 300\n")]);
-    let auth = format!("Bearer {ALICE}");
-    let mut s = UnixStream::connect(&socket).unwrap();
-    write!(
-        s,
-        "POST /v1.43/build?t=slow HTTP/1.1\r\nHost: kiln\r\nAuthorization: {auth}\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
-        slow.len()
-    )
-    .unwrap();
-    s.write_all(&slow).unwrap();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !String::from_utf8_lossy(&seen).contains("going") {
-        assert!(
-            Instant::now() < deadline,
-            "the slow build never started: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let s = start_slow_build(&socket, Some(ALICE));
     let (code, _, err) = output(srv.docker_as(Some(ALICE), &["build", ctx.to_str().unwrap()]));
     assert_ne!(code, 0);
     assert!(err.contains("already runs 1 builds"), "{err}");
@@ -944,22 +950,7 @@ fn hostile_requests_get_a_4xx_and_the_server_keeps_serving() {
 
     // SIGTERM during a build: the build is cancelled, the server exits cleanly, the store
     // stays consistent and the socket is gone.
-    let slow = tar_of(&[("Dockerfile", b"FROM scratch\nRUN echo going && sleep 300\n")]);
-    let mut s = UnixStream::connect(&socket).unwrap();
-    write!(
-        s,
-        "POST /build?t=slow HTTP/1.1\r\nHost: kiln\r\nContent-Length: {}\r\n\r\n",
-        slow.len()
-    )
-    .unwrap();
-    s.write_all(&slow).unwrap();
-    let mut seen = Vec::new();
-    while !String::from_utf8_lossy(&seen).contains("going") {
-        let mut buf = [0u8; 4096];
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
+    let mut s = start_slow_build(&socket, None);
     let t0 = Instant::now();
     let status = srv.terminate();
     assert!(status.success(), "{status:?}");

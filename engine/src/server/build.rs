@@ -55,20 +55,9 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
             "kiln serve has no registry access: --pull is not supported",
         ));
     }
-    let network = match q.get("networkmode").unwrap_or("") {
-        "" | "default" | "none" => Network::None,
-        "host" if tenant.quotas.host_network => Network::Host,
-        "host" => {
-            return Err(ApiError::forbidden(format!(
-                "tenant {} may not use the host network",
-                tenant.name
-            )))
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "network mode {other:?} is not supported: use none or host"
-            )))
-        }
+    let network = match tenant.network(q.get("networkmode").unwrap_or(""))? {
+        super::NetworkPolicy::Host => Network::Host,
+        super::NetworkPolicy::None => Network::None,
     };
     let mut tags = Vec::new();
     for t in q.all("t") {
@@ -153,23 +142,11 @@ pub async fn build(
             return Err(e);
         }
     };
-    let spool_dir = tenant
-        .store
-        .temp_dir()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let spool_path = spool_dir.path().join("context");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&spool_path)
-        .map_err(|e| ApiError::internal(format!("spool the build context: {e}")))?;
+    let (spool_dir, file) = http::spool_file(&tenant.store, "build context")?;
     let limit = tenant.quotas.context;
     let file = http::spool_body(body, file, limit, "build context").await?;
     let name = p.dockerfile.clone();
-    let (context, dockerfile) = tokio::task::spawn_blocking(move || prepare(file, limit, &name))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (context, dockerfile) = http::blocking(move || prepare(file, limit, &name)).await??;
     drop(spool_dir);
 
     let (tx, rx) = mpsc::channel::<Bytes>(256);

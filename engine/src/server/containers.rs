@@ -177,20 +177,9 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
     if b.image.is_empty() {
         return Err(ApiError::bad_request("no image given (Image)"));
     }
-    let network = match b.host_config.network_mode.as_str() {
-        "" | "default" | "none" | "bridge" => "none",
-        "host" if tenant.quotas.host_network => "host",
-        "host" => {
-            return Err(ApiError::forbidden(format!(
-                "tenant {} may not use the host network",
-                tenant.name
-            )))
-        }
-        other => {
-            return Err(ApiError::bad_request(format!(
-                "network mode {other:?} is not supported: use none or host"
-            )))
-        }
+    let network = match tenant.network(&b.host_config.network_mode)? {
+        super::NetworkPolicy::Host => "host",
+        super::NetworkPolicy::None => "none",
     };
     let binds = b.host_config.binds.unwrap_or_default();
     if !binds.is_empty() && !tenant.binds_allowed {
@@ -224,7 +213,7 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         binds,
     };
     let t = tenant.clone();
-    let created = tokio::task::spawn_blocking(move || {
+    let created = http::blocking(move || {
         let config = crate::container::make_config(&t.store, &opts).map_err(|e| match &e {
             crate::container::CreateError::NoImage { .. } => {
                 ApiError::not_found(format!("No such image: {}", opts.image))
@@ -234,8 +223,7 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         })?;
         Ok::<_, ApiError>(t.containers.create(config)?)
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    .await??;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "Id": created.config.id, "Warnings": [] }),
@@ -548,22 +536,27 @@ pub async fn stop(
     };
     let first = signal_param(&q, default)?;
     let grace: i64 = q.number("t")?.unwrap_or(10);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
     let t = tenant.clone();
-    tokio::task::spawn_blocking(move || {
-        let _ = c.signal(first);
-        let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
-        if !crate::cli::containers::wait_stopped(&t.containers, &c.config.id, grace) {
-            let _ = c.signal(libc::SIGKILL);
-            crate::cli::containers::wait_stopped(
-                &t.containers,
-                &c.config.id,
-                Duration::from_secs(30),
-            );
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    http::blocking(move || stop_container(&t.containers, &c, first, grace)).await?;
     Ok(http::empty(StatusCode::NO_CONTENT))
+}
+
+/// Sends `first` and waits up to `grace` for the container to stop; then SIGKILL, and a wait
+/// for that.
+fn stop_container(
+    containers: &crate::container::Containers,
+    c: &Container,
+    first: i32,
+    grace: Duration,
+) {
+    let _ = c.signal(first);
+    if !crate::cli::containers::wait_stopped(containers, &c.config.id, grace)
+        && first != libc::SIGKILL
+    {
+        let _ = c.signal(libc::SIGKILL);
+        crate::cli::containers::wait_stopped(containers, &c.config.id, Duration::from_secs(30));
+    }
 }
 
 /// `POST /containers/{id}/kill?signal=`: with SIGKILL (the default) it answers once the
@@ -582,18 +575,12 @@ pub async fn kill(
             c.config.id
         )));
     }
-    c.signal(sig)?;
     if sig == libc::SIGKILL {
         let t = tenant.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::cli::containers::wait_stopped(
-                &t.containers,
-                &c.config.id,
-                Duration::from_secs(10),
-            )
-        })
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        http::blocking(move || stop_container(&t.containers, &c, sig, Duration::from_secs(30)))
+            .await?;
+    } else {
+        c.signal(sig)?;
     }
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
@@ -614,21 +601,15 @@ pub async fn remove(
         )));
     }
     let t = tenant.clone();
-    tokio::task::spawn_blocking(move || {
+    http::blocking(move || {
         if c.is_supervised() {
-            let _ = c.signal(libc::SIGKILL);
-            crate::cli::containers::wait_stopped(
-                &t.containers,
-                &c.config.id,
-                Duration::from_secs(30),
-            );
+            stop_container(&t.containers, &c, libc::SIGKILL, Duration::from_secs(30));
         }
         t.containers.remove(&c)?;
         t.drop_hub(&c.config.id);
         Ok::<_, ApiError>(())
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    .await??;
     Ok(http::empty(StatusCode::NO_CONTENT))
 }
 
@@ -787,7 +768,7 @@ pub async fn commit(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         .map(str::to_owned);
     let author = q.get("author").filter(|a| !a.is_empty()).map(str::to_owned);
     let t = tenant.clone();
-    let id = tokio::task::spawn_blocking(move || {
+    let id = http::blocking(move || {
         let _lease = t
             .store
             .lease()
@@ -813,8 +794,7 @@ pub async fn commit(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         t.store.add_image(&manifest, &tags)?;
         Ok::<_, ApiError>(id)
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))??;
+    .await??;
     Ok(http::json(
         StatusCode::CREATED,
         &json!({ "Id": id.to_string() }),

@@ -350,6 +350,33 @@ pub async fn drain(body: &mut Incoming) {
     }
 }
 
+/// Runs blocking engine work off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("a worker failed: {e}")))
+}
+
+/// A file in a fresh folder of the tenant's store for a request body (a context, an
+/// archive); the folder goes when the returned guard drops.
+pub fn spool_file(
+    store: &crate::store::Store,
+    what: &str,
+) -> Result<(tempfile::TempDir, std::fs::File), ApiError> {
+    let dir = store
+        .temp_dir()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("body"))
+        .map_err(|e| ApiError::internal(format!("spool the {what}: {e}")))?;
+    Ok((dir, file))
+}
+
 /// One NDJSON line of docker's `jsonstream.Message`.
 pub fn message_line(value: &serde_json::Value) -> Bytes {
     let mut b = serde_json::to_vec(value).unwrap_or_default();

@@ -209,20 +209,10 @@ pub async fn load(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, 
             return Err(e);
         }
     };
-    let spool_dir = tenant
-        .store
-        .temp_dir()
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let path = spool_dir.path().join("archive");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .map_err(|e| ApiError::internal(format!("spool the archive: {e}")))?;
+    let (spool_dir, file) = http::spool_file(&tenant.store, "archive")?;
     let file = http::spool_body(body, file, limit, "archive").await?;
     let t = tenant.clone();
-    let report = tokio::task::spawn_blocking(move || {
+    let report = http::blocking(move || {
         use std::io::Seek;
         let mut file = file;
         file.rewind()?;
@@ -230,8 +220,7 @@ pub async fn load(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp, 
         drop(spool_dir);
         Ok::<_, std::io::Error>(r)
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
+    .await?
     .map_err(|e| ApiError::internal(format!("read the archive: {e}")))?;
     let report = report.map_err(|e| {
         if e.is_user_error() {

@@ -190,6 +190,33 @@ pub fn serve(
     rt.block_on(run(server, listen))
 }
 
+/// The network a build or container gets.
+pub(crate) enum NetworkPolicy {
+    /// Loopback only.
+    None,
+    /// The host's network.
+    Host,
+}
+
+impl Tenant {
+    /// The network for docker's `networkmode`/`NetworkMode` value: `host` only when the tenant
+    /// is allowed it; docker's default modes (`default`, `bridge`) get loopback only, as kiln
+    /// has no bridge.
+    pub(crate) fn network(&self, mode: &str) -> Result<NetworkPolicy, ApiError> {
+        match mode {
+            "" | "default" | "none" | "bridge" => Ok(NetworkPolicy::None),
+            "host" if self.quotas.host_network => Ok(NetworkPolicy::Host),
+            "host" => Err(ApiError::forbidden(format!(
+                "tenant {} may not use the host network",
+                self.name
+            ))),
+            other => Err(ApiError::bad_request(format!(
+                "network mode {other:?} is not supported: use none or host"
+            ))),
+        }
+    }
+}
+
 impl Server {
     /// Registers a running build; returns its number for [`Server::remove_build`].
     fn add_build(&self, cancel: Cancel) -> u64 {
@@ -232,9 +259,7 @@ async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
         Some(u) => u,
         None => {
             let root = tenant.store.root().to_path_buf();
-            let used = tokio::task::spawn_blocking(move || disk_usage(&root))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let used = http::blocking(move || disk_usage(&root)).await?;
             if let Ok(mut u) = tenant.usage.lock() {
                 *u = Some((std::time::Instant::now(), used));
             }
