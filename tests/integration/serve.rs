@@ -617,6 +617,7 @@ fn write_config(env: &Env, text: &str) -> PathBuf {
 const ALICE: &str = "alice-token-0123456789abcdef";
 const BOB: &str = "bob-token-0123456789abcdef";
 const CAROL: &str = "carol-token-0123456789abcdef";
+const DAVE: &str = "dave-token-0123456789abcdef";
 
 #[test]
 fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
@@ -626,7 +627,8 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
         &format!(
             "[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nconcurrent_builds = 1\ncontext = \"64k\"\nhost_network = true\n\n\
              [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\nstep_timeout = \"2s\"\n\n\
-             [[tenants]]\nname = \"carol\"\ntoken = \"{CAROL}\"\nstore = \"1k\"\n"
+             [[tenants]]\nname = \"carol\"\ntoken = \"{CAROL}\"\nstore = \"1k\"\n\n\
+             [[tenants]]\nname = \"dave\"\ntoken = \"{DAVE}\"\nstore = \"16m\"\ncontainer_log = \"2k\"\n"
         ),
     );
     let socket = env.path("s.sock");
@@ -727,6 +729,25 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
     let (code, _, err) = output(srv.docker_as(Some(CAROL), &["build", ctx.to_str().unwrap()]));
     assert_ne!(code, 0);
     assert!(err.contains("quota"), "{err}");
+
+    // dave's containers may write what his store has room for, and keep 2 KiB of log; what
+    // they print still reaches an attached client whole.
+    ok(srv.docker_as(Some(DAVE), &["build", "-t", "me/d", ctx.to_str().unwrap()]));
+    let (code, _, _) = output(srv.docker_as(
+        Some(DAVE),
+        &["run", "--name", "filler", "me/d", "sh", "-c", "yes > /big"],
+    ));
+    assert_ne!(code, 0);
+    let why = ok(srv.docker_as(Some(DAVE), &["inspect", "-f", "{{.State.Error}}", "filler"]));
+    assert!(why.contains("exceeded its disk limit"), "{why}");
+    let printed = ok(srv.docker_as(
+        Some(DAVE),
+        &["run", "--name", "chatty", "me/d", "sh", "-c", "seq 10000"],
+    ));
+    assert_eq!(printed.lines().count(), 10000);
+    let (_, kept, kept_err) = output(srv.docker_as(Some(DAVE), &["logs", "chatty"]));
+    assert!(kept.len() < 2048, "{} bytes of log kept", kept.len());
+    assert!(kept_err.contains("log reached its limit"), "{kept_err}");
 
     // Concurrent builds: alice may run one. A client that goes away cancels its build and
     // frees the slot.

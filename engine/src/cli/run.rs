@@ -162,6 +162,8 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
         memory: args.memory,
         pids: args.pids_limit,
         binds: args.volume.clone(),
+        disk: None,
+        log_limit: None,
     };
     container::make_config(store, &opts).map_err(|e| {
         if e.is_user_error() {

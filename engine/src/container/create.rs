@@ -31,6 +31,10 @@ pub struct CreateOptions {
     pub pids: u32,
     /// `HOST:TARGET[:ro]` bind mounts.
     pub binds: Vec<String>,
+    /// Bytes the container may write (`None`: no limit).
+    pub disk: Option<u64>,
+    /// Bytes of log kept (`None`: all).
+    pub log_limit: Option<u64>,
 }
 
 /// Why a container cannot be created.
@@ -189,6 +193,8 @@ pub fn make_config(store: &Store, opts: &CreateOptions) -> Result<Config, Create
         labels: ic.labels.clone(),
         stop_signal: ic.stop_signal.clone(),
         binds: opts.binds.clone(),
+        disk: opts.disk,
+        log_limit: opts.log_limit,
     })
 }
 

@@ -155,6 +155,13 @@ pub struct Config {
     /// Bind mounts, docker's `HOST:TARGET[:ro]` form (`run -v`).
     #[serde(default)]
     pub binds: Vec<String>,
+    /// Bytes the container may write (`None`: no limit; a shared server's tenant gets the
+    /// room its store has left).
+    #[serde(default)]
+    pub disk: Option<u64>,
+    /// Bytes of log kept (`None`: all of it).
+    #[serde(default)]
+    pub log_limit: Option<u64>,
 }
 
 /// Parses `HOST:TARGET[:ro|:rw]`: both absolute, the host folder existing (docker's `-v` with

@@ -123,11 +123,11 @@ pub fn supervise(
     }
     let result = run_locked(store, sandbox, c, attach, control);
     let status = match &result {
-        Ok(code) => State {
+        Ok(ran) => State {
             status: Status::Exited,
             pid: 0,
-            exit_code: *code,
-            error: String::new(),
+            exit_code: ran.status,
+            error: ran.error.clone(),
             started_at: c.state.started_at,
             finished_at: Some(OffsetDateTime::now_utc()),
         },
@@ -147,7 +147,13 @@ pub fn supervise(
     if c.config.auto_remove {
         containers.remove(c)?;
     }
-    result
+    result.map(|ran| ran.status)
+}
+
+/// How a run ended: the program's status, and why kiln stopped it, if it did.
+struct Ran {
+    status: i32,
+    error: String,
 }
 
 fn run_locked(
@@ -156,7 +162,7 @@ fn run_locked(
     c: &mut Container,
     attach: &Attach,
     control: &RunControl,
-) -> Result<i32, SuperviseError> {
+) -> Result<Ran, SuperviseError> {
     let _lease = store.lease()?;
     let lowers = snapshots(store, &c.config.layers)?;
     let ctl = Control::serve(c, control.clone())?;
@@ -204,7 +210,7 @@ fn run_locked(
             memory: cfg.memory,
             pids: cfg.pids,
             files: 65_536,
-            disk: u64::MAX,
+            disk: cfg.disk.unwrap_or(u64::MAX),
             log: u64::MAX,
         },
         isolation: Isolation::Auto,
@@ -233,15 +239,15 @@ fn run_locked(
         upper: c.upper(),
     };
     let log_path = c.log_path();
-    let mut log = fs::OpenOptions::new()
+    let file = fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&log_path)
         .map_err(io_at("open", &log_path))?;
-    let mut log_error = None;
+    let log = Arc::new(std::sync::Mutex::new(Log::new(file, cfg.log_limit)?));
     // With a terminal, the program's output is read from its primary side.
     let terminal = if cfg.tty {
-        let t = Terminal::open(attach, cfg.open_stdin, control, &log_path)?;
+        let t = Terminal::open(attach, cfg.open_stdin, control, &log_path, log.clone())?;
         spec.terminal = Some(t.secondary.clone());
         Some(t)
     } else {
@@ -252,20 +258,78 @@ fn run_locked(
             return;
         };
         attach.show(stream, bytes);
-        if log_error.is_none() {
-            log_error = log.write_all(&log_line(stream, bytes)).err();
+        if let Ok(mut l) = log.lock() {
+            l.write(stream, bytes);
         }
     });
     drop(ctl);
+    // The terminal's output ends once every copy of its secondary side (the spec holds one)
+    // is closed.
+    let limits = spec.limits;
     drop(spec);
     if let Some(t) = terminal {
         t.finish();
     }
     let outcome = outcome?;
-    if let Some(e) = log_error {
+    if let Some(e) = log.lock().ok().and_then(|mut l| l.error.take()) {
         return Err(io_at("write", &log_path)(e).into());
     }
-    Ok(outcome.status)
+    let error = match outcome.limit {
+        Some(limit) => {
+            let (name, value) = limits.describe(limit);
+            format!("the container exceeded its {name} limit ({value})")
+        }
+        None => String::new(),
+    };
+    Ok(Ran {
+        status: outcome.status,
+        error,
+    })
+}
+
+/// A container's log (docker's json-file records), kept up to an optional size: past it, one
+/// record says so and later output goes only to attached clients.
+struct Log {
+    file: fs::File,
+    written: u64,
+    limit: Option<u64>,
+    full: bool,
+    /// The first write that failed.
+    error: Option<io::Error>,
+}
+
+impl Log {
+    fn new(file: fs::File, limit: Option<u64>) -> Result<Log, ContainerError> {
+        let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Log {
+            file,
+            written,
+            limit,
+            full: false,
+            error: None,
+        })
+    }
+
+    fn write(&mut self, stream: Stream, bytes: &[u8]) {
+        if self.full || self.error.is_some() {
+            return;
+        }
+        let mut records = log_line(stream, bytes);
+        if let Some(limit) = self.limit {
+            if self.written + records.len() as u64 > limit {
+                self.full = true;
+                records = log_line(
+                    Stream::Stderr,
+                    format!(
+                        "kiln: the log reached its limit of {limit} bytes; later output is not kept\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        self.written += records.len() as u64;
+        self.error = self.file.write_all(&records).err();
+    }
 }
 
 /// The snapshot folders of `layers`, bottom first, unpacking the missing ones. Hold a lease
@@ -335,6 +399,7 @@ impl Terminal {
         input: bool,
         control: &RunControl,
         log_path: &std::path::Path,
+        log: Arc<std::sync::Mutex<Log>>,
     ) -> Result<Terminal, ContainerError> {
         use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
         let pty_err = |e: rustix::io::Errno| io_at("set up a terminal", log_path)(e.into());
@@ -370,10 +435,6 @@ impl Terminal {
                 .try_clone()
                 .map_err(io_at("set up a terminal", log_path))?,
         );
-        let mut log = fs::OpenOptions::new()
-            .append(true)
-            .open(log_path)
-            .map_err(io_at("open", log_path))?;
         let reader = primary
             .try_clone()
             .map_err(io_at("set up a terminal", log_path))?;
@@ -418,7 +479,9 @@ impl Terminal {
                         break;
                     }
                     attach.show(Stream::Stdout, &buf[..n]);
-                    let _ = log.write_all(&log_line(Stream::Stdout, &buf[..n]));
+                    if let Ok(mut l) = log.lock() {
+                        l.write(Stream::Stdout, &buf[..n]);
+                    }
                 }
             })
             .map_err(io_at("start a thread for", log_path))?;

@@ -13,6 +13,7 @@
 //! step_memory = "2g"         # memory per RUN step
 //! step_pids = 1024           # processes per RUN step
 //! host_network = false       # whether builds and containers may use the host's network
+//! container_log = "64m"      # log kept per container
 //! ```
 
 use std::path::PathBuf;
@@ -60,6 +61,8 @@ pub struct Quotas {
     pub step_memory: u64,
     pub step_pids: u32,
     pub host_network: bool,
+    /// Log kept per container (`None`: all of it).
+    pub container_log: Option<u64>,
 }
 
 impl Default for Quotas {
@@ -72,6 +75,7 @@ impl Default for Quotas {
             step_memory: 2 << 30,
             step_pids: 1024,
             host_network: true,
+            container_log: None,
         }
     }
 }
@@ -96,6 +100,7 @@ struct FileTenant {
     step_memory: Option<String>,
     step_pids: Option<u32>,
     host_network: Option<bool>,
+    container_log: Option<String>,
 }
 
 /// Shortest token accepted: guessing one must be hopeless.
@@ -175,6 +180,7 @@ impl ServerConfig {
                 step_memory: size(&t.step_memory, "step_memory", defaults.step_memory)?,
                 step_pids: t.step_pids.unwrap_or(defaults.step_pids).max(1),
                 host_network: t.host_network.unwrap_or(false),
+                container_log: Some(size(&t.container_log, "container_log", 64 << 20)?),
             };
             if quotas.concurrent_builds == 0 {
                 return Err(format!(

@@ -195,6 +195,11 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         Some(p) if p > 0 => u32::try_from(p).unwrap_or(u32::MAX).min(4096),
         _ => 4096,
     };
+    // A tenant with a store quota: the container may write what the store has room for.
+    let disk = match tenant.quotas.store {
+        Some(_) => Some(super::store_room(tenant).await?),
+        None => None,
+    };
     let opts = CreateOptions {
         image: b.image.clone(),
         name,
@@ -211,6 +216,8 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         memory,
         pids,
         binds,
+        disk,
+        log_limit: tenant.quotas.container_log,
     };
     let t = tenant.clone();
     let created = http::blocking(move || {
