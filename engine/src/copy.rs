@@ -448,7 +448,12 @@ struct Writer<'a> {
     written: u64,
     /// When the copy started (ns since the epoch), for the racily-clean rule.
     started_ns: i64,
+    /// The buffer for direct copies of big files, made on first use.
+    direct_buf: Option<crate::fsx::direct::AlignedBuf>,
 }
+
+/// The unit of a direct copy.
+const DIRECT_CHUNK: usize = 4 << 20;
 
 impl<'a> Writer<'a> {
     fn new(lower: &'a LayerView, upper: &'a Dir, opts: &'a CopyOptions) -> Self {
@@ -461,6 +466,7 @@ impl<'a> Writer<'a> {
             opts,
             written: 0,
             started_ns,
+            direct_buf: None,
         }
     }
 
@@ -792,7 +798,14 @@ impl<'a> Writer<'a> {
         })?;
         let mut i = input.into_std();
         let mut o = std::fs::File::from(out);
-        io::copy(&mut i, &mut o).map_err(Self::werr(target))?;
+        if meta.size() >= crate::fsx::direct::MIN_FILE {
+            let buf = self
+                .direct_buf
+                .get_or_insert_with(|| crate::fsx::direct::AlignedBuf::new(DIRECT_CHUNK));
+            crate::fsx::direct::copy(&i, &o, buf).map_err(Self::werr(target))?;
+        } else {
+            io::copy(&mut i, &mut o).map_err(Self::werr(target))?;
+        }
         fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(target))?;
         rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
             .map_err(|err| Self::werr(target)(err.into()))?;

@@ -1267,29 +1267,7 @@ impl Run<'_> {
         // The layer writer hashes its tar as it writes it: the store need not hash it again.
         let w = self.store.prehashed_blob_writer()?;
         let udir = open_dir(upper.path())?;
-        // Tar and hash on this thread, write the blob on another: on two cores the copy into
-        // the page cache then overlaps the hashing.
-        let (tar, w) = std::thread::scope(|scope| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
-            let writer = scope.spawn(move || -> std::io::Result<_> {
-                let mut w = w;
-                for chunk in rx {
-                    w.write_all(&chunk)?;
-                }
-                w.flush()?;
-                Ok(w)
-            });
-            let tar = layer::write_layer(&udir, self.req.epoch, ChannelWriter(Some(tx)));
-            let w = writer
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("layer writer thread panicked")));
-            (tar, w)
-        });
-        let w = w.map_err(|e| BuildError::Io {
-            op: "write layer",
-            source: e,
-        })?;
-        let tar = tar?;
+        let (tar, w) = layer::write_layer_pipelined(&udir, self.req.epoch, w)?;
         let size = w.commit(&tar.diff_id.as_uncompressed_digest())?;
         self.store.adopt_snapshot(&tar.diff_id, upper)?;
         Ok(CachedLayer {
@@ -1617,25 +1595,6 @@ fn fragment(text: &str) -> Result<Vec<Spanned<Instruction>>, String> {
             })
         })
         .collect()
-}
-
-/// A writer that hands its bytes to another thread, in chunks.
-struct ChannelWriter(Option<std::sync::mpsc::SyncSender<Vec<u8>>>);
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let tx = self
-            .0
-            .as_ref()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        tx.send(buf.to_vec())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Whether a file is a tar archive (possibly compressed): ADD extracts those.

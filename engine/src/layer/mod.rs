@@ -31,7 +31,7 @@ pub use compress::{compress, decompress_auto, CompressedBlob, Compression, Decom
 pub use override_stat::{OverrideStat, OverrideType};
 pub use reader::Limits;
 pub use unpack::{unpack_layer, UnpackOptions, UnpackStats, Whiteouts};
-pub use write::{write_layer, LayerTar};
+pub use write::{write_layer, write_layer_pipelined, LayerTar};
 
 /// The xattr holding ownership and mode that could not be set for real (containers/storage).
 pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";

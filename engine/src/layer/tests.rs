@@ -162,6 +162,9 @@ fn layer_bytes(upper: &Path, epoch: Option<i64>) -> (LayerTar, Vec<u8>) {
     let t = write_layer(&open(upper), epoch, &mut out).unwrap();
     assert_eq!(t.size, out.len() as u64);
     assert_eq!(t.diff_id, crate::digest::DiffId::of(&out));
+    let (piped, piped_out) = write_layer_pipelined(&open(upper), epoch, Vec::new()).unwrap();
+    assert_eq!(piped, t, "the pipelined writer gives another tar");
+    assert!(piped_out == out, "the pipelined writer gives other bytes");
     (t, out)
 }
 

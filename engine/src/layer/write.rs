@@ -58,9 +58,126 @@ pub fn write_layer<W: Write>(
     source_date_epoch: Option<i64>,
     out: W,
 ) -> Result<LayerTar, LayerError> {
+    let hashing = write_tar(upper, source_date_epoch, HashingWriter::new(out))?;
+    let (_, hash, size) = hashing.finish();
+    Ok(LayerTar {
+        diff_id: DiffId::from_bytes(hash),
+        size,
+    })
+}
+
+/// [`write_layer`] on three threads: this one walks the upper and reads its files, a second
+/// one hashes the tar, a third writes it to `out`, so that reading, hashing and waiting for the
+/// disk overlap. Returns `out` too (to commit it).
+pub fn write_layer_pipelined<W: Write + Send>(
+    upper: &Dir,
+    source_date_epoch: Option<i64>,
+    out: W,
+) -> Result<(LayerTar, W), LayerError> {
+    use sha2::Digest as _;
+    use std::sync::mpsc::sync_channel;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+        let (hashed_tx, hashed_rx) = sync_channel::<Vec<u8>>(PIPELINE_DEPTH);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(2 * PIPELINE_DEPTH + 2);
+        let hasher = scope.spawn(move || {
+            let mut h = sha2::Sha256::new();
+            let mut size = 0u64;
+            for chunk in full_rx {
+                h.update(&chunk);
+                size += chunk.len() as u64;
+                if hashed_tx.send(chunk).is_err() {
+                    // The writer failed; it reports why.
+                    break;
+                }
+            }
+            (<[u8; 32]>::from(h.finalize()), size)
+        });
+        let writer = scope.spawn(move || -> io::Result<W> {
+            let mut out = out;
+            for chunk in hashed_rx {
+                out.write_all(&chunk)?;
+                // The producer may be gone (it failed): the chunk is then simply dropped.
+                let _ = spare_tx.try_send(chunk);
+            }
+            out.flush()?;
+            Ok(out)
+        });
+        let sender = ChunkSender {
+            full: full_tx,
+            spare: spare_rx,
+            chunk: Vec::with_capacity(CHUNK),
+        };
+        let produced = write_tar(upper, source_date_epoch, sender)
+            .and_then(|mut s| s.send().map_err(LayerError::WriteTar));
+        let panicked = || io::Error::other("layer writer thread panicked");
+        let hashed = hasher.join().map_err(|_| LayerError::WriteTar(panicked()));
+        let written = writer.join().unwrap_or_else(|_| Err(panicked()));
+        // A failed write closes the pipeline and fails the producer too: report the cause.
+        let out = written.map_err(LayerError::WriteTar)?;
+        produced?;
+        let (hash, size) = hashed?;
+        Ok((
+            LayerTar {
+                diff_id: DiffId::from_bytes(hash),
+                size,
+            },
+            out,
+        ))
+    })
+}
+
+/// Chunks of tar in flight between the reading and the writing thread.
+const PIPELINE_DEPTH: usize = 4;
+
+/// Gathers written bytes into [`CHUNK`]-sized buffers and sends them to the writing thread,
+/// reusing the buffers it sends back.
+struct ChunkSender {
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+}
+
+impl ChunkSender {
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let next = match self.spare.try_recv() {
+            Ok(mut v) => {
+                v.clear();
+                v
+            }
+            Err(_) => Vec::with_capacity(CHUNK),
+        };
+        let full = std::mem::replace(&mut self.chunk, next);
+        self.full
+            .send(full)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+    }
+}
+
+impl Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.chunk.len());
+        self.chunk
+            .extend_from_slice(buf.get(..n).unwrap_or_default());
+        if self.chunk.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the layer tar of `upper` to `out` and returns `out`.
+fn write_tar<W: Write>(upper: &Dir, epoch: Option<i64>, out: W) -> Result<W, LayerError> {
     let mut w = TarWriter {
-        out: BufWriter::with_capacity(CHUNK, HashingWriter::new(out)),
-        epoch: source_date_epoch,
+        out: BufWriter::with_capacity(CHUNK, out),
+        epoch,
         data: vec![0; CHUNK],
         pax: Vec::new(),
         xattr_list: vec![0; fsx::XATTR_MAX],
@@ -76,16 +193,12 @@ pub fn write_layer<W: Write>(
     w.out
         .write_all(&[0u8; 2 * BLOCK])
         .map_err(LayerError::WriteTar)?;
-    let mut hashing = w
+    let mut out = w
         .out
         .into_inner()
         .map_err(|e| LayerError::WriteTar(e.into_error()))?;
-    hashing.flush().map_err(LayerError::WriteTar)?;
-    let (_, hash, size) = hashing.finish();
-    Ok(LayerTar {
-        diff_id: DiffId::from_bytes(hash),
-        size,
-    })
+    out.flush().map_err(LayerError::WriteTar)?;
+    Ok(out)
 }
 
 /// xattrs of one file or directory, sorted out.
@@ -172,7 +285,7 @@ impl Meta<'static> {
 }
 
 struct TarWriter<W: Write> {
-    out: BufWriter<HashingWriter<W>>,
+    out: BufWriter<W>,
     epoch: Option<i64>,
     data: Vec<u8>,
     pax: Vec<u8>,

@@ -9,6 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Lease, Store, StoreError, TempFile, BLOBS};
 use crate::digest::{Digest, HashingWriter};
+use crate::fsx::direct::{self, AlignedBuf};
 use crate::image::{CanonicalJson, Descriptor};
 
 /// A blob being written: hashes and counts what passes through, and becomes
@@ -28,8 +29,8 @@ struct PendingBlob<'a> {
 }
 
 impl<'a> PendingBlob<'a> {
-    /// A new temporary blob file, buffered with `capacity` bytes.
-    fn new(store: &'a Store, capacity: usize) -> Result<(Self, BufWriter<File>), StoreError> {
+    /// A new temporary blob file.
+    fn new(store: &'a Store) -> Result<(Self, File), StoreError> {
         let lease = store.lease()?;
         let (rel, file) = store.create_temp("blob")?;
         let pending = Self {
@@ -40,7 +41,7 @@ impl<'a> PendingBlob<'a> {
             },
             _lease: lease,
         };
-        Ok((pending, BufWriter::with_capacity(capacity, file)))
+        Ok((pending, file))
     }
 
     fn rel(&self) -> String {
@@ -73,9 +74,9 @@ impl<'a> PendingBlob<'a> {
 
 impl<'a> BlobWriter<'a> {
     fn new(store: &'a Store) -> Result<Self, StoreError> {
-        let (pending, out) = PendingBlob::new(store, 1 << 16)?;
+        let (pending, file) = PendingBlob::new(store)?;
         Ok(Self {
-            out: HashingWriter::new(out),
+            out: HashingWriter::new(BufWriter::with_capacity(1 << 16, file)),
             pending,
         })
     }
@@ -126,23 +127,41 @@ impl Write for BlobWriter<'_> {
 /// A blob whose digest its writer computes itself (kiln's layer writer hashes its tar as it
 /// produces it): the bytes are not hashed a second time here. The caller must pass the sha256
 /// of exactly the bytes written; `fsck` re-verifies every blob.
+///
+/// Layer blobs are large and read back rarely (export, `fsck`; builds read snapshots), so they
+/// bypass the page cache: whole aligned chunks are written with `O_DIRECT`, which moves them to
+/// the disk without copying them into the cache or leaving dirty pages that throttle the
+/// build's other writes (on this kind of machine a buffered 200 MiB write costs 0.5 s of CPU,
+/// a direct one 0.16 s of device time). Where the filesystem refuses `O_DIRECT` the writer
+/// falls back to buffered writes whose writeback it starts every [`WRITEBACK_CHUNK`].
 pub struct PrehashedBlobWriter<'a> {
-    out: BufWriter<File>,
+    file: std::fs::File,
+    buf: AlignedBuf,
+    fill: usize,
+    direct: bool,
     written: u64,
-    /// Bytes already handed to the kernel's writeback.
+    /// Bytes already handed to the kernel's writeback (buffered mode).
     started: u64,
     pending: PendingBlob<'a>,
 }
 
-/// How much a blob writer lets pile up before it starts the kernel writing it to disk: the
-/// final `fsync` then waits for the tail only, not for the whole blob.
+/// How much a buffered blob writer lets pile up before it starts the kernel writing it to disk:
+/// the final `fsync` then waits for the tail only, not for the whole blob.
 const WRITEBACK_CHUNK: u64 = 8 << 20;
+
+/// The unit of a direct write.
+const DIRECT_CHUNK: usize = 4 << 20;
 
 impl<'a> PrehashedBlobWriter<'a> {
     fn new(store: &'a Store) -> Result<Self, StoreError> {
-        let (pending, out) = PendingBlob::new(store, 1 << 20)?;
+        let (pending, file) = PendingBlob::new(store)?;
+        let file = file.into_std();
+        let direct = direct::set(&file, true).is_ok();
         Ok(Self {
-            out,
+            file,
+            buf: AlignedBuf::new(DIRECT_CHUNK),
+            fill: 0,
+            direct,
             written: 0,
             started: 0,
             pending,
@@ -151,25 +170,35 @@ impl<'a> PrehashedBlobWriter<'a> {
 
     /// Makes the blob durable and visible under `digest` (the sha256 of what was written);
     /// returns its size.
-    pub fn commit(self, digest: &Digest) -> Result<u64, StoreError> {
-        self.pending.sync(self.out)?;
+    pub fn commit(mut self, digest: &Digest) -> Result<u64, StoreError> {
+        let rel = self.pending.rel();
+        let io = |e| self.pending.store.io("write", &rel)(e);
+        // The tail is shorter than a chunk and need not be aligned: it goes through the cache.
+        if self.direct {
+            self.direct = false;
+            direct::set(&self.file, false).map_err(io)?;
+        }
+        self.drain().map_err(io)?;
+        self.file
+            .sync_all()
+            .map_err(self.pending.store.io("sync", &rel))?;
         self.pending.publish(digest)?;
         Ok(self.written)
     }
-}
 
-impl Write for PrehashedBlobWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started >= WRITEBACK_CHUNK {
+    /// Writes out the buffer's content.
+    fn drain(&mut self) -> io::Result<()> {
+        let chunk = self.buf.get(self.fill);
+        direct::write(&self.file, chunk, &mut self.direct)?;
+        self.written += chunk.len() as u64;
+        self.fill = 0;
+        if !self.direct && self.written - self.started >= WRITEBACK_CHUNK {
             use std::os::fd::AsRawFd;
-            self.out.flush()?;
             let len = self.written - self.started;
             // SAFETY: sync_file_range(2) on our own open file; it only starts writeback.
             unsafe {
                 libc::sync_file_range(
-                    self.out.get_ref().as_raw_fd(),
+                    self.file.as_raw_fd(),
                     i64::try_from(self.started).unwrap_or(i64::MAX),
                     i64::try_from(len).unwrap_or(i64::MAX),
                     libc::SYNC_FILE_RANGE_WRITE,
@@ -177,11 +206,28 @@ impl Write for PrehashedBlobWriter<'_> {
             };
             self.started = self.written;
         }
+        Ok(())
+    }
+}
+
+impl Write for PrehashedBlobWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.buf.len() - self.fill;
+        let n = buf.len().min(room);
+        self.buf
+            .get_mut(self.fill..self.fill + n)
+            .copy_from_slice(buf.get(..n).unwrap_or_default());
+        self.fill += n;
+        if self.fill == self.buf.len() {
+            self.drain()?;
+        }
         Ok(n)
     }
 
+    /// Nothing to do: the content reaches the file in whole chunks, the tail at
+    /// [`PrehashedBlobWriter::commit`].
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -415,6 +461,41 @@ mod tests {
         std::fs::read_dir(s.root().join("kiln/tmp"))
             .unwrap()
             .count()
+    }
+
+    /// Deterministic bytes that no two offsets share a pattern of.
+    fn noise(len: usize) -> Vec<u8> {
+        (0..len as u64)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn prehashed_blobs_of_every_alignment_read_back_verified() {
+        let (_t, s) = store();
+        // Empty, shorter than a block, whole blocks, exactly one direct chunk, and chunks plus
+        // an unaligned tail, written in odd-sized pieces.
+        for len in [
+            0,
+            1,
+            4095,
+            4096,
+            DIRECT_CHUNK,
+            DIRECT_CHUNK + 1,
+            2 * DIRECT_CHUNK + 4097,
+        ] {
+            let data = noise(len);
+            let mut w = s.prehashed_blob_writer().unwrap();
+            for piece in data.chunks(100_003) {
+                w.write_all(piece).unwrap();
+            }
+            let d = Digest::of(&data);
+            assert_eq!(w.commit(&d).unwrap(), len as u64);
+            let mut back = Vec::new();
+            s.open_blob(&d).unwrap().read_to_end(&mut back).unwrap();
+            assert!(back == data, "blob of {len} bytes differs");
+        }
+        assert_eq!(tmp_entries(&s), 0);
     }
 
     #[test]
