@@ -16,7 +16,6 @@ use cap_std::fs::{Dir, DirBuilder, File, Metadata, MetadataExt, OpenOptions};
 use cap_std::fs::{DirBuilderExt, OpenOptionsExt};
 
 use crate::ignore::PatternMatcher;
-use crate::layer::SOURCE_XATTR;
 use crate::rootfs::{ContainerPath, EntryKind, LayerView, RootfsError};
 
 /// Errors from copying.
@@ -289,12 +288,77 @@ pub struct CopyOptions {
     pub parents: bool,
     /// Clamp file times to this (SOURCE_DATE_EPOCH), seconds.
     pub epoch: Option<i64>,
-    /// The snapshot this same step produced last time: a regular file there that was copied
-    /// from a source file with the very same identity and stat (device, inode, size, mtime,
-    /// ctime, recorded in [`SOURCE_XATTR`]) and carries the metadata this copy would give it is
-    /// hard-linked instead of copied. Snapshots are never written in place, so sharing the
-    /// inode is safe; the check is as strong as the stat cache that keys the build.
-    pub reuse: Option<std::sync::Arc<Dir>>,
+    /// The snapshot this same step produced last time, with its [`Sources`]: a regular file
+    /// there that was copied from a source file with the very same identity and stat (device,
+    /// inode, size, mtime, ctime), was given the metadata this copy would give it, and still
+    /// has the stat it was left with is hard-linked instead of copied. Snapshots are never
+    /// written in place, so sharing the inode is safe; the check is as strong as the stat cache
+    /// that keys the build.
+    pub reuse: Option<std::sync::Arc<Reuse>>,
+    /// Where the copy notes the sources of the regular files it writes, for the next build's
+    /// `reuse`.
+    pub record: Option<std::sync::Arc<std::sync::Mutex<Sources>>>,
+}
+
+/// A previous snapshot of the same step, for [`CopyOptions::reuse`].
+#[derive(Debug)]
+pub struct Reuse {
+    /// The snapshot's folder.
+    pub snapshot: Dir,
+    /// What its copy recorded.
+    pub sources: Sources,
+}
+
+/// Where the regular files a copy wrote came from, by container path: what was asked (the
+/// source's identity, and the mode, owner and time given to the copy) and the stat the copy was
+/// left with (inode, size, mode, owner, mtime). Kept beside the snapshot that the upper becomes,
+/// as a file rather than per-file xattrs, which cost an xattr block per file on ext4.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sources(std::collections::HashMap<String, (String, String)>);
+
+impl Sources {
+    fn get(&self, path: &str) -> Option<&(String, String)> {
+        self.0.get(path)
+    }
+
+    /// Three NUL-terminated fields per file: path, want, left.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (path, (want, left)) in &self.0 {
+            for field in [path, want, left] {
+                out.extend_from_slice(field.as_bytes());
+                out.push(0);
+            }
+        }
+        out
+    }
+
+    /// Reads what [`Sources::encode`] wrote; a malformed record ends the reading (what is lost
+    /// is only reuse).
+    pub fn decode(bytes: &[u8]) -> Self {
+        let mut map = std::collections::HashMap::new();
+        // Only NUL-terminated fields count: what follows the last NUL is cut off.
+        let end = bytes.iter().rposition(|&b| b == 0).unwrap_or(0);
+        let mut fields = bytes
+            .get(..end)
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .map(std::str::from_utf8);
+        while let (Some(Ok(path)), Some(Ok(want)), Some(Ok(left))) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            map.insert(path.to_owned(), (want.to_owned(), left.to_owned()));
+        }
+        Self(map)
+    }
+}
+
+/// The part of a file's stat that a reused copy must still have.
+fn stat_left(st: &rustix::fs::Stat) -> String {
+    format!(
+        "{}:{}:{:o}:{}:{}:{}.{}",
+        st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_mtime, st.st_mtime_nsec
+    )
 }
 
 /// Files whose ctime is this close to the copy are not marked reusable: their stat may not yet
@@ -419,6 +483,8 @@ pub fn write_file(
             .map_err(Writer::werr(&target))?,
         Err(_) => {}
     }
+    // A copy of a source may have been here: its note no longer applies.
+    w.forget(target.as_str());
     let mut o = OpenOptions::new();
     o.write(true).create_new(true).mode(0o600);
     let mut f = upper
@@ -637,7 +703,7 @@ impl<'a> Writer<'a> {
         .map_err(|e| Self::werr(to)(e.into()))?;
         let prev = self.opts.reuse.as_deref().and_then(|r| {
             openat2(
-                r,
+                &r.snapshot,
                 if to.is_root() { "." } else { to.rel() },
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
@@ -770,22 +836,20 @@ impl<'a> Writer<'a> {
         let (uid, gid) = self.owner();
         let mode = self.mode_for(meta);
         let mtime = (self.clamp(meta.mtime()), meta.mtime_nsec());
-        let identity = source_identity(meta);
-        if let Some(p) = prev {
-            if reusable(p, name, &identity, mode, uid, gid, mtime) {
-                let mut linked = rustix::fs::linkat(p, name, dst, name, AtFlags::empty());
-                if linked == Err(rustix::io::Errno::EXIST) {
-                    // An earlier source of the same COPY put a file here: a later source wins.
-                    match rustix::fs::unlinkat(dst, name, AtFlags::empty()) {
-                        Ok(()) => {}
-                        Err(rustix::io::Errno::ISDIR) => {
-                            return Err(CopyError::NotADirectory(target.clone()))
-                        }
-                        Err(err) => return Err(Self::werr(target)(err.into())),
-                    }
-                    linked = rustix::fs::linkat(p, name, dst, name, AtFlags::empty());
-                }
-                if linked.is_ok() {
+        let want = format!(
+            "{} {mode:o} {uid}:{gid} {}.{}",
+            source_identity(meta),
+            mtime.0,
+            mtime.1
+        );
+        let key = target.as_str();
+        if let Some((p, reuse)) = prev.zip(self.opts.reuse.as_deref()) {
+            if let Some((recorded, left)) = reuse.sources.get(key) {
+                let same = *recorded == want
+                    && rustix::fs::statat(p, name, AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| stat_left(&st) == *left);
+                if same && self.link(p, dst, name, target)? {
+                    self.note(key, want, left.clone());
                     self.written += 1;
                     return Ok(());
                 }
@@ -810,17 +874,52 @@ impl<'a> Writer<'a> {
         rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
             .map_err(|err| Self::werr(target)(err.into()))?;
         fd_times(&o, mtime).map_err(Self::werr(target))?;
-        if meta.ctime() * 1_000_000_000 + meta.ctime_nsec() < self.started_ns - RACY_NS {
-            // Bookkeeping only: a failure just means no reuse next time.
-            let _ = rustix::fs::fsetxattr(
-                &o,
-                SOURCE_XATTR,
-                identity.as_bytes(),
-                rustix::fs::XattrFlags::empty(),
-            );
+        let settled = meta.ctime() * 1_000_000_000 + meta.ctime_nsec() < self.started_ns - RACY_NS;
+        if settled && self.opts.record.is_some() {
+            // Bookkeeping only: without the stat, no reuse next time.
+            if let Ok(st) = rustix::fs::fstat(&o) {
+                self.note(key, want, stat_left(&st));
+            }
         }
         self.written += 1;
         Ok(())
+    }
+
+    /// Hard-links `name` from the previous snapshot's folder `prev` into `dst`, replacing what
+    /// an earlier source of the same COPY put there (a later source wins). False if the link
+    /// could not be made (the file is then copied).
+    fn link(
+        &self,
+        prev: &rustix::fd::OwnedFd,
+        dst: &rustix::fd::OwnedFd,
+        name: &std::ffi::OsStr,
+        target: &ContainerPath,
+    ) -> Result<bool, CopyError> {
+        use rustix::fs::AtFlags;
+        let mut linked = rustix::fs::linkat(prev, name, dst, name, AtFlags::empty());
+        if linked == Err(rustix::io::Errno::EXIST) {
+            match rustix::fs::unlinkat(dst, name, AtFlags::empty()) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::ISDIR) => {
+                    return Err(CopyError::NotADirectory(target.clone()))
+                }
+                Err(err) => return Err(Self::werr(target)(err.into())),
+            }
+            linked = rustix::fs::linkat(prev, name, dst, name, AtFlags::empty());
+        }
+        Ok(linked.is_ok())
+    }
+
+    fn note(&self, path: &str, want: String, left: String) {
+        if let Some(Ok(mut r)) = self.opts.record.as_deref().map(|r| r.lock()) {
+            r.0.insert(path.to_owned(), (want, left));
+        }
+    }
+
+    fn forget(&self, path: &str) {
+        if let Some(Ok(mut r)) = self.opts.record.as_deref().map(|r| r.lock()) {
+            r.0.remove(path);
+        }
     }
 
     /// Opens the folder `p` of `root` without following any symlink on the way.
@@ -912,7 +1011,7 @@ impl<'a> Writer<'a> {
             .opts
             .reuse
             .as_deref()
-            .and_then(|r| Self::open_beneath(r, &to.parent()));
+            .and_then(|r| Self::open_beneath(&r.snapshot, &to.parent()));
         let name = std::ffi::OsString::from(to.file_name().unwrap_or("."));
         self.file_at(
             || src.open_file(from).map_err(serr),
@@ -925,7 +1024,7 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// A source file's identity and state, as recorded in [`SOURCE_XATTR`].
+/// A source file's identity and state.
 fn source_identity(meta: &Metadata) -> String {
     format!(
         "{}:{}:{}:{}.{}:{}.{}",
@@ -937,44 +1036,6 @@ fn source_identity(meta: &Metadata) -> String {
         meta.ctime(),
         meta.ctime_nsec()
     )
-}
-
-/// Whether the file `name` in the previous snapshot folder `prev` was copied from a source
-/// with exactly `identity` and already has the mode, owner and time this copy would give it.
-#[allow(clippy::too_many_arguments)]
-fn reusable(
-    prev: &rustix::fd::OwnedFd,
-    name: &std::ffi::OsStr,
-    identity: &str,
-    mode: u32,
-    uid: u32,
-    gid: u32,
-    (secs, nsecs): (i64, i64),
-) -> bool {
-    use rustix::fs::{Mode, OFlags};
-    let Ok(fd) = rustix::fs::openat(
-        prev,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
-        return false;
-    };
-    let Ok(st) = rustix::fs::fstat(&fd) else {
-        return false;
-    };
-    let mut buf = [0u8; 128];
-    let recorded = match rustix::fs::fgetxattr(&fd, SOURCE_XATTR, &mut buf) {
-        Ok(n) => buf.get(..n),
-        Err(_) => None,
-    };
-    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
-        && recorded == Some(identity.as_bytes())
-        && st.st_mode & 0o7777 == mode
-        && st.st_uid == uid
-        && st.st_gid == gid
-        && st.st_mtime == secs
-        && st.st_mtime_nsec as i64 == nsecs
 }
 
 /// Sets an open file's or folder's times.
@@ -1123,6 +1184,23 @@ fn set_mtime(dir: &Dir, p: &ContainerPath, secs: i64, nsecs: i64, symlink: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_survive_encoding_and_bad_input_only_loses_reuse() {
+        let mut s = Sources::default();
+        s.0.insert(
+            "/a/b".into(),
+            ("1:2:3 644 0:0 5.6".into(), "7:3:100644:0:0:5.6".into()),
+        );
+        s.0.insert("/odd\nname".into(), ("w".into(), "l".into()));
+        assert_eq!(Sources::decode(&s.encode()), s);
+        assert_eq!(Sources::decode(b""), Sources::default());
+        // A truncated record is dropped, not misread.
+        let mut cut = s.encode();
+        cut.truncate(cut.len() - 2);
+        assert_eq!(Sources::decode(&cut).0.len(), 1);
+        assert!(Sources::decode(b"\xff\0a\0b\0").0.is_empty());
+    }
 
     #[test]
     fn chmod_parses_octal_and_symbolic() {

@@ -862,7 +862,8 @@ fn a_rebuild_reuses_unchanged_files_without_touching_the_old_snapshot() {
         .permissions()
         .mode();
     assert_eq!(old_mode & 0o7777, 0o644);
-    // kiln's bookkeeping xattr never reaches a layer.
+    // kiln's bookkeeping (files beside the snapshot, xattrs of older versions) never reaches
+    // a layer.
     let store = kiln::store::Store::open(&env.root()).unwrap();
     let img = store.resolve("me/reuse:2").unwrap();
     let blob = store.open_blob(&img.manifest.layers[0].digest).unwrap();

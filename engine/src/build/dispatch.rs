@@ -1125,13 +1125,21 @@ impl Run<'_> {
             Some(spec) => Some(resolve_owner(spec, &lower).map_err(|e| self.fail(line, e))?),
             None => None,
         };
-        // ADD may extract archives over copied files in place: it never shares inodes.
+        // ADD may extract archives over copied files in place: it neither shares inodes nor
+        // records sources.
         let reuse = match w.prev {
             Some(d) if !w.add && self.store.has_snapshot(&d) => {
-                self.store.open_snapshot(&d).ok().map(std::sync::Arc::new)
+                self.store.open_snapshot(&d).ok().map(|snapshot| {
+                    let notes = self.store.snapshot_sources(&d).unwrap_or_default();
+                    std::sync::Arc::new(crate::copy::Reuse {
+                        snapshot,
+                        sources: crate::copy::Sources::decode(&notes),
+                    })
+                })
             }
             _ => None,
         };
+        let record = (!w.add).then(std::sync::Arc::default);
         let opts = CopyOptions {
             chown,
             chmod: w.chmod.clone(),
@@ -1139,6 +1147,7 @@ impl Run<'_> {
             parents: w.parents,
             epoch: self.req.epoch,
             reuse,
+            record: record.clone(),
         };
         let upper = self.store.temp_dir()?;
         let udir = open_dir(upper.path())?;
@@ -1203,7 +1212,15 @@ impl Run<'_> {
             )
             .map_err(cerr)?;
         }
-        self.commit_upper(upper)
+        let sources = record
+            .and_then(|r| r.lock().ok().map(|r| r.encode()))
+            .filter(|s| !s.is_empty());
+        let layer = self.commit_upper(upper)?;
+        if let Some(notes) = sources {
+            // Bookkeeping only: without it the next build copies every file again.
+            let _ = self.store.set_snapshot_sources(&layer.diff_id, &notes);
+        }
+        Ok(layer)
     }
 
     /// COPY --from: sources resolved in another rootfs (a stage's or an image's layers).

@@ -291,6 +291,7 @@ fn keep_xattr(name: &[u8]) -> bool {
             && name != OVERRIDE_STAT_XATTR.as_bytes())
 }
 
-/// kiln's bookkeeping xattr in uppers and snapshots: which source file (and which state of it) a
-/// file was copied from, so a later build can reuse it. Never written to a layer.
+/// The bookkeeping xattr that earlier versions of kiln put on copied files in uppers and snapshots (which
+/// source file a file was copied from; kept in a `sources` file beside the snapshot now).
+/// Snapshots in older stores still carry it: it never goes into a layer.
 pub const SOURCE_XATTR: &str = "user.kiln.copied-from";

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use cap_std::fs::Dir;
@@ -58,7 +58,9 @@ pub fn write_layer<W: Write>(
     source_date_epoch: Option<i64>,
     out: W,
 ) -> Result<LayerTar, LayerError> {
-    let hashing = write_tar(upper, source_date_epoch, HashingWriter::new(out))?;
+    let sink = Direct(HashingWriter::new(out));
+    let Direct(mut hashing) = write_tar(upper, source_date_epoch, sink)?;
+    hashing.flush().map_err(LayerError::WriteTar)?;
     let (_, hash, size) = hashing.finish();
     Ok(LayerTar {
         diff_id: DiffId::from_bytes(hash),
@@ -103,13 +105,12 @@ pub fn write_layer_pipelined<W: Write + Send>(
             out.flush()?;
             Ok(out)
         });
-        let sender = ChunkSender {
+        let sink = Pipeline {
             full: full_tx,
             spare: spare_rx,
-            chunk: Vec::with_capacity(CHUNK),
         };
-        let produced = write_tar(upper, source_date_epoch, sender)
-            .and_then(|mut s| s.send().map_err(LayerError::WriteTar));
+        // Dropping the sink closes the pipeline, which ends the other threads.
+        let produced = write_tar(upper, source_date_epoch, sink).map(drop);
         let panicked = || io::Error::other("layer writer thread panicked");
         let hashed = hasher.join().map_err(|_| LayerError::WriteTar(panicked()));
         let written = writer.join().unwrap_or_else(|_| Err(panicked()));
@@ -127,58 +128,119 @@ pub fn write_layer_pipelined<W: Write + Send>(
     })
 }
 
-/// Chunks of tar in flight between the reading and the writing thread.
+/// Chunks of tar in flight between the reading and the writing threads.
 const PIPELINE_DEPTH: usize = 4;
 
-/// Gathers written bytes into [`CHUNK`]-sized buffers and sends them to the writing thread,
-/// reusing the buffers it sends back.
-struct ChunkSender {
-    full: std::sync::mpsc::SyncSender<Vec<u8>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    chunk: Vec<u8>,
+/// Where full chunks of tar go; each hand-over returns an (empty) buffer for the next chunk.
+trait ChunkSink {
+    fn put(&mut self, chunk: Vec<u8>) -> io::Result<Vec<u8>>;
 }
 
-impl ChunkSender {
-    fn send(&mut self) -> io::Result<()> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
-        let next = match self.spare.try_recv() {
-            Ok(mut v) => {
-                v.clear();
-                v
-            }
-            Err(_) => Vec::with_capacity(CHUNK),
-        };
-        let full = std::mem::replace(&mut self.chunk, next);
-        self.full
-            .send(full)
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
+/// Writes chunks to a writer, reusing the one buffer.
+struct Direct<W>(W);
+
+impl<W: Write> ChunkSink for Direct<W> {
+    fn put(&mut self, mut chunk: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.0.write_all(&chunk)?;
+        chunk.clear();
+        Ok(chunk)
     }
 }
 
-impl Write for ChunkSender {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(CHUNK - self.chunk.len());
-        self.chunk
-            .extend_from_slice(buf.get(..n).unwrap_or_default());
-        if self.chunk.len() == CHUNK {
+/// Sends chunks to the hashing thread, reusing the buffers the writing thread sends back.
+struct Pipeline {
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChunkSink for Pipeline {
+    fn put(&mut self, chunk: Vec<u8>) -> io::Result<Vec<u8>> {
+        self.full
+            .send(chunk)
+            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))?;
+        Ok(self.spare.try_recv().unwrap_or_default())
+    }
+}
+
+/// The tar being produced: bytes gather in a [`CHUNK`]-sized buffer that file contents are
+/// read into directly, and full buffers go to the sink.
+struct Chunks<S: ChunkSink> {
+    buf: Vec<u8>,
+    fill: usize,
+    sink: S,
+}
+
+impl<S: ChunkSink> Chunks<S> {
+    fn new(sink: S) -> Self {
+        Self {
+            buf: vec![0; CHUNK],
+            fill: 0,
+            sink,
+        }
+    }
+
+    /// Hands the filled part of the buffer to the sink.
+    fn send(&mut self) -> io::Result<()> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let mut full = std::mem::take(&mut self.buf);
+        full.truncate(self.fill);
+        let mut next = self.sink.put(full)?;
+        next.resize(CHUNK, 0);
+        self.buf = next;
+        self.fill = 0;
+        Ok(())
+    }
+
+    fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            self.make_room()?;
+            let n = bytes.len().min(CHUNK - self.fill);
+            let (now, rest) = bytes.split_at(n);
+            self.buf
+                .get_mut(self.fill..self.fill + n)
+                .unwrap_or_default()
+                .copy_from_slice(now);
+            self.fill += n;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Makes sure the buffer has room for [`Chunks::read_from`].
+    fn make_room(&mut self) -> io::Result<()> {
+        if self.fill == CHUNK {
             self.send()?;
         }
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes of `file` straight into the buffer's room; returns how many (0
+    /// at the file's end, or without room).
+    fn read_from(&mut self, file: &mut File, max: usize) -> io::Result<usize> {
+        let room = (CHUNK - self.fill).min(max);
+        let n = file.read(
+            self.buf
+                .get_mut(self.fill..self.fill + room)
+                .unwrap_or_default(),
+        )?;
+        self.fill += n;
         Ok(n)
     }
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+    /// Sends what is left and returns the sink.
+    fn finish(mut self) -> io::Result<S> {
+        self.send()?;
+        Ok(self.sink)
     }
 }
 
-/// Writes the layer tar of `upper` to `out` and returns `out`.
-fn write_tar<W: Write>(upper: &Dir, epoch: Option<i64>, out: W) -> Result<W, LayerError> {
+/// Writes the layer tar of `upper` to `sink` and returns the sink.
+fn write_tar<S: ChunkSink>(upper: &Dir, epoch: Option<i64>, sink: S) -> Result<S, LayerError> {
     let mut w = TarWriter {
-        out: BufWriter::with_capacity(CHUNK, out),
+        out: Chunks::new(sink),
         epoch,
-        data: vec![0; CHUNK],
         pax: Vec::new(),
         xattr_list: vec![0; fsx::XATTR_MAX],
         xattr_value: vec![0; fsx::XATTR_MAX],
@@ -193,12 +255,7 @@ fn write_tar<W: Write>(upper: &Dir, epoch: Option<i64>, out: W) -> Result<W, Lay
     w.out
         .write_all(&[0u8; 2 * BLOCK])
         .map_err(LayerError::WriteTar)?;
-    let mut out = w
-        .out
-        .into_inner()
-        .map_err(|e| LayerError::WriteTar(e.into_error()))?;
-    out.flush().map_err(LayerError::WriteTar)?;
-    Ok(out)
+    w.out.finish().map_err(LayerError::WriteTar)
 }
 
 /// xattrs of one file or directory, sorted out.
@@ -284,10 +341,9 @@ impl Meta<'static> {
     }
 }
 
-struct TarWriter<W: Write> {
-    out: BufWriter<W>,
+struct TarWriter<S: ChunkSink> {
+    out: Chunks<S>,
     epoch: Option<i64>,
-    data: Vec<u8>,
     pax: Vec<u8>,
     xattr_list: Vec<u8>,
     xattr_value: Vec<u8>,
@@ -298,7 +354,7 @@ struct TarWriter<W: Write> {
     links: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl<W: Write> TarWriter<W> {
+impl<S: ChunkSink> TarWriter<S> {
     fn upper_err(&self, name: &[u8], op: &'static str, e: impl Into<io::Error>) -> LayerError {
         LayerError::ReadUpper {
             path: lossy(&[&self.path[..], name].concat()),
@@ -655,18 +711,14 @@ impl<W: Write> TarWriter<W> {
     fn file_data(&mut self, file: &mut File, size: u64, name: &[u8]) -> Result<(), LayerError> {
         let mut left = size;
         while left > 0 {
-            let want = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(self.data.len());
-            let n = match file.read(&mut self.data[..want]) {
+            let want = usize::try_from(left).unwrap_or(usize::MAX);
+            self.out.make_room().map_err(LayerError::WriteTar)?;
+            let n = match self.out.read_from(file, want) {
                 Ok(0) => return Err(self.unrepresentable(name, Unrepresentable::Changed)),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.upper_err(name, "read", e)),
             };
-            self.out
-                .write_all(&self.data[..n])
-                .map_err(LayerError::WriteTar)?;
             left -= n as u64;
         }
         self.pad(size)

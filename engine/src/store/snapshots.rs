@@ -25,6 +25,10 @@ use crate::digest::DiffId;
 pub(super) const MARKER: &str = "complete";
 /// The unpacked layer inside a snapshot folder.
 pub(super) const ROOTFS: &str = "rootfs";
+/// Optional bookkeeping beside `rootfs/`: where a COPY's files came from (`copy::Sources`).
+const SOURCES: &str = "sources";
+/// The most of a `sources` file that is read.
+const MAX_SOURCES: u64 = 64 << 20;
 
 /// This boot's ID (`/proc/sys/kernel/random/boot_id`), if the kernel tells it.
 fn boot_id() -> Option<&'static str> {
@@ -195,6 +199,38 @@ impl Store {
     }
 
     /// The complete snapshots.
+    /// Keeps `notes` (what a copy recorded about the files of the snapshot of `diff`) beside
+    /// the snapshot, replacing earlier notes. Bookkeeping: not flushed, and losing it only
+    /// costs a later copy its reuse of unchanged files.
+    pub fn set_snapshot_sources(&self, diff: &DiffId, notes: &[u8]) -> Result<(), StoreError> {
+        let rel = snapshot_rel(diff);
+        let (tmp, mut file) = self.create_temp(SOURCES)?;
+        let tmp = TempFile {
+            store: self,
+            rel: Some(tmp),
+        };
+        let tmp_rel = tmp.rel.clone().unwrap_or_default();
+        file.write_all(notes).map_err(self.io("write", &tmp_rel))?;
+        let dest = format!("{rel}/{SOURCES}");
+        self.dir
+            .rename(&tmp_rel, &self.dir, &dest)
+            .map_err(self.io("rename to", &dest))?;
+        tmp.disarm();
+        Ok(())
+    }
+
+    /// What [`Store::set_snapshot_sources`] kept for `diff`, if anything.
+    pub fn snapshot_sources(&self, diff: &DiffId) -> Option<Vec<u8>> {
+        use std::io::Read;
+        let f = self
+            .dir
+            .open(format!("{}/{SOURCES}", snapshot_rel(diff)))
+            .ok()?;
+        let mut out = Vec::new();
+        f.take(MAX_SOURCES).read_to_end(&mut out).ok()?;
+        Some(out)
+    }
+
     pub fn list_snapshots(&self) -> Result<Vec<DiffId>, StoreError> {
         let mut out = Vec::new();
         for entry in self
