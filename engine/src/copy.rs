@@ -46,7 +46,7 @@ pub enum CopyError {
 }
 
 /// A tree files can be copied from: the build context or another stage's rootfs.
-pub trait SourceFs {
+pub trait SourceFs: Sync {
     /// Metadata of `path` without following a final symlink.
     fn symlink_metadata(&self, path: &str) -> io::Result<Metadata>;
     /// Opens a regular file.
@@ -516,6 +516,8 @@ struct Writer<'a> {
     started_ns: i64,
     /// The buffer for direct copies of big files, made on first use.
     direct_buf: Option<crate::fsx::direct::AlignedBuf>,
+    /// Whether a folder copy may still share its subfolders with a second thread.
+    split: bool,
 }
 
 /// The unit of a direct copy.
@@ -533,6 +535,7 @@ impl<'a> Writer<'a> {
             written: 0,
             started_ns,
             direct_buf: None,
+            split: true,
         }
     }
 
@@ -723,100 +726,157 @@ impl<'a> Writer<'a> {
         prev: Option<&rustix::fd::OwnedFd>,
         to: &ContainerPath,
     ) -> Result<(), CopyError> {
-        use rustix::fs::{AtFlags, Mode, OFlags};
         let serr = |path: &str| {
             let path = display_src(path);
             move |e| CopyError::Source { path, source: e }
         };
-        let (uid, gid) = self.owner();
         let mut entries = Vec::new();
         for e in src_dir.entries().map_err(serr(from))? {
             let e = e.map_err(serr(from))?;
             entries.push(e);
         }
         entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name_os = e.file_name();
-            let name = name_os.to_string_lossy();
-            let child = if from.is_empty() {
-                name.clone().into_owned()
-            } else {
-                format!("{from}/{name}")
-            };
-            if self.excluded(&child) || src.hidden(&child) {
-                continue;
+        let folders = entries
+            .iter()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .count();
+        if !self.split || folders < 2 {
+            for e in entries {
+                self.tree_entry(src, src_dir, from, dst, prev, to, e)?;
             }
-            let meta = e.metadata().map_err(serr(&child))?;
-            let target = to.join(&name);
-            let werr = Self::werr(&target);
-            let ft = meta.file_type();
-            let mtime = (self.clamp(meta.mtime()), meta.mtime_nsec());
-            if ft.is_dir() {
-                let mode = self.mode_for(&meta);
-                match rustix::fs::mkdirat(dst, &*name_os, Mode::from_raw_mode(0o700)) {
-                    Ok(()) => {}
-                    Err(rustix::io::Errno::EXIST) => {}
-                    Err(err) => return Err(werr(err.into())),
-                }
-                let sub = rustix::fs::openat(
-                    dst,
-                    &*name_os,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|err| match err {
-                    rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => {
-                        CopyError::NotADirectory(target.clone())
-                    }
-                    err => Self::werr(&target)(err.into()),
-                })?;
-                let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
-                let sub_prev =
-                    prev.and_then(|p| crate::fsx::open_dir_at(p.as_fd(), &*name_os).ok());
-                self.tree_fast(src, &sub_src, &child, &sub, sub_prev.as_ref(), &target)?;
-                fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
-                rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
-                    .map_err(|err| Self::werr(&target)(err.into()))?;
-                fd_times(&sub, mtime).map_err(Self::werr(&target))?;
-                self.written += 1;
-            } else if ft.is_file() {
-                let open = || src_dir.open(&*name_os).map_err(serr(&child));
-                self.file_at(open, &meta, dst, &name_os, prev, &target)?;
-            } else if ft.is_symlink() {
-                let link = rustix::fs::readlinkat(src_dir, &*name_os, Vec::new())
-                    .map_err(|err| serr(&child)(err.into()))?;
-                match rustix::fs::unlinkat(dst, &*name_os, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                    Err(rustix::io::Errno::ISDIR) => {
-                        return Err(CopyError::NotADirectory(target.clone()))
-                    }
-                    Err(err) => return Err(werr(err.into())),
-                }
-                rustix::fs::symlinkat(link.as_c_str(), dst, &*name_os)
-                    .map_err(|err| Self::werr(&target)(err.into()))?;
-                match rustix::fs::chownat(
-                    dst,
-                    &*name_os,
-                    Some(rustix::process::Uid::from_raw(uid)),
-                    Some(rustix::process::Gid::from_raw(gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                ) {
-                    // Without privileges a symlink keeps the builder's owner: Linux allows no
-                    // user xattrs on symlinks to record another one.
-                    Ok(()) | Err(rustix::io::Errno::PERM) => {}
-                    Err(err) => return Err(Self::werr(&target)(err.into())),
-                }
-                rustix::fs::utimensat(
-                    dst,
-                    &*name_os,
-                    &crate::fsx::times(mtime.0, mtime.1 as u32),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|err| Self::werr(&target)(err.into()))?;
-                self.written += 1;
-            }
-            // Devices, fifos and sockets in a build context are not copied (Docker skips them).
+            return Ok(());
         }
+        // The first folder with several subfolders shares them with a second thread: a copy is
+        // mostly create, link and stat calls, and folders are independent of each other.
+        self.split = false;
+        let (theirs, mine): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .enumerate()
+            .partition(|(i, e)| i % 2 == 1 && e.file_type().is_ok_and(|t| t.is_dir()));
+        let mut other = Writer {
+            direct_buf: None,
+            written: 0,
+            ..*self
+        };
+        std::thread::scope(|scope| {
+            let helper = scope.spawn(move || -> Result<u64, CopyError> {
+                for (_, e) in theirs {
+                    other.tree_entry(src, src_dir, from, dst, prev, to, e)?;
+                }
+                Ok(other.written)
+            });
+            let done = mine
+                .into_iter()
+                .try_for_each(|(_, e)| self.tree_entry(src, src_dir, from, dst, prev, to, e));
+            let helped = helper.join().unwrap_or_else(|_| {
+                Err(CopyError::Write {
+                    path: to.clone(),
+                    source: io::Error::other("copy thread panicked"),
+                })
+            });
+            done?;
+            self.written += helped?;
+            Ok(())
+        })
+    }
+
+    /// One entry of a folder that [`Writer::tree_fast`] copies.
+    #[allow(clippy::too_many_arguments)]
+    fn tree_entry(
+        &mut self,
+        src: &dyn SourceFs,
+        src_dir: &Dir,
+        from: &str,
+        dst: &rustix::fd::OwnedFd,
+        prev: Option<&rustix::fd::OwnedFd>,
+        to: &ContainerPath,
+        e: cap_std::fs::DirEntry,
+    ) -> Result<(), CopyError> {
+        use rustix::fs::{AtFlags, Mode, OFlags};
+        let serr = |path: &str| {
+            let path = display_src(path);
+            move |e| CopyError::Source { path, source: e }
+        };
+        let (uid, gid) = self.owner();
+        let name_os = e.file_name();
+        let name = name_os.to_string_lossy();
+        let child = if from.is_empty() {
+            name.clone().into_owned()
+        } else {
+            format!("{from}/{name}")
+        };
+        if self.excluded(&child) || src.hidden(&child) {
+            return Ok(());
+        }
+        let meta = e.metadata().map_err(serr(&child))?;
+        let target = to.join(&name);
+        let werr = Self::werr(&target);
+        let ft = meta.file_type();
+        let mtime = (self.clamp(meta.mtime()), meta.mtime_nsec());
+        if ft.is_dir() {
+            let mode = self.mode_for(&meta);
+            match rustix::fs::mkdirat(dst, &*name_os, Mode::from_raw_mode(0o700)) {
+                Ok(()) => {}
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(err) => return Err(werr(err.into())),
+            }
+            let sub = rustix::fs::openat(
+                dst,
+                &*name_os,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|err| match err {
+                rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP => {
+                    CopyError::NotADirectory(target.clone())
+                }
+                err => Self::werr(&target)(err.into()),
+            })?;
+            let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
+            let sub_prev = prev.and_then(|p| crate::fsx::open_dir_at(p.as_fd(), &*name_os).ok());
+            self.tree_fast(src, &sub_src, &child, &sub, sub_prev.as_ref(), &target)?;
+            fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
+            rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
+                .map_err(|err| Self::werr(&target)(err.into()))?;
+            fd_times(&sub, mtime).map_err(Self::werr(&target))?;
+            self.written += 1;
+        } else if ft.is_file() {
+            let open = || src_dir.open(&*name_os).map_err(serr(&child));
+            self.file_at(open, &meta, dst, &name_os, prev, &target)?;
+        } else if ft.is_symlink() {
+            let link = rustix::fs::readlinkat(src_dir, &*name_os, Vec::new())
+                .map_err(|err| serr(&child)(err.into()))?;
+            match rustix::fs::unlinkat(dst, &*name_os, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(rustix::io::Errno::ISDIR) => {
+                    return Err(CopyError::NotADirectory(target.clone()))
+                }
+                Err(err) => return Err(werr(err.into())),
+            }
+            rustix::fs::symlinkat(link.as_c_str(), dst, &*name_os)
+                .map_err(|err| Self::werr(&target)(err.into()))?;
+            match rustix::fs::chownat(
+                dst,
+                &*name_os,
+                Some(rustix::process::Uid::from_raw(uid)),
+                Some(rustix::process::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            ) {
+                // Without privileges a symlink keeps the builder's owner: Linux allows no
+                // user xattrs on symlinks to record another one.
+                Ok(()) | Err(rustix::io::Errno::PERM) => {}
+                Err(err) => return Err(Self::werr(&target)(err.into())),
+            }
+            rustix::fs::utimensat(
+                dst,
+                &*name_os,
+                &crate::fsx::times(mtime.0, mtime.1 as u32),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|err| Self::werr(&target)(err.into()))?;
+            self.written += 1;
+        }
+        // Devices, fifos and sockets in a build context are not copied (Docker skips them).
         Ok(())
     }
 

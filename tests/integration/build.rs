@@ -806,6 +806,91 @@ fn snapshot_of(env: &Env, image: &str, index: usize) -> std::path::PathBuf {
     env.root().join("kiln/snapshots").join(diff).join("rootfs")
 }
 
+/// The context's files as the image should hold them below `prefix`: kind, mode and content
+/// (or link target), from the host's view of the folder.
+fn context_tree(
+    dir: &std::path::Path,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, (char, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![(dir.to_path_buf(), prefix.to_owned())];
+    while let Some((d, p)) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let name = format!("{p}/{}", e.file_name().to_string_lossy());
+            let m = std::fs::symlink_metadata(e.path()).unwrap();
+            let mode = m.permissions().mode() & 0o7777;
+            if m.is_dir() {
+                out.insert(name.clone(), ('d', mode, Vec::new()));
+                todo.push((e.path(), name));
+            } else if m.file_type().is_symlink() {
+                let t = std::fs::read_link(e.path()).unwrap();
+                out.insert(name, ('l', 0o777, t.to_string_lossy().as_bytes().to_vec()));
+            } else {
+                out.insert(name, ('f', mode, std::fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_tree_of_many_folders_is_copied_whole_and_rebuilt_exactly() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    // Several levels of several folders: the copy shares folders between two threads.
+    for a in 0..5 {
+        for b in 0..4 {
+            let d = format!("ctx/t/d{a}/e{b}");
+            std::fs::create_dir_all(env.path(&d)).unwrap();
+            for f in 0..6 {
+                env.write(
+                    &format!("{d}/f{f}"),
+                    &format!("{a}-{b}-{f}\n").repeat(f + 1),
+                );
+            }
+            std::os::unix::fs::symlink(format!("f{b}"), env.path(&format!("{d}/link"))).unwrap();
+        }
+        std::fs::set_permissions(
+            env.path(&format!("ctx/t/d{a}/e0/f0")),
+            std::fs::Permissions::from_mode(0o750),
+        )
+        .unwrap();
+    }
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY t /x/\n");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let build = |tag: &str| {
+        env.ok(&["build", "-q", "-t", tag, env.path("ctx").to_str().unwrap()]);
+        image_tree(&env.root(), tag)
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("x/"))
+            .map(|(k, v)| {
+                (
+                    k,
+                    (
+                        v.kind,
+                        if v.kind == 'l' {
+                            0o777
+                        } else {
+                            v.mode & 0o7777
+                        },
+                        v.content,
+                    ),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(build("me/tree:1"), context_tree(&env.path("ctx/t"), "x"));
+    // Edit a file deep in one folder and remove another: the rebuild reuses the rest and the
+    // image matches the context again.
+    env.write("ctx/t/d3/e2/f4", "changed");
+    std::fs::remove_file(env.path("ctx/t/d1/e1/f1")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(build("me/tree:2"), context_tree(&env.path("ctx/t"), "x"));
+    env.ok(&["fsck"]);
+}
+
 #[test]
 fn a_rebuild_reuses_unchanged_files_without_touching_the_old_snapshot() {
     use std::os::unix::fs::MetadataExt;
