@@ -664,9 +664,11 @@ pub fn import(
     };
     let root_dir = open_dir(&root)?;
     layer::unpack_layer(input, &root_dir, &opts)?;
-    let mut w = store.blob_writer()?;
-    let tar = layer::write_layer(&root_dir, epoch, &mut w)?;
-    let (digest, size) = w.commit()?;
+    // The layer is hashed as it is written (on its own thread), not again by the store.
+    let w = store.prehashed_blob_writer()?;
+    let (tar, w) = layer::write_layer_pipelined(&root_dir, epoch, w)?;
+    let digest = tar.diff_id.as_uncompressed_digest();
+    let size = w.commit(&digest)?;
     let diff_id = tar.diff_id;
     let created = match epoch {
         Some(e) => OffsetDateTime::from_unix_timestamp(e).unwrap_or(OffsetDateTime::UNIX_EPOCH),

@@ -70,9 +70,11 @@ pub fn commit(
 
     let upper = Dir::open_ambient_dir(c.upper(), cap_std::ambient_authority())
         .map_err(CommitError::Upper)?;
-    let mut w = store.blob_writer()?;
-    let tar = layer::write_layer(&upper, opts.epoch, &mut w)?;
-    let (digest, size) = w.commit()?;
+    // The layer is hashed as it is written (on its own thread), not again by the store.
+    let w = store.prehashed_blob_writer()?;
+    let (tar, w) = layer::write_layer_pipelined(&upper, opts.epoch, w)?;
+    let digest = tar.diff_id.as_uncompressed_digest();
+    let size = w.commit(&digest)?;
     let created = match opts.epoch {
         Some(e) => OffsetDateTime::from_unix_timestamp(e).unwrap_or(OffsetDateTime::UNIX_EPOCH),
         None => OffsetDateTime::now_utc(),
