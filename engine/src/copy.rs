@@ -520,6 +520,20 @@ struct Writer<'a> {
     split: bool,
 }
 
+/// A folder being copied: where its entries come from and go.
+#[derive(Clone, Copy)]
+struct Folder<'a> {
+    src: &'a dyn SourceFs,
+    src_dir: &'a Dir,
+    /// Its path in the source tree.
+    from: &'a str,
+    /// The folder in the upper that receives its entries.
+    dst: &'a rustix::fd::OwnedFd,
+    /// The same folder in the previous snapshot, if any.
+    prev: Option<&'a rustix::fd::OwnedFd>,
+    to: &'a ContainerPath,
+}
+
 /// The unit of a direct copy.
 const DIRECT_CHUNK: usize = 4 << 20;
 
@@ -714,18 +728,20 @@ impl<'a> Writer<'a> {
             )
             .ok()
         });
-        self.tree_fast(src, &src_dir, from, &dst, prev.as_ref(), to)
+        self.tree_fast(Folder {
+            src,
+            src_dir: &src_dir,
+            from,
+            dst: &dst,
+            prev: prev.as_ref(),
+            to,
+        })
     }
 
-    fn tree_fast(
-        &mut self,
-        src: &dyn SourceFs,
-        src_dir: &Dir,
-        from: &str,
-        dst: &rustix::fd::OwnedFd,
-        prev: Option<&rustix::fd::OwnedFd>,
-        to: &ContainerPath,
-    ) -> Result<(), CopyError> {
+    fn tree_fast(&mut self, f: Folder<'_>) -> Result<(), CopyError> {
+        let Folder {
+            src_dir, from, to, ..
+        } = f;
         let serr = |path: &str| {
             let path = display_src(path);
             move |e| CopyError::Source { path, source: e }
@@ -742,7 +758,7 @@ impl<'a> Writer<'a> {
             .count();
         if !self.split || folders < 2 {
             for e in entries {
-                self.tree_entry(src, src_dir, from, dst, prev, to, e)?;
+                self.tree_entry(f, e)?;
             }
             return Ok(());
         }
@@ -761,13 +777,13 @@ impl<'a> Writer<'a> {
         std::thread::scope(|scope| {
             let helper = scope.spawn(move || -> Result<u64, CopyError> {
                 for (_, e) in theirs {
-                    other.tree_entry(src, src_dir, from, dst, prev, to, e)?;
+                    other.tree_entry(f, e)?;
                 }
                 Ok(other.written)
             });
             let done = mine
                 .into_iter()
-                .try_for_each(|(_, e)| self.tree_entry(src, src_dir, from, dst, prev, to, e));
+                .try_for_each(|(_, e)| self.tree_entry(f, e));
             let helped = helper.join().unwrap_or_else(|_| {
                 Err(CopyError::Write {
                     path: to.clone(),
@@ -781,18 +797,16 @@ impl<'a> Writer<'a> {
     }
 
     /// One entry of a folder that [`Writer::tree_fast`] copies.
-    #[allow(clippy::too_many_arguments)]
-    fn tree_entry(
-        &mut self,
-        src: &dyn SourceFs,
-        src_dir: &Dir,
-        from: &str,
-        dst: &rustix::fd::OwnedFd,
-        prev: Option<&rustix::fd::OwnedFd>,
-        to: &ContainerPath,
-        e: cap_std::fs::DirEntry,
-    ) -> Result<(), CopyError> {
+    fn tree_entry(&mut self, f: Folder<'_>, e: cap_std::fs::DirEntry) -> Result<(), CopyError> {
         use rustix::fs::{AtFlags, Mode, OFlags};
+        let Folder {
+            src,
+            src_dir,
+            from,
+            dst,
+            prev,
+            to,
+        } = f;
         let serr = |path: &str| {
             let path = display_src(path);
             move |e| CopyError::Source { path, source: e }
@@ -834,7 +848,14 @@ impl<'a> Writer<'a> {
             })?;
             let sub_src = src_dir.open_dir(&*name_os).map_err(serr(&child))?;
             let sub_prev = prev.and_then(|p| crate::fsx::open_dir_at(p.as_fd(), &*name_os).ok());
-            self.tree_fast(src, &sub_src, &child, &sub, sub_prev.as_ref(), &target)?;
+            self.tree_fast(Folder {
+                src,
+                src_dir: &sub_src,
+                from: &child,
+                dst: &sub,
+                prev: sub_prev.as_ref(),
+                to: &target,
+            })?;
             fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
             rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
                 .map_err(|err| Self::werr(&target)(err.into()))?;

@@ -845,10 +845,7 @@ fn a_tree_of_many_folders_is_copied_whole_and_rebuilt_exactly() {
             let d = format!("ctx/t/d{a}/e{b}");
             std::fs::create_dir_all(env.path(&d)).unwrap();
             for f in 0..6 {
-                env.write(
-                    &format!("{d}/f{f}"),
-                    format!("{a}-{b}-{f}\n").repeat(f + 1),
-                );
+                env.write(&format!("{d}/f{f}"), format!("{a}-{b}-{f}\n").repeat(f + 1));
             }
             std::os::unix::fs::symlink(format!("f{b}"), env.path(&format!("{d}/link"))).unwrap();
         }
