@@ -479,9 +479,11 @@ fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
         &["run", "-it", "--name", "by-hand", "debian:bookworm", "bash"],
     ));
     let mut seen = String::new();
-    pty.type_line("echo $((6*7)); stty size");
+    pty.type_line("echo $((6*7)); stty size; tty");
     pty.expect(&mut seen, "42");
     pty.expect(&mut seen, "33 99");
+    // The terminal is the container's own, as docker's is.
+    pty.expect(&mut seen, "/dev/pts/0");
     // Ctrl-C reaches the foreground program through the terminal, not kiln.
     pty.type_line("sleep 300");
     std::thread::sleep(Duration::from_millis(500));

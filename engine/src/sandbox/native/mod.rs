@@ -49,6 +49,7 @@
 //! runs.
 
 mod cgroup;
+mod console;
 mod layers;
 mod plan;
 mod seccomp;
@@ -481,12 +482,32 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40);
-    let fds_raw: Vec<(i32, RawFd)> = stdio
+    let mut fds_raw: Vec<(i32, RawFd)> = stdio
         .iter()
         .enumerate()
         .map(|(i, fd)| (i as i32, fd.as_raw_fd()))
         .chain(extra_fds.iter().map(|(n, fd)| (*n as i32, fd.as_raw_fd())))
         .collect();
+    // A terminal: the program opens its own in the container's devpts and sends its primary
+    // side here; a relay joins it to the terminal the caller gave (stdin).
+    let console = if tty {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| host("socketpair")(e.into()))?;
+        let n = fds_raw.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
+        fds_raw.push((n, theirs.as_raw_fd()));
+        let outer = stdio[0]
+            .try_clone()
+            .map_err(host("duplicate the terminal"))?;
+        let relay = console::Relay::start(ours, outer).map_err(host("start the terminal relay"))?;
+        Some((n, theirs, relay))
+    } else {
+        None
+    };
     let mut exec = ExecConfig::new(
         fds_raw,
         uid,
@@ -501,6 +522,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         seccomp::filter(),
     );
     exec.controlling_tty = tty;
+    exec.console = console.as_ref().map(|(n, _, _)| *n);
     let cgroups = cgroup::Cgroups::create(&limits);
     let result = start_and_wait(
         plan,
@@ -513,6 +535,11 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         base_fd,
         control.as_ref(),
     );
+    if let Some((_, theirs, relay)) = console {
+        // Every process of the container is gone: the relay drains the terminal and stops.
+        drop(theirs);
+        relay.finish();
+    }
     let limit_hit = cgroups.exceeded();
     cgroups.remove();
     let (status, timed_out) = result?;

@@ -109,6 +109,11 @@ pub(crate) struct ExecConfig {
     pub filter: Vec<SockFilter>,
     /// stdin is a terminal that becomes the program's controlling one (`run -t`).
     pub controlling_tty: bool,
+    /// With `controlling_tty`: a socket (this descriptor number, after the `fds` moves) over
+    /// which the program's process sends the primary side of a terminal it opens in the
+    /// container's own devpts; its secondary side becomes the program's stdio (as runc's
+    /// console socket does), so `tty` names `/dev/pts/0` inside.
+    pub console: Option<c_int>,
 }
 
 impl ExecConfig {
@@ -150,6 +155,7 @@ impl ExecConfig {
             env_ptrs,
             filter,
             controlling_tty: false,
+            console: None,
         }
     }
 }
@@ -666,6 +672,108 @@ unsafe fn drop_capabilities(keep: u64, last_cap: u32) -> c_int {
     }
 }
 
+/// Opens a terminal in the container's devpts, makes its secondary side stdin, stdout and
+/// stderr (owned by `uid`, as docker leaves it), and sends its primary side over `sock`, which
+/// is then closed. Returns -1 on failure (errno set).
+///
+/// # Safety
+/// Raw system calls on the calling process's descriptors.
+unsafe fn open_console(sock: c_int, uid: u32) -> c_int {
+    // SAFETY: plain system calls; the message buffers live on this stack frame.
+    unsafe {
+        let primary = libc::open(
+            c"/dev/ptmx".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        if primary < 0 {
+            return -1;
+        }
+        let unlock: c_int = 0;
+        if libc::ioctl(primary, libc::TIOCSPTLCK, &unlock) < 0 {
+            return -1;
+        }
+        let secondary = libc::ioctl(primary, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY);
+        if secondary < 0 {
+            return -1;
+        }
+        // Best effort: the program can use its descriptors either way.
+        libc::fchown(secondary, uid, u32::MAX);
+        for n in 0..3 {
+            if libc::dup2(secondary, n) < 0 {
+                return -1;
+            }
+        }
+        if secondary > 2 {
+            libc::close(secondary);
+        }
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = [0u64; 4];
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null() {
+            return -1;
+        }
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), primary);
+        let sent = libc::sendmsg(sock, &msg, 0);
+        libc::close(primary);
+        libc::close(sock);
+        if sent < 0 {
+            -1
+        } else {
+            0
+        }
+    }
+}
+
+/// Receives the terminal primary that [`open_console`] sends; `None` if the socket closed
+/// first (the program failed before).
+pub(crate) fn recv_console(sock: &OwnedFd) -> Option<OwnedFd> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: recvmsg(2) into buffers on this stack frame; a received descriptor is owned
+    // exactly once.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control);
+        let n = loop {
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n >= 0 || errno() != libc::EINTR {
+                break n;
+            }
+        };
+        if n <= 0 {
+            return None;
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return None;
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>());
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+    }
+}
+
 /// The program's process: drops privileges, installs the filter and executes.
 fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
     // SAFETY: raw system calls on prepared data only (see the module doc).
@@ -696,6 +804,11 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
         }
         for (i, (n, _)) in cfg.fds.iter().enumerate().take(MAX_FDS) {
             if libc::dup2(high[i], *n) < 0 {
+                stage_fail(report, Stage::Stdio, errno());
+            }
+        }
+        if let Some(sock) = cfg.console {
+            if open_console(sock, cfg.uid) < 0 {
                 stage_fail(report, Stage::Stdio, errno());
             }
         }
