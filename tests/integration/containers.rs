@@ -484,6 +484,11 @@ fn run_it_gives_a_real_terminal_and_the_manual_flow_commits() {
     pty.expect(&mut seen, "33 99");
     // The terminal is the container's own, as docker's is.
     pty.expect(&mut seen, "/dev/pts/0");
+    // A resized window reaches the container's terminal.
+    pty.resize(40, 120);
+    std::thread::sleep(Duration::from_millis(500));
+    pty.type_line("stty size");
+    pty.expect(&mut seen, "40 120");
     // Ctrl-C reaches the foreground program through the terminal, not kiln.
     pty.type_line("sleep 300");
     std::thread::sleep(Duration::from_millis(500));

@@ -347,6 +347,21 @@ impl Pty {
         }
     }
 
+    /// Changes the window size, as a terminal window being resized does (the foreground
+    /// program gets SIGWINCH).
+    pub fn resize(&self, rows: u16, cols: u16) {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.primary);
+        // SAFETY: TIOCSWINSZ reads the winsize on this stack frame.
+        let r = unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
+
     pub fn type_line(&mut self, line: &str) {
         self.primary.write_all(line.as_bytes()).unwrap();
         self.primary.write_all(b"\r").unwrap();
