@@ -515,7 +515,7 @@ struct Writer<'a> {
     /// When the copy started (ns since the epoch), for the racily-clean rule.
     started_ns: i64,
     /// The buffer for direct copies of big files, made on first use.
-    direct_buf: Option<crate::fsx::direct::AlignedBuf>,
+    direct_buf: Option<crate::fsx::direct::Out>,
     /// Whether a folder copy may still share its subfolders with a second thread.
     split: bool,
 }
@@ -946,7 +946,7 @@ impl<'a> Writer<'a> {
         if meta.size() >= crate::fsx::direct::MIN_FILE {
             let buf = self
                 .direct_buf
-                .get_or_insert_with(|| crate::fsx::direct::AlignedBuf::new(DIRECT_CHUNK));
+                .get_or_insert_with(|| crate::fsx::direct::Out::new(DIRECT_CHUNK));
             crate::fsx::direct::copy(&i, &o, buf).map_err(Self::werr(target))?;
         } else {
             io::copy(&mut i, &mut o).map_err(Self::werr(target))?;

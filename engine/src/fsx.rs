@@ -158,7 +158,7 @@ pub(crate) mod direct {
     pub(crate) const MIN_FILE: u64 = 4 << 20;
 
     /// A reusable buffer of `len` bytes whose start is [`ALIGN`]ed.
-    pub(crate) struct AlignedBuf {
+    struct AlignedBuf {
         raw: Vec<u8>,
         start: usize,
         len: usize,
@@ -166,23 +166,22 @@ pub(crate) mod direct {
 
     impl AlignedBuf {
         /// `len` is rounded up to a multiple of [`ALIGN`].
-        pub(crate) fn new(len: usize) -> Self {
+        fn new(len: usize) -> Self {
             let len = len.div_ceil(ALIGN).max(1) * ALIGN;
             let raw = vec![0u8; len + ALIGN];
             let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
             Self { raw, start, len }
         }
 
-        pub(crate) fn len(&self) -> usize {
-            self.len
+        fn get(&self, range: std::ops::Range<usize>) -> &[u8] {
+            let end = range.end.min(self.len);
+            let begin = range.start.min(end);
+            self.raw
+                .get(self.start + begin..self.start + end)
+                .unwrap_or_default()
         }
 
-        pub(crate) fn get(&self, n: usize) -> &[u8] {
-            let n = n.min(self.len);
-            self.raw.get(self.start..self.start + n).unwrap_or_default()
-        }
-
-        pub(crate) fn get_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
+        fn get_mut(&mut self, range: std::ops::Range<usize>) -> &mut [u8] {
             let end = range.end.min(self.len);
             let begin = range.start.min(end);
             self.raw
@@ -192,7 +191,7 @@ pub(crate) mod direct {
     }
 
     /// Turns `O_DIRECT` on or off for an open file.
-    pub(crate) fn set(fd: impl AsFd, on: bool) -> io::Result<()> {
+    fn set(fd: impl AsFd, on: bool) -> io::Result<()> {
         let flags = rustix::fs::fcntl_getfl(&fd)?;
         let flags = if on {
             flags | OFlags::DIRECT
@@ -203,58 +202,117 @@ pub(crate) mod direct {
         Ok(())
     }
 
-    /// Writes `data` (a whole number of [`ALIGN`] blocks from an aligned buffer, at an
-    /// aligned offset) to `file`, which has `O_DIRECT` while `*direct`. A direct write the
-    /// device refuses (`EINVAL`) writes nothing: `O_DIRECT` is then dropped for good and the
-    /// data written through the cache.
-    pub(crate) fn write(mut file: &File, data: &[u8], direct: &mut bool) -> io::Result<()> {
-        if *direct {
-            match file.write_all(data) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    *direct = false;
-                    set(file, false)?;
-                }
-                other => return other,
-            }
-        }
-        file.write_all(data)
+    /// Bytes on their way to a file: gathered in an aligned buffer of one chunk, written in
+    /// whole chunks with `O_DIRECT` while the file takes it, the unaligned tail through the
+    /// cache. Reusable from one file to the next ([`Out::begin`]).
+    pub(crate) struct Out {
+        buf: AlignedBuf,
+        fill: usize,
+        direct: bool,
     }
 
-    /// Copies `input` to the start of the new, empty file `out` with direct writes, through
-    /// `buf`; returns the bytes copied.
-    pub(crate) fn copy(mut input: &File, out: &File, buf: &mut AlignedBuf) -> io::Result<u64> {
-        let mut direct = set(out, true).is_ok();
+    impl Out {
+        /// A buffer of `chunk` bytes (rounded up to [`ALIGN`]).
+        pub(crate) fn new(chunk: usize) -> Self {
+            Self {
+                buf: AlignedBuf::new(chunk),
+                fill: 0,
+                direct: false,
+            }
+        }
+
+        /// Starts writing `file` (new, empty): `O_DIRECT` on where the filesystem allows it.
+        pub(crate) fn begin(&mut self, file: &File) {
+            self.fill = 0;
+            self.direct = set(file, true).is_ok();
+        }
+
+        /// Whether chunks still go to the disk directly.
+        pub(crate) fn is_direct(&self) -> bool {
+            self.direct
+        }
+
+        /// The free part of the buffer, to read into; [`Out::filled`] says how much was.
+        pub(crate) fn room(&mut self) -> &mut [u8] {
+            let len = self.buf.len;
+            self.buf.get_mut(self.fill..len)
+        }
+
+        pub(crate) fn filled(&mut self, n: usize) {
+            self.fill = (self.fill + n).min(self.buf.len);
+        }
+
+        /// Copies as much of `bytes` as fits; returns how much.
+        pub(crate) fn push(&mut self, bytes: &[u8]) -> usize {
+            let room = self.room();
+            let n = room.len().min(bytes.len());
+            room.get_mut(..n)
+                .unwrap_or_default()
+                .copy_from_slice(bytes.get(..n).unwrap_or_default());
+            self.filled(n);
+            n
+        }
+
+        /// Whether a whole chunk waits for [`Out::write_chunk`].
+        pub(crate) fn is_full(&self) -> bool {
+            self.fill == self.buf.len
+        }
+
+        /// Writes the full buffer to `file` (at an aligned offset: only whole chunks came
+        /// before); returns the bytes written. A direct write the device refuses (`EINVAL`)
+        /// writes nothing: `O_DIRECT` is then dropped for good and the chunk written through
+        /// the cache.
+        pub(crate) fn write_chunk(&mut self, mut file: &File) -> io::Result<usize> {
+            let data = self.buf.get(0..self.fill);
+            if self.direct {
+                match file.write_all(data) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        self.direct = false;
+                        set(file, false)?;
+                        file.write_all(data)?;
+                    }
+                    other => other?,
+                }
+            } else {
+                file.write_all(data)?;
+            }
+            let n = self.fill;
+            self.fill = 0;
+            Ok(n)
+        }
+
+        /// Writes what is left (shorter than a chunk, so through the cache) and turns
+        /// `O_DIRECT` off; returns the bytes written.
+        pub(crate) fn finish(&mut self, mut file: &File) -> io::Result<usize> {
+            if self.direct {
+                self.direct = false;
+                set(file, false)?;
+            }
+            file.write_all(self.buf.get(0..self.fill))?;
+            let n = self.fill;
+            self.fill = 0;
+            Ok(n)
+        }
+    }
+
+    /// Copies `input` to the new, empty file `out` through `buf`, with direct writes where
+    /// the filesystem takes them; returns the bytes copied.
+    pub(crate) fn copy(mut input: &File, out: &File, buf: &mut Out) -> io::Result<u64> {
+        buf.begin(out);
         let mut total = 0u64;
         loop {
-            // Fill the buffer: a direct write needs whole blocks.
-            let mut fill = 0;
-            while fill < buf.len() {
-                match input.read(buf.get_mut(fill..buf.len())) {
-                    Ok(0) => break,
-                    Ok(n) => fill += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let whole = fill - fill % ALIGN;
-            write(out, buf.get(whole), &mut direct)?;
-            total += fill as u64;
-            if whole < fill {
-                // The unaligned tail ends the file: it goes through the cache.
-                if direct {
-                    direct = false;
-                    set(out, false)?;
-                }
-                let tail = buf.get(fill).get(whole..).unwrap_or_default();
-                (&*out).write_all(tail)?;
-            }
-            if fill < buf.len() {
-                break;
+            let n = match input.read(buf.room()) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            buf.filled(n);
+            if buf.is_full() {
+                total += buf.write_chunk(out)? as u64;
             }
         }
-        if direct {
-            set(out, false)?;
-        }
+        total += buf.finish(out)? as u64;
         Ok(total)
     }
 }
@@ -266,7 +324,7 @@ mod tests {
     #[test]
     fn direct_copies_are_exact_at_every_alignment() {
         let t = tempfile::tempdir().unwrap();
-        let mut buf = direct::AlignedBuf::new(64 * 1024);
+        let mut buf = direct::Out::new(64 * 1024);
         for len in [0usize, 1, 4095, 4096, 65_536, 65_537, 200_000, 3 * 65_536] {
             let data: Vec<u8> = (0..len as u32).map(|i| (i * 7 + i / 251) as u8).collect();
             let src = t.path().join(format!("src{len}"));

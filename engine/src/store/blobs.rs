@@ -9,7 +9,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{Lease, Store, StoreError, TempFile, BLOBS};
 use crate::digest::{Digest, HashingWriter};
-use crate::fsx::direct::{self, AlignedBuf};
+use crate::fsx::direct;
 use crate::image::{CanonicalJson, Descriptor};
 
 /// A blob being written: hashes and counts what passes through, and becomes
@@ -136,9 +136,7 @@ impl Write for BlobWriter<'_> {
 /// falls back to buffered writes whose writeback it starts every [`WRITEBACK_CHUNK`].
 pub struct PrehashedBlobWriter<'a> {
     file: std::fs::File,
-    buf: AlignedBuf,
-    fill: usize,
-    direct: bool,
+    out: direct::Out,
     written: u64,
     /// Bytes already handed to the kernel's writeback (buffered mode).
     started: u64,
@@ -156,12 +154,11 @@ impl<'a> PrehashedBlobWriter<'a> {
     fn new(store: &'a Store) -> Result<Self, StoreError> {
         let (pending, file) = PendingBlob::new(store)?;
         let file = file.into_std();
-        let direct = direct::set(&file, true).is_ok();
+        let mut out = direct::Out::new(DIRECT_CHUNK);
+        out.begin(&file);
         Ok(Self {
             file,
-            buf: AlignedBuf::new(DIRECT_CHUNK),
-            fill: 0,
-            direct,
+            out,
             written: 0,
             started: 0,
             pending,
@@ -172,13 +169,12 @@ impl<'a> PrehashedBlobWriter<'a> {
     /// returns its size.
     pub fn commit(mut self, digest: &Digest) -> Result<u64, StoreError> {
         let rel = self.pending.rel();
-        let io = |e| self.pending.store.io("write", &rel)(e);
         // The tail is shorter than a chunk and need not be aligned: it goes through the cache.
-        if self.direct {
-            self.direct = false;
-            direct::set(&self.file, false).map_err(io)?;
-        }
-        self.drain().map_err(io)?;
+        let tail = self
+            .out
+            .finish(&self.file)
+            .map_err(self.pending.store.io("write", &rel))?;
+        self.written += tail as u64;
         self.file
             .sync_all()
             .map_err(self.pending.store.io("sync", &rel))?;
@@ -186,13 +182,11 @@ impl<'a> PrehashedBlobWriter<'a> {
         Ok(self.written)
     }
 
-    /// Writes out the buffer's content.
-    fn drain(&mut self) -> io::Result<()> {
-        let chunk = self.buf.get(self.fill);
-        direct::write(&self.file, chunk, &mut self.direct)?;
-        self.written += chunk.len() as u64;
-        self.fill = 0;
-        if !self.direct && self.written - self.started >= WRITEBACK_CHUNK {
+    /// Counts a chunk written; without direct writes, starts the kernel writing back what
+    /// piled up.
+    fn wrote(&mut self, n: usize) {
+        self.written += n as u64;
+        if !self.out.is_direct() && self.written - self.started >= WRITEBACK_CHUNK {
             use std::os::fd::AsRawFd;
             let len = self.written - self.started;
             // SAFETY: sync_file_range(2) on our own open file; it only starts writeback.
@@ -206,20 +200,15 @@ impl<'a> PrehashedBlobWriter<'a> {
             };
             self.started = self.written;
         }
-        Ok(())
     }
 }
 
 impl Write for PrehashedBlobWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = self.buf.len() - self.fill;
-        let n = buf.len().min(room);
-        self.buf
-            .get_mut(self.fill..self.fill + n)
-            .copy_from_slice(buf.get(..n).unwrap_or_default());
-        self.fill += n;
-        if self.fill == self.buf.len() {
-            self.drain()?;
+        let n = self.out.push(buf);
+        if self.out.is_full() {
+            let written = self.out.write_chunk(&self.file)?;
+            self.wrote(written);
         }
         Ok(n)
     }
