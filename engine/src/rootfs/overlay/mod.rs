@@ -41,8 +41,8 @@ pub use types::{
 use crate::fsx;
 use crate::layer::{OverrideStat, OverrideType, WHITEOUT_PREFIX};
 use crate::rootfs::ContainerPath;
-use upper::{guest_owner, open_node, read_override, Owner, READ_FLAGS};
-use walk::{file_type, is_opaque, node_kind, Below, Hit, LayerId, Located};
+use upper::{guest_owner, open_node, read_override, Owner, Record, READ_FLAGS};
+use walk::{file_type, is_opaque, node_kind, Below, Hit, LayerId, Level, Located};
 
 /// The device number reported for virtual objects (shims, `/dev`).
 const VIRTUAL_DEV: u64 = 0x6b69_6c6e;
@@ -60,6 +60,16 @@ struct Host {
     root: bool,
 }
 
+/// A host folder bound into the rootfs (`run -v`): what is below its target is the folder,
+/// read directly (no layers, whiteouts or ownership records) and written directly unless it
+/// is read-only.
+struct Mount {
+    /// The canonical path it covers.
+    target: ContainerPath,
+    dir: Dir,
+    readonly: bool,
+}
+
 /// A merged, writable view of a stack of layer snapshots (see the module documentation).
 pub struct Overlay {
     lowers: Vec<Dir>,
@@ -71,6 +81,8 @@ pub struct Overlay {
     root_floor: usize,
     /// Whether the shims are visible at the root.
     root_shim: bool,
+    /// Bind mounts, in the order they were made.
+    mounts: Vec<Mount>,
     state: RwLock<State>,
 }
 
@@ -194,8 +206,57 @@ impl Overlay {
             },
             root_floor,
             root_shim,
+            mounts: Vec::new(),
             state: RwLock::new(State::default()),
         }
+    }
+
+    /// Binds the host folder `dir` at `target`, as `mount --bind` does: the target is
+    /// resolved inside the rootfs (symlinks on the way followed), and made, root-owned, where
+    /// it is missing; from then on everything below it is the folder. Targets in `/dev`, the
+    /// root itself and a target already bound are refused.
+    pub fn mount(
+        &mut self,
+        target: &ContainerPath,
+        dir: Dir,
+        readonly: bool,
+    ) -> Result<ContainerPath, VfsError> {
+        let mut made = ContainerPath::root();
+        for name in target.components() {
+            made = self.resolve(&ContainerPath::root(), made.child(name).as_str(), true)?;
+            match self.stat(&made, true) {
+                Ok(st) if st.kind == NodeKind::Dir => {}
+                Ok(_) => return Err(VfsError::NotADirectory(made)),
+                Err(VfsError::NotFound(_)) => {
+                    self.mkdir(&made, 0o755, 0)?;
+                    self.chown(&made, Some(0), Some(0), false)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let target = self.resolve(&ContainerPath::root(), made.as_str(), true)?;
+        if target.is_root() || self.mounts.iter().any(|m| m.target == target) {
+            return Err(VfsError::Busy(target));
+        }
+        if target.starts_with(&ContainerPath::parse("/dev")) {
+            return Err(VfsError::ReadOnly(target));
+        }
+        self.mounts.push(Mount {
+            target: target.clone(),
+            dir,
+            readonly,
+        });
+        Ok(target)
+    }
+
+    /// Whether `path` is a bind mount's target or has one below it (it cannot move).
+    fn holds_mount(&self, path: &ContainerPath) -> bool {
+        self.mounts.iter().any(|m| m.target.starts_with(path))
+    }
+
+    /// The file system that the directory `level` belongs to (`None`: the layers).
+    fn filesystem(level: &Level<'_>) -> Option<usize> {
+        level.mount.map(|m| m.index)
     }
 
     /// The step's upper folder.
@@ -241,6 +302,10 @@ impl Overlay {
         let path = loc.path();
         Ok(match loc.existing()? {
             Hit::Root => self.root_stat()?,
+            Hit::Real {
+                layer: LayerId::Mount(_),
+                st,
+            } => node_stat(st, None),
             Hit::Real { layer, st } => {
                 let name = loc.name.as_deref().unwrap_or_default();
                 let ov = loc
@@ -249,6 +314,11 @@ impl Overlay {
                     .and_then(|fd| open_node(fd, name, st))
                     .and_then(|fd| read_override(fd.as_fd()));
                 node_stat(st, ov.as_ref())
+            }
+            Hit::Mount(i) => {
+                let st = rustix::fs::fstat(&self.mounts[*i].dir)
+                    .map_err(VfsError::host("stat", &path))?;
+                node_stat(&st, None)
             }
             Hit::ShimFile(_) => virtual_stat(&path, NodeKind::File, 0o755, 0),
             Hit::ShimDir | Hit::DevDir => virtual_stat(&path, NodeKind::Dir, 0o755, 0),
@@ -329,7 +399,7 @@ impl Overlay {
                 .parent()
                 .upper()
                 .ok_or_else(|| VfsError::NotFound(cpath.clone()))?;
-            self.clear_name(upper, &name, &cpath)?;
+            self.clear_name_in(loc.parent(), &name, &cpath)?;
             let access = if writes { OFlags::RDWR } else { OFlags::RDONLY };
             let fd = rustix::fs::openat(
                 upper,
@@ -346,7 +416,7 @@ impl Overlay {
                 gid: self.creds.gid,
                 mode: mode & !umask & 0o7777,
             };
-            self.set_owner_mode(fd.as_fd(), want, false, true, &cpath)?;
+            self.set_owner_mode(fd.as_fd(), want, false, Record::new(loc.parent()), &cpath)?;
             if opts.append {
                 rustix::fs::fcntl_setfl(&fd, OFlags::APPEND)
                     .map_err(VfsError::host("set flags", &cpath))?;
@@ -460,7 +530,7 @@ impl Overlay {
                     .map_err(VfsError::host("open", &path))?;
                 self.regular_file(fd, &path)
             }
-            Hit::Root | Hit::ShimDir | Hit::DevDir => Ok(Opened::Dir(path)),
+            Hit::Root | Hit::ShimDir | Hit::DevDir | Hit::Mount(_) => Ok(Opened::Dir(path)),
         }
     }
 
@@ -504,7 +574,7 @@ impl Overlay {
             .parent()
             .upper()
             .ok_or_else(|| VfsError::NotFound(cpath.clone()))?;
-        self.clear_name(upper, &name, &cpath)?;
+        self.clear_name_in(loc.parent(), &name, &cpath)?;
         rustix::fs::mkdirat(upper, name.as_str(), Mode::from_raw_mode(0o700)).map_err(
             |e| match e {
                 Errno::EXIST => VfsError::Exists(cpath.clone()),
@@ -517,7 +587,7 @@ impl Overlay {
             gid: self.creds.gid,
             mode: mode & !umask & 0o7777,
         };
-        self.set_owner_mode(fd.as_fd(), want, true, true, &cpath)?;
+        self.set_owner_mode(fd.as_fd(), want, true, Record::new(loc.parent()), &cpath)?;
         if matches!(
             below,
             Below::Lower { dir: true } | Below::Shim { dir: true }
@@ -551,7 +621,7 @@ impl Overlay {
         let cpath = loc.path();
         let hit = loc.existing()?.clone();
         match hit {
-            Hit::Root | Hit::DevDir => return Err(VfsError::Busy(cpath)),
+            Hit::Root | Hit::DevDir | Hit::Mount(_) => return Err(VfsError::Busy(cpath)),
             _ if !hit.is_dir() => return Err(VfsError::NotADirectory(cpath)),
             _ => {}
         }
@@ -578,14 +648,24 @@ impl Overlay {
             .parent()
             .upper()
             .ok_or_else(|| VfsError::NotFound(cpath.clone()))?;
-        if matches!(
-            hit,
+        match hit {
             Hit::Real {
                 layer: LayerId::Upper,
                 ..
+            } => self.remove_upper(upper, &name, &cpath)?,
+            Hit::Real {
+                layer: LayerId::Mount(_),
+                st,
+            } => {
+                let flags = if file_type(st) == FileType::Directory {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                rustix::fs::unlinkat(upper, name.as_str(), flags)
+                    .map_err(VfsError::host("remove", &cpath))?;
             }
-        ) {
-            self.remove_upper(upper, &name, &cpath)?;
+            _ => {}
         }
         match below {
             Below::Lower { .. } => self.whiteout(upper, &name, &cpath)?,
@@ -609,8 +689,14 @@ impl Overlay {
         let (Some(sname), Some(tname)) = (src.name.clone(), dst.name.clone()) else {
             return Err(VfsError::Busy(ContainerPath::root()));
         };
-        if matches!(shit, Hit::DevDir) || matches!(dst.hit, Some(Hit::DevDir)) {
+        if matches!(shit, Hit::DevDir) || matches!(dst.hit, Some(Hit::DevDir | Hit::Mount(_))) {
             return Err(VfsError::Busy(fpath));
+        }
+        if self.holds_mount(&fpath) {
+            return Err(VfsError::Busy(fpath));
+        }
+        if Self::filesystem(src.parent()) != Self::filesystem(dst.parent()) {
+            return Err(VfsError::CrossDevice(tpath));
         }
         if src.in_dev() || dst.in_dev() {
             return Err(VfsError::ReadOnly(fpath));
@@ -665,11 +751,11 @@ impl Overlay {
                 self.remove_upper(dup, &tname, &tpath)?;
             }
             Some(Hit::Real {
-                layer: LayerId::Upper,
+                layer: LayerId::Upper | LayerId::Mount(_),
                 ..
             }) => {}
             _ => {
-                self.clear_name(dup, &tname, &tpath)?;
+                self.clear_name_in(dst.parent(), &tname, &tpath)?;
             }
         }
         rustix::fs::renameat(sup, sname.as_str(), dup, tname.as_str())
@@ -710,7 +796,7 @@ impl Overlay {
             .parent()
             .upper()
             .ok_or_else(|| VfsError::NotFound(cpath.clone()))?;
-        self.clear_name(upper, &name, &cpath)?;
+        self.clear_name_in(loc.parent(), &name, &cpath)?;
         rustix::fs::symlinkat(target, upper, name.as_str())
             .map_err(VfsError::host("symlink", &cpath))?;
         self.set_link_owner(upper, &name, self.creds.uid, self.creds.gid, &cpath)
@@ -730,6 +816,9 @@ impl Overlay {
             _ => {}
         }
         vacant(&dst)?;
+        if Self::filesystem(src.parent()) != Self::filesystem(dst.parent()) {
+            return Err(VfsError::CrossDevice(dpath));
+        }
         let sname = src.name.clone().unwrap_or_default();
         let dname = dst.name.clone().unwrap_or_default();
         check_name(&dname, &dpath)?;
@@ -744,7 +833,7 @@ impl Overlay {
             .parent()
             .upper()
             .ok_or_else(|| VfsError::NotFound(dpath.clone()))?;
-        self.clear_name(dup, &dname, &dpath)?;
+        self.clear_name_in(dst.parent(), &dname, &dpath)?;
         rustix::fs::linkat(sup, sname.as_str(), dup, dname.as_str(), AtFlags::empty())
             .map_err(VfsError::host("link", &dpath))
     }
@@ -807,6 +896,14 @@ impl Overlay {
                 rustix::fs::utimensat(upper, name, &times, AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(VfsError::host("set times", &cpath))
             }
+            Hit::Mount(i) => {
+                let m = &self.mounts[i];
+                if m.readonly {
+                    return Err(VfsError::ReadOnly(cpath));
+                }
+                rustix::fs::utimensat(&m.dir, c".", &times, AtFlags::empty())
+                    .map_err(VfsError::host("set times", &cpath))
+            }
             Hit::ShimFile(_) | Hit::DevDir | Hit::Device(_) => Ok(()),
         }
     }
@@ -860,26 +957,46 @@ impl Overlay {
         }
         let (loc, hit) = self.copy_up_for_change(path, follow, &state)?;
         let cpath = loc.path();
-        let (dir, name) = match &hit {
+        let (dir, name, record) = match &hit {
             Hit::Root => (
                 fsx::reopen_readable(&self.upper).map_err(VfsError::host("open", &cpath))?,
                 None,
+                Record::Replace,
             ),
+            Hit::Mount(i) => {
+                let m = &self.mounts[*i];
+                if m.readonly {
+                    return Err(VfsError::ReadOnly(cpath));
+                }
+                (
+                    fsx::reopen_readable(&m.dir).map_err(VfsError::host("open", &cpath))?,
+                    None,
+                    Record::Bind { new: false },
+                )
+            }
             Hit::Real { .. } | Hit::ShimDir => {
                 let upper = loc
                     .parent()
                     .upper()
                     .ok_or_else(|| VfsError::NotFound(cpath.clone()))?;
                 let dup = fsx::open_dir_at(upper, c".").map_err(VfsError::host("open", &cpath))?;
-                (dup, loc.name.clone())
+                let record = match loc.parent().mount {
+                    Some(_) => Record::Bind { new: false },
+                    None => Record::Replace,
+                };
+                (dup, loc.name.clone(), record)
             }
             Hit::ShimFile(_) => return Err(VfsError::NotPermitted(cpath)),
             Hit::DevDir | Hit::Device(_) => return Err(VfsError::ReadOnly(cpath)),
         };
         let Some(name) = name else {
             let st = rustix::fs::fstat(&dir).map_err(VfsError::host("stat", &cpath))?;
-            let cur = guest_owner(&st, read_override(dir.as_fd()).as_ref());
-            return self.set_owner_mode(dir.as_fd(), change(cur, true), true, false, &cpath);
+            let ov = match record {
+                Record::Bind { .. } => None,
+                _ => read_override(dir.as_fd()),
+            };
+            let cur = guest_owner(&st, ov.as_ref());
+            return self.set_owner_mode(dir.as_fd(), change(cur, true), true, record, &cpath);
         };
         let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(VfsError::host("stat", &cpath))?;
@@ -896,8 +1013,12 @@ impl Overlay {
                 let fd = open_node(dir.as_fd(), &name, &st)
                     .ok_or_else(|| VfsError::AccessDenied(cpath.clone()))?;
                 let is_dir = file_type(&st) == FileType::Directory;
-                let cur = guest_owner(&st, read_override(fd.as_fd()).as_ref());
-                self.set_owner_mode(fd.as_fd(), change(cur, is_dir), is_dir, false, &cpath)
+                let ov = match record {
+                    Record::Bind { .. } => None,
+                    _ => read_override(fd.as_fd()),
+                };
+                let cur = guest_owner(&st, ov.as_ref());
+                self.set_owner_mode(fd.as_fd(), change(cur, is_dir), is_dir, record, &cpath)
             }
             _ => {
                 let cur = guest_owner(&st, None);

@@ -976,3 +976,127 @@ fn named_pipes_open_without_blocking_and_change_no_layer() {
     assert_eq!(errno(ov.open(&p("/fifo"), &wo, 0o644, 0o022)), libc::ENXIO);
     assert!(f.upper_tree().is_empty(), "opening copies nothing up");
 }
+
+#[test]
+fn bind_mounts_are_host_folders_below_their_target() {
+    let f = Fixture::new(1);
+    let l = &f.lowers[0];
+    std::fs::create_dir_all(l.join("etc")).unwrap();
+    std::fs::write(l.join("etc/passwd"), "inside").unwrap();
+    symlink("/srv", l.join("link")).unwrap();
+    let host = f.tmp.path().join("host");
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    std::fs::write(host.join("in.txt"), "host").unwrap();
+    // Names that mean something in a layer are only names in a bind mount.
+    std::fs::write(host.join(".wh.kept"), "").unwrap();
+    std::fs::write(host.join("kept"), "kept").unwrap();
+    symlink("/etc/passwd", host.join("abs")).unwrap();
+    let ro = f.tmp.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::write(ro.join("r"), "r").unwrap();
+    let open = |p: &Path| Dir::open_ambient_dir(p, ambient_authority()).unwrap();
+    let mut ov = f.overlay();
+    // The target is made inside the rootfs, through its symlinks.
+    assert_eq!(
+        ov.mount(&p("/link/data"), open(&host), false).unwrap(),
+        p("/srv/data")
+    );
+    assert_eq!(
+        ov.mount(&p("/srv/data/sub/ro"), open(&ro), true).unwrap(),
+        p("/srv/data/sub/ro")
+    );
+    assert_eq!(
+        errno(ov.mount(&p("/srv/data"), open(&ro), true)),
+        libc::EBUSY
+    );
+    assert_eq!(errno(ov.mount(&p("/"), open(&ro), true)), libc::EBUSY);
+    assert_eq!(errno(ov.mount(&p("/dev/x"), open(&ro), true)), libc::EROFS);
+    assert_eq!(f.upper_tree(), ["srv", "srv/data"]);
+    assert!(host.join("sub/ro").is_dir());
+
+    assert_eq!(read(&ov, "/link/data/in.txt").unwrap(), "host");
+    assert_eq!(read(&ov, "/srv/data/kept").unwrap(), "kept");
+    assert_eq!(
+        names(&ov, "/srv/data"),
+        [".wh.kept", "abs", "in.txt", "kept", "sub"]
+    );
+    // A symlink in the folder resolves inside the rootfs; `..` leaves the mount.
+    assert_eq!(read(&ov, "/srv/data/abs").unwrap(), "inside");
+    assert_eq!(
+        ov.resolve(&p("/srv/data/sub"), "../../..", true).unwrap(),
+        p("/")
+    );
+    assert_eq!(
+        read(&ov, "/srv/data/sub/../../../etc/passwd").unwrap(),
+        "inside"
+    );
+
+    // Writes go straight to the host folder, never to the upper.
+    write(&ov, "/srv/data/out", "out").unwrap();
+    write(&ov, "/srv/data/in.txt", "changed").unwrap();
+    ov.mkdir(&p("/srv/data/d"), 0o777, 0o022).unwrap();
+    ov.symlink("in.txt", &p("/srv/data/d/l")).unwrap();
+    ov.rename(&p("/srv/data/out"), &p("/srv/data/d/out"))
+        .unwrap();
+    ov.link(&p("/srv/data/d/out"), &p("/srv/data/hard"))
+        .unwrap();
+    ov.chmod(&p("/srv/data/hard"), 0o640, true).unwrap();
+    ov.unlink(&p("/srv/data/kept")).unwrap();
+    assert_eq!(std::fs::read_to_string(host.join("d/out")).unwrap(), "out");
+    assert_eq!(
+        std::fs::read_to_string(host.join("in.txt")).unwrap(),
+        "changed"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("d/l")).unwrap(),
+        Path::new("in.txt")
+    );
+    assert_eq!(host.join("d").metadata().unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(host.join("hard").metadata().unwrap().mode() & 0o7777, 0o640);
+    assert_eq!(host.join("hard").metadata().unwrap().nlink(), 2);
+    assert!(!host.join("kept").exists() && host.join(".wh.kept").exists());
+    assert_eq!(get_xattr(&host.join("hard"), OVERRIDE_STAT_XATTR), None);
+    ov.unlink(&p("/srv/data/hard")).unwrap();
+    ov.unlink(&p("/srv/data/d/out")).unwrap();
+    ov.unlink(&p("/srv/data/d/l")).unwrap();
+    ov.rmdir(&p("/srv/data/d")).unwrap();
+    assert!(!host.join("d").exists());
+    assert_eq!(f.upper_tree(), ["srv", "srv/data"]);
+
+    // Nothing crosses the mount's edge but by copying.
+    assert_eq!(
+        errno(ov.rename(&p("/srv/data/in.txt"), &p("/moved"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno(ov.rename(&p("/etc/passwd"), &p("/srv/data/p"))),
+        libc::EXDEV
+    );
+    assert_eq!(
+        errno(ov.link(&p("/etc/passwd"), &p("/srv/data/p"))),
+        libc::EXDEV
+    );
+    assert_eq!(errno(ov.rmdir(&p("/srv/data"))), libc::EBUSY);
+    assert_eq!(errno(ov.rename(&p("/srv/data"), &p("/x"))), libc::EBUSY);
+    assert_eq!(errno(ov.rename(&p("/srv"), &p("/x"))), libc::EBUSY);
+
+    // A read-only bind reads, and refuses every change.
+    assert_eq!(read(&ov, "/srv/data/sub/ro/r").unwrap(), "r");
+    assert_eq!(errno(write(&ov, "/srv/data/sub/ro/r", "x")), libc::EROFS);
+    assert_eq!(errno(write(&ov, "/srv/data/sub/ro/new", "x")), libc::EROFS);
+    assert_eq!(errno(ov.unlink(&p("/srv/data/sub/ro/r"))), libc::EROFS);
+    assert_eq!(
+        errno(ov.mkdir(&p("/srv/data/sub/ro/d"), 0o755, 0)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(ov.chmod(&p("/srv/data/sub/ro"), 0o700, true)),
+        libc::EROFS
+    );
+    assert_eq!(
+        errno(ov.chmod(&p("/srv/data/sub/ro/r"), 0o600, true)),
+        libc::EROFS
+    );
+    assert_eq!(std::fs::read_to_string(ro.join("r")).unwrap(), "r");
+    assert_eq!(ro.join("r").metadata().unwrap().mode() & 0o777, 0o644);
+}

@@ -296,6 +296,9 @@ pub enum VfsError {
     /// `EBUSY`: the root and `/dev` cannot be removed or renamed.
     #[error("{0}: device or resource busy")]
     Busy(ContainerPath),
+    /// `EXDEV`: a rename or link between a bind mount and the rest of the rootfs.
+    #[error("{0}: invalid cross-device link")]
+    CrossDevice(ContainerPath),
     /// A host filesystem call failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -324,6 +327,7 @@ impl VfsError {
             VfsError::NotPermitted(_) => libc::EPERM,
             VfsError::AccessDenied(_) => libc::EACCES,
             VfsError::Busy(_) => libc::EBUSY,
+            VfsError::CrossDevice(_) => libc::EXDEV,
             VfsError::Io { source, .. } => source.raw_os_error().unwrap_or(libc::EIO),
         }
     }

@@ -46,6 +46,28 @@ pub(super) struct Owner {
     pub mode: u32,
 }
 
+/// How an owner and mode change is kept.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Record {
+    /// In the layers, on an object just made (no stale record to remove).
+    New,
+    /// In the layers, on an existing object (a record that no longer applies is removed).
+    Replace,
+    /// In a bind mount: only for real, never recorded; a new object keeps the host's owner
+    /// when the host cannot give it the guest's.
+    Bind { new: bool },
+}
+
+impl Record {
+    /// The record for an object just made in `level`.
+    pub fn new(level: &Level<'_>) -> Self {
+        match level.mount {
+            Some(_) => Record::Bind { new: true },
+            None => Record::New,
+        }
+    }
+}
+
 /// The override record of an open file or directory, if it has a valid one.
 pub(super) fn read_override(fd: BorrowedFd<'_>) -> Option<OverrideStat> {
     let mut buf = [0u8; 128];
@@ -138,17 +160,32 @@ impl Overlay {
     /// Gives the open upper file or directory `fd` the guest-visible owner and mode `want`:
     /// for real as far as the host allows (a non-root host keeps owner read/write, and search
     /// on directories, so it can still work on it), and records `want` in
-    /// `user.containers.override_stat` whenever the real values differ. `fresh` says the
-    /// object was just created (so it has no stale record to remove).
+    /// `user.containers.override_stat` whenever the real values differ. In a bind mount
+    /// ([`Record::Bind`]) the change is made for real or fails, as it would on the host.
     pub(super) fn set_owner_mode(
         &self,
         fd: BorrowedFd<'_>,
         want: Owner,
         dir: bool,
-        fresh: bool,
+        record: Record,
         path: &ContainerPath,
     ) -> Result<(), VfsError> {
         let cur = rustix::fs::fstat(fd).map_err(VfsError::host("stat", path))?;
+        if let Record::Bind { new } = record {
+            if (cur.st_uid, cur.st_gid) != (want.uid, want.gid) && (self.host.root || !new) {
+                rustix::fs::fchown(
+                    fd,
+                    Some(Uid::from_raw(want.uid)),
+                    Some(Gid::from_raw(want.gid)),
+                )
+                .map_err(VfsError::host("chown", path))?;
+            }
+            if cur.st_mode & 0o7777 != want.mode {
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(want.mode))
+                    .map_err(VfsError::host("chmod", path))?;
+            }
+            return Ok(());
+        }
         let (mut uid, mut gid) = (cur.st_uid, cur.st_gid);
         let mut chowned = false;
         if self.host.root && (uid, gid) != (want.uid, want.gid) {
@@ -193,7 +230,7 @@ impl Overlay {
                 record.to_string().as_bytes(),
             )
             .map_err(VfsError::io("record ownership", path))?;
-        } else if !fresh {
+        } else if record == Record::Replace {
             match rustix::fs::fremovexattr(fd, OVERRIDE_STAT_XATTR) {
                 Ok(()) | Err(Errno::NODATA | Errno::NOTSUP) => {}
                 Err(e) => return Err(VfsError::host("remove ownership record", path)(e)),
@@ -229,7 +266,19 @@ impl Overlay {
 
     /// Makes every directory of `stack` exist in the upper, copying up the ones that only
     /// lower layers (or the shims) have, with their metadata.
+    /// Inside a bind mount there is nothing to copy: its folder takes writes directly, or
+    /// refuses them (`EROFS`) when read-only.
     pub(super) fn ensure_upper(&self, stack: &mut [Level<'_>]) -> Result<(), VfsError> {
+        if let Some(level) = stack.iter().rev().find(|l| l.mount.is_some()) {
+            return match level.upper() {
+                Some(_) => Ok(()),
+                None => Err(VfsError::ReadOnly(
+                    stack
+                        .last()
+                        .map_or_else(ContainerPath::root, |l| l.path.clone()),
+                )),
+            };
+        }
         for i in 1..stack.len() {
             if stack[i].upper().is_some() {
                 continue;
@@ -289,7 +338,7 @@ impl Overlay {
         if let Some(s) = src {
             copy_xattrs(s, fd.as_fd(), false).map_err(VfsError::io("copy xattrs", path))?;
         }
-        self.set_owner_mode(fd.as_fd(), want, true, true, path)?;
+        self.set_owner_mode(fd.as_fd(), want, true, Record::New, path)?;
         if let Some(st) = times {
             rustix::fs::futimens(&fd, &timestamps(&st))
                 .map_err(VfsError::host("set times", path))?;
@@ -317,11 +366,12 @@ impl Overlay {
         let parent_st = rustix::fs::fstat(upper).map_err(VfsError::host("stat", &path))?;
         match hit {
             Hit::Real {
-                layer: LayerId::Upper,
+                layer: LayerId::Upper | LayerId::Mount(_),
                 ..
             }
             | Hit::Root => return Ok(()),
             Hit::DevDir | Hit::Device(_) => return Err(VfsError::ReadOnly(path)),
+            Hit::Mount(_) => return Err(VfsError::Busy(path)),
             Hit::ShimDir => {
                 self.copy_up_dir(upper, name, None, &path)?;
             }
@@ -334,7 +384,7 @@ impl Overlay {
                     gid: 0,
                     mode: 0o755,
                 };
-                self.set_owner_mode(fd.as_fd(), want, false, true, &path)?;
+                self.set_owner_mode(fd.as_fd(), want, false, Record::New, &path)?;
             }
             Hit::Real { layer, st } => {
                 let src = level
@@ -381,7 +431,7 @@ impl Overlay {
                 }
                 copy_xattrs(sfd.as_fd(), out.as_fd(), false)
                     .map_err(VfsError::io("copy xattrs", path))?;
-                self.set_owner_mode(out.as_fd(), want, false, true, path)?;
+                self.set_owner_mode(out.as_fd(), want, false, Record::New, path)?;
                 copy_xattrs(sfd.as_fd(), out.as_fd(), true)
                     .map_err(VfsError::io("copy xattrs", path))?;
                 rustix::fs::futimens(&out, &timestamps(&sst))
@@ -553,6 +603,23 @@ impl Overlay {
 
     /// Removes a whiteout of `name` from the upper directory `dir`, so something new can take
     /// the name. Returns whether there was one.
+    /// Clears `name` of the merged directory `level` for a new object: as
+    /// [`Self::clear_name`] in the upper; in a bind mount, names are only what they are.
+    pub(super) fn clear_name_in(
+        &self,
+        level: &Level<'_>,
+        name: &str,
+        path: &ContainerPath,
+    ) -> Result<(), VfsError> {
+        if level.mount.is_some() {
+            return Ok(());
+        }
+        let upper = level
+            .upper()
+            .ok_or_else(|| VfsError::NotFound(level.path.clone()))?;
+        self.clear_name(upper, name, path).map(drop)
+    }
+
     pub(super) fn clear_name(
         &self,
         dir: BorrowedFd<'_>,

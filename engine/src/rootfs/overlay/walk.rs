@@ -29,6 +29,15 @@ pub(super) enum LayerId {
     Upper,
     /// A read-only snapshot (0 = bottom).
     Lower(usize),
+    /// A host folder bound into the rootfs (the overlay's mount with this index).
+    Mount(usize),
+}
+
+/// Which bind mount a merged directory belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct MountRef {
+    pub index: usize,
+    pub readonly: bool,
 }
 
 /// A directory descriptor: a layer root borrowed from the overlay, or one opened on the way.
@@ -56,6 +65,9 @@ pub(super) struct Level<'a> {
     pub shim: bool,
     /// Whether this is the virtual `/dev`.
     pub dev: bool,
+    /// The bind mount this directory is in: then it is a plain host directory (no whiteouts,
+    /// no ownership records, nothing below it) that takes writes directly unless read-only.
+    pub mount: Option<MountRef>,
 }
 
 impl Level<'_> {
@@ -67,9 +79,14 @@ impl Level<'_> {
             .map(|(_, fd)| fd.as_fd())
     }
 
-    /// The descriptor of this directory in the upper, when the upper has it.
+    /// The descriptor that takes writes to this directory: the upper's when the upper has
+    /// it, or the bind mount's folder unless that is read-only.
     pub fn upper(&self) -> Option<BorrowedFd<'_>> {
-        self.fd(LayerId::Upper)
+        match self.mount {
+            None => self.fd(LayerId::Upper),
+            Some(m) if m.readonly => None,
+            Some(m) => self.fd(LayerId::Mount(m.index)),
+        }
     }
 }
 
@@ -88,12 +105,14 @@ pub(super) enum Hit {
     DevDir,
     /// A device of the virtual `/dev`.
     Device(Device),
+    /// The root of the overlay's bind mount with this index.
+    Mount(usize),
 }
 
 impl Hit {
     pub fn is_dir(&self) -> bool {
         match self {
-            Hit::Root | Hit::ShimDir | Hit::DevDir => true,
+            Hit::Root | Hit::ShimDir | Hit::DevDir | Hit::Mount(_) => true,
             Hit::Real { st, .. } => file_type(st) == FileType::Directory,
             Hit::ShimFile(_) | Hit::Device(_) => false,
         }
@@ -218,7 +237,17 @@ impl Overlay {
             layers,
             shim: self.root_shim,
             dev: false,
+            mount: None,
         }
+    }
+
+    /// The bind mount whose target is `name` of `level`.
+    fn mount_at(&self, level: &Level<'_>, name: &str) -> Option<usize> {
+        if self.mounts.is_empty() {
+            return None;
+        }
+        let path = level.path.child(name);
+        self.mounts.iter().position(|m| m.target == path)
     }
 
     /// What `name` is in the merged directory `level`.
@@ -233,6 +262,19 @@ impl Overlay {
         }
         if level.path.is_root() && name == "dev" {
             return Ok(Some(Hit::DevDir));
+        }
+        if let Some(i) = self.mount_at(level, name) {
+            return Ok(Some(Hit::Mount(i)));
+        }
+        if level.mount.is_some() {
+            let Some((id, fd)) = level.layers.first() else {
+                return Ok(None);
+            };
+            return match rustix::fs::statat(fd.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => Ok(Some(Hit::Real { layer: *id, st })),
+                Err(Errno::NOENT) => Ok(None),
+                Err(e) => Err(VfsError::host("look up", &level.path.child(name))(e)),
+            };
         }
         if name.starts_with(WHITEOUT_PREFIX) {
             return Ok(None);
@@ -275,6 +317,7 @@ impl Overlay {
                     layers: Vec::new(),
                     shim: false,
                     dev: true,
+                    mount: None,
                 })
             }
             Hit::ShimDir => {
@@ -283,7 +326,21 @@ impl Overlay {
                     layers: Vec::new(),
                     shim: true,
                     dev: false,
+                    mount: None,
                 })
+            }
+            Hit::Mount(i) => {
+                let m = &self.mounts[*i];
+                return Ok(Level {
+                    path,
+                    layers: vec![(LayerId::Mount(*i), Fd::Borrowed(m.dir.as_fd()))],
+                    shim: false,
+                    dev: false,
+                    mount: Some(MountRef {
+                        index: *i,
+                        readonly: m.readonly,
+                    }),
+                });
             }
             Hit::Real { layer, st } if file_type(st) == FileType::Directory => *layer,
             _ => return Err(VfsError::NotADirectory(path)),
@@ -332,6 +389,7 @@ impl Overlay {
             layers,
             shim,
             dev: false,
+            mount: level.mount,
         })
     }
 
@@ -529,6 +587,28 @@ impl Overlay {
                     continue;
                 }
                 let name = String::from_utf8_lossy(raw).into_owned();
+                if level.mount.is_some() {
+                    let ft = match entry.file_type() {
+                        FileType::Unknown => {
+                            match rustix::fs::statat(&dir, raw, AtFlags::SYMLINK_NOFOLLOW) {
+                                Ok(st) => file_type(&st),
+                                Err(Errno::NOENT) => continue,
+                                Err(e) => {
+                                    return Err(VfsError::host("stat", &level.path.child(&name))(e))
+                                }
+                            }
+                        }
+                        ft => ft,
+                    };
+                    names.push((
+                        name,
+                        Some(Listed {
+                            kind: node_kind(ft),
+                            ino: entry.ino(),
+                        }),
+                    ));
+                    continue;
+                }
                 if let Some(hidden) = name.strip_prefix(WHITEOUT_PREFIX) {
                     if !hidden.starts_with(WHITEOUT_PREFIX) && !hidden.is_empty() {
                         markers.push(hidden.to_owned());
@@ -603,6 +683,9 @@ impl Overlay {
         state: &State,
     ) -> Result<Below, VfsError> {
         let path = level.path.child(name);
+        if level.mount.is_some() {
+            return Ok(Below::Nothing);
+        }
         for (id, fd) in &level.layers {
             if *id == LayerId::Upper {
                 continue;

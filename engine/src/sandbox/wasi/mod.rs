@@ -49,6 +49,22 @@ const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Docker's default `PATH`, used when the environment has none.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// Binds each host folder at its target in the overlay, outer targets first (so that a
+/// target inside another bind lands in that bind's folder, as with `mount --bind`).
+fn bind(overlay: &mut Overlay, binds: &[super::Bind]) -> Result<(), String> {
+    let mut binds: Vec<&super::Bind> = binds.iter().collect();
+    binds.sort_by_key(|b| ContainerPath::parse(&b.target).components().count());
+    for b in binds {
+        let spec = format!("{}:{}", b.host.display(), b.target);
+        let dir = Dir::open_ambient_dir(&b.host, cap_std::ambient_authority())
+            .map_err(|e| format!("bind mount {spec}: {}: {e}", b.host.display()))?;
+        overlay
+            .mount(&ContainerPath::parse(&b.target), dir, b.readonly)
+            .map_err(|e| format!("bind mount {spec}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Runs `spec` as the first process of a step over `lowers` + `upper`.
 pub(crate) fn run(
     rt: &Arc<WasiRuntime>,
@@ -63,7 +79,20 @@ pub(crate) fn run(
     if !tools.available() {
         return Err(SandboxError::NoTools);
     }
-    let overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
+    let mut overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
+    if let Err(msg) = bind(&mut overlay, &spec.binds) {
+        on_event(RunEvent::Output(
+            Stream::Stderr,
+            format!("{msg}\n").as_bytes(),
+        ));
+        return Ok(RunOutcome {
+            status: 125,
+            limit: None,
+            needs_native: None,
+            executor: String::new(),
+            not_enforced: Vec::new(),
+        });
+    }
     let step = Step::new(overlay, rt.clone(), tools, spec, native, rootfs.clone());
     let failed = |status: i32, msg: String, on_event: &mut dyn FnMut(RunEvent<'_>)| {
         on_event(RunEvent::Output(
@@ -133,13 +162,6 @@ pub(crate) fn run(
             return Ok(failed(status, format!("exec: {path}: {why}"), on_event));
         }
     };
-    if !spec.binds.is_empty() && matches!(program.kind, process::ProgramKind::Wasm(_)) {
-        return Ok(failed(
-            125,
-            "bind mounts (-v) need a Linux program: the WASI sandbox has none yet".into(),
-            on_event,
-        ));
-    }
     let executor = program.reason.clone();
     on_event(RunEvent::Started {
         executor: &executor,
