@@ -642,7 +642,9 @@ fn bind_mounts_reach_webassembly_programs_with_the_same_rules() {
     let script = "cat /data/in.txt /data/passwd /data/sub/ro/o.txt; \
                   echo from-wasi > /data/out.txt; mkdir /data/made; \
                   cd /data/sub/../..; pwd; ls /; \
-                  echo x > /data/sub/ro/new || echo refused";
+                  echo x > /data/sub/ro/new || echo refused; \
+                  mkdir -p /tree/d && echo t > /tree/d/f && chmod 640 /tree/d/f && \
+                  mv /tree /data/tree && mv /data/in.txt /moved && cat /moved && ls /data/tree/d";
     let (code, out, err) = kiln(
         &env,
         &[
@@ -664,7 +666,7 @@ fn bind_mounts_reach_webassembly_programs_with_the_same_rules() {
         (code, out.as_str()),
         (
             0,
-            "host-data\ninside\nother\n/\nbin\ndata\ndev\netc\nusr\nrefused\n"
+            "host-data\ninside\nother\n/\nbin\ndata\ndev\netc\nusr\nrefused\nhost-data\nf\n"
         ),
         "{err}"
     );
@@ -675,11 +677,32 @@ fn bind_mounts_reach_webassembly_programs_with_the_same_rules() {
     );
     assert!(host.join("made").is_dir() && host.join("sub/ro").is_dir());
     assert!(!other.join("new").exists());
+    // mv across the mount's edge copies and removes, keeping modes (rename(2) says EXDEV).
+    assert!(!host.join("in.txt").exists());
+    let moved = host.join("tree/d/f");
+    assert_eq!(std::fs::read_to_string(&moved).unwrap(), "t\n");
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&moved.metadata().unwrap().permissions()) & 0o777,
+        0o640
+    );
     // What was written through the bind is not the container's: its image has only the mount
     // point, as with docker.
     env.ok(&["commit", "binds", "me/binds"]);
     let (code, out, err) = kiln(&env, &["run", "--rm", "me/binds", "ls", "-a", "/data"]);
     assert_eq!((code, out.as_str()), (0, ".\n..\n"), "{err}");
+    let (code, out, err) = kiln(
+        &env,
+        &[
+            "run",
+            "--rm",
+            "me/binds",
+            "sh",
+            "-c",
+            "cat /moved; ls /tree",
+        ],
+    );
+    // The moved file left the container; the moved tree left it too.
+    assert_eq!((code, out.as_str()), (2, "host-data\n"), "{err}");
     // A bind that cannot be made is one clear line and docker's 125.
     let (code, _, err) = kiln(
         &env,

@@ -92,7 +92,7 @@ pub static TOOLS: &[Tool] = &[
     uu!("md5sum", uu_md5sum),
     ours!("mkdir", tools::mkdir::main),
     uu!("mktemp", uu_mktemp),
-    uu!("mv", uu_mv),
+    ours!("mv", tools::mv::main),
     uu!("nl", uu_nl),
     uu!("nproc", uu_nproc),
     uu!("numfmt", uu_numfmt),

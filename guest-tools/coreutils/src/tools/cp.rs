@@ -648,3 +648,32 @@ mod tests {
         }
     }
 }
+
+/// Copies `src` to `dst` as `cp -a --no-target-directory` does (the whole tree, symlinks as
+/// they are, modes, owners, times and hard links kept), for `mv` across file systems.
+/// Problems are reported under `tool`; `false` when any occurred.
+pub fn copy_archive(src: &Path, dst: &Path) -> bool {
+    let mut preserve = Preserve::default();
+    if preserve.set("all", true).is_err() {
+        return false;
+    }
+    let o = Options {
+        recursive: true,
+        deref: Deref::Never,
+        preserve,
+        existing: Existing::Overwrite,
+        force: false,
+        remove_first: false,
+        verbose: false,
+        link: LinkMode::Copy,
+        one_fs: false,
+        umask: kiln_rt::umask(None).unwrap_or(0o022),
+    };
+    let mut c = Copier {
+        o: &o,
+        links: HashMap::new(),
+        errors: false,
+    };
+    c.copy(src, dst, true);
+    !c.errors
+}

@@ -12,6 +12,7 @@ pub mod id;
 pub mod install;
 pub mod ls;
 pub mod mkdir;
+pub mod mv;
 pub mod sort;
 pub mod stat;
 pub mod sync;
