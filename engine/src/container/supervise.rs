@@ -140,13 +140,19 @@ pub fn supervise(
             finished_at: Some(OffsetDateTime::now_utc()),
         },
     };
-    let saved = c.save_state(status);
     let _ = fs::remove_file(c.dir.join("ctl"));
+    if c.config.auto_remove {
+        // Its final state would go with it: it is saved only when the container stays.
+        drop(lock);
+        if let Err(e) = containers.remove(c) {
+            c.save_state(status)?;
+            return Err(e.into());
+        }
+        return result.map(|ran| ran.status);
+    }
+    let saved = c.save_state(status);
     drop(lock);
     saved?;
-    if c.config.auto_remove {
-        containers.remove(c)?;
-    }
     result.map(|ran| ran.status)
 }
 

@@ -90,6 +90,10 @@ impl WasiRuntime {
             .wasm_gc(true)
             .wasm_exceptions(true)
             .max_wasm_stack(1 << 20)
+            // Wasm backtraces and exceptions use wasmtime's own unwinder; `.eh_frame` only
+            // serves outside profilers; without it artifacts are smaller and a load does not
+            // register it.
+            .native_unwind_info(false)
             .parallel_compilation(true);
         let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
