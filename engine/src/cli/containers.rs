@@ -7,7 +7,7 @@ use clap::Args;
 use time::OffsetDateTime;
 
 use super::images::{finish_many, human_duration, Table};
-use super::run::{start_detached, supervise_here};
+use super::run::{proxied_signals, start_detached, supervise_here};
 use super::{Printer, UserError};
 use crate::container::{Attach, Container, Containers, Status};
 use crate::store::Store;
@@ -398,6 +398,8 @@ pub fn start(args: &StartArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
         return Ok(supervise_here(
             store,
             &containers,
+            &crate::sandbox::Sandbox::new(),
+            &proxied_signals(),
             &mut c,
             Attach::Foreground,
         )?);

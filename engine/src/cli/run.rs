@@ -79,14 +79,35 @@ fn failed(e: impl std::fmt::Display) -> anyhow::Error {
 /// Runs `kiln run`; returns the program's exit status (or 0 with `-d`).
 pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u8> {
     let containers = Containers::new(store).map_err(failed)?;
-    let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
-    let mut c = containers.create(config).map_err(failed)?;
     if args.detach {
+        let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
+        let c = containers.create(config).map_err(failed)?;
         start_detached(store, &c).map_err(failed)?;
         out.data(&c.config.id)?;
         return Ok(0);
     }
-    supervise_here(store, &containers, &mut c, Attach::Foreground).map_err(failed)
+    // Signals are blocked before any thread starts (the engine's too), so that they reach
+    // the one thread that forwards them.
+    let control = proxied_signals();
+    // The engine is made on the other core while the image is read and the container made.
+    let sandbox = Sandbox::new();
+    let mut c = std::thread::scope(|s| {
+        s.spawn(|| sandbox.prewarm());
+        let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
+        containers.create(config).map_err(failed)
+    })?;
+    let status = supervise_here(
+        store,
+        &containers,
+        &sandbox,
+        &control,
+        &mut c,
+        Attach::Foreground,
+    );
+    // This process ends with the container: the OS takes the compiled code back faster than
+    // unmapping it piece by piece does.
+    std::mem::forget(sandbox);
+    status.map_err(failed)
 }
 
 /// Runs `c` to its end in this process, with kiln's signals proxied to it and, for an attached
@@ -94,19 +115,15 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
 pub(super) fn supervise_here(
     store: &Store,
     containers: &Containers,
+    sandbox: &Sandbox,
+    control: &RunControl,
     c: &mut Container,
     attach: Attach,
 ) -> Result<u8, container::SuperviseError> {
-    let control = RunControl::new();
-    proxy_signals(control.clone());
     let _raw = (matches!(attach, Attach::Foreground) && c.config.tty && c.config.open_stdin)
         .then(RawTerminal::enter)
         .flatten();
-    let sandbox = Sandbox::new();
-    let status = container::supervise(store, containers, &sandbox, c, &attach, &control)?;
-    // This process ends with the container: the OS takes the compiled code back faster than
-    // unmapping it piece by piece does.
-    std::mem::forget(sandbox);
+    let status = container::supervise(store, containers, sandbox, c, &attach, control)?;
     Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -262,7 +279,14 @@ pub(super) fn start_detached(store: &Store, c: &Container) -> anyhow::Result<()>
 /// Forwards the signals kiln receives to the container's main program (docker's
 /// `--sig-proxy`), and window-size changes of kiln's terminal to the container's: they are
 /// blocked in every thread and taken by one that waits for them.
-pub(super) fn proxy_signals(control: RunControl) {
+/// A control for a run in this process, with kiln's signals forwarded to it ([`proxy_signals`]).
+pub(super) fn proxied_signals() -> RunControl {
+    let control = RunControl::new();
+    proxy_signals(control.clone());
+    control
+}
+
+fn proxy_signals(control: RunControl) {
     let sigs = [
         libc::SIGWINCH,
         libc::SIGINT,
@@ -315,6 +339,8 @@ pub fn supervise(args: &SuperviseArgs, store: &Store) -> anyhow::Result<u8> {
     Ok(supervise_here(
         store,
         &containers,
+        &Sandbox::new(),
+        &proxied_signals(),
         &mut c,
         Attach::Detached,
     )?)

@@ -425,7 +425,8 @@ pub enum SandboxError {
 /// The executors of one kiln process (the WebAssembly engine is made on first use).
 #[derive(Default)]
 pub struct Sandbox {
-    wasi: OnceLock<Arc<wasi::WasiRuntime>>,
+    /// The engine, or why it could not be made.
+    wasi: OnceLock<Result<Arc<wasi::WasiRuntime>, String>>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -439,12 +440,25 @@ impl Sandbox {
         Self::default()
     }
 
+    /// The engine, made once; a caller that comes while another thread makes it waits for
+    /// that one.
     fn wasi(&self) -> Result<&Arc<wasi::WasiRuntime>, SandboxError> {
-        if let Some(rt) = self.wasi.get() {
-            return Ok(rt);
-        }
-        let rt = wasi::WasiRuntime::new(wasi::default_cache_dir())?;
-        Ok(self.wasi.get_or_init(|| rt))
+        self.wasi
+            .get_or_init(|| {
+                wasi::WasiRuntime::new(wasi::default_cache_dir()).map_err(|e| match e {
+                    SandboxError::Engine(m) => m,
+                    other => other.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|m| SandboxError::Engine(m.clone()))
+    }
+
+    /// Makes the WebAssembly engine now (every run needs it: it also makes the execution
+    /// choice), so that a caller can have it made on another thread while it prepares the
+    /// run. A failure is reported by the run.
+    pub fn prewarm(&self) {
+        let _ = self.wasi();
     }
 
     /// Runs `spec` over `rootfs`, streaming what happens to `on_event`. The upper then holds
