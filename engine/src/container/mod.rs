@@ -9,13 +9,14 @@
 //!   state.json      created | running | exited, with times and the exit code (temp -> rename)
 //!   upper/          the container's writes, in the layer-diff format (so `commit` is a diff)
 //!   log.json        output, one JSON object per chunk, as docker's json-file driver writes it
-//!   run.lock        held (`flock`) by the process that supervises the running container
 //!   ctl             a FIFO: each byte written is a signal for the main program
 //! ```
 //!
+//! The folder itself is held (`flock`) by the process that supervises the running container.
+//!
 //! # Crashes
 //! A running container is supervised by one kiln process (`kiln run` in the foreground, or a
-//! detached `kiln` for `run -d` and `start`), which holds `run.lock` for as long as the program
+//! detached `kiln` for `run -d` and `start`), which holds the folder's lock for as long as the program
 //! runs. Its sandbox dies with it (the native init has `PR_SET_PDEATHSIG`, WebAssembly runs
 //! in-process), so a state that says running while nobody holds the lock means the supervisor
 //! was killed: readers report the container as exited with status 137 and record that.
@@ -373,8 +374,9 @@ impl Containers {
         let tmp = self.dir.join(format!(".new-{}", config.id));
         let upper = tmp.join("upper");
         fs::create_dir_all(&upper).map_err(io_at("create", &upper))?;
-        write_json(&tmp, "config.json", &config)?;
-        write_json(&tmp, "state.json", &State::default())?;
+        // The folder is not visible before the rename below: no temporary files inside it.
+        write_new_json(&tmp, "config.json", &config)?;
+        write_new_json(&tmp, "state.json", &State::default())?;
         let dir = self.dir.join(&config.id);
         fs::rename(&tmp, &dir).map_err(io_at("create", &dir))?;
         Ok(Container {
@@ -397,7 +399,7 @@ impl Containers {
         let state: State = read_json(&dir, id, "state.json")?;
         let mut c = Container { config, state, dir };
         if c.state.status == Status::Running {
-            // Holding `run.lock` proves no supervisor runs it; the state is read again under
+            // Holding the lock proves no supervisor runs it; the state is read again under
             // it, since a supervisor that just finished wrote its own.
             if let Some(_held) = take_run_lock(&c.dir) {
                 c.state = read_json(&c.dir, id, "state.json")?;
@@ -527,24 +529,31 @@ fn flock(f: &fs::File, op: FlockOperation) -> io::Result<()> {
     }
 }
 
-/// Whether a supervisor holds the container's `run.lock`.
+/// Whether a supervisor holds the container's folder locked.
 fn supervised(dir: &Path) -> bool {
-    let Ok(f) = fs::File::open(dir.join("run.lock")) else {
+    let Ok(f) = fs::File::open(dir) else {
         return false;
     };
     flock(&f, FlockOperation::NonBlockingLockShared).is_err()
 }
 
-/// The container's `run.lock`, exclusively, unless a supervisor holds it (or it is missing: a
-/// container that never ran has nothing to reconcile).
-fn take_run_lock(dir: &Path) -> Option<fs::File> {
-    let f = fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("run.lock"))
-        .ok()?;
+/// The container folder's lock, exclusively, unless a supervisor holds it.
+pub(crate) fn take_run_lock(dir: &Path) -> Option<fs::File> {
+    let f = fs::File::open(dir).ok()?;
     flock(&f, FlockOperation::NonBlockingLockExclusive)
         .ok()
         .map(|()| f)
+}
+
+/// Writes `name` in a folder that nobody else sees yet.
+fn write_new_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), ContainerError> {
+    let path = dir.join(name);
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Io {
+        op: "encode",
+        path: path.clone(),
+        source: io::Error::other(e),
+    })?;
+    fs::write(&path, bytes).map_err(io_at("write", &path))
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), ContainerError> {

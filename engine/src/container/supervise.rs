@@ -1,4 +1,4 @@
-//! Running a container: the supervising process holds `run.lock`, serves `ctl`, keeps the log
+//! Running a container: the supervising process holds its folder's lock, serves `ctl`, keeps the log
 //! and the state, and runs the program with the sandbox's execution choice.
 
 use std::fs;
@@ -7,10 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustix::fs::FlockOperation;
 use time::OffsetDateTime;
 
-use super::{flock, io_at, Container, ContainerError, Containers, State, Status};
+use super::{io_at, Container, ContainerError, Containers, State, Status};
 use crate::progress::Stream;
 use crate::rootfs::{ContainerPath, Creds};
 use crate::sandbox::{
@@ -111,16 +110,9 @@ pub fn supervise(
     attach: &Attach,
     control: &RunControl,
 ) -> Result<i32, SuperviseError> {
-    let lock_path = c.dir.join("run.lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_at("open", &lock_path))?;
-    if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+    let Some(lock) = super::take_run_lock(&c.dir) else {
         return Err(ContainerError::Running(c.short_id().to_owned()).into());
-    }
+    };
     let result = run_locked(store, sandbox, c, attach, control);
     let status = match &result {
         Ok(ran) => State {
