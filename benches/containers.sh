@@ -28,6 +28,9 @@ docker load -q -i "$WORK/base.tar" >/dev/null
 mkdir -p "$WORK/wasi"
 printf 'FROM scratch\nCMD ["true"]\n' > "$WORK/wasi/Dockerfile"
 "$KILN" build -q -t bench/wasi "$WORK/wasi" >/dev/null
+# The set-up wrote a few hundred MiB (the import, docker's load): measure after it reached the
+# disk, not while writeback competes with the runs (see README.md).
+sync
 
 measure() {
     hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/m.json" "$1" >/dev/null
