@@ -391,19 +391,25 @@ fn sha256_hex(data: &[u8]) -> String {
 #[test]
 fn unsupported_run_mounts_are_refused_not_ignored() {
     let env = Env::new();
-    let (code, err) = try_build(
-        &env,
-        "FROM scratch\nRUN --mount=type=cache,target=/root/.cache echo hi\n",
-        &[],
-        &[],
-    );
-    assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains(
-            "Dockerfile:2: RUN --mount=type=cache,target=/root/.cache is not supported by kiln yet"
-        ),
-        "{err}"
-    );
+    for (mount, kind) in [
+        ("type=bind,target=/src", "bind"),
+        ("type=secret,id=token", "secret"),
+        ("type=ssh", "ssh"),
+        ("type=cache,target=/c,from=base", "cache"),
+    ] {
+        let (code, err) = try_build(
+            &env,
+            &format!("FROM scratch\nRUN --mount={mount} echo hi\n"),
+            &[],
+            &[],
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("Dockerfile:2: RUN --mount=type={kind}"))
+                && err.contains("is not supported by kiln yet"),
+            "{err}"
+        );
+    }
 }
 
 #[test]
@@ -759,4 +765,65 @@ fn hostile_native_steps_stay_in_their_sandbox() {
         &err[err.len().saturating_sub(1500)..]
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+/// The entries of the top layer of `image`, as the tar names them.
+fn top_layer_entries(env: &Env, image: &str) -> Vec<String> {
+    let store = kiln::store::Store::open(&env.root()).unwrap();
+    let img = store.resolve(image).unwrap();
+    let layer = img.manifest.layers.last().unwrap();
+    let blob = store.open_blob(&layer.digest).unwrap();
+    let mut ar = tar::Archive::new(kiln::layer::decompress_auto(blob).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A step that counts its runs in a cache mount and leaves junk in a tmpfs mount.
+const COUNTING_STEP: &str =
+    "RUN --mount=type=cache,id=runs,target=/var/cache/count,sharing=locked \
+    --mount=type=tmpfs,target=/scratch/deep \
+    n=$(cat /var/cache/count/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /var/cache/count/n; \
+    ls -A /scratch/deep; echo junk > /scratch/deep/j; echo \"$BUST $n\" > /seen\n";
+
+#[test]
+fn run_mounts_cache_outlives_builds_and_neither_mount_lands_in_the_layer() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let wasi = format!("FROM scratch\nRUN mkdir -p /var/cache\nARG BUST\n{COUNTING_STEP}");
+    let native = format!("FROM debian:bookworm\nARG BUST\n{COUNTING_STEP}");
+    // The same cache id in both executors, across builds whose step differs (BUST).
+    for (i, (dockerfile, executor)) in [
+        (&wasi, "WASI"),
+        (&native, "native sandbox"),
+        (&wasi, "WASI"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let bust = format!("BUST={i}");
+        let err = build_ok(&env, dockerfile, &[], &["--build-arg", &bust]);
+        assert!(err.contains(executor), "{err}");
+        let tree = image_tree(&env.root(), "me/run");
+        assert_eq!(
+            String::from_utf8_lossy(&tree["seen"].content),
+            format!("{i} {}\n", i + 1),
+            "the cache mount kept its count"
+        );
+        // Only what the step wrote outside its mounts: no mount point, no copied-up parent.
+        assert_eq!(top_layer_entries(&env, "me/run"), ["seen"], "{executor}");
+        assert!(!paths(&tree).iter().any(|p| p.starts_with("scratch")));
+        assert!(!paths(&tree).contains(&"var/cache/count"));
+    }
+    // A build of the same step hits kiln's cache: the step does not run again.
+    let err = build_ok(&env, &wasi, &[], &["--build-arg", "BUST=2"]);
+    assert!(err.contains("Using cache"), "{err}");
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(String::from_utf8_lossy(&tree["seen"].content), "2 3\n");
+    // `prune --all` empties the cache mounts with the build cache.
+    env.ok(&["prune", "--all", "--force"]);
+    build_ok(&env, &wasi, &[], &["--build-arg", "BUST=9"]);
+    let tree = image_tree(&env.root(), "me/run");
+    assert_eq!(String::from_utf8_lossy(&tree["seen"].content), "9 1\n");
 }

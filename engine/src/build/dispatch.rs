@@ -6,6 +6,7 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 use time::OffsetDateTime;
 
+use super::mounts::{mount_all, RunMount};
 use super::plan::{find_stage, Plan};
 use super::state::{ImageState, Layer};
 use super::users::resolve_owner;
@@ -16,6 +17,7 @@ use crate::copy::{copy_into, Chmod, CopyOptions, CopySource, SourceFs};
 use crate::digest::{CacheKey, Digest};
 use crate::dockerfile::go_quote;
 use crate::dockerfile::instruction::{self as ins, Instruction, Spanned};
+use crate::dockerfile::mount::MountError;
 use crate::dockerfile::scope::{Platform, Scope, Stage as ScopeStage};
 use crate::dockerfile::shell::Lexer;
 use crate::ignore::PatternMatcher;
@@ -64,6 +66,8 @@ struct RunWork {
     user: String,
     /// The instruction as history shows it, for messages.
     shown: String,
+    /// `--mount`s.
+    mounts: Vec<RunMount>,
 }
 
 enum CopyFrom {
@@ -654,14 +658,22 @@ impl Run<'_> {
                     let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("|{} {} ", args.len(), kv.join(" "))
                 };
-                if let Some(m) = run.mounts.first() {
-                    return Err(self.fail(
-                        line,
-                        format!(
-                            "RUN --mount={} is not supported by kiln yet",
-                            m.fields.join(",")
-                        ),
-                    ));
+                let workdir = ContainerPath::parse(&cx.state.config.config.working_dir);
+                let mut mounts = Vec::new();
+                for spec in &run.mounts {
+                    let mut expanded = None;
+                    let m = spec.resolve(|v| match self.expand(cx, line, v) {
+                        Ok(v) => Ok(v),
+                        Err(e) => {
+                            expanded.get_or_insert(e);
+                            Ok::<_, MountError>(String::new())
+                        }
+                    });
+                    if let Some(e) = expanded {
+                        return Err(e);
+                    }
+                    let m = m.map_err(|e| self.fail(line, e))?;
+                    mounts.push(RunMount::new(&m, &workdir).map_err(|e| self.fail(line, e))?);
                 }
                 let argv = run_argv(argv, run);
                 let mut env: Vec<String> = cx
@@ -689,6 +701,7 @@ impl Run<'_> {
                     cwd,
                     user: config.user.clone(),
                     shown,
+                    mounts,
                 };
                 (
                     format!(
@@ -953,6 +966,7 @@ impl Run<'_> {
             .collect();
         let upper = self.store.temp_dir()?;
         let id = container_id(upper.path());
+        let mounted = mount_all(self.store, &w.mounts, &rootfs_lowers, upper.path())?;
         let rootfs = Rootfs {
             lowers: rootfs_lowers,
             upper: upper.path().to_path_buf(),
@@ -974,7 +988,7 @@ impl Run<'_> {
                 Some(c) => Some(c.step().ok_or(BuildError::Cancelled)?),
                 None => None,
             },
-            binds: Vec::new(),
+            binds: mounted.binds.clone(),
             terminal: None,
             stdin: None,
         };
@@ -1061,6 +1075,7 @@ impl Run<'_> {
                 source: e,
             });
         }
+        mounted.finish(upper.path())?;
         let outcome = outcome.map_err(BuildError::Sandbox)?;
         if self.req.cancel.is_some_and(Cancel::is_cancelled) {
             return Err(BuildError::Cancelled);

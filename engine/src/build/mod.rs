@@ -14,6 +14,9 @@ pub mod state;
 pub mod users;
 
 mod dispatch;
+mod mounts;
+
+pub use mounts::prune_cache_mounts;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

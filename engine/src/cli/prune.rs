@@ -2,6 +2,8 @@
 
 use std::io::BufRead;
 
+use anyhow::Context as _;
+
 use clap::Args;
 
 use super::images::human_size;
@@ -13,7 +15,8 @@ use crate::store::{GcOptions, Store};
 /// uses, and what interrupted builds left behind. Tagged images are never removed (use `rmi`).
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Also empty the build cache, so what only the cache used is removed too.
+    /// Also empty the build cache and the `RUN --mount=type=cache` folders, so what only the
+    /// cache used is removed too.
     #[arg(short, long)]
     pub all: bool,
 
@@ -30,7 +33,7 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
         out.status("  - all untagged images")?;
         out.status("  - all blobs and snapshots that no image uses")?;
         if args.all {
-            out.status("  - all build cache")?;
+            out.status("  - all build cache, and the cache mounts no build uses")?;
         }
         out.status("Are you sure you want to continue? [y/N]")?;
         let mut answer = String::new();
@@ -62,6 +65,11 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
         },
         &GcOptions::default(),
     )?;
+    let cache_mounts = if args.all {
+        crate::build::prune_cache_mounts(store).context("remove the cache mounts")?
+    } else {
+        0
+    };
     if !report.images.is_empty() {
         out.data("Deleted Images:")?;
         for id in &report.images {
@@ -70,11 +78,12 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
         out.data("")?;
     }
     out.status(&format!(
-        "removed {} blobs, {} snapshots, {} temporary entries, {} build cache entries",
+        "removed {} blobs, {} snapshots, {} temporary entries, {} build cache entries, {} cache mounts",
         report.blobs.len(),
         report.snapshots.len(),
         report.temp_entries,
-        cache_entries
+        cache_entries,
+        cache_mounts
     ))?;
     out.data(&format!(
         "Total reclaimed space: {}",

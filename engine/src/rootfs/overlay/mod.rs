@@ -221,20 +221,8 @@ impl Overlay {
         dir: Dir,
         readonly: bool,
     ) -> Result<ContainerPath, VfsError> {
-        let mut made = ContainerPath::root();
-        for name in target.components() {
-            made = self.resolve(&ContainerPath::root(), made.child(name).as_str(), true)?;
-            match self.stat(&made, true) {
-                Ok(st) if st.kind == NodeKind::Dir => {}
-                Ok(_) => return Err(VfsError::NotADirectory(made)),
-                Err(VfsError::NotFound(_)) => {
-                    self.mkdir(&made, 0o755, 0)?;
-                    self.chown(&made, Some(0), Some(0), false)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let target = self.resolve(&ContainerPath::root(), made.as_str(), true)?;
+        self.make_dirs(target)?;
+        let target = self.resolve(&ContainerPath::root(), target.as_str(), true)?;
         if target.is_root() || self.mounts.iter().any(|m| m.target == target) {
             return Err(VfsError::Busy(target));
         }
@@ -247,6 +235,28 @@ impl Overlay {
             readonly,
         });
         Ok(target)
+    }
+
+    /// Makes `path` and its missing parents (0755, root-owned), resolving symlinks on the way
+    /// inside the rootfs, as `mkdir -p` does; returns the canonical paths of the directories it
+    /// made, outermost first.
+    pub fn make_dirs(&self, path: &ContainerPath) -> Result<Vec<ContainerPath>, VfsError> {
+        let mut made = Vec::new();
+        let mut dir = ContainerPath::root();
+        for name in path.components() {
+            dir = self.resolve(&ContainerPath::root(), dir.child(name).as_str(), true)?;
+            match self.stat(&dir, true) {
+                Ok(st) if st.kind == NodeKind::Dir => {}
+                Ok(_) => return Err(VfsError::NotADirectory(dir)),
+                Err(VfsError::NotFound(_)) => {
+                    self.mkdir(&dir, 0o755, 0)?;
+                    self.chown(&dir, Some(0), Some(0), false)?;
+                    made.push(dir.clone());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(made)
     }
 
     /// Whether `path` is a bind mount's target or has one below it (it cannot move).
