@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use kiln_rt::Stat;
 
 use crate::util::args::{self, Opt, Parsed, Parser};
-use crate::util::{self, quote, strerror, usage_error, warn};
+use crate::util::{self, quote, strerror, usage_error, warn, Dest};
 
 const TOOL: &str = "cp";
 const USAGE: &str = "cp [OPTION]... [-T] SOURCE DEST\n  or:  cp [OPTION]... SOURCE... DIRECTORY\n  or:  cp [OPTION]... -t DIRECTORY SOURCE...";
@@ -546,36 +546,7 @@ fn options(p: &Parsed) -> Result<Options, String> {
 
 fn run(p: &Parsed, o: &Options) -> Result<bool, String> {
     let parents = p.has("parents");
-    let (sources, target): (&[OsString], Result<PathBuf, PathBuf>) =
-        if let Some(t) = p.value("target-directory") {
-            if p.has("no-target-directory") {
-                return Err(
-                    "cannot combine --target-directory (-t) and --no-target-directory (-T)".into(),
-                );
-            }
-            (&p.operands, Ok(PathBuf::from(t)))
-        } else {
-            let Some((last, sources)) = p.operands.split_last() else {
-                return Err("missing file operand".into());
-            };
-            if sources.is_empty() {
-                return Err(format!(
-                    "missing destination file operand after {}",
-                    quote(last)
-                ));
-            }
-            let last = PathBuf::from(last);
-            if p.has("no-target-directory") {
-                if sources.len() > 1 {
-                    return Err(format!("extra operand {}", quote(&sources[1])));
-                }
-                (sources, Err(last))
-            } else if sources.len() > 1 || parents || last.is_dir() {
-                (sources, Ok(last))
-            } else {
-                (sources, Err(last))
-            }
-        };
+    let (sources, target) = util::sources_and_dest(p, parents)?;
     if sources.is_empty() {
         return Err("missing file operand".into());
     }
@@ -585,7 +556,7 @@ fn run(p: &Parsed, o: &Options) -> Result<bool, String> {
         errors: false,
     };
     match target {
-        Ok(dir) => {
+        Dest::Into(dir) => {
             match kiln_rt::stat(&dir, true) {
                 Ok(st) if st.is_dir() => {}
                 Ok(_) => {
@@ -605,7 +576,7 @@ fn run(p: &Parsed, o: &Options) -> Result<bool, String> {
                 }
             }
         }
-        Err(dest) => c.copy(Path::new(&sources[0]), &dest, true),
+        Dest::At(dest) => c.copy(Path::new(&sources[0]), &dest, true),
     }
     Ok(!c.errors)
 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::util::args::{Opt, Parser};
+use crate::util::args::Opt;
 use crate::util::mode::Mode;
 use crate::util::{self, quote, strerror, usage_error, users, warn};
 
@@ -214,12 +214,9 @@ fn run(p: &crate::util::args::Parsed, s: &Settings) -> Result<(), Vec<String>> {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    if util::help_or_version(TOOL, &args, USAGE) {
-        return 0;
-    }
-    let p = match Parser::new(OPTS).parse(util::rest(args)) {
+    let p = match util::parse_args(TOOL, args, USAGE, OPTS) {
         Ok(p) => p,
-        Err(e) => return usage_error(TOOL, e, 1),
+        Err(status) => return status,
     };
     let mode = match p.str_value("mode") {
         Err(e) => return usage_error(TOOL, e, 1),

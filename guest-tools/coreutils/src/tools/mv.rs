@@ -5,10 +5,10 @@
 use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::util::args::{Opt, Parsed, Parser};
-use crate::util::{self, quote, strerror, usage_error, warn};
+use crate::util::args::{Opt, Parsed};
+use crate::util::{self, quote, strerror, usage_error, warn, Dest};
 
 const TOOL: &str = "mv";
 const USAGE: &str = "mv [OPTION]... [-T] SOURCE DEST\n  or:  mv [OPTION]... SOURCE... DIRECTORY\n  or:  mv [OPTION]... -t DIRECTORY SOURCE...";
@@ -165,40 +165,12 @@ fn run(p: &Parsed) -> Result<bool, String> {
         verbose: p.has("verbose"),
         errors: false,
     };
-    let (sources, dir): (&[OsString], Option<PathBuf>) = match p.value("target-directory") {
-        Some(_) if p.has("no-target-directory") => {
-            return Err(
-                "cannot combine --target-directory (-t) and --no-target-directory (-T)".into(),
-            )
+    let (sources, dir) = match util::sources_and_dest(p, false)? {
+        (sources, Dest::At(dest)) => {
+            m.mv(Path::new(&sources[0]), &dest);
+            return Ok(!m.errors);
         }
-        Some(t) => (&p.operands, Some(PathBuf::from(t))),
-        None => {
-            let Some((last, sources)) = p.operands.split_last() else {
-                return Err("missing file operand".into());
-            };
-            if sources.is_empty() {
-                return Err(format!(
-                    "missing destination file operand after {}",
-                    quote(last)
-                ));
-            }
-            let last = PathBuf::from(last);
-            if p.has("no-target-directory") {
-                if sources.len() > 1 {
-                    return Err(format!("extra operand {}", quote(&sources[1])));
-                }
-                m.mv(Path::new(&sources[0]), &last);
-                return Ok(!m.errors);
-            }
-            if sources.len() == 1 && !last.is_dir() {
-                m.mv(Path::new(&sources[0]), &last);
-                return Ok(!m.errors);
-            }
-            (sources, Some(last))
-        }
-    };
-    let Some(dir) = dir else {
-        return Ok(!m.errors);
+        (sources, Dest::Into(dir)) => (sources, dir),
     };
     if sources.is_empty() {
         return Err("missing file operand".into());
@@ -222,12 +194,9 @@ fn run(p: &Parsed) -> Result<bool, String> {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    if util::help_or_version(TOOL, &args, USAGE) {
-        return 0;
-    }
-    let p = match Parser::new(OPTS).parse(util::rest(args)) {
+    let p = match util::parse_args(TOOL, args, USAGE, OPTS) {
         Ok(p) => p,
-        Err(e) => return usage_error(TOOL, e, 1),
+        Err(status) => return status,
     };
     match run(&p) {
         Ok(true) => 0,

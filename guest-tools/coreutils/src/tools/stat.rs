@@ -7,7 +7,7 @@ use std::path::Path;
 
 use kiln_rt::{mode::*, Stat};
 
-use crate::util::args::{Opt, Parser};
+use crate::util::args::Opt;
 use crate::util::mode::render;
 use crate::util::time::stat_time;
 use crate::util::{self, quote, strerror, usage_error, users, warn};
@@ -274,12 +274,9 @@ fn unescape(s: &str) -> String {
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
-    if util::help_or_version(TOOL, &args, USAGE) {
-        return 0;
-    }
-    let p = match Parser::new(OPTS).parse(util::rest(args)) {
+    let p = match util::parse_args(TOOL, args, USAGE, OPTS) {
         Ok(p) => p,
-        Err(e) => return usage_error(TOOL, e, 1),
+        Err(status) => return status,
     };
     if p.operands.is_empty() {
         return usage_error(TOOL, "missing operand", 1);

@@ -52,6 +52,65 @@ pub fn help_or_version(tool: &str, args: &[OsString], usage: &str) -> bool {
     }
 }
 
+/// The start of a tool with GNU options: answers `--help` and `--version`, parses the rest
+/// with `opts`; `Err` holds the exit status when the tool has nothing more to do.
+pub fn parse_args(
+    tool: &str,
+    args: Vec<OsString>,
+    usage: &str,
+    opts: &'static [args::Opt],
+) -> Result<args::Parsed, i32> {
+    if help_or_version(tool, &args, usage) {
+        return Err(0);
+    }
+    args::Parser::new(opts)
+        .parse(rest(args))
+        .map_err(|e| usage_error(tool, e, 1))
+}
+
+/// Where cp, mv and install put their sources.
+pub enum Dest {
+    /// Into this folder, each under its own name.
+    Into(std::path::PathBuf),
+    /// At exactly this path (one source).
+    At(std::path::PathBuf),
+}
+
+/// The sources and destination of a GNU cp/mv-style command line: `-t DIR`, `-T`, several
+/// sources, or a last operand that is a folder (or `into` set: cp's `--parents`) put the
+/// sources into a folder; otherwise the one source goes to the last operand.
+pub fn sources_and_dest(p: &args::Parsed, into: bool) -> Result<(&[OsString], Dest), String> {
+    if let Some(t) = p.value("target-directory") {
+        if p.has("no-target-directory") {
+            return Err(
+                "cannot combine --target-directory (-t) and --no-target-directory (-T)".into(),
+            );
+        }
+        return Ok((&p.operands, Dest::Into(t.into())));
+    }
+    let Some((last, sources)) = p.operands.split_last() else {
+        return Err("missing file operand".into());
+    };
+    if sources.is_empty() {
+        return Err(format!(
+            "missing destination file operand after {}",
+            quote(last)
+        ));
+    }
+    let last = std::path::PathBuf::from(last);
+    if p.has("no-target-directory") {
+        if sources.len() > 1 {
+            return Err(format!("extra operand {}", quote(&sources[1])));
+        }
+        return Ok((sources, Dest::At(last)));
+    }
+    if sources.len() > 1 || into || last.is_dir() {
+        Ok((sources, Dest::Into(last)))
+    } else {
+        Ok((sources, Dest::At(last)))
+    }
+}
+
 /// A name quoted as GNU tools show it in messages: `'a b'`.
 pub fn quote(p: impl AsRef<std::path::Path>) -> String {
     let s = p.as_ref().to_string_lossy();
