@@ -545,23 +545,22 @@ pub(crate) fn take_run_lock(dir: &Path) -> Option<fs::File> {
         .map(|()| f)
 }
 
+fn encode_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, ContainerError> {
+    serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Io {
+        op: "encode",
+        path: path.to_owned(),
+        source: io::Error::other(e),
+    })
+}
+
 /// Writes `name` in a folder that nobody else sees yet.
 fn write_new_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), ContainerError> {
     let path = dir.join(name);
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Io {
-        op: "encode",
-        path: path.clone(),
-        source: io::Error::other(e),
-    })?;
-    fs::write(&path, bytes).map_err(io_at("write", &path))
+    fs::write(&path, encode_json(&path, value)?).map_err(io_at("write", &path))
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), ContainerError> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ContainerError::Io {
-        op: "encode",
-        path: dir.join(name),
-        source: io::Error::other(e),
-    })?;
+    let bytes = encode_json(&dir.join(name), value)?;
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let mut f = fs::File::create(&tmp).map_err(io_at("write", &tmp))?;
     f.write_all(&bytes).map_err(io_at("write", &tmp))?;

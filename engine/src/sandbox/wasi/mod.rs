@@ -79,21 +79,6 @@ pub(crate) fn run(
     if !tools.available() {
         return Err(SandboxError::NoTools);
     }
-    let mut overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
-    if let Err(msg) = bind(&mut overlay, &spec.binds) {
-        on_event(RunEvent::Output(
-            Stream::Stderr,
-            format!("{msg}\n").as_bytes(),
-        ));
-        return Ok(RunOutcome {
-            status: 125,
-            limit: None,
-            needs_native: None,
-            executor: String::new(),
-            not_enforced: Vec::new(),
-        });
-    }
-    let step = Step::new(overlay, rt.clone(), tools, spec, native, rootfs.clone());
     let failed = |status: i32, msg: String, on_event: &mut dyn FnMut(RunEvent<'_>)| {
         on_event(RunEvent::Output(
             Stream::Stderr,
@@ -107,6 +92,11 @@ pub(crate) fn run(
             not_enforced: Vec::new(),
         }
     };
+    let mut overlay = Overlay::new(lowers, upper, tools.shims(), spec.creds);
+    if let Err(msg) = bind(&mut overlay, &spec.binds) {
+        return Ok(failed(125, msg, on_event));
+    }
+    let step = Step::new(overlay, rt.clone(), tools, spec, native, rootfs.clone());
     // A missing working directory is created, root-owned, as Docker does for `run -w`.
     let mut dir = ContainerPath::root();
     for name in spec.cwd.components() {
