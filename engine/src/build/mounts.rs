@@ -168,9 +168,7 @@ pub(super) fn mount_all(
                     None => {
                         let fresh = store.temp_dir()?;
                         let path = fresh.path().to_path_buf();
-                        fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
-                            .map_err(io("set up a cache mount"))?;
-                        chown(&path, *uid, *gid)?;
+                        own(&path, *mode, *uid, *gid)?;
                         out._scratch.push(fresh);
                         path
                     }
@@ -309,9 +307,7 @@ fn cache_dir(
         .mode(0o700)
         .create(&path)
         .map_err(io("create a cache mount"))?;
-    chown(&path, uid, gid)?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-        .map_err(io("create a cache mount"))?;
+    own(&path, mode, uid, gid)?;
     match fs::rename(&path, &dir) {
         Ok(()) => Ok(dir),
         // Another step made it first.
@@ -320,12 +316,13 @@ fn cache_dir(
     }
 }
 
-/// Gives `path` its owner when this process may (not as an unprivileged user).
-fn chown(path: &std::path::Path, uid: u32, gid: u32) -> Result<(), BuildError> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(());
+/// Gives a new cache folder its owner (when this process may: not as an unprivileged user),
+/// then its mode (after the owner, which would clear setgid).
+fn own(path: &std::path::Path, mode: u32, uid: u32, gid: u32) -> Result<(), BuildError> {
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("set up a cache mount"))?;
     }
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("set up a cache mount"))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io("set up a cache mount"))
 }
 
 impl Mounted {
