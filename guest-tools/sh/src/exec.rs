@@ -82,97 +82,41 @@ impl Shell {
 
     /// Parses and runs `src` one complete command at a time (scripts, `eval`, `.`).
     pub fn run_source(&mut self, src: Vec<u8>, first_line: u32, tested: bool) -> Res<i32> {
-        let mut parser = Parser::new(src, first_line);
+        self.run_parser(Parser::new(src, first_line), tested)
+    }
+
+    /// Runs commands read from stdin, each as soon as it is complete: a terminal works, and a
+    /// command that reads stdin gets what follows it (POSIX: the shell reads no further ahead
+    /// than the lines of the current command).
+    pub fn run_stdin(&mut self) -> Res<i32> {
+        self.run_parser(Parser::stdin(), false)
+    }
+
+    fn run_parser(&mut self, mut parser: Parser, tested: bool) -> Res<i32> {
         let mut status = 0;
         loop {
-            let start = parser.offset();
+            parser.set_verbose(self.opt("verbose"));
+            let interactive = self.opt("interactive");
+            parser.set_prompts(interactive.then(|| {
+                let ps = |name: &[u8]| self.get(name).map(<[u8]>::to_vec).unwrap_or_default();
+                (ps(b"PS1"), ps(b"PS2"))
+            }));
             match parser.next_command(&self.aliases) {
                 Ok(Some(list)) => {
-                    if self.opt("verbose") {
-                        io::write_all(2, parser.text_since(start));
+                    if !self.opt("noexec") {
+                        status = self.exec_list(&list, tested)?;
                     }
-                    if self.opt("noexec") {
-                        continue;
-                    }
-                    status = self.exec_list(&list, tested)?;
                 }
                 Ok(None) => return Ok(status),
                 Err(e) => {
-                    if self.opt("verbose") {
-                        io::write_all(2, parser.text_since(start));
-                    }
                     self.line = e.line;
                     self.error(format!("Syntax error: {}", e.msg));
                     self.status = 2;
-                    return Err(Flow::Exit(2));
-                }
-            }
-        }
-    }
-
-    /// Runs commands read from stdin a line at a time, each as soon as it is complete: a
-    /// terminal works, and a command that reads stdin gets what follows it (POSIX: the shell
-    /// reads no further ahead than the lines of the current command).
-    pub fn run_stdin(&mut self) -> Res<i32> {
-        let mut buf: Vec<u8> = Vec::new();
-        let mut line = 1u32;
-        let mut status = 0;
-        let mut eof = false;
-        loop {
-            if !eof {
-                if self.opt("interactive") {
-                    let ps = if buf.is_empty() {
-                        &b"PS1"[..]
-                    } else {
-                        &b"PS2"[..]
-                    };
-                    let prompt = self.get(ps).map(<[u8]>::to_vec).unwrap_or_default();
-                    io::write_all(2, &prompt);
-                }
-                eof = !io::read_line(0, &mut buf).unwrap_or(false);
-            }
-            if buf.is_empty() {
-                if eof {
-                    return Ok(status);
-                }
-                continue;
-            }
-            // A line ending in a backslash continues on the next one.
-            if !eof && buf.ends_with(b"\\\n") {
-                continue;
-            }
-            let mut parser = Parser::new(buf.clone(), line);
-            match parser.next_command(&self.aliases) {
-                Ok(Some(_)) if !eof && parser.heredoc_at_eof() => {}
-                Ok(Some(list)) => {
-                    let used = parser.offset().min(buf.len());
-                    let text: Vec<u8> = buf.drain(..used).collect();
-                    if self.opt("verbose") {
-                        io::write_all(2, &text);
-                    }
-                    line += text.iter().filter(|&&c| c == b'\n').count() as u32;
-                    if !self.opt("noexec") {
-                        status = self.exec_list(&list, false)?;
-                    }
-                }
-                Ok(None) => {
-                    line += buf.iter().filter(|&&c| c == b'\n').count() as u32;
-                    buf.clear();
-                }
-                // Input ended inside a construct: the next lines may complete it.
-                Err(_) if !eof && parser.offset() >= buf.len() => {}
-                Err(e) => {
-                    if self.opt("verbose") {
-                        io::write_all(2, &buf);
-                    }
-                    self.line = e.line;
-                    self.error(format!("Syntax error: {}", e.msg));
-                    self.status = 2;
-                    if !self.opt("interactive") {
+                    status = 2;
+                    if !interactive {
                         return Err(Flow::Exit(2));
                     }
-                    line += buf.iter().filter(|&&c| c == b'\n').count() as u32;
-                    buf.clear();
+                    parser.recover();
                 }
             }
         }

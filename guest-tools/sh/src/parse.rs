@@ -1,12 +1,28 @@
-//! A POSIX shell parser that works like dash's: one complete command at a time (so aliases
-//! defined by one line apply to the next, and a syntax error stops the script only where it
-//! is), here-documents read at the end of their line, aliases substituted into the input.
+//! Parsing: yash-syntax (the parser of yash-rs, a POSIX shell) reads one complete command at a
+//! time, with the aliases defined so far, pulling lines from the input only as it needs them (so
+//! a command that reads stdin gets what follows it, and a syntax error stops the script only
+//! where it is). This module feeds it, turns its syntax tree into the executor's (`ast.rs`),
+//! keeps dash's answers where yash accepts more (arrays, `;&`, `>>|`, `<<<`), and words errors
+//! the way dash does.
+//!
+//! Shell text is bytes and yash reads `char`s: a byte that is not part of valid UTF-8 travels
+//! through the parser as a private-use character (`U+10FF00` + byte) and comes back as itself.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 use std::rc::Rc;
 
+use futures_util::FutureExt;
+use yash_syntax::alias::{Alias, Glossary};
+use yash_syntax::parser::lex::Lexer;
+use yash_syntax::parser::{Error as YashError, ErrorCause, SyntaxError};
+use yash_syntax::source::{Code, Location, Source};
+use yash_syntax::syntax as y;
+use yash_syntax::syntax::{MaybeLiteral, Unquote};
+
 use crate::ast::*;
+use crate::io;
 
 /// A syntax error: dash prints `sh: LINE: Syntax error: MSG` and exits with status 2.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,49 +32,6 @@ pub struct ParseError {
 }
 
 type PResult<T> = Result<T, ParseError>;
-
-const KEYWORDS: &[&[u8]] = &[
-    b"if", b"then", b"else", b"elif", b"fi", b"do", b"done", b"case", b"esac", b"while", b"until",
-    b"for", b"in", b"{", b"}", b"!",
-];
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Word {
-        word: Word,
-        start: usize,
-        end: usize,
-    },
-    IoNum(u32),
-    Op(&'static str),
-    Newline,
-    Eof,
-}
-
-const OPS: &[&str] = &[
-    "&&", "||", ";;", "<<-", "<<", ">>", "<&", ">&", "<>", ">|", ";", "&", "|", "(", ")", "<", ">",
-];
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Ctx {
-    Unquoted,
-    DQuote,
-    /// The word of `${x-word}`; `dq` when the expansion is inside double quotes, `pattern` for
-    /// the trimming operators (whose quotes always count).
-    ParamWord {
-        dq: bool,
-        pattern: bool,
-    },
-    Arith,
-    HereDoc,
-}
-
-struct PendingHereDoc {
-    delim: Bytes,
-    strip_tabs: bool,
-    quoted: bool,
-    body: Rc<RefCell<Word>>,
-}
 
 pub fn is_name_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_'
@@ -72,1051 +45,1011 @@ pub fn is_name(s: &[u8]) -> bool {
     matches!(s.first(), Some(&c) if is_name_start(c)) && s.iter().all(|&c| is_name_char(c))
 }
 
-pub struct Parser {
-    buf: Vec<u8>,
-    pos: usize,
-    line: u32,
-    peeked: Option<Tok>,
-    /// Line of the first character of the peeked token.
-    tok_line: u32,
-    pending: Vec<PendingHereDoc>,
-    aliases: HashMap<Bytes, Bytes>,
-    /// (alias, end of its substituted text): an alias is not expanded inside its own text.
-    alias_regions: Vec<(Bytes, usize)>,
-    /// The previous alias ended in a blank: the word after its text (which ends here) is
-    /// checked for an alias too.
-    alias_next: Option<usize>,
-    heredoc_at_eof: bool,
+// ---- bytes <-> chars ----
+
+const RAW_BYTE: u32 = 0x10_FF00;
+
+/// `bytes` as text, each byte outside valid UTF-8 as `U+10FF00 + byte`.
+fn decode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for &b in chunk.invalid() {
+            out.extend(char::from_u32(RAW_BYTE + u32::from(b)));
+        }
+    }
+    out
 }
 
+fn push_char(out: &mut Vec<u8>, c: char) {
+    match u32::from(c).checked_sub(RAW_BYTE) {
+        Some(b) if b <= 0xFF => out.push(b as u8),
+        _ => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+    }
+}
+
+fn encode(s: &str) -> Bytes {
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        push_char(&mut out, c);
+    }
+    out
+}
+
+// ---- input ----
+
+enum Src {
+    Memory { buf: Vec<u8>, pos: usize },
+    Stdin,
+}
+
+/// Where the parser's lines come from, and what the shell tells it between commands.
+struct Feed {
+    src: Src,
+    /// Lines read already and given again, after an edit (see `Edit`), before `src`'s next.
+    replay: VecDeque<String>,
+    /// `set -v`: lines are written to stderr as they are read, as dash does.
+    verbose: bool,
+    /// PS1 and PS2, when the shell is interactive.
+    prompts: Option<(Bytes, Bytes)>,
+}
+
+/// The lines yash asks for, one at a time.
+struct Lines(Rc<RefCell<Feed>>);
+
+impl yash_syntax::input::Input for Lines {
+    async fn next_line(
+        &mut self,
+        context: &yash_syntax::input::Context,
+    ) -> yash_syntax::input::Result {
+        let mut feed = self.0.borrow_mut();
+        if let Some(line) = feed.replay.pop_front() {
+            return Ok(line);
+        }
+        let mut line = Vec::new();
+        match &mut feed.src {
+            Src::Memory { buf, pos } => {
+                let rest = buf.get(*pos..).unwrap_or(&[]);
+                let len = rest
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(rest.len(), |i| i + 1);
+                line.extend_from_slice(&rest[..len]);
+                *pos += len;
+            }
+            Src::Stdin => {
+                if let Some((ps1, ps2)) = &feed.prompts {
+                    io::write_all(2, if context.is_first_line() { ps1 } else { ps2 });
+                }
+                io::read_line(0, &mut line)?;
+            }
+        }
+        if feed.verbose {
+            io::write_all(2, &line);
+        }
+        // dash drops NUL bytes from its input.
+        line.retain(|&c| c != 0);
+        // A last line without its newline reads as if it had one (and yash 0.21's lexer
+        // panics on `${` right at the end of the input).
+        if !line.is_empty() && line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        Ok(decode(&line))
+    }
+}
+
+/// Where yash and dash read the same text differently, the command's text is edited so that
+/// yash reads it as dash does, and parsed again.
+enum Edit {
+    /// Insert the text at this character.
+    Insert(usize, &'static str),
+    /// Add these lines at the end (the delimiter of a here-document cut off by the end of the
+    /// input, which dash accepts).
+    Append(String),
+}
+
+/// Why a command could not be turned into the executor's tree.
+enum Fail {
+    Syntax(ParseError),
+    /// Read the command in `Code` again, edited.
+    Edit(Rc<Code>, Edit),
+}
+
+impl From<ParseError> for Fail {
+    fn from(e: ParseError) -> Fail {
+        Fail::Syntax(e)
+    }
+}
+
+type CResult<T> = Result<T, Fail>;
+
+/// The aliases, as yash looks them up.
+#[derive(Debug)]
+struct Aliases<'a>(&'a HashMap<Bytes, Bytes>);
+
+impl Glossary for Aliases<'_> {
+    fn look_up(&self, name: &str) -> Option<Rc<Alias>> {
+        let value = self.0.get(&encode(name))?;
+        Some(Rc::new(Alias {
+            name: name.to_owned(),
+            replacement: decode(value),
+            global: false,
+            origin: Location::dummy(""),
+        }))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The input never makes a parser step wait, so each is ready at once.
+fn would_block() -> ParseError {
+    ParseError {
+        line: 0,
+        msg: "input would block".to_owned(),
+    }
+}
+
+pub struct Parser {
+    lexer: Lexer<'static>,
+    feed: Rc<RefCell<Feed>>,
+    /// How many more edits the current command may get (each makes progress; this bounds
+    /// them anyway).
+    edits_left: u8,
+}
+
+const EDITS: u8 = 64;
+
 impl Parser {
+    /// A parser over `src`, whose first line is `first_line` (scripts, `eval`, `.`, traps).
     pub fn new(src: Vec<u8>, first_line: u32) -> Parser {
+        Parser::with(Src::Memory { buf: src, pos: 0 }, first_line)
+    }
+
+    /// A parser that reads the shell's stdin a line at a time, as the lines are needed.
+    pub fn stdin() -> Parser {
+        Parser::with(Src::Stdin, 1)
+    }
+
+    fn with(src: Src, first_line: u32) -> Parser {
+        let feed = Rc::new(RefCell::new(Feed {
+            src,
+            replay: VecDeque::new(),
+            verbose: false,
+            prompts: None,
+        }));
         Parser {
-            buf: src,
-            pos: 0,
-            line: first_line,
-            peeked: None,
-            tok_line: first_line,
-            pending: Vec::new(),
-            aliases: HashMap::new(),
-            alias_regions: Vec::new(),
-            alias_next: None,
-            heredoc_at_eof: false,
+            lexer: lexer(&feed, u64::from(first_line)),
+            feed,
+            edits_left: EDITS,
         }
     }
 
-    /// Whether a here-document ran to the end of the input without its delimiter (input read
-    /// a line at a time may bring it later).
-    pub fn heredoc_at_eof(&self) -> bool {
-        self.heredoc_at_eof
+    /// `set -v` for the lines read from now on.
+    pub fn set_verbose(&self, on: bool) {
+        self.feed.borrow_mut().verbose = on;
     }
 
-    /// The input consumed since `start` (for `set -v`).
-    pub fn text_since(&self, start: usize) -> &[u8] {
-        let end = self.pos.min(self.buf.len());
-        self.buf.get(start.min(end)..end).unwrap_or(&[])
+    /// The prompts written before each line read from stdin (an interactive shell).
+    pub fn set_prompts(&self, prompts: Option<(Bytes, Bytes)>) {
+        self.feed.borrow_mut().prompts = prompts;
     }
 
-    pub fn offset(&self) -> usize {
-        self.pos
+    /// After a syntax error: drop the rest of what was read, and go on with the next line.
+    pub fn recover(&mut self) {
+        self.lexer.reset();
+        self.edits_left = EDITS;
     }
 
     /// Parses the next complete command (a list up to a newline); `None` at end of input.
     pub fn next_command(&mut self, aliases: &HashMap<Bytes, Bytes>) -> PResult<Option<List>> {
-        self.aliases.clone_from(aliases);
+        let glossary = Aliases(aliases);
         loop {
-            match self.peek()? {
-                Tok::Newline => {
-                    self.next()?;
-                }
-                Tok::Eof => return Ok(None),
-                _ => break,
-            }
-        }
-        let mut list = List::default();
-        loop {
-            let and_or = self.and_or()?;
-            let background = match self.peek()? {
-                Tok::Op("&") => {
-                    self.next()?;
-                    true
-                }
-                Tok::Op(";") => {
-                    self.next()?;
-                    false
-                }
-                _ => false,
+            let mut parser = yash_syntax::parser::Parser::config()
+                .aliases(&glossary)
+                .input(&mut self.lexer);
+            let parsed = match parser.command_line().now_or_never() {
+                Some(Ok(Some(list))) => Conv { aliases }.list(&list),
+                Some(Ok(None)) => return Ok(None),
+                Some(Err(e)) => Err(edit_for(&e).ok_or_else(|| error(&e))?),
+                None => return Err(would_block()),
             };
-            list.items.push(Item { and_or, background });
-            match self.peek()? {
-                Tok::Newline => {
-                    self.next()?;
-                    return Ok(Some(list));
+            match parsed {
+                Ok(list) => {
+                    self.edits_left = EDITS;
+                    if !self.lexer.pending() {
+                        // Each command's text is its own code: line numbers cost only its length.
+                        self.lexer.flush();
+                    }
+                    if !list.items.is_empty() {
+                        return Ok(Some(list));
+                    }
                 }
-                Tok::Eof => return Ok(Some(list)),
-                t if self.ends_command(&t) => return Err(self.unexpected(&t)),
-                _ => {}
-            }
-        }
-    }
-
-    /// Parses the whole input (backquoted command substitutions).
-    fn parse_all(&mut self) -> PResult<List> {
-        let aliases = self.aliases.clone();
-        let mut list = List::default();
-        while let Some(l) = self.next_command(&aliases)? {
-            list.items.extend(l.items);
-        }
-        Ok(list)
-    }
-
-    fn err(&self, msg: impl Into<String>) -> ParseError {
-        ParseError {
-            line: self.line,
-            msg: msg.into(),
-        }
-    }
-
-    fn tok_text(&self, t: &Tok) -> String {
-        match t {
-            Tok::Word { start, end, .. } => {
-                let s = self.buf.get(*start..*end).unwrap_or(&[]);
-                format!("\"{}\"", String::from_utf8_lossy(s))
-            }
-            Tok::IoNum(n) => format!("\"{n}\""),
-            Tok::Op(o) => format!("\"{o}\""),
-            Tok::Newline => "newline".into(),
-            Tok::Eof => "end of file".into(),
-        }
-    }
-
-    fn unexpected(&self, t: &Tok) -> ParseError {
-        let what = self.tok_text(t);
-        ParseError {
-            line: self.tok_line,
-            msg: format!("{what} unexpected"),
-        }
-    }
-
-    fn expecting(&self, t: &Tok, want: &str) -> ParseError {
-        let what = self.tok_text(t);
-        ParseError {
-            line: self.tok_line,
-            msg: format!("{what} unexpected (expecting \"{want}\")"),
-        }
-    }
-
-    /// Tokens that cannot continue a command list.
-    fn ends_command(&self, t: &Tok) -> bool {
-        matches!(t, Tok::Op(")") | Tok::Op(";;")) || self.keyword_of(t).is_some_and(is_closer)
-    }
-
-    fn keyword_of(&self, t: &Tok) -> Option<&'static [u8]> {
-        match t {
-            Tok::Word { word, .. } => {
-                let lit = word.as_literal()?;
-                KEYWORDS.iter().copied().find(|k| *k == lit)
-            }
-            _ => None,
-        }
-    }
-
-    // ---- tokens ----
-
-    fn peek(&mut self) -> PResult<Tok> {
-        if self.peeked.is_none() {
-            let t = self.lex()?;
-            self.peeked = Some(t);
-        }
-        Ok(self.peeked.clone().unwrap_or(Tok::Eof))
-    }
-
-    fn next(&mut self) -> PResult<Tok> {
-        self.peek()?;
-        Ok(self.peeked.take().unwrap_or(Tok::Eof))
-    }
-
-    fn peek_keyword(&mut self) -> PResult<Option<&'static [u8]>> {
-        let t = self.peek()?;
-        Ok(self.keyword_of(&t))
-    }
-
-    fn expect_keyword(&mut self, kw: &'static str) -> PResult<()> {
-        let t = self.peek()?;
-        if self.keyword_of(&t) == Some(kw.as_bytes()) {
-            self.next()?;
-            Ok(())
-        } else {
-            Err(self.expecting(&t, kw))
-        }
-    }
-
-    fn skip_newlines(&mut self) -> PResult<()> {
-        while self.peek()? == Tok::Newline {
-            self.next()?;
-        }
-        Ok(())
-    }
-
-    fn byte(&self, at: usize) -> Option<u8> {
-        self.buf.get(at).copied()
-    }
-
-    /// Skips backslash-newline pairs.
-    fn skip_continuations(&mut self) {
-        while self.byte(self.pos) == Some(b'\\') && self.byte(self.pos + 1) == Some(b'\n') {
-            self.pos += 2;
-            self.line += 1;
-        }
-    }
-
-    fn cur(&mut self) -> Option<u8> {
-        self.skip_continuations();
-        self.byte(self.pos)
-    }
-
-    fn bump(&mut self) -> Option<u8> {
-        let c = self.byte(self.pos)?;
-        self.pos += 1;
-        if c == b'\n' {
-            self.line += 1;
-        }
-        Some(c)
-    }
-
-    fn lex(&mut self) -> PResult<Tok> {
-        loop {
-            match self.cur() {
-                Some(b' ') | Some(b'\t') => {
-                    self.pos += 1;
+                Err(Fail::Syntax(e)) => return Err(e),
+                Err(Fail::Edit(code, edit)) => {
+                    let Some(left) = self.edits_left.checked_sub(1) else {
+                        return Err(ParseError {
+                            line: u32::try_from(code.start_line_number.get()).unwrap_or(u32::MAX),
+                            msg: "too many constructs dash reads differently".to_owned(),
+                        });
+                    };
+                    self.edits_left = left;
+                    self.replay(&code, edit);
                 }
-                Some(b'#') => {
-                    while let Some(c) = self.byte(self.pos) {
-                        if c == b'\n' {
+            }
+        }
+    }
+
+    /// Gives the text of `code` (the command read so far), edited, to a new lexer, which reads
+    /// it before the rest of the input.
+    fn replay(&mut self, code: &Code, edit: Edit) {
+        let mut text = code.value.borrow().clone();
+        match edit {
+            Edit::Insert(at, what) => {
+                let byte = text.char_indices().nth(at).map_or(text.len(), |(i, _)| i);
+                text.insert_str(byte, what);
+            }
+            Edit::Append(lines) => {
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&lines);
+            }
+        }
+        {
+            let mut feed = self.feed.borrow_mut();
+            for line in text.split_inclusive('\n').rev() {
+                feed.replay.push_front(line.to_owned());
+            }
+        }
+        self.lexer = lexer(&self.feed, code.start_line_number.get());
+    }
+}
+
+fn lexer(feed: &Rc<RefCell<Feed>>, first_line: u64) -> Lexer<'static> {
+    let mut config = yash_env::parser::Config::with_input(Box::new(Lines(feed.clone())));
+    config.start_line_number = NonZeroU64::new(first_line).unwrap_or(NonZeroU64::MIN);
+    config.source = Some(Rc::new(Source::Unknown));
+    Lexer::from(config)
+}
+
+/// The edit that makes yash read a command that it refused the way dash reads it.
+fn edit_for(e: &YashError) -> Option<Fail> {
+    let loc = &e.location;
+    let code = match &*loc.code.source {
+        Source::Alias { .. } => None,
+        _ => Some(loc.code.clone()),
+    };
+    if let Some(code) = &code {
+        let at = dq_delimiter_end(&code.value.borrow());
+        if let Some(at) = at {
+            return Some(Fail::Edit(code.clone(), Edit::Insert(at, "''")));
+        }
+    }
+    let edit = match &e.cause {
+        ErrorCause::Syntax(SyntaxError::UnclosedHereDocContent { redir_op_location }) => {
+            // The location is the delimiter's.
+            let code = redir_op_location.code.clone();
+            let raw: String = code
+                .value
+                .borrow()
+                .chars()
+                .skip(redir_op_location.range.start)
+                .take(redir_op_location.range.len())
+                .collect();
+            let delimiter = raw.parse::<y::Word>().ok()?.unquote().0;
+            return Some(Fail::Edit(code, Edit::Append(delimiter + "\n")));
+        }
+        // `[[` and `function` are reserved words for yash and ordinary command names for dash:
+        // quoted, they are names for yash too.
+        ErrorCause::Syntax(
+            SyntaxError::UnsupportedDoubleBracketCommand
+            | SyntaxError::UnsupportedFunctionDefinitionSyntax,
+        ) => Edit::Insert(loc.range.start, "\\"),
+        // dash reads only one digit before a redirection operator (`10>f` is the word `10`,
+        // then `>f`) and no `{name}`.
+        ErrorCause::Syntax(SyntaxError::FdOutOfRange | SyntaxError::InvalidIoLocation) => {
+            Edit::Insert(loc.range.end, " ")
+        }
+        _ => return None,
+    };
+    Some(Fail::Edit(code?, edit))
+}
+
+/// yash 0.21 reads the body of a here-document whose delimiter is quoted with double quotes
+/// only (`<<"EOF"`) with expansions, as if it were unquoted; the body may then even fail to
+/// parse. The character after the first such delimiter in `text`, where an empty `''` makes
+/// yash see the quotes.
+fn dq_delimiter_end(text: &str) -> Option<usize> {
+    use yash_syntax::parser::lex::{Operator, TokenId};
+    if !text.contains("<<") {
+        return None;
+    }
+    let mut lexer = Lexer::with_code(text);
+    let mut pending: Vec<(String, bool)> = Vec::new();
+    loop {
+        lexer.skip_blanks_and_comment().now_or_never()?.ok()?;
+        let token = lexer.token().now_or_never()?.ok()?;
+        match token.id {
+            TokenId::EndOfInput => return None,
+            TokenId::Operator(op @ (Operator::LessLess | Operator::LessLessDash)) => {
+                lexer.skip_blanks().now_or_never()?.ok()?;
+                let word = lexer.token().now_or_never()?.ok()?.word;
+                let (delimiter, seen) = word.unquote();
+                if !seen
+                    && word
+                        .units
+                        .iter()
+                        .any(|u| matches!(u, y::WordUnit::DoubleQuote(_)))
+                {
+                    return Some(word.location.range.end);
+                }
+                pending.push((delimiter, op == Operator::LessLessDash));
+            }
+            TokenId::Operator(Operator::Newline) => {
+                for (delimiter, strip_tabs) in pending.drain(..) {
+                    loop {
+                        let line = lexer.line().now_or_never()?.ok()?;
+                        let ended = !lexer.skip_if(|c| c == '\n').now_or_never()?.ok()?;
+                        let body = if strip_tabs {
+                            line.trim_start_matches('\t')
+                        } else {
+                            &line
+                        };
+                        if ended || body == delimiter {
                             break;
                         }
-                        self.pos += 1;
                     }
                 }
-                _ => break,
             }
-        }
-        self.tok_line = self.line;
-        self.alias_regions.retain(|(_, end)| *end > self.pos);
-        let Some(c) = self.cur() else {
-            if !self.pending.is_empty() {
-                self.read_heredocs()?;
-            }
-            return Ok(Tok::Eof);
-        };
-        if c == b'\n' {
-            self.bump();
-            self.read_heredocs()?;
-            return Ok(Tok::Newline);
-        }
-        for op in OPS {
-            let ob = op.as_bytes();
-            if self.buf.get(self.pos..self.pos + ob.len()) == Some(ob) {
-                self.pos += ob.len();
-                return Ok(Tok::Op(op));
-            }
-        }
-        let start = self.pos;
-        let parts = self.lex_parts(Ctx::Unquoted)?;
-        let end = self.pos;
-        let word = Word { parts };
-        if let Some(lit) = word.as_literal() {
-            if matches!(self.byte(self.pos), Some(b'<') | Some(b'>'))
-                && lit.len() == 1
-                && lit[0].is_ascii_digit()
-            {
-                let n = std::str::from_utf8(lit)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .unwrap_or(u32::MAX);
-                return Ok(Tok::IoNum(n));
-            }
-        }
-        Ok(Tok::Word { word, start, end })
-    }
-
-    // ---- words ----
-
-    fn lex_parts(&mut self, ctx: Ctx) -> PResult<Vec<WordPart>> {
-        let mut parts = Vec::new();
-        let mut lit: Vec<u8> = Vec::new();
-        let mut arith_depth = 0u32;
-        let flush = |lit: &mut Vec<u8>, parts: &mut Vec<WordPart>| {
-            if !lit.is_empty() {
-                parts.push(WordPart::Lit(std::mem::take(lit)));
-            }
-        };
-        loop {
-            let Some(c) = self.cur() else {
-                match ctx {
-                    Ctx::Unquoted | Ctx::HereDoc => break,
-                    Ctx::DQuote => return Err(self.err("Unterminated quoted string")),
-                    Ctx::ParamWord { .. } => return Err(self.err("Missing '}'")),
-                    Ctx::Arith => return Err(self.err("Missing '))'")),
-                }
-            };
-            match ctx {
-                Ctx::Unquoted if b" \t\n;&|<>()".contains(&c) => break,
-                Ctx::DQuote if c == b'"' => {
-                    self.pos += 1;
-                    break;
-                }
-                Ctx::ParamWord { .. } if c == b'}' => {
-                    self.pos += 1;
-                    break;
-                }
-                Ctx::Arith if c == b'(' => {
-                    arith_depth += 1;
-                    lit.push(c);
-                    self.pos += 1;
-                    continue;
-                }
-                Ctx::Arith if c == b')' => {
-                    self.pos += 1;
-                    if arith_depth > 0 {
-                        arith_depth -= 1;
-                        lit.push(c);
-                        continue;
-                    }
-                    if self.cur() == Some(b')') {
-                        self.pos += 1;
-                        break;
-                    }
-                    return Err(self.err("Missing '))'"));
-                }
-                _ => {}
-            }
-            let dq_like = matches!(
-                ctx,
-                Ctx::DQuote | Ctx::HereDoc | Ctx::Arith | Ctx::ParamWord { dq: true, .. }
-            );
-            match c {
-                b'\\' => {
-                    self.pos += 1;
-                    let Some(n) = self.byte(self.pos) else {
-                        lit.push(b'\\');
-                        continue;
-                    };
-                    let escapes = if !dq_like {
-                        true
-                    } else {
-                        matches!(n, b'$' | b'`' | b'\\')
-                            || (n == b'"' && matches!(ctx, Ctx::DQuote | Ctx::ParamWord { .. }))
-                            || (n == b'}' && matches!(ctx, Ctx::ParamWord { .. }))
-                    };
-                    if escapes {
-                        self.bump();
-                        flush(&mut lit, &mut parts);
-                        parts.push(WordPart::Quoted(vec![n]));
-                    } else {
-                        lit.push(b'\\');
-                    }
-                }
-                b'\''
-                    if matches!(
-                        ctx,
-                        Ctx::Unquoted
-                            | Ctx::ParamWord { dq: false, .. }
-                            | Ctx::ParamWord { pattern: true, .. }
-                    ) =>
-                {
-                    self.pos += 1;
-                    let start = self.pos;
-                    loop {
-                        match self.bump() {
-                            Some(b'\'') => break,
-                            Some(_) => {}
-                            None => return Err(self.err("Unterminated quoted string")),
-                        }
-                    }
-                    flush(&mut lit, &mut parts);
-                    let text = self.buf.get(start..self.pos - 1).unwrap_or(&[]).to_vec();
-                    parts.push(WordPart::Quoted(text));
-                }
-                b'"' if matches!(ctx, Ctx::Unquoted | Ctx::ParamWord { .. }) => {
-                    self.pos += 1;
-                    flush(&mut lit, &mut parts);
-                    let inner = self.lex_parts(Ctx::DQuote)?;
-                    parts.push(WordPart::DQuoted(inner));
-                }
-                b'$' => {
-                    self.pos += 1;
-                    let in_dq = matches!(
-                        ctx,
-                        Ctx::DQuote | Ctx::HereDoc | Ctx::ParamWord { dq: true, .. }
-                    );
-                    match self.dollar(in_dq)? {
-                        Some(p) => {
-                            flush(&mut lit, &mut parts);
-                            parts.push(p);
-                        }
-                        None => lit.push(b'$'),
-                    }
-                }
-                b'`' => {
-                    self.pos += 1;
-                    flush(&mut lit, &mut parts);
-                    let p = self.backquote(dq_like)?;
-                    parts.push(p);
-                }
-                _ => {
-                    self.bump();
-                    lit.push(c);
-                }
-            }
-        }
-        flush(&mut lit, &mut parts);
-        Ok(parts)
-    }
-
-    /// After a `$`: the expansion it starts, or `None` for a literal `$`.
-    fn dollar(&mut self, in_dq: bool) -> PResult<Option<WordPart>> {
-        let Some(c) = self.cur() else {
-            return Ok(None);
-        };
-        match c {
-            b'{' => {
-                self.pos += 1;
-                Ok(Some(self.brace_param(in_dq)?))
-            }
-            b'(' => {
-                self.pos += 1;
-                if self.cur() == Some(b'(') {
-                    self.pos += 1;
-                    let parts = self.lex_parts(Ctx::Arith)?;
-                    return Ok(Some(WordPart::Arith(parts)));
-                }
-                let list = self.subcommand()?;
-                Ok(Some(WordPart::CmdSub(Rc::new(list))))
-            }
-            c if is_name_start(c) => {
-                let mut name = Vec::new();
-                while let Some(c) = self.cur() {
-                    if !is_name_char(c) {
-                        break;
-                    }
-                    name.push(c);
-                    self.pos += 1;
-                }
-                Ok(Some(param(Param::Var(name), ParamOp::Plain)))
-            }
-            c if c.is_ascii_digit() => {
-                self.pos += 1;
-                Ok(Some(param(
-                    Param::Positional(usize::from(c - b'0')),
-                    ParamOp::Plain,
-                )))
-            }
-            b'@' | b'*' | b'#' | b'?' | b'-' | b'$' | b'!' => {
-                self.pos += 1;
-                Ok(Some(param(Param::Special(c), ParamOp::Plain)))
-            }
-            _ => Ok(None),
+            _ => {}
         }
     }
+}
 
-    /// The parameter name right after `${` (or `${#`).
-    fn param_name(&mut self) -> PResult<Param> {
-        let Some(c) = self.cur() else {
-            return Err(self.err("Missing '}'"));
-        };
-        if is_name_start(c) {
-            let mut name = Vec::new();
-            while let Some(c) = self.cur() {
-                if !is_name_char(c) {
-                    break;
-                }
-                name.push(c);
-                self.pos += 1;
-            }
-            Ok(Param::Var(name))
-        } else if c.is_ascii_digit() {
-            let mut n: usize = 0;
-            while let Some(c) = self.cur() {
-                if !c.is_ascii_digit() {
-                    break;
-                }
-                n = n.saturating_mul(10).saturating_add(usize::from(c - b'0'));
-                self.pos += 1;
-            }
-            Ok(Param::Positional(n))
-        } else if b"@*#?-$!".contains(&c) {
-            self.pos += 1;
-            Ok(Param::Special(c))
+/// Parses all of `text` (a command substitution's).
+fn parse_all(text: &str, line: u32, aliases: &HashMap<Bytes, Bytes>) -> PResult<List> {
+    let mut p = Parser::new(encode(text), line);
+    let mut list = List::default();
+    while let Some(l) = p.next_command(aliases)? {
+        list.items.extend(l.items);
+    }
+    Ok(list)
+}
+
+// ---- errors ----
+
+fn line_of(loc: &Location) -> u32 {
+    match &*loc.code.source {
+        Source::Alias { original, .. } => line_of(original),
+        _ => u32::try_from(loc.code.line_number(loc.range.start).get()).unwrap_or(u32::MAX),
+    }
+}
+
+/// dash's words for a syntax error.
+fn error(e: &YashError) -> ParseError {
+    use SyntaxError as S;
+    let token: String = {
+        let code = e.location.code.value.borrow();
+        code.chars()
+            .skip(e.location.range.start)
+            .take(e.location.range.len())
+            .collect()
+    };
+    let unexpected = if token.is_empty() || token == "\n" {
+        if token.is_empty() {
+            "end of file unexpected".to_owned()
         } else {
-            Err(self.err("Bad substitution"))
+            "newline unexpected".to_owned()
         }
+    } else {
+        format!("\"{token}\" unexpected")
+    };
+    let expecting = |what: &str| format!("{unexpected} (expecting \"{what}\")");
+    let msg = match &e.cause {
+        ErrorCause::Io(err) => err.to_string(),
+        ErrorCause::Syntax(s) => match s {
+            S::UnclosedSingleQuote { .. }
+            | S::UnclosedDoubleQuote { .. }
+            | S::UnclosedDollarSingleQuote { .. } => "Unterminated quoted string".to_owned(),
+            S::UnclosedParam { .. } => "Missing '}'".to_owned(),
+            S::EmptyParam | S::InvalidParam | S::InvalidModifier | S::MultipleModifier => {
+                "Bad substitution".to_owned()
+            }
+            S::UnclosedArith { .. } => "Missing '))'".to_owned(),
+            S::UnclosedBackquote { .. } => "EOF in backquote substitution".to_owned(),
+            S::UnclosedCommandSubstitution { .. } | S::UnclosedSubshell { .. } => expecting(")"),
+            S::UnclosedGrouping { .. } => expecting("}"),
+            S::UnclosedDoClause { .. } => expecting("done"),
+            S::UnopenedDoClause
+            | S::MissingForBody { .. }
+            | S::UnclosedWhileClause { .. }
+            | S::UnclosedUntilClause { .. } => expecting("do"),
+            S::IfMissingThen { .. } | S::ElifMissingThen { .. } => expecting("then"),
+            S::UnclosedIf { .. } => expecting("fi"),
+            S::MissingIn { .. } => expecting("in"),
+            S::UnclosedCase { .. } | S::UnclosedPatternList => expecting("esac"),
+            S::MissingForName | S::InvalidForName => "Bad for loop variable".to_owned(),
+            S::MissingHereDocDelimiter | S::MissingRedirOperand => {
+                format!("{unexpected} (expecting word)")
+            }
+            S::UnsupportedDoubleBracketCommand => {
+                "\"[[\" is reserved: kiln's sh has no [[ ]] (dash neither)".to_owned()
+            }
+            S::UnsupportedFunctionDefinitionSyntax => {
+                "\"function\" is reserved: write NAME() { ...; } instead".to_owned()
+            }
+            _ => unexpected,
+        },
+    };
+    ParseError {
+        line: line_of(&e.location),
+        msg,
+    }
+}
+
+// ---- yash's tree into ours ----
+
+struct Conv<'a> {
+    aliases: &'a HashMap<Bytes, Bytes>,
+}
+
+fn refused(loc: &Location, what: &str) -> Fail {
+    Fail::Syntax(ParseError {
+        line: line_of(loc),
+        msg: format!("\"{what}\" unexpected"),
+    })
+}
+
+impl Conv<'_> {
+    fn list(&self, l: &y::List) -> CResult<List> {
+        let items =
+            l.0.iter()
+                .map(|item| {
+                    Ok(Item {
+                        and_or: self.and_or(&item.and_or)?,
+                        background: item.async_flag.is_some(),
+                    })
+                })
+                .collect::<CResult<_>>()?;
+        Ok(List { items })
     }
 
-    fn brace_param(&mut self, in_dq: bool) -> PResult<WordPart> {
-        if self.cur() == Some(b'#') {
-            let next = self.byte(self.pos + 1);
-            let length = match next {
-                Some(b'}') => false,
-                Some(n) => is_name_char(n) || b"@*#?-$!".contains(&n),
-                None => false,
-            };
-            if length {
-                self.pos += 1;
-                let p = self.param_name()?;
-                if self.cur() != Some(b'}') {
-                    return Err(self.err("Bad substitution"));
-                }
-                self.pos += 1;
-                return Ok(param(p, ParamOp::Length));
-            }
-        }
-        let p = self.param_name()?;
-        let Some(c) = self.cur() else {
-            return Err(self.err("Missing '}'"));
-        };
-        self.pos += 1;
-        let colon = c == b':';
-        let opc = if colon {
-            match self.cur() {
-                Some(o) if b"-=?+".contains(&o) => {
-                    self.pos += 1;
-                    o
-                }
-                _ => return Err(self.err("Bad substitution")),
-            }
-        } else {
-            c
-        };
-        let word_ctx = |pattern| Ctx::ParamWord { dq: in_dq, pattern };
-        let op = match opc {
-            b'}' => return Ok(param(p, ParamOp::Plain)),
-            b'-' => ParamOp::Default(colon, self.param_word(word_ctx(false))?),
-            b'=' => ParamOp::Assign(colon, self.param_word(word_ctx(false))?),
-            b'?' => ParamOp::Error(colon, self.param_word(word_ctx(false))?),
-            b'+' => ParamOp::Alt(colon, self.param_word(word_ctx(false))?),
-            b'%' | b'#' => {
-                let longest = self.cur() == Some(opc);
-                if longest {
-                    self.pos += 1;
-                }
-                let w = self.param_word(word_ctx(true))?;
-                if opc == b'%' {
-                    ParamOp::TrimSuffix(longest, w)
-                } else {
-                    ParamOp::TrimPrefix(longest, w)
-                }
-            }
-            _ => return Err(self.err("Bad substitution")),
-        };
-        Ok(param(p, op))
-    }
-
-    fn param_word(&mut self, ctx: Ctx) -> PResult<Word> {
-        Ok(Word {
-            parts: self.lex_parts(ctx)?,
+    fn and_or(&self, a: &y::AndOrList) -> CResult<AndOr> {
+        let rest = a
+            .rest
+            .iter()
+            .map(|(op, p)| {
+                let op = match op {
+                    y::AndOr::AndThen => AndOrOp::And,
+                    y::AndOr::OrElse => AndOrOp::Or,
+                };
+                Ok((op, self.pipeline(p)?))
+            })
+            .collect::<CResult<_>>()?;
+        Ok(AndOr {
+            first: self.pipeline(&a.first)?,
+            rest,
         })
     }
 
-    /// The list of a `$(...)`, up to and including its `)`.
-    fn subcommand(&mut self) -> PResult<List> {
-        let saved = self.peeked.take();
-        let list = self.compound_list(true)?;
-        let t = self.next()?;
-        if t != Tok::Op(")") {
-            return Err(self.expecting(&t, ")"));
-        }
-        self.peeked = saved;
-        Ok(list)
-    }
-
-    /// A backquoted command: its text with the backslashes that quote `` ` ``, `$` and `\`
-    /// removed, parsed on its own.
-    fn backquote(&mut self, in_dq: bool) -> PResult<WordPart> {
-        let line = self.line;
-        let mut text = Vec::new();
-        loop {
-            match self.bump() {
-                None => return Err(self.err("EOF in backquote substitution")),
-                Some(b'`') => break,
-                Some(b'\\') => match self.byte(self.pos) {
-                    Some(b'\n') => {
-                        self.bump();
-                    }
-                    Some(n) if n == b'$' || n == b'`' || n == b'\\' || (in_dq && n == b'"') => {
-                        self.bump();
-                        text.push(n);
-                    }
-                    _ => text.push(b'\\'),
-                },
-                Some(c) => text.push(c),
-            }
-        }
-        let mut sub = Parser::new(text, line);
-        sub.aliases.clone_from(&self.aliases);
-        let list = sub.parse_all()?;
-        Ok(WordPart::CmdSub(Rc::new(list)))
-    }
-
-    // ---- here-documents ----
-
-    fn read_heredocs(&mut self) -> PResult<()> {
-        let pending = std::mem::take(&mut self.pending);
-        for hd in pending {
-            let start_line = self.line;
-            let mut body = Vec::new();
-            let mut delimited = false;
-            while self.pos < self.buf.len() {
-                let mut line = Vec::new();
-                loop {
-                    match self.bump() {
-                        None | Some(b'\n') => break,
-                        Some(b'\\') if !hd.quoted && self.byte(self.pos) == Some(b'\n') => {
-                            self.bump();
-                        }
-                        Some(c) => line.push(c),
-                    }
-                }
-                let content: &[u8] = if hd.strip_tabs {
-                    let n = line.iter().take_while(|&&c| c == b'\t').count();
-                    &line[n..]
-                } else {
-                    &line
-                };
-                if content == hd.delim.as_slice() {
-                    delimited = true;
-                    break;
-                }
-                body.extend_from_slice(content);
-                body.push(b'\n');
-            }
-            if !delimited {
-                self.heredoc_at_eof = true;
-            }
-            let word = if hd.quoted {
-                Word {
-                    parts: vec![WordPart::Quoted(body)],
-                }
-            } else {
-                let mut sub = Parser::new(body, start_line);
-                sub.aliases.clone_from(&self.aliases);
-                let parts = sub.lex_parts(Ctx::HereDoc)?;
-                Word {
-                    parts: vec![WordPart::DQuoted(parts)],
-                }
-            };
-            *hd.body.borrow_mut() = word;
-        }
-        Ok(())
-    }
-
-    // ---- grammar ----
-
-    /// A list inside a compound command, up to a closing keyword, `)`, `;;` or end of input.
-    fn compound_list(&mut self, allow_empty: bool) -> PResult<List> {
-        let mut list = List::default();
-        loop {
-            self.skip_newlines()?;
-            let t = self.peek()?;
-            if t == Tok::Eof || self.ends_command(&t) {
-                break;
-            }
-            let and_or = self.and_or()?;
-            let mut background = false;
-            match self.peek()? {
-                Tok::Op("&") => {
-                    self.next()?;
-                    background = true;
-                }
-                Tok::Op(";") | Tok::Newline => {
-                    self.next()?;
-                }
-                _ => {
-                    list.items.push(Item { and_or, background });
-                    break;
-                }
-            }
-            list.items.push(Item { and_or, background });
-        }
-        if list.items.is_empty() && !allow_empty {
-            let t = self.peek()?;
-            return Err(self.unexpected(&t));
-        }
-        Ok(list)
-    }
-
-    fn and_or(&mut self) -> PResult<AndOr> {
-        let first = self.pipeline()?;
-        let mut rest = Vec::new();
-        loop {
-            let op = match self.peek()? {
-                Tok::Op("&&") => AndOrOp::And,
-                Tok::Op("||") => AndOrOp::Or,
-                _ => break,
-            };
-            self.next()?;
-            self.skip_newlines()?;
-            rest.push((op, self.pipeline()?));
-        }
-        Ok(AndOr { first, rest })
-    }
-
-    fn pipeline(&mut self) -> PResult<Pipeline> {
-        let mut bang = false;
-        while self.peek_keyword()? == Some(b"!") {
-            self.next()?;
-            bang = !bang;
-        }
-        let mut cmds = vec![self.command()?];
-        while self.peek()? == Tok::Op("|") {
-            self.next()?;
-            self.skip_newlines()?;
-            cmds.push(self.command()?);
-        }
-        Ok(Pipeline { bang, cmds })
-    }
-
-    /// Substitutes an alias for the peeked word when it names one; true if it did.
-    fn try_alias(&mut self) -> PResult<bool> {
-        let Some(Tok::Word { word, start, end }) = self.peeked.clone() else {
-            return Ok(false);
-        };
-        let Some(lit) = word.as_literal() else {
-            return Ok(false);
-        };
-        if KEYWORDS.contains(&lit) {
-            return Ok(false);
-        }
-        let Some(value) = self.aliases.get(lit).cloned() else {
-            return Ok(false);
-        };
-        if self
-            .alias_regions
+    fn pipeline(&self, p: &y::Pipeline) -> CResult<Pipeline> {
+        let cmds = p
+            .commands
             .iter()
-            .any(|(name, region_end)| name.as_slice() == lit && *region_end >= end)
-        {
-            return Ok(false);
-        }
-        if end != self.pos {
-            return Ok(false);
-        }
-        let name = lit.to_vec();
-        let old_len = end - start;
-        self.buf.splice(start..end, value.iter().copied());
-        for (_, e) in self.alias_regions.iter_mut() {
-            if *e >= end {
-                *e = (*e + value.len()).saturating_sub(old_len);
-            }
-        }
-        self.alias_regions.push((name, start + value.len()));
-        self.alias_next =
-            matches!(value.last(), Some(b' ') | Some(b'\t')).then_some(start + value.len());
-        self.pos = start;
-        self.peeked = None;
-        Ok(true)
+            .map(|c| self.command(c))
+            .collect::<CResult<_>>()?;
+        Ok(Pipeline {
+            bang: p.negation,
+            cmds,
+        })
     }
 
-    fn command(&mut self) -> PResult<Command> {
-        while self.try_alias()? {
-            self.peek()?;
+    fn command(&self, c: &y::Command) -> CResult<Command> {
+        match c {
+            y::Command::Simple(s) => self.simple(s),
+            y::Command::Compound(full) => self.compound(full),
+            y::Command::Function(f) => {
+                let name = f
+                    .name
+                    .to_string_if_literal()
+                    .map(|s| encode(&s))
+                    .filter(|n| is_name(n))
+                    .ok_or_else(|| ParseError {
+                        line: line_of(&f.name.location),
+                        msg: "Bad function name".to_owned(),
+                    })?;
+                Ok(Command::FuncDef {
+                    name,
+                    body: Rc::new(self.compound(&f.body)?),
+                    line: line_of(&f.name.location),
+                })
+            }
         }
-        let t = self.peek()?;
-        let line = self.tok_line;
-        let compound = match self.keyword_of(&t) {
-            Some(b"{") => {
-                self.next()?;
-                let body = self.compound_list(false)?;
-                self.expect_keyword("}")?;
-                Compound::Brace(body)
-            }
-            Some(b"if") => self.if_clause()?,
-            Some(b"while") | Some(b"until") => {
-                let until = self.keyword_of(&t) == Some(b"until");
-                self.next()?;
-                let cond = self.compound_list(false)?;
-                self.expect_keyword("do")?;
-                let body = self.compound_list(false)?;
-                self.expect_keyword("done")?;
-                Compound::While { until, cond, body }
-            }
-            Some(b"for") => self.for_clause()?,
-            Some(b"case") => self.case_clause()?,
-            Some(kw) if kw != b"!" => return Err(self.unexpected(&t)),
-            _ => {
-                if t == Tok::Op("(") {
-                    self.next()?;
-                    let body = self.compound_list(false)?;
-                    let close = self.next()?;
-                    if close != Tok::Op(")") {
-                        return Err(self.expecting(&close, ")"));
+    }
+
+    fn simple(&self, s: &y::SimpleCommand) -> CResult<Command> {
+        let mut line = None;
+        let mut assigns = Vec::with_capacity(s.assigns.len());
+        let mut words = Vec::with_capacity(s.words.len());
+        for a in &s.assigns {
+            line.get_or_insert_with(|| line_of(&a.location));
+            let y::Value::Scalar(value) = &a.value else {
+                return Err(refused(&a.location, "("));
+            };
+            let name = encode(&a.name);
+            let value = self.word(value)?;
+            if is_name(&name) && words.is_empty() {
+                assigns.push(Assign { name, value });
+            } else {
+                // `a[1]=x` is a word for dash, and so is every assignment after one.
+                let mut parts = Parts::default();
+                parts.lit.extend_from_slice(&name);
+                parts.lit.push(b'=');
+                for p in value.parts {
+                    match p {
+                        WordPart::Lit(l) => parts.lit.extend_from_slice(&l),
+                        p => parts.push(p),
                     }
-                    Compound::Subshell(body)
-                } else {
-                    return self.simple_command();
                 }
+                words.push(Word {
+                    parts: parts.done(),
+                });
+            }
+        }
+        for (w, _) in &s.words {
+            line.get_or_insert_with(|| line_of(&w.location));
+            words.push(self.word(w)?);
+        }
+        let mut redirs = Vec::with_capacity(s.redirs.len());
+        for r in s.redirs.iter() {
+            line.get_or_insert_with(|| line_of(&r.body.operand().location));
+            redirs.push(self.redir(r)?);
+        }
+        Ok(Command::Simple(SimpleCmd {
+            assigns,
+            words,
+            redirs,
+            line: line.unwrap_or(0),
+        }))
+    }
+
+    fn compound(&self, full: &y::FullCompoundCommand) -> CResult<Command> {
+        let redirs = full
+            .redirs
+            .iter()
+            .map(|r| self.redir(r))
+            .collect::<CResult<Vec<_>>>()?;
+        let (body, line) = match &full.command {
+            y::CompoundCommand::Grouping(l) => (Compound::Brace(self.list(l)?), first_line(l)),
+            y::CompoundCommand::Subshell { body, location } => (
+                Compound::Subshell(self.list(body)?),
+                Some(line_of(location)),
+            ),
+            y::CompoundCommand::For { name, values, body } => {
+                let var = name
+                    .to_string_if_literal()
+                    .map(|s| encode(&s))
+                    .filter(|n| is_name(n))
+                    .ok_or_else(|| ParseError {
+                        line: line_of(&name.location),
+                        msg: "Bad for loop variable".to_owned(),
+                    })?;
+                let words = match values {
+                    Some(ws) => Some(ws.iter().map(|w| self.word(w)).collect::<CResult<_>>()?),
+                    None => None,
+                };
+                let body = self.list(body)?;
+                (
+                    Compound::For { var, words, body },
+                    Some(line_of(&name.location)),
+                )
+            }
+            y::CompoundCommand::While { condition, body } => (
+                Compound::While {
+                    until: false,
+                    cond: self.list(condition)?,
+                    body: self.list(body)?,
+                },
+                first_line(condition),
+            ),
+            y::CompoundCommand::Until { condition, body } => (
+                Compound::While {
+                    until: true,
+                    cond: self.list(condition)?,
+                    body: self.list(body)?,
+                },
+                first_line(condition),
+            ),
+            y::CompoundCommand::If {
+                condition,
+                body,
+                elifs,
+                r#else,
+            } => {
+                let mut branches = vec![(self.list(condition)?, self.list(body)?)];
+                for e in elifs {
+                    branches.push((self.list(&e.condition)?, self.list(&e.body)?));
+                }
+                let otherwise = match r#else {
+                    Some(l) => Some(self.list(l)?),
+                    None => None,
+                };
+                (
+                    Compound::If {
+                        branches,
+                        otherwise,
+                    },
+                    first_line(condition),
+                )
+            }
+            y::CompoundCommand::Case { subject, items } => {
+                let mut arms = Vec::with_capacity(items.len());
+                for item in items {
+                    if item.continuation != y::CaseContinuation::Break {
+                        let at = item
+                            .patterns
+                            .first()
+                            .map_or(&subject.location, |w| &w.location);
+                        return Err(refused(at, &item.continuation.to_string()));
+                    }
+                    arms.push(CaseArm {
+                        patterns: item
+                            .patterns
+                            .iter()
+                            .map(|w| self.word(w))
+                            .collect::<CResult<_>>()?,
+                        body: self.list(&item.body)?,
+                    });
+                }
+                (
+                    Compound::Case {
+                        word: self.word(subject)?,
+                        arms,
+                    },
+                    Some(line_of(&subject.location)),
+                )
             }
         };
-        let mut redirs = Vec::new();
-        while let Some(r) = self.redirection()? {
-            redirs.push(r);
-        }
+        let line = line
+            .or_else(|| {
+                full.redirs
+                    .first()
+                    .map(|r| line_of(&r.body.operand().location))
+            })
+            .unwrap_or(0);
         Ok(Command::Compound {
-            body: Box::new(compound),
+            body: Box::new(body),
             redirs,
             line,
         })
     }
 
-    fn if_clause(&mut self) -> PResult<Compound> {
-        self.next()?;
-        let mut branches = Vec::new();
-        let mut otherwise = None;
-        loop {
-            let cond = self.compound_list(false)?;
-            self.expect_keyword("then")?;
-            let body = self.compound_list(false)?;
-            branches.push((cond, body));
-            match self.peek_keyword()? {
-                Some(b"elif") => {
-                    self.next()?;
-                }
-                Some(b"else") => {
-                    self.next()?;
-                    otherwise = Some(self.compound_list(false)?);
-                    self.expect_keyword("fi")?;
-                    break;
-                }
-                _ => {
-                    self.expect_keyword("fi")?;
-                    break;
-                }
-            }
+    fn redir(&self, r: &y::Redir) -> CResult<Redir> {
+        let fd = u32::try_from(r.fd_or_default().0).unwrap_or(u32::MAX);
+        if fd > 9 {
+            return Err(split_io_number(&r.body.operand().location));
         }
-        Ok(Compound::If {
-            branches,
-            otherwise,
-        })
-    }
-
-    fn for_clause(&mut self) -> PResult<Compound> {
-        self.next()?;
-        let t = self.next()?;
-        let var = match &t {
-            Tok::Word { word, .. } => match word.as_literal() {
-                Some(l) if is_name(l) => l.to_vec(),
-                _ => return Err(self.err("Bad for loop variable")),
-            },
-            _ => return Err(self.unexpected(&t)),
-        };
-        self.skip_newlines()?;
-        let mut words = None;
-        if self.peek_keyword()? == Some(b"in") {
-            self.next()?;
-            let mut list = Vec::new();
-            loop {
-                match self.peek()? {
-                    Tok::Word { word, .. } => {
-                        self.next()?;
-                        list.push(word);
-                    }
-                    Tok::Op(";") | Tok::Newline => {
-                        self.next()?;
-                        break;
-                    }
-                    t => return Err(self.unexpected(&t)),
-                }
-            }
-            words = Some(list);
-        } else if self.peek()? == Tok::Op(";") {
-            self.next()?;
-        }
-        self.skip_newlines()?;
-        self.expect_keyword("do")?;
-        let body = self.compound_list(false)?;
-        self.expect_keyword("done")?;
-        Ok(Compound::For { var, words, body })
-    }
-
-    fn case_clause(&mut self) -> PResult<Compound> {
-        self.next()?;
-        let word = match self.next()? {
-            Tok::Word { word, .. } => word,
-            t => return Err(self.unexpected(&t)),
-        };
-        self.skip_newlines()?;
-        self.expect_keyword("in")?;
-        let mut arms = Vec::new();
-        loop {
-            self.skip_newlines()?;
-            if self.peek_keyword()? == Some(b"esac") {
-                self.next()?;
-                break;
-            }
-            if self.peek()? == Tok::Op("(") {
-                self.next()?;
-            }
-            let mut patterns = Vec::new();
-            loop {
-                match self.next()? {
-                    Tok::Word { word, .. } => patterns.push(word),
-                    t => return Err(self.unexpected(&t)),
-                }
-                match self.next()? {
-                    Tok::Op("|") => {}
-                    Tok::Op(")") => break,
-                    t => return Err(self.expecting(&t, ")")),
-                }
-            }
-            let body = self.compound_list(true)?;
-            arms.push(CaseArm { patterns, body });
-            match self.peek()? {
-                Tok::Op(";;") => {
-                    self.next()?;
-                }
-                _ => {
-                    self.skip_newlines()?;
-                    self.expect_keyword("esac")?;
-                    break;
-                }
-            }
-        }
-        Ok(Compound::Case { word, arms })
-    }
-
-    /// A redirection, if the next tokens are one.
-    fn redirection(&mut self) -> PResult<Option<Redir>> {
-        let (fd, op) = match self.peek()? {
-            Tok::IoNum(n) => {
-                self.next()?;
-                match self.next()? {
-                    Tok::Op(op) => (Some(n), op),
-                    t => return Err(self.unexpected(&t)),
-                }
-            }
-            Tok::Op(op) if op.starts_with('<') || op.starts_with('>') => {
-                self.next()?;
-                (None, op)
-            }
-            _ => return Ok(None),
-        };
-        let target_tok = self.next()?;
-        let Tok::Word { word, start, end } = target_tok else {
-            return Err(self.unexpected(&target_tok));
-        };
-        let (default_fd, rop) = match op {
-            "<" => (0, RedirOp::In),
-            ">" => (1, RedirOp::Out),
-            ">|" => (1, RedirOp::Clobber),
-            ">>" => (1, RedirOp::Append),
-            "<>" => (0, RedirOp::InOut),
-            "<&" => (0, RedirOp::DupIn),
-            ">&" => (1, RedirOp::DupOut),
-            "<<" | "<<-" => {
-                let raw = self.buf.get(start..end).unwrap_or(&[]).to_vec();
-                if raw.windows(2).any(|w| w == b"$(") || raw.contains(&b'`') {
-                    return Err(self.err("Bad here-document delimiter"));
-                }
-                let (delim, quoted) = heredoc_delim(&raw);
-                let body = Rc::new(RefCell::new(Word::default()));
-                self.pending.push(PendingHereDoc {
-                    delim,
-                    strip_tabs: op == "<<-",
-                    quoted,
-                    body: Rc::clone(&body),
+        let (op, target) = match &r.body {
+            y::RedirBody::HereDoc(hd) => {
+                let delimiter = &hd.delimiter;
+                let substitutes = delimiter.units.iter().any(|u| match u {
+                    y::WordUnit::Unquoted(t) => substitutes(t),
+                    y::WordUnit::DoubleQuote(t) => t.0.iter().any(substitutes),
+                    _ => false,
                 });
-                return Ok(Some(Redir {
-                    fd: fd.unwrap_or(0),
-                    op: RedirOp::In,
-                    target: RedirTarget::HereDoc(body),
-                }));
-            }
-            _ => return Err(self.err(format!("\"{op}\" unexpected"))),
-        };
-        Ok(Some(Redir {
-            fd: fd.unwrap_or(default_fd),
-            op: rop,
-            target: RedirTarget::Word(word),
-        }))
-    }
-
-    fn simple_command(&mut self) -> PResult<Command> {
-        let line = self.tok_line;
-        let mut cmd = SimpleCmd {
-            assigns: Vec::new(),
-            words: Vec::new(),
-            redirs: Vec::new(),
-            line,
-        };
-        loop {
-            if let Some(r) = self.redirection()? {
-                cmd.redirs.push(r);
-                continue;
-            }
-            if let Some(at) = self.alias_next.filter(|_| !cmd.words.is_empty()) {
-                if let Tok::Word { start, .. } = self.peek()? {
-                    if start >= at {
-                        self.alias_next = None;
-                        if self.try_alias()? {
-                            continue;
+                if substitutes {
+                    return Err(refused(&delimiter.location, &delimiter.to_string()));
+                }
+                // Any quoting in the delimiter makes the body literal. yash 0.21 misses the
+                // quotes of `"EOF"` and reads the body with expansions: an empty `''` after the
+                // delimiter makes it see them.
+                let quoted = delimiter.units.iter().any(|u| match u {
+                    y::WordUnit::Unquoted(t) => matches!(t, y::TextUnit::Backslashed(_)),
+                    y::WordUnit::Tilde { .. } => false,
+                    _ => true,
+                });
+                if quoted && !delimiter.unquote().1 {
+                    let at = Edit::Insert(delimiter.location.range.end, "''");
+                    return Err(Fail::Edit(delimiter.location.code.clone(), at));
+                }
+                let content = hd.content.get().cloned().unwrap_or_default();
+                let word = if quoted {
+                    let mut body = Vec::new();
+                    for u in &content.0 {
+                        if let y::TextUnit::Literal(c) | y::TextUnit::Backslashed(c) = u {
+                            push_char(&mut body, *c);
                         }
                     }
-                }
+                    Word {
+                        parts: vec![WordPart::Quoted(body)],
+                    }
+                } else {
+                    Word {
+                        parts: vec![WordPart::DQuoted(self.text(&content)?)],
+                    }
+                };
+                (
+                    RedirOp::In,
+                    RedirTarget::HereDoc(Rc::new(RefCell::new(word))),
+                )
             }
-            let Tok::Word { word, .. } = self.peek()? else {
-                break;
-            };
-            if cmd.words.is_empty() {
-                if let Some(a) = as_assignment(&word) {
-                    self.next()?;
-                    cmd.assigns.push(a);
-                    continue;
-                }
+            y::RedirBody::Normal { operator, operand } => {
+                let op = match operator {
+                    y::RedirOp::FileIn => RedirOp::In,
+                    y::RedirOp::FileInOut => RedirOp::InOut,
+                    y::RedirOp::FileOut => RedirOp::Out,
+                    y::RedirOp::FileAppend => RedirOp::Append,
+                    y::RedirOp::FileClobber => RedirOp::Clobber,
+                    y::RedirOp::FdIn => RedirOp::DupIn,
+                    y::RedirOp::FdOut => RedirOp::DupOut,
+                    y::RedirOp::Pipe | y::RedirOp::String => {
+                        return Err(refused(&operand.location, &operator.to_string()));
+                    }
+                };
+                (op, RedirTarget::Word(self.word(operand)?))
             }
-            self.next()?;
-            let first = cmd.words.is_empty() && cmd.assigns.is_empty();
-            cmd.words.push(word);
-            if first && self.peek()? == Tok::Op("(") {
-                return self.function_def(cmd, line);
-            }
-        }
-        let t = self.peek()?;
-        if t == Tok::Op("(")
-            || (cmd.words.is_empty() && cmd.assigns.is_empty() && cmd.redirs.is_empty())
-        {
-            return Err(self.unexpected(&t));
-        }
-        Ok(Command::Simple(cmd))
+        };
+        Ok(Redir { fd, op, target })
     }
 
-    fn function_def(&mut self, cmd: SimpleCmd, line: u32) -> PResult<Command> {
-        self.next()?;
-        let close = self.next()?;
-        if close != Tok::Op(")") {
-            return Err(self.expecting(&close, ")"));
+    fn word(&self, w: &y::Word) -> CResult<Word> {
+        let mut parts = Parts::default();
+        for u in &w.units {
+            match u {
+                y::WordUnit::Unquoted(t) => self.text_unit(t, &mut parts)?,
+                y::WordUnit::SingleQuote(s) => parts.push(WordPart::Quoted(encode(s))),
+                y::WordUnit::DoubleQuote(t) => parts.push(WordPart::DQuoted(self.text(t)?)),
+                y::WordUnit::DollarSingleQuote(s) => match dollar_quote_at(&w.location) {
+                    // dash reads `$'...'` as a `$` and then a quoted string.
+                    Some(at) => {
+                        return Err(Fail::Edit(w.location.code.clone(), Edit::Insert(at, "\\")))
+                    }
+                    None => parts.push(WordPart::Quoted(escaped(s))),
+                },
+                y::WordUnit::Tilde { name, .. } => {
+                    parts.lit('~');
+                    for c in name.chars() {
+                        parts.lit(c);
+                    }
+                }
+            }
         }
-        let name = match cmd.words.first().and_then(Word::as_literal) {
-            Some(n) if cmd.redirs.is_empty() && is_name(n) => n.to_vec(),
-            _ => return Err(self.err("Bad function name")),
-        };
-        self.skip_newlines()?;
-        let body = self.command()?;
-        Ok(Command::FuncDef {
-            name,
-            body: Rc::new(body),
-            line,
+        Ok(Word {
+            parts: parts.done(),
         })
     }
+
+    fn text(&self, t: &y::Text) -> CResult<Vec<WordPart>> {
+        let mut parts = Parts::default();
+        for u in &t.0 {
+            self.text_unit(u, &mut parts)?;
+        }
+        Ok(parts.done())
+    }
+
+    fn text_unit(&self, u: &y::TextUnit, parts: &mut Parts) -> CResult<()> {
+        match u {
+            y::TextUnit::Literal(c) => parts.lit(*c),
+            y::TextUnit::Backslashed(c) => {
+                let mut b = Vec::new();
+                push_char(&mut b, *c);
+                parts.push(WordPart::Quoted(b));
+            }
+            y::TextUnit::RawParam { param, .. } => {
+                parts.push(WordPart::Param(Box::new(ParamExp {
+                    param: self.param(param),
+                    op: ParamOp::Plain,
+                })))
+            }
+            y::TextUnit::BracedParam(b) => {
+                let op = match &b.modifier {
+                    y::Modifier::None => ParamOp::Plain,
+                    y::Modifier::Length => ParamOp::Length,
+                    y::Modifier::Switch(s) => {
+                        let colon = s.condition == y::SwitchCondition::UnsetOrEmpty;
+                        let w = self.word(&s.word)?;
+                        match s.action {
+                            y::SwitchAction::Alter => ParamOp::Alt(colon, w),
+                            y::SwitchAction::Default => ParamOp::Default(colon, w),
+                            y::SwitchAction::Assign => ParamOp::Assign(colon, w),
+                            y::SwitchAction::Error => ParamOp::Error(colon, w),
+                        }
+                    }
+                    y::Modifier::Trim(t) => {
+                        let longest = t.length == y::TrimLength::Longest;
+                        let w = self.word(&t.pattern)?;
+                        match t.side {
+                            y::TrimSide::Prefix => ParamOp::TrimPrefix(longest, w),
+                            y::TrimSide::Suffix => ParamOp::TrimSuffix(longest, w),
+                        }
+                    }
+                };
+                parts.push(WordPart::Param(Box::new(ParamExp {
+                    param: self.param(&b.param),
+                    op,
+                })));
+            }
+            y::TextUnit::CommandSubst { content, location } => {
+                let list = parse_all(content, line_of(location), self.aliases)?;
+                parts.push(WordPart::CmdSub(Rc::new(list)));
+            }
+            y::TextUnit::Backquote { content, location } => {
+                let text: String = content
+                    .iter()
+                    .map(|u| match u {
+                        y::BackquoteUnit::Literal(c) | y::BackquoteUnit::Backslashed(c) => *c,
+                    })
+                    .collect();
+                let list = parse_all(&text, line_of(location), self.aliases)?;
+                parts.push(WordPart::CmdSub(Rc::new(list)));
+            }
+            y::TextUnit::Arith { content, .. } => parts.push(WordPart::Arith(self.text(content)?)),
+        }
+        Ok(())
+    }
+
+    fn param(&self, p: &y::Param) -> Param {
+        match p.r#type {
+            y::ParamType::Variable => Param::Var(encode(&p.id)),
+            y::ParamType::Positional(n) => Param::Positional(n),
+            y::ParamType::Special(s) => match s {
+                y::SpecialParam::Zero => Param::Positional(0),
+                y::SpecialParam::At => Param::Special(b'@'),
+                y::SpecialParam::Asterisk => Param::Special(b'*'),
+                y::SpecialParam::Number => Param::Special(b'#'),
+                y::SpecialParam::Question => Param::Special(b'?'),
+                y::SpecialParam::Hyphen => Param::Special(b'-'),
+                y::SpecialParam::Dollar => Param::Special(b'$'),
+                y::SpecialParam::Exclamation => Param::Special(b'!'),
+            },
+        }
+    }
 }
 
-fn param(p: Param, op: ParamOp) -> WordPart {
-    WordPart::Param(Box::new(ParamExp { param: p, op }))
-}
-
-fn is_closer(kw: &[u8]) -> bool {
+/// Whether a here-document delimiter's part substitutes a command or arithmetic (dash refuses
+/// those).
+fn substitutes(t: &y::TextUnit) -> bool {
     matches!(
-        kw,
-        b"then" | b"else" | b"elif" | b"fi" | b"do" | b"done" | b"esac" | b"}"
+        t,
+        y::TextUnit::CommandSubst { .. }
+            | y::TextUnit::Backquote { .. }
+            | y::TextUnit::Arith { .. }
     )
+}
+
+/// dash reads one digit before a redirection operator: `echo 10>f` is `echo 10 >f`. The
+/// edit that makes yash read it so, given the location of the operand after the operator.
+fn split_io_number(operand: &Location) -> Fail {
+    let code = &operand.code;
+    let chars: Vec<char> = code
+        .value
+        .borrow()
+        .chars()
+        .take(operand.range.start)
+        .collect();
+    let mut at = chars.len();
+    while at > 0 && matches!(chars[at - 1], ' ' | '\t') {
+        at -= 1;
+    }
+    while at > 0 && matches!(chars[at - 1], '<' | '>' | '&' | '|') {
+        at -= 1;
+    }
+    let is_number = at > 0 && chars[at - 1].is_ascii_digit();
+    match &*code.source {
+        Source::Alias { .. } => refused(operand, "redirection"),
+        _ if !is_number => refused(operand, "redirection"),
+        _ => Fail::Edit(code.clone(), Edit::Insert(at, " ")),
+    }
+}
+
+/// Where in its code the word's first `$'` is, outside quotes (None for a word from an alias).
+fn dollar_quote_at(word: &Location) -> Option<usize> {
+    if let Source::Alias { .. } = &*word.code.source {
+        return None;
+    }
+    let text = word.code.value.borrow();
+    let mut chars = text
+        .chars()
+        .enumerate()
+        .skip(word.range.start)
+        .take(word.range.len())
+        .peekable();
+    let mut quote = None;
+    while let Some((i, c)) = chars.next() {
+        match (quote, c) {
+            (None, '\\') | (Some('"'), '\\') => {
+                chars.next();
+            }
+            (None, '$') if chars.peek().is_some_and(|&(_, n)| n == '\'') => return Some(i),
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if q == c => quote = None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The line of the first word in `l`.
+fn first_line(l: &y::List) -> Option<u32> {
+    let item = l.0.first()?;
+    let cmd = item.and_or.first.commands.first()?;
+    match &**cmd {
+        y::Command::Simple(s) => s
+            .assigns
+            .first()
+            .map(|a| &a.location)
+            .or_else(|| s.words.first().map(|(w, _)| &w.location))
+            .or_else(|| s.redirs.first().map(|r| &r.body.operand().location))
+            .map(line_of),
+        y::Command::Compound(c) => match &c.command {
+            y::CompoundCommand::Grouping(l)
+            | y::CompoundCommand::While { condition: l, .. }
+            | y::CompoundCommand::Until { condition: l, .. }
+            | y::CompoundCommand::If { condition: l, .. } => first_line(l),
+            y::CompoundCommand::Subshell { location, .. } => Some(line_of(location)),
+            y::CompoundCommand::For { name, .. } => Some(line_of(&name.location)),
+            y::CompoundCommand::Case { subject, .. } => Some(line_of(&subject.location)),
+        },
+        y::Command::Function(f) => Some(line_of(&f.name.location)),
+    }
+}
+
+/// `$'...'` with its escapes applied.
+fn escaped(s: &y::EscapedString) -> Bytes {
+    let mut out = Vec::new();
+    for u in &s.0 {
+        match *u {
+            y::EscapeUnit::Literal(c) | y::EscapeUnit::Unicode(c) => push_char(&mut out, c),
+            y::EscapeUnit::DoubleQuote => out.push(b'"'),
+            y::EscapeUnit::SingleQuote => out.push(b'\''),
+            y::EscapeUnit::Backslash => out.push(b'\\'),
+            y::EscapeUnit::Question => out.push(b'?'),
+            y::EscapeUnit::Alert => out.push(7),
+            y::EscapeUnit::Backspace => out.push(8),
+            y::EscapeUnit::Escape => out.push(0x1b),
+            y::EscapeUnit::FormFeed => out.push(0x0c),
+            y::EscapeUnit::Newline => out.push(b'\n'),
+            y::EscapeUnit::CarriageReturn => out.push(b'\r'),
+            y::EscapeUnit::Tab => out.push(b'\t'),
+            y::EscapeUnit::VerticalTab => out.push(0x0b),
+            y::EscapeUnit::Control(b) | y::EscapeUnit::Octal(b) | y::EscapeUnit::Hex(b) => {
+                out.push(b);
+            }
+        }
+    }
+    out
+}
+
+/// Word parts under construction: adjacent literal characters become one `Lit`.
+#[derive(Default)]
+struct Parts {
+    parts: Vec<WordPart>,
+    lit: Vec<u8>,
+}
+
+impl Parts {
+    fn lit(&mut self, c: char) {
+        push_char(&mut self.lit, c);
+    }
+
+    fn push(&mut self, p: WordPart) {
+        self.flush();
+        self.parts.push(p);
+    }
+
+    fn flush(&mut self) {
+        if !self.lit.is_empty() {
+            self.parts
+                .push(WordPart::Lit(std::mem::take(&mut self.lit)));
+        }
+    }
+
+    fn done(mut self) -> Vec<WordPart> {
+        self.flush();
+        self.parts
+    }
 }
 
 /// `name=value` words before the command name.
@@ -1139,101 +1072,197 @@ pub fn as_assignment(word: &Word) -> Option<Assign> {
     })
 }
 
-/// The delimiter of a here-document (its text with quotes removed) and whether any part of
-/// it was quoted.
-fn heredoc_delim(raw: &[u8]) -> (Bytes, bool) {
-    let mut out = Vec::new();
-    let mut quoted = false;
-    let mut i = 0;
-    while let Some(&c) = raw.get(i) {
-        i += 1;
-        match c {
-            b'\\' => {
-                quoted = true;
-                if let Some(&n) = raw.get(i) {
-                    out.push(n);
-                    i += 1;
-                }
-            }
-            b'\'' => {
-                quoted = true;
-                while let Some(&n) = raw.get(i) {
-                    i += 1;
-                    if n == b'\'' {
-                        break;
-                    }
-                    out.push(n);
-                }
-            }
-            b'"' => {
-                quoted = true;
-                while let Some(&n) = raw.get(i) {
-                    i += 1;
-                    match n {
-                        b'"' => break,
-                        b'\\' if matches!(raw.get(i), Some(b'"' | b'\\' | b'$' | b'`')) => {
-                            out.push(raw[i]);
-                            i += 1;
-                        }
-                        _ => out.push(n),
-                    }
-                }
-            }
-            _ => out.push(c),
-        }
-    }
-    (out, quoted)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(s: &str) -> PResult<Vec<List>> {
-        let mut p = Parser::new(s.as_bytes().to_vec(), 1);
-        let aliases = HashMap::new();
+    fn parse_with(s: &[u8], aliases: &HashMap<Bytes, Bytes>) -> PResult<Vec<List>> {
+        let mut p = Parser::new(s.to_vec(), 1);
         let mut out = Vec::new();
-        while let Some(l) = p.next_command(&aliases)? {
+        while let Some(l) = p.next_command(aliases)? {
             out.push(l);
         }
         Ok(out)
     }
 
+    fn parse(s: &str) -> PResult<Vec<List>> {
+        parse_with(s.as_bytes(), &HashMap::new())
+    }
+
+    /// The first command of the first list.
+    fn first(s: &str) -> Command {
+        let lists = parse(s).unwrap_or_else(|e| panic!("{s:?}: {e:?}"));
+        lists[0].items[0].and_or.first.cmds[0].clone()
+    }
+
+    fn simple(s: &str) -> SimpleCmd {
+        match first(s) {
+            Command::Simple(c) => c,
+            c => panic!("{s:?} is not a simple command: {c:?}"),
+        }
+    }
+
+    fn lit(s: &str) -> Word {
+        Word {
+            parts: vec![WordPart::Lit(s.as_bytes().to_vec())],
+        }
+    }
+
+    fn heredoc(c: &SimpleCmd) -> Word {
+        match &c.redirs[0].target {
+            RedirTarget::HereDoc(b) => b.borrow().clone(),
+            t => panic!("not a here-document: {t:?}"),
+        }
+    }
+
     #[test]
     fn parses_basic_forms() {
-        assert!(parse("echo hi; ls | wc -l && true || false &\n").is_ok());
-        assert!(parse("if a; then b; elif c; then d; else e; fi").is_ok());
-        assert!(parse("for i in 1 2; do echo $i; done").is_ok());
-        assert!(parse("case $x in (a|b) echo;; *) ;; esac").is_ok());
-        assert!(parse("f() { echo \"${x:-a b}\" $(echo `echo y`) $((1+2)); }").is_ok());
-        assert!(parse("cat <<EOF\nhello $x\nEOF\n").is_ok());
-    }
-
-    #[test]
-    fn reports_syntax_errors() {
-        let e = parse("if true; then echo; fi fi").err();
-        assert!(e.is_some());
+        for s in [
+            "echo hi; ls | wc -l && true || false &\n",
+            "if a; then b; elif c; then d; else e; fi",
+            "for i in 1 2; do echo $i; done",
+            "case $x in (a|b) echo;; *) ;; esac",
+            "f() { echo \"${x:-a b}\" $(echo `echo y`) $((1+2)); }",
+            "cat <<EOF\nhello $x\nEOF\n",
+        ] {
+            assert!(parse(s).is_ok(), "{s}");
+        }
+        let c = simple("a=1 echo \"$b\" ${c%%x} 2>&1");
+        assert_eq!(c.assigns[0].name, b"a");
+        assert_eq!(c.words[0], lit("echo"));
         assert_eq!(
-            parse("echo 'abc").err().map(|e| e.msg),
-            Some("Unterminated quoted string".into())
+            c.words[2].parts,
+            vec![WordPart::Param(Box::new(ParamExp {
+                param: Param::Var(b"c".to_vec()),
+                op: ParamOp::TrimSuffix(true, lit("x")),
+            }))]
         );
-        assert!(parse("{ }").is_err());
-        assert!(parse("echo ${x").is_err());
+        assert_eq!((c.redirs[0].fd, c.redirs[0].op), (2, RedirOp::DupOut));
     }
 
     #[test]
-    fn heredoc_body_is_filled() {
-        let lists = parse("cat <<-'E'\n\tx $y\n\tE\n").unwrap_or_default();
-        let Some(Item { and_or, .. }) = lists.first().and_then(|l| l.items.first()) else {
-            panic!("no command");
-        };
-        let Command::Simple(c) = &and_or.first.cmds[0] else {
+    fn commands_know_their_line() {
+        let lists = parse("true\n\n  echo \\\n  a; { \n:\n}\n").unwrap_or_default();
+        let Command::Simple(c) = &lists[1].items[0].and_or.first.cmds[0] else {
             panic!("not simple");
         };
-        let RedirTarget::HereDoc(b) = &c.redirs[0].target else {
-            panic!("not a heredoc");
+        assert_eq!(c.line, 3);
+        let Command::Compound { line, .. } = &lists[1].items[1].and_or.first.cmds[0] else {
+            panic!("not compound");
         };
-        assert_eq!(b.borrow().parts, vec![WordPart::Quoted(b"x $y\n".to_vec())]);
+        assert_eq!(*line, 5);
+    }
+
+    #[test]
+    fn reports_syntax_errors_in_dash_words() {
+        let msg = |s: &str| parse(s).err().map(|e| e.msg);
+        assert_eq!(msg("echo 'abc"), Some("Unterminated quoted string".into()));
+        assert_eq!(
+            msg("if true; then echo"),
+            Some("end of file unexpected (expecting \"fi\")".into())
+        );
+        assert_eq!(msg("echo ${x"), Some("Missing '}'".into()));
+        assert_eq!(msg("f-g() { :; }"), Some("Bad function name".into()));
+        assert_eq!(msg("a=(1 2)"), Some("\"(\" unexpected".into()));
+        assert!(parse("if true; then echo; fi fi").is_err());
+        assert!(parse("{ }").is_err());
+        assert_eq!(parse("echo\n\n)").err().map(|e| e.line), Some(3));
+    }
+
+    #[test]
+    fn aliases_apply_from_the_next_command() {
+        let aliases = HashMap::from([(b"ll".to_vec(), b"ls -l ".to_vec())]);
+        let lists = parse_with(b"ll ll\n", &aliases).unwrap_or_default();
+        let Command::Simple(c) = &lists[0].items[0].and_or.first.cmds[0] else {
+            panic!("not simple");
+        };
+        // The alias ends in a blank, so the word after it is looked up too.
+        assert_eq!(c.words, vec![lit("ls"), lit("-l"), lit("ls"), lit("-l")]);
+    }
+
+    #[test]
+    fn here_documents() {
+        let c = simple("cat <<-'E'\n\tx $y\n\tE\n");
+        assert_eq!(
+            heredoc(&c).parts,
+            vec![WordPart::Quoted(b"x $y\n".to_vec())]
+        );
+        // yash 0.21 misses the quotes of "E"; the body must stay literal, even unparsable.
+        let c = simple("cat <<\"E\"\n$y `a $(b\nE\n");
+        assert_eq!(
+            heredoc(&c).parts,
+            vec![WordPart::Quoted(b"$y `a $(b\n".to_vec())]
+        );
+        let c = simple("cat <<E\na\\$ $y\nE\n");
+        assert_eq!(
+            heredoc(&c).parts,
+            vec![WordPart::DQuoted(vec![
+                WordPart::Lit(b"a".to_vec()),
+                WordPart::Quoted(b"$".to_vec()),
+                WordPart::Lit(b" ".to_vec()),
+                WordPart::Param(Box::new(ParamExp {
+                    param: Param::Var(b"y".to_vec()),
+                    op: ParamOp::Plain,
+                })),
+                WordPart::Lit(b"\n".to_vec()),
+            ])]
+        );
+        // The input ends before the delimiter: dash ends the body there.
+        let c = simple("cat <<E\nabc");
+        assert_eq!(
+            heredoc(&c).parts,
+            vec![WordPart::DQuoted(vec![WordPart::Lit(b"abc\n".to_vec())])]
+        );
+        assert!(parse("cat <<$(a)\nx\n$(a)\n").is_err());
+    }
+
+    #[test]
+    fn reads_what_yash_reads_otherwise_as_dash_does() {
+        // `[[` and `function` are command names.
+        let c = simple("[[ -f x ]] || echo no");
+        assert_eq!(
+            c.words[0].parts,
+            vec![
+                WordPart::Quoted(b"[".to_vec()),
+                WordPart::Lit(b"[".to_vec())
+            ]
+        );
+        assert_eq!(c.words[3], lit("]]"));
+        // `$'...'` is `$` and a quoted string.
+        let c = simple("echo $'a\\n'");
+        assert_eq!(
+            c.words[1].parts,
+            vec![
+                WordPart::Quoted(b"$".to_vec()),
+                WordPart::Quoted(b"a\\n".to_vec())
+            ]
+        );
+        // One digit before a redirection operator.
+        let c = simple("echo 10>&2 x");
+        assert_eq!(c.words, vec![lit("echo"), lit("10"), lit("x")]);
+        assert_eq!((c.redirs[0].fd, c.redirs[0].op), (1, RedirOp::DupOut));
+        // `a[1]=x` is a word.
+        let c = simple("a[1]=x b=2");
+        assert!(c.assigns.is_empty());
+        assert_eq!(c.words, vec![lit("a[1]=x"), lit("b=2")]);
+        assert!(parse("case x in x) ;& esac").is_err());
+        assert!(parse("cat <<< x").is_err());
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_come_back_as_themselves() {
+        let lists = parse_with(b"echo \xff\xfeab \xce\xbc\n", &HashMap::new()).unwrap_or_default();
+        let Command::Simple(c) = &lists[0].items[0].and_or.first.cmds[0] else {
+            panic!("not simple");
+        };
+        assert_eq!(
+            c.words[1].parts,
+            vec![WordPart::Lit(b"\xff\xfeab".to_vec())]
+        );
+        assert_eq!(
+            c.words[2].parts,
+            vec![WordPart::Lit("μ".as_bytes().to_vec())]
+        );
     }
 
     #[test]
@@ -1261,6 +1290,13 @@ mod tests {
             "!",
             "! !",
             "{ ( ) }",
+            "[[",
+            "$'",
+            "cat <<\"",
+            "cat <<\"E\"",
+            "9999999999999999999>x",
+            "{a}>x",
+            "function",
         ];
         for s in samples {
             let _ = parse(s);
