@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::harness::{image_tree, Env, FileInfo};
+use crate::harness::{image_tree, workspace_root, Env, FileInfo};
 
 type Tree = BTreeMap<String, FileInfo>;
 
@@ -54,6 +54,35 @@ fn expect_outputs(tree: &Tree, expected: &[(&str, &str)]) {
 }
 
 const INPUT: &[u8] = b"b\na\nc\na\n";
+
+/// The guest tools' own unit tests (the shell's parser and executor, the coreutils' option
+/// parsing...), built natively: their workspace is not part of this one.
+#[test]
+fn guest_tools_unit_tests_pass() {
+    let root = workspace_root();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.current_dir(root.join("guest-tools"))
+        .args(["test", "--workspace", "--locked", "--target-dir"])
+        .arg(root.join("target").join("guest-tools"));
+    // Nothing of this test's cargo configuration applies to that build.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if (k.starts_with("CARGO_") && k != "CARGO_HOME")
+            || k.starts_with("RUSTC_")
+            || k == "RUSTFLAGS"
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    let out = cmd.output().expect("run cargo test for guest-tools");
+    assert!(
+        out.status.success(),
+        "guest-tools unit tests failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 /// Text tools: each writes into /out, compared with what GNU coreutils print.
 #[test]

@@ -183,7 +183,7 @@ impl Glossary for Aliases<'_> {
     }
 }
 
-/// The input never makes a parser step wait, so each is ready at once.
+/// A parser step that is not ready at once: the input never waits, so this does not happen.
 fn would_block() -> ParseError {
     ParseError {
         line: 0,
@@ -239,6 +239,7 @@ impl Parser {
     /// After a syntax error: drop the rest of what was read, and go on with the next line.
     pub fn recover(&mut self) {
         self.lexer.reset();
+        self.feed.borrow_mut().replay.clear();
         self.edits_left = EDITS;
     }
 
@@ -250,9 +251,12 @@ impl Parser {
                 .aliases(&glossary)
                 .input(&mut self.lexer);
             let parsed = match parser.command_line().now_or_never() {
-                Some(Ok(Some(list))) => Conv { aliases }.list(&list),
+                Some(Ok(Some(list))) => Conv::new(aliases).list(&list),
                 Some(Ok(None)) => return Ok(None),
-                Some(Err(e)) => Err(edit_for(&e).ok_or_else(|| error(&e))?),
+                Some(Err(e)) => match edit_for(&e) {
+                    Some(edit) => Err(edit),
+                    None => return Err(error(&e)),
+                },
                 None => return Err(would_block()),
             };
             match parsed {
@@ -328,15 +332,14 @@ fn edit_for(e: &YashError) -> Option<Fail> {
         }
     }
     let edit = match &e.cause {
-        ErrorCause::Syntax(SyntaxError::UnclosedHereDocContent { redir_op_location }) => {
-            // The location is the delimiter's.
-            let code = redir_op_location.code.clone();
-            let raw: String = code
-                .value
-                .borrow()
-                .chars()
-                .skip(redir_op_location.range.start)
-                .take(redir_op_location.range.len())
+        // yash 0.21 gives the delimiter's location as the operator's.
+        ErrorCause::Syntax(SyntaxError::UnclosedHereDocContent {
+            redir_op_location: delimiter,
+        }) => {
+            let code = delimiter.code.clone();
+            let raw: String = (code.value.borrow().chars())
+                .skip(delimiter.range.start)
+                .take(delimiter.range.len())
                 .collect();
             let delimiter = raw.parse::<y::Word>().ok()?.unquote().0;
             return Some(Fail::Edit(code, Edit::Append(delimiter + "\n")));
@@ -493,16 +496,51 @@ fn error(e: &YashError) -> ParseError {
 
 struct Conv<'a> {
     aliases: &'a HashMap<Bytes, Bytes>,
+    /// Per code met, where its newlines are: a long command (a whole script in a function)
+    /// costs one pass, not one per line number.
+    newlines: RefCell<Vec<(Rc<Code>, Vec<usize>)>>,
 }
 
-fn refused(loc: &Location, what: &str) -> Fail {
+fn refused(line: u32, what: &str) -> Fail {
     Fail::Syntax(ParseError {
-        line: line_of(loc),
+        line,
         msg: format!("\"{what}\" unexpected"),
     })
 }
 
-impl Conv<'_> {
+impl<'a> Conv<'a> {
+    fn new(aliases: &'a HashMap<Bytes, Bytes>) -> Conv<'a> {
+        Conv {
+            aliases,
+            newlines: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The line `loc` is on (the line of the alias's name, for text from an alias).
+    fn line(&self, loc: &Location) -> u32 {
+        if let Source::Alias { original, .. } = &*loc.code.source {
+            return self.line(original);
+        }
+        let mut tables = self.newlines.borrow_mut();
+        let i = match tables.iter().position(|(c, _)| Rc::ptr_eq(c, &loc.code)) {
+            Some(i) => i,
+            None => {
+                let newlines = (loc.code.value.borrow().chars().enumerate())
+                    .filter_map(|(i, c)| (c == '\n').then_some(i))
+                    .collect();
+                tables.push((loc.code.clone(), newlines));
+                tables.len() - 1
+            }
+        };
+        let before = tables[i].1.partition_point(|&n| n < loc.range.start);
+        let line = loc
+            .code
+            .start_line_number
+            .get()
+            .saturating_add(before as u64);
+        u32::try_from(line).unwrap_or(u32::MAX)
+    }
+
     fn list(&self, l: &y::List) -> CResult<List> {
         let items =
             l.0.iter()
@@ -557,13 +595,13 @@ impl Conv<'_> {
                     .map(|s| encode(&s))
                     .filter(|n| is_name(n))
                     .ok_or_else(|| ParseError {
-                        line: line_of(&f.name.location),
+                        line: self.line(&f.name.location),
                         msg: "Bad function name".to_owned(),
                     })?;
                 Ok(Command::FuncDef {
                     name,
                     body: Rc::new(self.compound(&f.body)?),
-                    line: line_of(&f.name.location),
+                    line: self.line(&f.name.location),
                 })
             }
         }
@@ -574,9 +612,9 @@ impl Conv<'_> {
         let mut assigns = Vec::with_capacity(s.assigns.len());
         let mut words = Vec::with_capacity(s.words.len());
         for a in &s.assigns {
-            line.get_or_insert_with(|| line_of(&a.location));
+            line.get_or_insert_with(|| self.line(&a.location));
             let y::Value::Scalar(value) = &a.value else {
-                return Err(refused(&a.location, "("));
+                return Err(refused(self.line(&a.location), "("));
             };
             let name = encode(&a.name);
             let value = self.word(value)?;
@@ -599,12 +637,12 @@ impl Conv<'_> {
             }
         }
         for (w, _) in &s.words {
-            line.get_or_insert_with(|| line_of(&w.location));
+            line.get_or_insert_with(|| self.line(&w.location));
             words.push(self.word(w)?);
         }
         let mut redirs = Vec::with_capacity(s.redirs.len());
         for r in s.redirs.iter() {
-            line.get_or_insert_with(|| line_of(&r.body.operand().location));
+            line.get_or_insert_with(|| self.line(&r.body.operand().location));
             redirs.push(self.redir(r)?);
         }
         Ok(Command::Simple(SimpleCmd {
@@ -622,10 +660,10 @@ impl Conv<'_> {
             .map(|r| self.redir(r))
             .collect::<CResult<Vec<_>>>()?;
         let (body, line) = match &full.command {
-            y::CompoundCommand::Grouping(l) => (Compound::Brace(self.list(l)?), first_line(l)),
+            y::CompoundCommand::Grouping(l) => (Compound::Brace(self.list(l)?), self.first_line(l)),
             y::CompoundCommand::Subshell { body, location } => (
                 Compound::Subshell(self.list(body)?),
-                Some(line_of(location)),
+                Some(self.line(location)),
             ),
             y::CompoundCommand::For { name, values, body } => {
                 let var = name
@@ -633,7 +671,7 @@ impl Conv<'_> {
                     .map(|s| encode(&s))
                     .filter(|n| is_name(n))
                     .ok_or_else(|| ParseError {
-                        line: line_of(&name.location),
+                        line: self.line(&name.location),
                         msg: "Bad for loop variable".to_owned(),
                     })?;
                 let words = match values {
@@ -643,7 +681,7 @@ impl Conv<'_> {
                 let body = self.list(body)?;
                 (
                     Compound::For { var, words, body },
-                    Some(line_of(&name.location)),
+                    Some(self.line(&name.location)),
                 )
             }
             y::CompoundCommand::While { condition, body } => (
@@ -652,7 +690,7 @@ impl Conv<'_> {
                     cond: self.list(condition)?,
                     body: self.list(body)?,
                 },
-                first_line(condition),
+                self.first_line(condition),
             ),
             y::CompoundCommand::Until { condition, body } => (
                 Compound::While {
@@ -660,7 +698,7 @@ impl Conv<'_> {
                     cond: self.list(condition)?,
                     body: self.list(body)?,
                 },
-                first_line(condition),
+                self.first_line(condition),
             ),
             y::CompoundCommand::If {
                 condition,
@@ -681,7 +719,7 @@ impl Conv<'_> {
                         branches,
                         otherwise,
                     },
-                    first_line(condition),
+                    self.first_line(condition),
                 )
             }
             y::CompoundCommand::Case { subject, items } => {
@@ -692,7 +730,7 @@ impl Conv<'_> {
                             .patterns
                             .first()
                             .map_or(&subject.location, |w| &w.location);
-                        return Err(refused(at, &item.continuation.to_string()));
+                        return Err(refused(self.line(at), &item.continuation.to_string()));
                     }
                     arms.push(CaseArm {
                         patterns: item
@@ -708,7 +746,7 @@ impl Conv<'_> {
                         word: self.word(subject)?,
                         arms,
                     },
-                    Some(line_of(&subject.location)),
+                    Some(self.line(&subject.location)),
                 )
             }
         };
@@ -716,7 +754,7 @@ impl Conv<'_> {
             .or_else(|| {
                 full.redirs
                     .first()
-                    .map(|r| line_of(&r.body.operand().location))
+                    .map(|r| self.line(&r.body.operand().location))
             })
             .unwrap_or(0);
         Ok(Command::Compound {
@@ -729,7 +767,7 @@ impl Conv<'_> {
     fn redir(&self, r: &y::Redir) -> CResult<Redir> {
         let fd = u32::try_from(r.fd_or_default().0).unwrap_or(u32::MAX);
         if fd > 9 {
-            return Err(split_io_number(&r.body.operand().location));
+            return Err(self.split_io_number(&r.body.operand().location));
         }
         let (op, target) = match &r.body {
             y::RedirBody::HereDoc(hd) => {
@@ -740,7 +778,10 @@ impl Conv<'_> {
                     _ => false,
                 });
                 if substitutes {
-                    return Err(refused(&delimiter.location, &delimiter.to_string()));
+                    return Err(refused(
+                        self.line(&delimiter.location),
+                        &delimiter.to_string(),
+                    ));
                 }
                 // Any quoting in the delimiter makes the body literal. yash 0.21 misses the
                 // quotes of `"EOF"` and reads the body with expansions: an empty `''` after the
@@ -785,7 +826,7 @@ impl Conv<'_> {
                     y::RedirOp::FdIn => RedirOp::DupIn,
                     y::RedirOp::FdOut => RedirOp::DupOut,
                     y::RedirOp::Pipe | y::RedirOp::String => {
-                        return Err(refused(&operand.location, &operator.to_string()));
+                        return Err(refused(self.line(&operand.location), &operator.to_string()));
                     }
                 };
                 (op, RedirTarget::Word(self.word(operand)?))
@@ -872,7 +913,7 @@ impl Conv<'_> {
                 })));
             }
             y::TextUnit::CommandSubst { content, location } => {
-                let list = parse_all(content, line_of(location), self.aliases)?;
+                let list = parse_all(content, self.line(location), self.aliases)?;
                 parts.push(WordPart::CmdSub(Rc::new(list)));
             }
             y::TextUnit::Backquote { content, location } => {
@@ -882,7 +923,7 @@ impl Conv<'_> {
                         y::BackquoteUnit::Literal(c) | y::BackquoteUnit::Backslashed(c) => *c,
                     })
                     .collect();
-                let list = parse_all(&text, line_of(location), self.aliases)?;
+                let list = parse_all(&text, self.line(location), self.aliases)?;
                 parts.push(WordPart::CmdSub(Rc::new(list)));
             }
             y::TextUnit::Arith { content, .. } => parts.push(WordPart::Arith(self.text(content)?)),
@@ -906,6 +947,56 @@ impl Conv<'_> {
             },
         }
     }
+
+    /// dash reads one digit before a redirection operator: `echo 10>f` is `echo 10 >f`. The
+    /// edit that makes yash read it so, given the location of the operand after the operator.
+    fn split_io_number(&self, operand: &Location) -> Fail {
+        let code = &operand.code;
+        let chars: Vec<char> = code
+            .value
+            .borrow()
+            .chars()
+            .take(operand.range.start)
+            .collect();
+        let mut at = chars.len();
+        while at > 0 && matches!(chars[at - 1], ' ' | '\t') {
+            at -= 1;
+        }
+        while at > 0 && matches!(chars[at - 1], '<' | '>' | '&' | '|') {
+            at -= 1;
+        }
+        let is_number = at > 0 && chars[at - 1].is_ascii_digit();
+        match &*code.source {
+            Source::Alias { .. } => refused(self.line(operand), "redirection"),
+            _ if !is_number => refused(self.line(operand), "redirection"),
+            _ => Fail::Edit(code.clone(), Edit::Insert(at, " ")),
+        }
+    }
+
+    /// The line of the first word in `l`.
+    fn first_line(&self, l: &y::List) -> Option<u32> {
+        let item = l.0.first()?;
+        let cmd = item.and_or.first.commands.first()?;
+        match &**cmd {
+            y::Command::Simple(s) => s
+                .assigns
+                .first()
+                .map(|a| &a.location)
+                .or_else(|| s.words.first().map(|(w, _)| &w.location))
+                .or_else(|| s.redirs.first().map(|r| &r.body.operand().location))
+                .map(line_of),
+            y::Command::Compound(c) => match &c.command {
+                y::CompoundCommand::Grouping(l)
+                | y::CompoundCommand::While { condition: l, .. }
+                | y::CompoundCommand::Until { condition: l, .. }
+                | y::CompoundCommand::If { condition: l, .. } => self.first_line(l),
+                y::CompoundCommand::Subshell { location, .. } => Some(self.line(location)),
+                y::CompoundCommand::For { name, .. } => Some(self.line(&name.location)),
+                y::CompoundCommand::Case { subject, .. } => Some(self.line(&subject.location)),
+            },
+            y::Command::Function(f) => Some(self.line(&f.name.location)),
+        }
+    }
 }
 
 /// Whether a here-document delimiter's part substitutes a command or arithmetic (dash refuses
@@ -917,31 +1008,6 @@ fn substitutes(t: &y::TextUnit) -> bool {
             | y::TextUnit::Backquote { .. }
             | y::TextUnit::Arith { .. }
     )
-}
-
-/// dash reads one digit before a redirection operator: `echo 10>f` is `echo 10 >f`. The
-/// edit that makes yash read it so, given the location of the operand after the operator.
-fn split_io_number(operand: &Location) -> Fail {
-    let code = &operand.code;
-    let chars: Vec<char> = code
-        .value
-        .borrow()
-        .chars()
-        .take(operand.range.start)
-        .collect();
-    let mut at = chars.len();
-    while at > 0 && matches!(chars[at - 1], ' ' | '\t') {
-        at -= 1;
-    }
-    while at > 0 && matches!(chars[at - 1], '<' | '>' | '&' | '|') {
-        at -= 1;
-    }
-    let is_number = at > 0 && chars[at - 1].is_ascii_digit();
-    match &*code.source {
-        Source::Alias { .. } => refused(operand, "redirection"),
-        _ if !is_number => refused(operand, "redirection"),
-        _ => Fail::Edit(code.clone(), Edit::Insert(at, " ")),
-    }
 }
 
 /// Where in its code the word's first `$'` is, outside quotes (None for a word from an alias).
@@ -969,31 +1035,6 @@ fn dollar_quote_at(word: &Location) -> Option<usize> {
         }
     }
     None
-}
-
-/// The line of the first word in `l`.
-fn first_line(l: &y::List) -> Option<u32> {
-    let item = l.0.first()?;
-    let cmd = item.and_or.first.commands.first()?;
-    match &**cmd {
-        y::Command::Simple(s) => s
-            .assigns
-            .first()
-            .map(|a| &a.location)
-            .or_else(|| s.words.first().map(|(w, _)| &w.location))
-            .or_else(|| s.redirs.first().map(|r| &r.body.operand().location))
-            .map(line_of),
-        y::Command::Compound(c) => match &c.command {
-            y::CompoundCommand::Grouping(l)
-            | y::CompoundCommand::While { condition: l, .. }
-            | y::CompoundCommand::Until { condition: l, .. }
-            | y::CompoundCommand::If { condition: l, .. } => first_line(l),
-            y::CompoundCommand::Subshell { location, .. } => Some(line_of(location)),
-            y::CompoundCommand::For { name, .. } => Some(line_of(&name.location)),
-            y::CompoundCommand::Case { subject, .. } => Some(line_of(&subject.location)),
-        },
-        y::Command::Function(f) => Some(line_of(&f.name.location)),
-    }
 }
 
 /// `$'...'` with its escapes applied.
