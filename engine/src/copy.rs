@@ -371,7 +371,9 @@ const RACY_NS: i64 = 20_000_000;
 pub struct CopySource {
     /// Path in the source tree (no leading `/`).
     pub path: String,
-    /// For `--parents`: the part of `path` to keep below the destination.
+    /// The source as written (wildcards matched, no symlink followed): a file copied into a
+    /// folder takes its last component as name, and `--parents` keeps it below the
+    /// destination.
     pub keep: String,
 }
 
@@ -416,7 +418,11 @@ pub fn copy_into(
         } else if meta.is_dir() {
             real_dest.clone()
         } else if into_dir {
-            let name = s.path.rsplit('/').next().unwrap_or(&s.path);
+            // Named as the source was written, also when it is a symlink that was followed
+            // (BuildKit's `filepath.Base(src)`).
+            let written = s.keep.trim_end_matches('/');
+            let written = if written.is_empty() { &s.path } else { written };
+            let name = written.rsplit('/').next().unwrap_or(written);
             real_dest.join(name)
         } else {
             real_dest.clone()
@@ -633,7 +639,9 @@ impl<'a> Writer<'a> {
         self.upper
             .set_permissions(
                 p.rel(),
-                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode)),
+                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(real_mode(
+                    mode,
+                ))),
             )
             .map_err(Self::werr(p))?;
         if let Some((s, ns)) = mtime {
@@ -857,7 +865,7 @@ impl<'a> Writer<'a> {
                 to: &target,
             })?;
             fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
-            rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode))
+            rustix::fs::fchmod(&sub, Mode::from_raw_mode(real_mode(mode)))
                 .map_err(|err| Self::werr(&target)(err.into()))?;
             fd_times(&sub, mtime).map_err(Self::werr(&target))?;
             self.written += 1;
@@ -952,7 +960,7 @@ impl<'a> Writer<'a> {
             io::copy(&mut i, &mut o).map_err(Self::werr(target))?;
         }
         fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(target))?;
-        rustix::fs::fchmod(&o, Mode::from_raw_mode(mode))
+        rustix::fs::fchmod(&o, Mode::from_raw_mode(real_mode(mode)))
             .map_err(|err| Self::werr(target)(err.into()))?;
         fd_times(&o, mtime).map_err(Self::werr(target))?;
         let settled = meta.ctime() * 1_000_000_000 + meta.ctime_nsec() < self.started_ns - RACY_NS;
@@ -1076,7 +1084,11 @@ impl<'a> Writer<'a> {
             self.upper
                 .symlink(&target, to.rel())
                 .map_err(Self::werr(to))?;
-            set_owner(self.upper, to, uid, gid, 0, false).map_err(Self::werr(to))?;
+            // Without root a symlink keeps kiln's ids, which stand for root: Linux records
+            // nothing on a symlink.
+            if host_is_root() {
+                set_owner(self.upper, to, uid, gid, 0, false).map_err(Self::werr(to))?;
+            }
             let s = self.clamp(meta.mtime());
             set_mtime(self.upper, to, s, meta.mtime_nsec(), true).map_err(Self::werr(to))?;
             self.written += 1;
@@ -1139,7 +1151,24 @@ fn override_value(uid: u32, gid: u32, mode: u32, dir: bool) -> String {
     .to_string()
 }
 
-/// Sets an open file's or folder's owner: for real where allowed, else recorded in
+/// Whether kiln runs as root: only then are owners set for real; otherwise they are recorded
+/// (kiln's own ids standing for root, [`crate::layer::container_owner`]).
+fn host_is_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+}
+
+/// The mode set for real: without root, no setuid or setgid bit (the file would run as kiln's
+/// user); the ownership record keeps the whole mode.
+fn real_mode(mode: u32) -> u32 {
+    if host_is_root() {
+        mode
+    } else {
+        mode & !0o6000
+    }
+}
+
+/// Sets ownership of an open file or folder: for real as root, else recorded in
 /// `user.containers.override_stat`.
 fn fd_owner(
     fd: impl std::os::fd::AsFd,
@@ -1148,22 +1177,27 @@ fn fd_owner(
     mode: u32,
     is_dir: bool,
 ) -> io::Result<()> {
+    let record = |fd: &dyn std::os::fd::AsFd| {
+        let value = override_value(uid, gid, mode, is_dir);
+        rustix::fs::fsetxattr(
+            fd.as_fd(),
+            crate::layer::OVERRIDE_STAT_XATTR,
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        )
+        .map_err(io::Error::from)
+    };
+    if !host_is_root() {
+        return record(&fd);
+    }
     match rustix::fs::fchown(
         &fd,
         Some(rustix::process::Uid::from_raw(uid)),
         Some(rustix::process::Gid::from_raw(gid)),
     ) {
         Ok(()) => Ok(()),
-        Err(rustix::io::Errno::PERM) => {
-            let value = override_value(uid, gid, mode, is_dir);
-            rustix::fs::fsetxattr(
-                &fd,
-                crate::layer::OVERRIDE_STAT_XATTR,
-                value.as_bytes(),
-                rustix::fs::XattrFlags::empty(),
-            )
-            .map_err(io::Error::from)
-        }
+        // An id not mapped into this user namespace.
+        Err(rustix::io::Errno::PERM) => record(&fd),
         Err(e) => Err(e.into()),
     }
 }
@@ -1198,13 +1232,18 @@ fn set_owner(
     is_dir: bool,
 ) -> io::Result<()> {
     with_proc_path(dir, p, |at| {
-        match rustix::fs::chownat(
-            rustix::fs::CWD,
-            at,
-            Some(rustix::process::Uid::from_raw(uid)),
-            Some(rustix::process::Gid::from_raw(gid)),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        ) {
+        let chown = if host_is_root() {
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                at,
+                Some(rustix::process::Uid::from_raw(uid)),
+                Some(rustix::process::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+        } else {
+            Err(rustix::io::Errno::PERM)
+        };
+        match chown {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::PERM) => {
                 let value = override_value(uid, gid, mode, is_dir);

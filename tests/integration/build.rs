@@ -961,3 +961,136 @@ fn a_rebuild_reuses_unchanged_files_without_touching_the_old_snapshot() {
     }
     env.ok(&["fsck"]);
 }
+
+/// kiln run by an unprivileged user (uid and gid 65534, through `setpriv`) with a store of its
+/// own: importing the Debian base gives the same image as root's import (its device nodes,
+/// which the user cannot create, recorded and written back as the same entries), and a
+/// `--isolation=wasi` build on it sees the base's owners, modes and devices, and records the
+/// owners and modes its COPY and RUN set; nothing in the user's store is setuid for real.
+#[test]
+fn an_unprivileged_user_imports_and_builds_the_same_images() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    let tarball = crate::harness::debian_tarball();
+    let import = |cmd: &mut std::process::Command| {
+        let out = cmd
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["import", "-", "debian:bookworm"])
+            .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
+            .output()
+            .expect("spawn kiln");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "import failed: {stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let as_root = import(&mut env.kiln());
+
+    // The user's own folder, reachable through the test's.
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let home = env.path("nobody");
+    env.write(
+        "nobody/ctx/Dockerfile",
+        "FROM debian:bookworm\nCOPY tool /opt/\nCOPY d /opt/d/\n\
+         RUN echo hi > /hi && chown 100:101 /hi && chmod 6755 /hi \
+         && stat -c '%a %u %g %F' /usr/bin/chfn /dev/full > /seen\n",
+    );
+    env.write("nobody/ctx/tool", "#!/bin/sh\n");
+    std::fs::create_dir(home.join("ctx/d")).unwrap();
+    std::os::unix::fs::symlink("../tool", home.join("ctx/d/link")).unwrap();
+    for entry in [
+        "",
+        "ctx",
+        "ctx/Dockerfile",
+        "ctx/tool",
+        "ctx/d",
+        "ctx/d/link",
+    ] {
+        std::os::unix::fs::lchown(home.join(entry), Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    // After the chown, which clears setuid.
+    std::fs::set_permissions(
+        home.join("ctx/tool"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    let nobody = || {
+        let mut cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .env("KILN_ROOT", home.join("store"))
+            .env("KILN_CACHE_DIR", home.join("cache"))
+            .env("HOME", &home)
+            .env("NO_COLOR", "1");
+        cmd
+    };
+    assert_eq!(
+        import(&mut nobody()),
+        as_root,
+        "the same tarball, another image"
+    );
+
+    let out = nobody()
+        .args(["build", "-q", "--isolation=wasi", "-t", "me/rootless"])
+        .arg(home.join("ctx"))
+        .output()
+        .expect("spawn kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "build failed: {stderr}");
+    let tree = image_tree(&home.join("store"), "me/rootless");
+    let hi = &tree["hi"];
+    assert_eq!(
+        (hi.mode, hi.uid, hi.gid, hi.content.as_slice()),
+        (0o6755, 100, 101, &b"hi\n"[..])
+    );
+    let (tool, link) = (&tree["opt/tool"], &tree["opt/d/link"]);
+    assert_eq!((tool.mode, tool.uid, tool.gid), (0o4755, 0, 0));
+    assert_eq!(
+        (link.kind, link.uid, link.content.as_slice()),
+        ('l', 0, &b"../tool"[..])
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tree["seen"].content),
+        "4755 0 0 regular file\n666 0 0 character special file\n"
+    );
+    // Nothing in the user's store is setuid or setgid for real: it would run as that user.
+    let mut setid = Vec::new();
+    let mut stack = vec![home.join("store")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.mode() & 0o6000 != 0 {
+                setid.push(entry.path());
+            }
+        }
+    }
+    assert!(setid.is_empty(), "setuid or setgid on disk: {setid:?}");
+}
+
+/// A source that is a symlink is followed, and its copy keeps the name the source was written
+/// with, as BuildKit does (`filepath.Base(src)`): `COPY tool link /opt/` gives two files. A
+/// symlink inside a copied folder stays a symlink.
+#[test]
+fn copy_follows_a_symlink_source_and_keeps_its_name() {
+    let env = Env::new();
+    let ctx = env.path("ctx");
+    std::fs::create_dir_all(ctx.join("d")).unwrap();
+    std::os::unix::fs::symlink("tool", ctx.join("link")).unwrap();
+    std::os::unix::fs::symlink("../tool", ctx.join("d/l")).unwrap();
+    build(
+        &env,
+        "FROM scratch\nCOPY tool link /opt/\nCOPY link /single\nCOPY d /d/\n",
+        &[("tool", "x\n")],
+        &["-t", "me/links"],
+    );
+    let tree = image_tree(&env.root(), "me/links");
+    for path in ["opt/tool", "opt/link", "single"] {
+        let f = &tree[path];
+        assert_eq!((f.kind, f.content.as_slice()), ('f', &b"x\n"[..]), "{path}");
+    }
+    let l = &tree["d/l"];
+    assert_eq!((l.kind, l.content.as_slice()), ('l', &b"../tool"[..]));
+}

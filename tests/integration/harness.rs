@@ -231,8 +231,8 @@ pub fn debian_base(env: &Env) {
     debian_base_in(&env.root());
 }
 
-/// Imports the Debian base into the store at `root` as `debian:bookworm`.
-pub fn debian_base_in(root: &Path) {
+/// The Debian base tarball that `scripts/make-debian-base --tarball` caches.
+pub fn debian_tarball() -> PathBuf {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|h| h.join(".cache")))
@@ -242,6 +242,12 @@ pub fn debian_base_in(root: &Path) {
         tarball.is_file(),
         "the Debian base tarball is missing: run scripts/make-debian-base --tarball (.ci/run does)"
     );
+    tarball
+}
+
+/// Imports the Debian base into the store at `root` as `debian:bookworm`.
+pub fn debian_base_in(root: &Path) {
+    let tarball = debian_tarball();
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(root)

@@ -7,6 +7,27 @@
 //! the type is optional and anything after the fourth field is ignored.
 
 use std::fmt;
+use std::sync::OnceLock;
+
+/// The owner an object's real owner stands for where it has no override record. As root,
+/// itself. Otherwise kiln's own uid and gid stand for root, as in a user namespace that maps
+/// one id: kiln can give nothing another owner for real, so what it made and could not record
+/// (a symlink, since Linux takes no user xattrs on one) belongs to root, like the rest of a
+/// layer usually does. Other ids are themselves.
+pub fn container_owner(uid: u32, gid: u32) -> (u32, u32) {
+    static SELF: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    let me = *SELF.get_or_init(|| {
+        let uid = rustix::process::geteuid();
+        (!uid.is_root()).then(|| (uid.as_raw(), rustix::process::getegid().as_raw()))
+    });
+    match me {
+        Some((my_uid, my_gid)) => (
+            if uid == my_uid { 0 } else { uid },
+            if gid == my_gid { 0 } else { gid },
+        ),
+        None => (uid, gid),
+    }
+}
 
 /// The file type an override records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -615,7 +615,7 @@ impl Ctx<'_> {
             return Ok(false);
         }
         if !self.is_root {
-            return Ok((uid, gid) != (self.euid, self.egid));
+            return Ok((uid, gid) != super::container_owner(self.euid, self.egid));
         }
         if existing.is_some_and(|st| (st.st_uid, st.st_gid) == (uid, gid)) {
             return Ok(false);
@@ -643,14 +643,16 @@ impl Ctx<'_> {
         let mut real = want.mode;
         if !self.is_root {
             // Without CAP_DAC_OVERRIDE a 0500 directory could not be filled, nor a 0000 file
-            // archived later; keep owner access and record the real mode instead.
+            // archived later; keep owner access and record the real mode instead. Nor does a
+            // file become setuid or setgid for real: it would run as kiln's user.
             let need = if kind == OverrideType::Dir {
                 0o700
             } else {
                 0o600
             };
-            if real & need != need {
-                real |= need;
+            let kept = (real & !0o6000) | need;
+            if kept != real {
+                real = kept;
                 record = true;
             }
         }
@@ -671,7 +673,7 @@ impl Ctx<'_> {
             }
         } else {
             if !self.opts.same_owner {
-                (want.uid, want.gid) = (self.euid, self.egid);
+                (want.uid, want.gid) = super::container_owner(self.euid, self.egid);
             }
             let value = want.to_string();
             let mut current = [0u8; 64];

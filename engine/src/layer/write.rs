@@ -48,7 +48,8 @@ pub struct LayerTar {
 /// - whiteouts (0:0 character devices, or `.wh.<name>` regular files) become `.wh.<name>`
 ///   entries and opaque directories (`user.overlay.opaque=y`, or a `.wh..wh..opq` regular file)
 ///   get a `.wh..wh..opq` entry; markers carry mode 0, owner 0:0 and mtime 0;
-/// - `user.containers.override_stat`, when present, supplies uid, gid, mode and type;
+/// - `user.containers.override_stat`, when present, supplies uid, gid, mode and type; without
+///   one, a non-root kiln's own uid and gid are written as 0 ([`super::container_owner`]);
 /// - the second and later paths of an inode (same device and inode number) are hardlink entries
 ///   to the first in tar order;
 /// - sockets are skipped, as Docker does; xattrs are read from files and directories only
@@ -487,10 +488,11 @@ impl<S: ChunkSink> TarWriter<S> {
     fn node(&mut self, dir: BorrowedFd<'_>, name: &[u8], st: &Stat) -> Result<(), LayerError> {
         let ft = FileType::from_raw_mode(st.st_mode);
         let full = [&self.path[..], name].concat();
+        let (uid, gid) = super::container_owner(st.st_uid, st.st_gid);
         let base = Base {
             mode: st.st_mode & 0o7777,
-            uid: st.st_uid,
-            gid: st.st_gid,
+            uid,
+            gid,
             mtime: self.clamp(st.st_mtime),
         };
         match ft {

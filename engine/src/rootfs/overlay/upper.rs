@@ -97,11 +97,14 @@ pub(super) fn guest_owner(st: &Stat, ov: Option<&OverrideStat>) -> Owner {
             gid: o.gid,
             mode: o.mode,
         },
-        None => Owner {
-            uid: st.st_uid,
-            gid: st.st_gid,
-            mode: st.st_mode & 0o7777,
-        },
+        None => {
+            let (uid, gid) = crate::layer::container_owner(st.st_uid, st.st_gid);
+            Owner {
+                uid,
+                gid,
+                mode: st.st_mode & 0o7777,
+            }
+        }
     }
 }
 
@@ -159,7 +162,8 @@ fn copy_xattrs(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, caps: bool) -> io::Resu
 impl Overlay {
     /// Gives the open upper file or directory `fd` the guest-visible owner and mode `want`:
     /// for real as far as the host allows (a non-root host keeps owner read/write, and search
-    /// on directories, so it can still work on it), and records `want` in
+    /// on directories, so it can still work on it, and sets no setuid or setgid bit), and
+    /// records `want` in
     /// `user.containers.override_stat` whenever the real values differ. In a bind mount
     /// ([`Record::Bind`]) the change is made for real or fails, as it would on the host.
     pub(super) fn set_owner_mode(
@@ -171,8 +175,9 @@ impl Overlay {
         path: &ContainerPath,
     ) -> Result<(), VfsError> {
         let cur = rustix::fs::fstat(fd).map_err(VfsError::host("stat", path))?;
+        let real_owner = crate::layer::container_owner(cur.st_uid, cur.st_gid);
         if let Record::Bind { new } = record {
-            if (cur.st_uid, cur.st_gid) != (want.uid, want.gid) && (self.host.root || !new) {
+            if real_owner != (want.uid, want.gid) && (self.host.root || !new) {
                 rustix::fs::fchown(
                     fd,
                     Some(Uid::from_raw(want.uid)),
@@ -186,7 +191,7 @@ impl Overlay {
             }
             return Ok(());
         }
-        let (mut uid, mut gid) = (cur.st_uid, cur.st_gid);
+        let (mut uid, mut gid) = real_owner;
         let mut chowned = false;
         if self.host.root && (uid, gid) != (want.uid, want.gid) {
             match rustix::fs::fchown(
@@ -204,10 +209,11 @@ impl Overlay {
             }
         }
         let need = if dir { 0o700 } else { 0o600 };
+        // Not root: nothing becomes setuid or setgid for real (it would run as kiln's user).
         let real = if self.host.root {
             want.mode
         } else {
-            want.mode | need
+            (want.mode & !0o6000) | need
         };
         if chowned || cur.st_mode & 0o7777 != real {
             rustix::fs::fchmod(fd, Mode::from_raw_mode(real))
