@@ -684,17 +684,10 @@ impl<'a> Conv<'a> {
                     Some(self.line(&name.location)),
                 )
             }
-            y::CompoundCommand::While { condition, body } => (
+            y::CompoundCommand::While { condition, body }
+            | y::CompoundCommand::Until { condition, body } => (
                 Compound::While {
-                    until: false,
-                    cond: self.list(condition)?,
-                    body: self.list(body)?,
-                },
-                self.first_line(condition),
-            ),
-            y::CompoundCommand::Until { condition, body } => (
-                Compound::While {
-                    until: true,
+                    until: matches!(full.command, y::CompoundCommand::Until { .. }),
                     cond: self.list(condition)?,
                     body: self.list(body)?,
                 },
@@ -1179,6 +1172,18 @@ mod tests {
             }))]
         );
         assert_eq!((c.redirs[0].fd, c.redirs[0].op), (2, RedirOp::DupOut));
+        for (s, until) in [
+            ("while a; do b; done", false),
+            ("until a; do b; done", true),
+        ] {
+            let Command::Compound { body, .. } = first(s) else {
+                panic!("{s} is not compound");
+            };
+            assert!(
+                matches!(*body, Compound::While { until: u, .. } if u == until),
+                "{s}"
+            );
+        }
     }
 
     #[test]
