@@ -92,6 +92,8 @@ struct Feed {
     verbose: bool,
     /// PS1 and PS2, when the shell is interactive.
     prompts: Option<(Bytes, Bytes)>,
+    /// The last line read ended in a line continuation.
+    continued: bool,
 }
 
 /// The lines yash asks for, one at a time.
@@ -129,11 +131,25 @@ impl yash_syntax::input::Input for Lines {
         }
         // dash drops NUL bytes from its input.
         line.retain(|&c| c != 0);
-        // A last line without its newline reads as if it had one (and yash 0.21's lexer
-        // panics on `${` right at the end of the input).
-        if !line.is_empty() && line.last() != Some(&b'\n') {
+        // Nothing is read past the end of the input (yash 0.21's lexer panics on `${` there):
+        // a last line without its newline reads as if it had one, and an input that ends in a
+        // line continuation gets an empty line.
+        if line.is_empty() {
+            if std::mem::take(&mut feed.continued) {
+                return Ok("\n".to_owned());
+            }
+            return Ok(String::new());
+        }
+        if line.last() != Some(&b'\n') {
             line.push(b'\n');
         }
+        let backslashes = line
+            .iter()
+            .rev()
+            .skip(1)
+            .take_while(|&&c| c == b'\\')
+            .count();
+        feed.continued = backslashes % 2 == 1;
         Ok(decode(&line))
     }
 }
@@ -218,6 +234,7 @@ impl Parser {
             replay: VecDeque::new(),
             verbose: false,
             prompts: None,
+            continued: false,
         }));
         Parser {
             lexer: lexer(&feed, u64::from(first_line)),
@@ -1343,6 +1360,10 @@ mod tests {
             "9999999999999999999>x",
             "{a}>x",
             "function",
+            "${#\\",
+            "echo ${\\\n",
+            "<<\\($(%${#\\",
+            "cat <<'E'\nx\\",
         ];
         for s in samples {
             let _ = parse(s);
