@@ -639,9 +639,9 @@ impl<'a> Writer<'a> {
         self.upper
             .set_permissions(
                 p.rel(),
-                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(real_mode(
-                    mode,
-                ))),
+                cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(
+                    crate::layer::real_mode(mode),
+                )),
             )
             .map_err(Self::werr(p))?;
         if let Some((s, ns)) = mtime {
@@ -865,7 +865,7 @@ impl<'a> Writer<'a> {
                 to: &target,
             })?;
             fd_owner(&sub, uid, gid, mode, true).map_err(Self::werr(&target))?;
-            rustix::fs::fchmod(&sub, Mode::from_raw_mode(real_mode(mode)))
+            rustix::fs::fchmod(&sub, Mode::from_raw_mode(crate::layer::real_mode(mode)))
                 .map_err(|err| Self::werr(&target)(err.into()))?;
             fd_times(&sub, mtime).map_err(Self::werr(&target))?;
             self.written += 1;
@@ -960,7 +960,7 @@ impl<'a> Writer<'a> {
             io::copy(&mut i, &mut o).map_err(Self::werr(target))?;
         }
         fd_owner(&o, uid, gid, mode, false).map_err(Self::werr(target))?;
-        rustix::fs::fchmod(&o, Mode::from_raw_mode(real_mode(mode)))
+        rustix::fs::fchmod(&o, Mode::from_raw_mode(crate::layer::real_mode(mode)))
             .map_err(|err| Self::werr(target)(err.into()))?;
         fd_times(&o, mtime).map_err(Self::werr(target))?;
         let settled = meta.ctime() * 1_000_000_000 + meta.ctime_nsec() < self.started_ns - RACY_NS;
@@ -1086,7 +1086,7 @@ impl<'a> Writer<'a> {
                 .map_err(Self::werr(to))?;
             // Without root a symlink keeps kiln's ids, which stand for root: Linux records
             // nothing on a symlink.
-            if host_is_root() {
+            if crate::layer::host_is_root() {
                 set_owner(self.upper, to, uid, gid, 0, false).map_err(Self::werr(to))?;
             }
             let s = self.clamp(meta.mtime());
@@ -1151,23 +1151,6 @@ fn override_value(uid: u32, gid: u32, mode: u32, dir: bool) -> String {
     .to_string()
 }
 
-/// Whether kiln runs as root: only then are owners set for real; otherwise they are recorded
-/// (kiln's own ids standing for root, [`crate::layer::container_owner`]).
-fn host_is_root() -> bool {
-    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
-}
-
-/// The mode set for real: without root, no setuid or setgid bit (the file would run as kiln's
-/// user); the ownership record keeps the whole mode.
-fn real_mode(mode: u32) -> u32 {
-    if host_is_root() {
-        mode
-    } else {
-        mode & !0o6000
-    }
-}
-
 /// Sets ownership of an open file or folder: for real as root, else recorded in
 /// `user.containers.override_stat`.
 fn fd_owner(
@@ -1187,7 +1170,7 @@ fn fd_owner(
         )
         .map_err(io::Error::from)
     };
-    if !host_is_root() {
+    if !crate::layer::host_is_root() {
         return record(&fd);
     }
     match rustix::fs::fchown(
@@ -1232,7 +1215,7 @@ fn set_owner(
     is_dir: bool,
 ) -> io::Result<()> {
     with_proc_path(dir, p, |at| {
-        let chown = if host_is_root() {
+        let chown = if crate::layer::host_is_root() {
             rustix::fs::chownat(
                 rustix::fs::CWD,
                 at,

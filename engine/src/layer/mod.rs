@@ -28,7 +28,7 @@ mod write;
 use std::io;
 
 pub use compress::{compress, decompress_auto, CompressedBlob, Compression, Decompressor, Format};
-pub use override_stat::{container_owner, OverrideStat, OverrideType};
+pub use override_stat::{container_owner, host_is_root, real_mode, OverrideStat, OverrideType};
 pub use reader::Limits;
 pub use unpack::{unpack_layer, UnpackOptions, UnpackStats, Whiteouts};
 pub use write::{write_layer, write_layer_pipelined, LayerTar};

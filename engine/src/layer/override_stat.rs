@@ -9,23 +9,41 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+/// Whether kiln runs as root, so it can give objects any owner and mode for real.
+pub fn host_is_root() -> bool {
+    static ROOT: OnceLock<bool> = OnceLock::new();
+    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+}
+
 /// The owner an object's real owner stands for where it has no override record. As root,
 /// itself. Otherwise kiln's own uid and gid stand for root, as in a user namespace that maps
 /// one id: kiln can give nothing another owner for real, so what it made and could not record
 /// (a symlink, since Linux takes no user xattrs on one) belongs to root, like the rest of a
 /// layer usually does. Other ids are themselves.
 pub fn container_owner(uid: u32, gid: u32) -> (u32, u32) {
-    static SELF: OnceLock<Option<(u32, u32)>> = OnceLock::new();
-    let me = *SELF.get_or_init(|| {
-        let uid = rustix::process::geteuid();
-        (!uid.is_root()).then(|| (uid.as_raw(), rustix::process::getegid().as_raw()))
+    static IDS: OnceLock<(u32, u32)> = OnceLock::new();
+    if host_is_root() {
+        return (uid, gid);
+    }
+    let (my_uid, my_gid) = *IDS.get_or_init(|| {
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
     });
-    match me {
-        Some((my_uid, my_gid)) => (
-            if uid == my_uid { 0 } else { uid },
-            if gid == my_gid { 0 } else { gid },
-        ),
-        None => (uid, gid),
+    (
+        if uid == my_uid { 0 } else { uid },
+        if gid == my_gid { 0 } else { gid },
+    )
+}
+
+/// The mode kiln gives an object for real: without root, no setuid or setgid bit (the file
+/// would run as kiln's user); the override record keeps the whole mode.
+pub fn real_mode(mode: u32) -> u32 {
+    if host_is_root() {
+        mode
+    } else {
+        mode & !0o6000
     }
 }
 

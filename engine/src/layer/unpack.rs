@@ -650,7 +650,7 @@ impl Ctx<'_> {
             } else {
                 0o600
             };
-            let kept = (real & !0o6000) | need;
+            let kept = super::real_mode(real) | need;
             if kept != real {
                 real = kept;
                 record = true;

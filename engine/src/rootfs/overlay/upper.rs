@@ -213,7 +213,7 @@ impl Overlay {
         let real = if self.host.root {
             want.mode
         } else {
-            (want.mode & !0o6000) | need
+            crate::layer::real_mode(want.mode) | need
         };
         if chowned || cur.st_mode & 0o7777 != real {
             rustix::fs::fchmod(fd, Mode::from_raw_mode(real))
