@@ -358,8 +358,12 @@ fn edit_for(e: &YashError) -> Option<Fail> {
                 .skip(delimiter.range.start)
                 .take(delimiter.range.len())
                 .collect();
-            let delimiter = raw.parse::<y::Word>().ok()?.unquote().0;
-            return Some(Fail::Edit(code, Edit::Append(delimiter + "\n")));
+            let line = raw.parse::<y::Word>().ok()?.unquote().0 + "\n";
+            // Added already, and the body is still open (a delimiter no line can match).
+            if code.value.borrow().ends_with(&format!("\n{line}")) {
+                return None;
+            }
+            return Some(Fail::Edit(code, Edit::Append(line)));
         }
         // `[[` and `function` are reserved words for yash and ordinary command names for dash:
         // quoted, they are names for yash too.
@@ -1364,6 +1368,7 @@ mod tests {
             "echo ${\\\n",
             "<<\\($(%${#\\",
             "cat <<'E'\nx\\",
+            "cat <<'a\nb'\nx",
         ];
         for s in samples {
             let _ = parse(s);
