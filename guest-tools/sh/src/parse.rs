@@ -2,8 +2,8 @@
 //! time, with the aliases defined so far, pulling lines from the input only as it needs them (so
 //! a command that reads stdin gets what follows it, and a syntax error stops the script only
 //! where it is). This module feeds it, turns its syntax tree into the executor's (`ast.rs`),
-//! keeps dash's answers where yash accepts more (arrays, `;&`, `>>|`, `<<<`), and words errors
-//! the way dash does.
+//! keeps dash's answers where yash accepts more (arrays, `;&`, `>>|`, `<<<`), edits the text
+//! where yash reads it differently (see `Edit`), and words errors the way dash does.
 //!
 //! Shell text is bytes and yash reads `char`s: a byte that is not part of valid UTF-8 travels
 //! through the parser as a private-use character (`U+10FF00` + byte) and comes back as itself.
@@ -461,14 +461,10 @@ fn error(e: &YashError) -> ParseError {
             .take(e.location.range.len())
             .collect()
     };
-    let unexpected = if token.is_empty() || token == "\n" {
-        if token.is_empty() {
-            "end of file unexpected".to_owned()
-        } else {
-            "newline unexpected".to_owned()
-        }
-    } else {
-        format!("\"{token}\" unexpected")
+    let unexpected = match token.as_str() {
+        "" => "end of file unexpected".to_owned(),
+        "\n" => "newline unexpected".to_owned(),
+        t => format!("\"{t}\" unexpected"),
     };
     let expecting = |what: &str| format!("{unexpected} (expecting \"{what}\")");
     let msg = match &e.cause {
