@@ -40,6 +40,10 @@ fn required_spec_files_pass_through_kiln_debug_sh() {
         // POSIX 2024's pipefail and `source`, which kiln's sh has and dash 0.5.12 lacks.
         .arg("--accept-default")
         .args(["-j", "2"])
+        // The runner's 5 s per case is for an idle machine; CI runs this beside the other tests.
+        .args(["--timeout", "30"])
+        // A failure prints its case, expected and actual output.
+        .arg("-v")
         .args(&files)
         .output()
         .expect("run python3");
