@@ -474,6 +474,8 @@ pub fn wait(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<R
         let status = loop {
             let ended_here = hub.exits.load(Ordering::SeqCst) > exits;
             match t.containers.get(&key) {
+                // Removed (`--rm`) before the run's end was told to the hub: wait for it.
+                Err(_) if hub.is_running() => {}
                 Err(_) => break hub.last_status.lock().map_or(0, |s| *s),
                 Ok(now) => {
                     let stopped = !now.is_running() && !hub.is_running();
