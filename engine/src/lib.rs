@@ -22,6 +22,7 @@ pub mod layer;
 pub mod progress;
 pub mod reference;
 pub mod rootfs;
+pub mod rootless;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -10,6 +10,15 @@ use clap::Parser;
 use kiln::cli::{self, Cli, Printer};
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: a user with subordinate ids runs kiln in its own
+    // user namespace.
+    match kiln::rootless::enter() {
+        kiln::rootless::Entered::Here => {}
+        kiln::rootless::Entered::Ran(code) => return ExitCode::from(code),
+        kiln::rootless::Entered::Failed(e) => {
+            eprintln!("kiln: warning: no user namespace of its own ({e}): ownership is recorded, not set, and Linux programs cannot run");
+        }
+    }
     let args = Cli::parse();
     let mut printer = Printer::new();
     match cli::run(args, &mut printer) {

@@ -553,6 +553,137 @@ fn debian_binaries_run_in_the_native_sandbox_and_the_layer_keeps_container_owner
     assert_eq!(content(&tree, "nnp").split_whitespace().last(), Some("1"));
 }
 
+/// Rootless with subordinate ids: user `nobody`, granted 65,536 ids from 200000 by
+/// `/etc/subuid` and `/etc/subgid` (bind-mounted for this test in a private mount namespace),
+/// imports the Debian base as root does and builds with Linux programs in the native sandbox:
+/// `apt-get` drops to `_apt`, `useradd`, `su`, `chown` and setuid bits work, and the layers
+/// record the container's owners, which the store keeps for real on the subordinate ids.
+#[test]
+fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    const BASE: u32 = 200_000;
+    let env = Env::new();
+    let tarball = crate::harness::debian_tarball();
+    for helper in [
+        "/usr/bin/newuidmap",
+        "/usr/bin/newgidmap",
+        "/usr/bin/setpriv",
+    ] {
+        assert!(
+            std::path::Path::new(helper).is_file(),
+            "{helper} is missing: install Debian's uidmap and util-linux (.ci/run does)"
+        );
+    }
+    // The files to bind over; a machine that never had a subordinate id may lack them.
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if !std::path::Path::new(f).exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
+    let grant = env.write("subid", format!("nobody:{BASE}:65536\n"));
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&grant, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let home = env.path("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
+                 exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"",
+            )
+            .arg(&grant)
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", home.join("store"))
+            .env("KILN_CACHE_DIR", home.join("cache"))
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("SOURCE_DATE_EPOCH", "0");
+        cmd
+    };
+    let import = |mut cmd: std::process::Command| {
+        let out = cmd
+            .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
+            .output()
+            .expect("spawn kiln");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "import failed: {stderr}");
+        assert!(stderr.is_empty(), "import said: {stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut as_root = env.kiln();
+    as_root
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args(["import", "-", "debian:bookworm"]);
+    assert_eq!(
+        import(nobody(&["import", "-", "debian:bookworm"])),
+        import(as_root),
+        "the same tarball, another image"
+    );
+    let ctx = home.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends hello\n\
+         RUN useradd -m bob && su bob -c 'echo mine > /home/bob/f' && rm /etc/motd \\\n\
+             && echo x > /x && chown 100:101 /x && chmod 4755 /x && id -u > /uid\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = nobody(&[
+        "build",
+        "--progress=plain",
+        "--network=host",
+        "-t",
+        "me/rootless",
+    ])
+    .arg(&ctx)
+    .output()
+    .expect("spawn kiln");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}",
+        &err[err.len().saturating_sub(3000)..]
+    );
+    assert!(
+        err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
+        "{err}"
+    );
+    let tree = image_tree(&home.join("store"), "me/rootless");
+    assert!(
+        tree.contains_key("usr/bin/hello"),
+        "apt-get installed hello"
+    );
+    let bob = &tree["home/bob"];
+    assert_eq!((bob.uid, bob.gid, bob.mode), (1000, 1000, 0o755));
+    assert_eq!(tree["home/bob/f"].uid, 1000);
+    assert_eq!(content(&tree, "home/bob/f"), "mine\n");
+    assert_eq!((tree["etc/shadow"].uid, tree["etc/shadow"].gid), (0, 42));
+    let x = &tree["x"];
+    assert_eq!((x.uid, x.gid, x.mode), (100, 101, 0o4755));
+    assert_eq!(content(&tree, "uid"), "0\n");
+    assert!(!tree.contains_key("etc/motd"), "deleted through a whiteout");
+    // Owners are real on disk: container id N is host id BASE + N - 1, and root the user.
+    let snapshots = home.join("store/kiln/snapshots");
+    let mut owners = std::collections::BTreeSet::new();
+    for snap in std::fs::read_dir(&snapshots).unwrap() {
+        let shadow = snap.unwrap().path().join("rootfs/etc/shadow");
+        if let Ok(m) = std::fs::symlink_metadata(&shadow) {
+            owners.insert((m.uid(), m.gid()));
+        }
+    }
+    assert_eq!(
+        owners,
+        [(NOBODY, BASE + 42 - 1)].into(),
+        "root:shadow on disk"
+    );
+}
+
 #[test]
 fn apt_without_network_fails_and_says_how_to_get_one() {
     let env = Env::new();

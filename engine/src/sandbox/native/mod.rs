@@ -18,13 +18,17 @@
 //! Failures before `execve` come back as `(step, errno)` on a close-on-exec pipe.
 //!
 //! # Identity
-//! Container ids 0..65535 are mapped onto the fixed host range [`HOST_ID_BASE`]`..+65536`
-//! (as root; rootless mode is not implemented). Files keep *container* ids on disk through
-//! **idmapped mounts**: the parent makes a throwaway user namespace with the same mapping and
-//! clones each lower (read-only) and the folder holding upper and work with
+//! As root, container ids 0..65535 are mapped onto the fixed host range
+//! [`HOST_ID_BASE`]`..+65536`. Files keep *container* ids on disk through **idmapped
+//! mounts**: the parent makes a throwaway user namespace with the same mapping and clones each
+//! lower (read-only) and the folder holding upper and work with
 //! `open_tree(OPEN_TREE_CLONE)` + `mount_setattr(MOUNT_ATTR_IDMAP)`. Container root (host
 //! 100000) then owns what is 0 on disk and whatever a container uid N creates is N on disk.
 //! There is no fallback when idmapped mounts fail: the run fails with the reason.
+//!
+//! Rootless, kiln runs in a user namespace of its own ([`crate::rootless`]) whose ids are the
+//! container's: the sandbox's namespace maps them onto themselves and the clones are plain
+//! (idmapping needs root in the initial namespace). Container root is then the user.
 //!
 //! # Mounts
 //! Init attaches those detached mounts in a scratch tmpfs (mounted over `/tmp` in its own,
@@ -182,7 +186,11 @@ fn host(op: impl Into<String>) -> impl FnOnce(io::Error) -> NativeError {
 /// Whether this host can run the native sandbox, with the reason when not.
 pub fn available() -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
-        return Err("the native sandbox needs root (rootless mode is not implemented)".into());
+        return Err(
+            "the native sandbox needs root, or subordinate ids for kiln's user \
+             (/etc/subuid and /etc/subgid, and Debian's uidmap)"
+                .into(),
+        );
     }
     let fs =
         fs::read_to_string("/proc/filesystems").map_err(|e| format!("/proc/filesystems: {e}"))?;
@@ -279,10 +287,43 @@ fn common_base(a: &Path, b: &Path) -> (PathBuf, String, String) {
     (base, rel(&ac[n..]), rel(&bc[n..]))
 }
 
-fn write_id_maps(pid: libc::pid_t) -> io::Result<()> {
-    let map = format!("0 {HOST_ID_BASE} {ID_COUNT}\n");
-    fs::write(format!("/proc/{pid}/uid_map"), &map)?;
-    fs::write(format!("/proc/{pid}/gid_map"), &map)
+/// How container ids meet the files' owners ([module doc](self#identity)).
+#[derive(Debug, Clone, Copy)]
+enum Ids {
+    /// Onto [`HOST_ID_BASE`], with idmapped mounts (kiln in the initial user namespace).
+    Shifted,
+    /// Onto themselves, this many (kiln in a user namespace of its own).
+    Same(u32),
+}
+
+impl Ids {
+    fn here() -> Ids {
+        match crate::rootless::namespace_ids() {
+            None => Ids::Shifted,
+            Some(n) => Ids::Same(n.min(ID_COUNT)),
+        }
+    }
+
+    fn count(self) -> u32 {
+        match self {
+            Ids::Shifted => ID_COUNT,
+            Ids::Same(n) => n,
+        }
+    }
+}
+
+fn write_id_maps(pid: libc::pid_t, ids: Ids) -> io::Result<()> {
+    for kind in ["uid_map", "gid_map"] {
+        let map = match ids {
+            Ids::Shifted => format!("0 {HOST_ID_BASE} {ID_COUNT}\n"),
+            // Line by line as kiln's own map: an extent must lie within one of the parent's.
+            Ids::Same(n) => {
+                crate::rootless::identity_map(&fs::read_to_string(format!("/proc/self/{kind}"))?, n)
+            }
+        };
+        fs::write(format!("/proc/{pid}/{kind}"), &map)?;
+    }
+    Ok(())
 }
 
 /// A user namespace with the sandbox's mapping, for idmapped mounts.
@@ -294,7 +335,7 @@ fn idmap_userns() -> Result<OwnedFd, NativeError> {
     let child =
         unsafe { sys::clone_into(libc::CLONE_NEWUSER as u64, || sys::hold_until_written(rfd)) }
             .map_err(host("clone a user namespace"))?;
-    let ns = write_id_maps(child.pid)
+    let ns = write_id_maps(child.pid, Ids::Shifted)
         .and_then(|()| fs::File::open(format!("/proc/{}/ns/user", child.pid)))
         .map(OwnedFd::from);
     // Other processes cloned meanwhile may hold copies of `w`: write rather than close.
@@ -374,9 +415,11 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
             "hostname {hostname:?} is too long"
         )));
     }
-    if uid >= ID_COUNT || gid >= ID_COUNT {
+    let ids = Ids::here();
+    if uid >= ids.count() || gid >= ids.count() {
         return Err(NativeError::Invalid(format!(
-            "user {uid}:{gid} is outside the mapped range 0..{ID_COUNT}"
+            "user {uid}:{gid} is outside the mapped range 0..{}",
+            ids.count()
         )));
     }
     let dirs = cwd_dirs(&cwd)?;
@@ -434,24 +477,26 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         })
         .collect();
 
-    // The idmapped layer mounts.
-    let userns = idmap_userns()?;
+    // The layer mounts: idmapped, or plain in kiln's own namespace.
+    let userns = match ids {
+        Ids::Shifted => Some(idmap_userns()?),
+        Ids::Same(_) => None,
+    };
+    let clone = |path: &Path, readonly: bool| {
+        sys::mount_clone(path, userns.as_ref().map(AsFd::as_fd), readonly)
+    };
     let lower_fds = lowers
         .iter()
-        .map(|l| {
-            sys::idmapped_clone(l, userns.as_fd(), true)
-                .map_err(host(format!("idmapped mount of {}", l.display())))
-        })
+        .map(|l| clone(l, true).map_err(host(format!("mount of {}", l.display()))))
         .collect::<Result<Vec<_>, _>>()?;
     let mut bind_fds = Vec::new();
     for b in &binds {
-        let fd = sys::idmapped_clone(&b.host, userns.as_fd(), b.readonly)
+        let fd = clone(&b.host, b.readonly)
             .map_err(host(format!("bind mount of {}", b.host.display())))?;
         bind_fds.push((fd, cwd_dirs(&b.target)?));
     }
     let (base, upper_rel, work_rel) = common_base(&upper, &work);
-    let base_fd = sys::idmapped_clone(&base, userns.as_fd(), false)
-        .map_err(host(format!("idmapped mount of {}", base.display())))?;
+    let base_fd = clone(&base, false).map_err(host(format!("mount of {}", base.display())))?;
     drop(userns);
 
     let input = PlanInput {
@@ -531,8 +576,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         &limits,
         &cgroups,
         (stdio, extra_fds),
-        lower_fds,
-        base_fd,
+        (lower_fds, base_fd, ids),
         control.as_ref(),
     );
     if let Some((_, theirs, relay)) = console {
@@ -601,8 +645,7 @@ fn start_and_wait(
     limits: &Limits,
     cgroups: &cgroup::Cgroups,
     fds: ([OwnedFd; 3], Vec<(u32, OwnedFd)>),
-    lower_fds: Vec<OwnedFd>,
-    base_fd: OwnedFd,
+    (lower_fds, base_fd, ids): (Vec<OwnedFd>, OwnedFd, Ids),
     control: Option<&(RunControl, bool)>,
 ) -> Result<(i32, bool), NativeError> {
     let cloexec = rustix::pipe::PipeFlags::CLOEXEC;
@@ -661,7 +704,7 @@ fn start_and_wait(
     drop((sync_r, report_w, fds, lower_fds, base_fd));
     // Held open until init ends: init takes a hang-up for the death of this process.
     let mut sync_w = fs::File::from(sync_w);
-    let released = write_id_maps(child.pid)
+    let released = write_id_maps(child.pid, ids)
         .map_err(host("write the sandbox's id maps"))
         .and_then(|()| {
             cgroups

@@ -500,7 +500,8 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         if libc::read(cfg.sync, (&raw mut byte).cast(), 1) != 1 {
             libc::_exit(125);
         }
-        // Still host root (unmapped here): become the namespace's root, host HOST_ID_BASE.
+        // Still unmapped here: become the namespace's root (host HOST_ID_BASE as root; kiln's
+        // user rootless).
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) < 0
             || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) < 0
@@ -968,11 +969,11 @@ pub(crate) unsafe fn clone_into(
     })
 }
 
-/// Makes a detached clone of the mount at `path` whose ids are shifted through `userns`'s
-/// mapping (on-disk id N is container id N), read-only when `readonly`.
-pub(crate) fn idmapped_clone(
+/// Makes a detached clone of the mount at `path`, read-only when `readonly`, and with its ids
+/// shifted through `userns`'s mapping when given one (on-disk id N is container id N).
+pub(crate) fn mount_clone(
     path: &Path,
-    userns: BorrowedFd<'_>,
+    userns: Option<BorrowedFd<'_>>,
     readonly: bool,
 ) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
@@ -989,15 +990,21 @@ pub(crate) fn idmapped_clone(
     let fd = check_fd(r).map_err(io::Error::from_raw_os_error)?;
     // SAFETY: a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let mut set = libc::MOUNT_ATTR_IDMAP;
+    let mut set = 0;
+    if userns.is_some() {
+        set |= libc::MOUNT_ATTR_IDMAP;
+    }
     if readonly {
         set |= libc::MOUNT_ATTR_RDONLY;
+    }
+    if set == 0 {
+        return Ok(fd);
     }
     let attr = libc::mount_attr {
         attr_set: set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     // SAFETY: mount_setattr(2) on our descriptor with a live mount_attr.
     let r = unsafe {
