@@ -991,6 +991,7 @@ impl Run<'_> {
             binds: mounted.binds.clone(),
             terminal: None,
             stdin: None,
+            orphans: crate::sandbox::Orphans::Killed,
         };
         let index = self.step;
         let progress = self.progress;

@@ -62,7 +62,9 @@ pub fn run(args: &DebugArgs, printer: &mut Printer) -> anyhow::Result<u8> {
 
 fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     use crate::rootfs::{ContainerPath, Creds};
-    use crate::sandbox::{Isolation, Limits, NetworkMode, Rootfs, RunSpec, Sandbox, StdioMode};
+    use crate::sandbox::{
+        Isolation, Limits, NetworkMode, Orphans, Rootfs, RunSpec, Sandbox, StdioMode,
+    };
     // The upper (and the native sandbox's work folders beside it) must not be inside the host's
     // root filesystem, which is the lower: the kernel's overlayfs refuses that. /dev/shm is a
     // tmpfs of its own.
@@ -106,6 +108,8 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
         stdin: None,
         network: NetworkMode::None,
         hostname: "kiln-debug".to_owned(),
+        // A script's background jobs finish and write, as under a shell on the host.
+        orphans: Orphans::Awaited,
     };
     let sandbox = Sandbox::new();
     let rootfs = Rootfs {

@@ -230,6 +230,7 @@ fn run_locked(
             Attach::Remote(r) => r.stdin.clone(),
             _ => None,
         },
+        orphans: crate::sandbox::Orphans::Killed,
     };
     let mut spec = spec;
     let rootfs = Rootfs {

@@ -167,6 +167,16 @@ pub enum NetworkMode {
     Host,
 }
 
+/// What becomes of a run's other processes when its first one ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Orphans {
+    /// Killed, as when a container's main process ends (RUN steps, containers).
+    #[default]
+    Killed,
+    /// Waited for, as a shell's background jobs outlive it on a host (`kiln debug sh`).
+    Awaited,
+}
+
 /// A process to run over a rootfs.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -197,6 +207,8 @@ pub struct RunSpec {
     /// With [`StdioMode::CaptureWithStdin`], the program's stdin instead of kiln's own (a pipe
     /// fed by a server's attached client).
     pub stdin: Option<Arc<std::os::fd::OwnedFd>>,
+    /// What becomes of WebAssembly processes left when the first one ends.
+    pub orphans: Orphans,
 }
 
 /// A host folder mounted into a rootfs (`run -v HOST:TARGET[:ro]`).
@@ -489,16 +501,10 @@ impl Sandbox {
         // Asked when a step first meets a Linux binary: the probe forks.
         let native: fn() -> Result<(), wasi::NativeDenied> = match spec.isolation {
             Isolation::Wasi => || Err(wasi::NativeDenied::Disabled),
-            Isolation::Auto => || native_available().map_err(wasi::NativeDenied::Unavailable),
+            Isolation::Auto => || native::available().map_err(wasi::NativeDenied::Unavailable),
         };
         wasi::run(rt, lowers, upper, rootfs, native, spec, on_event)
     }
-}
-
-/// Whether this host can run the native sandbox (asked once per process).
-fn native_available() -> Result<(), String> {
-    static AVAILABLE: OnceLock<Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(native::available).clone()
 }
 
 #[cfg(test)]

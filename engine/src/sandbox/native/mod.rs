@@ -64,7 +64,7 @@ mod tests;
 use std::ffi::CString;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
@@ -183,8 +183,14 @@ fn host(op: impl Into<String>) -> impl FnOnce(io::Error) -> NativeError {
     move |source| NativeError::Host { op, source }
 }
 
-/// Whether this host can run the native sandbox, with the reason when not.
+/// Whether this host can run the native sandbox, with the reason when not (found out once per
+/// process: the probe forks).
 pub fn available() -> Result<(), String> {
+    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    AVAILABLE.get_or_init(probe).clone()
+}
+
+fn probe() -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err(
             "the native sandbox needs root, or subordinate ids for kiln's user \
@@ -326,8 +332,18 @@ fn write_id_maps(pid: libc::pid_t, ids: Ids) -> io::Result<()> {
     Ok(())
 }
 
-/// A user namespace with the sandbox's mapping, for idmapped mounts.
-fn idmap_userns() -> Result<OwnedFd, NativeError> {
+/// A user namespace with the sandbox's mapping, for idmapped mounts: made once per process
+/// (it lives as long as the descriptor does).
+fn idmap_userns() -> Result<BorrowedFd<'static>, NativeError> {
+    static NS: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(ns) = NS.get() {
+        return Ok(ns.as_fd());
+    }
+    let ns = new_idmap_userns()?;
+    Ok(NS.get_or_init(|| ns).as_fd())
+}
+
+fn new_idmap_userns() -> Result<OwnedFd, NativeError> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| host("pipe")(e.into()))?;
     let rfd = r.as_raw_fd();
@@ -482,9 +498,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         Ids::Shifted => Some(idmap_userns()?),
         Ids::Same(_) => None,
     };
-    let clone = |path: &Path, readonly: bool| {
-        sys::mount_clone(path, userns.as_ref().map(AsFd::as_fd), readonly)
-    };
+    let clone = |path: &Path, readonly: bool| sys::mount_clone(path, userns, readonly);
     let lower_fds = lowers
         .iter()
         .map(|l| clone(l, true).map_err(host(format!("mount of {}", l.display()))))
@@ -497,7 +511,6 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     }
     let (base, upper_rel, work_rel) = common_base(&upper, &work);
     let base_fd = clone(&base, false).map_err(host(format!("mount of {}", base.display())))?;
-    drop(userns);
 
     let input = PlanInput {
         // Any existing folder that container root (an unmapped host uid) can reach serves as

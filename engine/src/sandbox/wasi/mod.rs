@@ -218,12 +218,13 @@ pub(crate) fn run(
         )
     };
     let main_step = step.clone();
+    let orphans = spec.orphans;
     let main = std::thread::Builder::new()
         .name("kiln-step".into())
         .stack_size(process::THREAD_STACK)
         .spawn(move || {
             let status = run_main(&main_step, launch);
-            main_step.finish();
+            main_step.finish(orphans);
             status
         })
         .map_err(|e| io_err("start the step", e))?;

@@ -197,9 +197,11 @@ impl Step {
         self.next_pid.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Stops every process and waits for the stragglers.
-    pub fn finish(&self) {
-        self.abort.store(true, Ordering::SeqCst);
+    /// Stops every process (unless they are awaited) and waits for the stragglers.
+    pub fn finish(&self, orphans: super::super::Orphans) {
+        if orphans == super::super::Orphans::Killed {
+            self.abort.store(true, Ordering::SeqCst);
+        }
         loop {
             let batch: Vec<_> = match self.orphans.lock() {
                 Ok(mut o) => o.drain(..).collect(),
