@@ -162,15 +162,51 @@ pub(crate) mod direct {
         raw: Vec<u8>,
         start: usize,
         len: usize,
+        /// What `len` may grow to.
+        max: usize,
     }
 
+    /// The first size of a buffer: most blobs are small, and a large zeroed buffer costs its
+    /// size in page faults and `memset` before a byte is written.
+    const FIRST: usize = 64 * 1024;
+
     impl AlignedBuf {
-        /// `len` is rounded up to a multiple of [`ALIGN`].
-        fn new(len: usize) -> Self {
-            let len = len.div_ceil(ALIGN).max(1) * ALIGN;
-            let raw = vec![0u8; len + ALIGN];
+        /// Grows to `max` bytes (rounded up to a multiple of [`ALIGN`]) as it is filled.
+        fn new(max: usize) -> Self {
+            let max = max.div_ceil(ALIGN).max(1) * ALIGN;
+            let mut b = Self {
+                raw: Vec::new(),
+                start: 0,
+                len: 0,
+                max,
+            };
+            b.resize(FIRST.min(max));
+            b
+        }
+
+        /// Doubles the buffer (up to `max`), keeping its contents.
+        fn grow(&mut self) {
+            if self.len < self.max {
+                self.resize((self.len * 2).min(self.max));
+            }
+        }
+
+        fn resize(&mut self, len: usize) {
+            let mut raw = vec![0u8; len + ALIGN];
             let start = raw.as_ptr().align_offset(ALIGN).min(ALIGN);
-            Self { raw, start, len }
+            let kept = self.len.min(len);
+            if let (Some(to), Some(from)) = (
+                raw.get_mut(start..start + kept),
+                self.raw.get(self.start..self.start + kept),
+            ) {
+                to.copy_from_slice(from);
+            }
+            *self = Self {
+                raw,
+                start,
+                len,
+                max: self.max,
+            };
         }
 
         fn get(&self, range: std::ops::Range<usize>) -> &[u8] {
@@ -234,6 +270,9 @@ pub(crate) mod direct {
 
         /// The free part of the buffer, to read into; [`Out::filled`] says how much was.
         pub(crate) fn room(&mut self) -> &mut [u8] {
+            if self.fill == self.buf.len {
+                self.buf.grow();
+            }
             let len = self.buf.len;
             self.buf.get_mut(self.fill..len)
         }
@@ -255,7 +294,7 @@ pub(crate) mod direct {
 
         /// Whether a whole chunk waits for [`Out::write_chunk`].
         pub(crate) fn is_full(&self) -> bool {
-            self.fill == self.buf.len
+            self.fill == self.buf.max
         }
 
         /// Writes the full buffer to `file` (at an aligned offset: only whole chunks came

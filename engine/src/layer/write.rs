@@ -163,8 +163,12 @@ impl ChunkSink for Pipeline {
     }
 }
 
-/// The tar being produced: bytes gather in a [`CHUNK`]-sized buffer that file contents are
-/// read into directly, and full buffers go to the sink.
+/// The first size of a chunk buffer: a small layer never pays for a whole [`CHUNK`] of zeroed
+/// memory.
+const FIRST_CHUNK: usize = 64 * 1024;
+
+/// The tar being produced: bytes gather in a buffer (doubling up to [`CHUNK`]) that file
+/// contents are read into directly, and full buffers go to the sink.
 struct Chunks<S: ChunkSink> {
     buf: Vec<u8>,
     fill: usize,
@@ -174,7 +178,7 @@ struct Chunks<S: ChunkSink> {
 impl<S: ChunkSink> Chunks<S> {
     fn new(sink: S) -> Self {
         Self {
-            buf: vec![0; CHUNK],
+            buf: vec![0; FIRST_CHUNK],
             fill: 0,
             sink,
         }
@@ -187,9 +191,8 @@ impl<S: ChunkSink> Chunks<S> {
         }
         let mut full = std::mem::take(&mut self.buf);
         full.truncate(self.fill);
-        let mut next = self.sink.put(full)?;
-        next.resize(CHUNK, 0);
-        self.buf = next;
+        // An empty buffer: [`Chunks::make_room`] sizes it when it is needed.
+        self.buf = self.sink.put(full)?;
         self.fill = 0;
         Ok(())
     }
@@ -197,7 +200,7 @@ impl<S: ChunkSink> Chunks<S> {
     fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             self.make_room()?;
-            let n = bytes.len().min(CHUNK - self.fill);
+            let n = bytes.len().min(self.buf.len() - self.fill);
             let (now, rest) = bytes.split_at(n);
             self.buf
                 .get_mut(self.fill..self.fill + n)
@@ -209,18 +212,28 @@ impl<S: ChunkSink> Chunks<S> {
         Ok(())
     }
 
-    /// Makes sure the buffer has room for [`Chunks::read_from`].
+    /// Makes sure the buffer has room for [`Chunks::read_from`]: a full [`CHUNK`] goes to the
+    /// sink, a smaller buffer doubles.
     fn make_room(&mut self) -> io::Result<()> {
-        if self.fill == CHUNK {
+        if self.fill < self.buf.len() {
+            return Ok(());
+        }
+        if self.buf.len() >= CHUNK {
             self.send()?;
         }
+        let want = if self.buf.capacity() >= CHUNK {
+            CHUNK
+        } else {
+            (self.buf.len() * 2).clamp(FIRST_CHUNK, CHUNK)
+        };
+        self.buf.resize(want, 0);
         Ok(())
     }
 
     /// Reads up to `max` bytes of `file` straight into the buffer's room; returns how many (0
     /// at the file's end, or without room).
     fn read_from(&mut self, file: &mut File, max: usize) -> io::Result<usize> {
-        let room = (CHUNK - self.fill).min(max);
+        let room = (self.buf.len() - self.fill).min(max);
         let n = file.read(
             self.buf
                 .get_mut(self.fill..self.fill + room)
