@@ -115,18 +115,24 @@ pub fn namespace_ids() -> Option<u32> {
     mapped_from_zero(&std::fs::read_to_string("/proc/self/uid_map").ok()?)
 }
 
-/// [`namespace_ids`] of a `uid_map` text (`INSIDE OUTSIDE COUNT` lines).
-fn mapped_from_zero(uid_map: &str) -> Option<u32> {
-    let mut ranges = Vec::new();
-    for line in uid_map.lines() {
+/// The `(inside, outside, count)` extents of a `uid_map` or `gid_map` text.
+fn extents(map: &str) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    for line in map.lines() {
         let f: Vec<u64> = line
             .split_whitespace()
             .filter_map(|x| x.parse().ok())
             .collect();
         if let [inside, outside, count] = f[..] {
-            ranges.push((inside, outside, count));
+            out.push((inside, outside, count));
         }
     }
+    out
+}
+
+/// [`namespace_ids`] of a `uid_map` text.
+fn mapped_from_zero(uid_map: &str) -> Option<u32> {
+    let mut ranges = extents(uid_map);
     if ranges == [(0, 0, u64::from(u32::MAX))] {
         return None;
     }
@@ -146,16 +152,10 @@ fn mapped_from_zero(uid_map: &str) -> Option<u32> {
 /// an extent only when one extent of the parent's holds it whole.
 pub fn identity_map(map: &str, limit: u32) -> String {
     let mut out = String::new();
-    for line in map.lines() {
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        if let [inside, _, count] = f[..] {
-            let end = (inside + count).min(u64::from(limit));
-            if inside < end {
-                out.push_str(&format!("{inside} {inside} {}\n", end - inside));
-            }
+    for (inside, _, count) in extents(map) {
+        let end = (inside + count).min(u64::from(limit));
+        if inside < end {
+            out.push_str(&format!("{inside} {inside} {}\n", end - inside));
         }
     }
     out
@@ -211,17 +211,6 @@ pub fn enter() -> Entered {
     }
 }
 
-/// The signals the parent forwards (when another process sent them) or waits for.
-const SIGNALS: [libc::c_int; 7] = [
-    libc::SIGCHLD,
-    libc::SIGINT,
-    libc::SIGTERM,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-];
-
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
     // SAFETY: plain sigset manipulation on a local.
     unsafe {
@@ -243,7 +232,10 @@ fn reexec(uid_map: MapCommand<'_>, gid_map: MapCommand<'_>) -> Result<u8, Rootle
         .map_err(|e| sys("pipe")(e.into()))?;
     let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| sys("pipe")(e.into()))?;
-    let set = sigset(&SIGNALS);
+    // The signals the parent passes on (when another process sent them), and its child's end.
+    let mut signals = crate::sandbox::FORWARDED_SIGNALS.to_vec();
+    signals.push(libc::SIGCHLD);
+    let set = sigset(&signals);
     let mut old = sigset(&[]);
     // SAFETY: blocks signals in this (only) thread; the child restores the mask before exec.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old) };
@@ -415,35 +407,13 @@ mod tests {
                 count: 65_535
             }]
         );
-        assert_eq!(
-            subordinate_ranges(text, "carol", 1001),
-            vec![
-                IdRange {
-                    start: 300_000,
-                    count: 10
-                },
-                IdRange {
-                    start: 400_000,
-                    count: 65_525
-                }
-            ]
-        );
+        let carol = subordinate_ranges(text, "carol", 1001);
+        let range = |start, count| IdRange { start, count };
+        assert_eq!(carol, [range(300_000, 10), range(400_000, 65_525)]);
         assert!(subordinate_ranges(text, "dave", 7).is_empty());
         assert!(subordinate_ranges("eve:4294967290:100\n", "eve", 9).is_empty());
         assert_eq!(
-            map_args(
-                1001,
-                &[
-                    IdRange {
-                        start: 300_000,
-                        count: 10
-                    },
-                    IdRange {
-                        start: 400_000,
-                        count: 65_525
-                    }
-                ]
-            ),
+            map_args(1001, &carol),
             ["0", "1001", "1", "1", "300000", "10", "11", "400000", "65525"]
         );
     }

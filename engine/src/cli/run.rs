@@ -287,15 +287,8 @@ pub(super) fn proxied_signals() -> RunControl {
 }
 
 fn proxy_signals(control: RunControl) {
-    let sigs = [
-        libc::SIGWINCH,
-        libc::SIGINT,
-        libc::SIGTERM,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ];
+    let mut sigs = crate::sandbox::FORWARDED_SIGNALS.to_vec();
+    sigs.push(libc::SIGWINCH);
     // SAFETY: plain sigset manipulation and pthread_sigmask on the calling thread, before the
     // threads that inherit the mask are started.
     let set = unsafe {

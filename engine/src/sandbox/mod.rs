@@ -167,6 +167,16 @@ pub enum NetworkMode {
     Host,
 }
 
+/// The signals kiln passes on to the program it runs (docker's `--sig-proxy`).
+pub const FORWARDED_SIGNALS: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
 /// What becomes of a run's other processes when its first one ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Orphans {
