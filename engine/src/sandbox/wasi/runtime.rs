@@ -238,7 +238,40 @@ fn store_artifact(path: &Path, module: &Module) -> std::io::Result<()> {
     tmp.write_all(&bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
+    evict(dir, path, CACHE_MAX);
     Ok(())
+}
+
+/// How much compiled code the cache keeps. Every new guest-tools build, kiln version or module
+/// adds an artifact (the coreutils one is 18 MB), so without a bound it only grows.
+const CACHE_MAX: u64 = 2 << 30;
+
+/// Removes the least recently used artifacts of `dir` (by access time) until they fit in
+/// `max` bytes; `keep`, the one just written, stays. Best effort: a file another kiln is using
+/// stays mapped for it.
+fn evict(dir: &Path, keep: &Path, max: u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut artifacts: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let m = e.metadata().ok()?;
+            let used = m.accessed().or_else(|_| m.modified()).ok()?;
+            Some((used, m.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = artifacts.iter().map(|a| a.1).sum();
+    artifacts.sort();
+    for (_, len, path) in artifacts {
+        if total <= max {
+            break;
+        }
+        if path != keep && std::fs::remove_file(&path).is_ok() {
+            total -= len;
+        }
+    }
 }
 
 fn wasmtime_version() -> &'static str {
@@ -258,4 +291,37 @@ fn start_ticker(engine: &Engine) {
                 None => return,
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_artifacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        let make = |name: &str, len: usize, days_ago: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, vec![0u8; len]).unwrap();
+            let t = now - day * days_ago;
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            f.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t))
+                .unwrap();
+            p
+        };
+        let old = make("old.cwasm", 400, 9);
+        let mid = make("mid.cwasm", 400, 5);
+        let new = make("new.cwasm", 400, 1);
+        let other = make("notes.txt", 4000, 30);
+        // The one just written is older than the rest, and still stays.
+        let just = make("just.cwasm", 400, 20);
+        evict(dir.path(), &just, 1000);
+        let left: Vec<bool> = [&old, &mid, &new, &other, &just]
+            .iter()
+            .map(|p| p.exists())
+            .collect();
+        assert_eq!(left, [false, false, true, true, true]);
+    }
 }
