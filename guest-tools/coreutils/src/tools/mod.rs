@@ -19,5 +19,6 @@ pub mod sync;
 pub mod tac;
 pub mod tar;
 pub mod test;
+pub mod truth;
 pub mod which;
 pub mod xargs;
