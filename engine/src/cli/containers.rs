@@ -402,6 +402,7 @@ pub fn start(args: &StartArgs, store: &Store, out: &mut Printer) -> anyhow::Resu
             &proxied_signals(),
             &mut c,
             Attach::Foreground,
+            None,
         )?);
     }
     each(

@@ -91,10 +91,10 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
     let control = proxied_signals();
     // The engine is made on the other core while the image is read and the container made.
     let sandbox = Sandbox::new();
-    let mut c = std::thread::scope(|s| {
+    let (mut c, held) = std::thread::scope(|s| {
         s.spawn(|| sandbox.prewarm());
         let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
-        containers.create(config).map_err(failed)
+        containers.create_running(config).map_err(failed)
     })?;
     let status = supervise_here(
         store,
@@ -103,6 +103,7 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
         &control,
         &mut c,
         Attach::Foreground,
+        Some(held),
     );
     // This process ends with the container: the OS takes the compiled code back faster than
     // unmapping it piece by piece does.
@@ -119,11 +120,12 @@ pub(super) fn supervise_here(
     control: &RunControl,
     c: &mut Container,
     attach: Attach,
+    held: Option<container::RunLock>,
 ) -> Result<u8, container::SuperviseError> {
     let _raw = (matches!(attach, Attach::Foreground) && c.config.tty && c.config.open_stdin)
         .then(RawTerminal::enter)
         .flatten();
-    let status = container::supervise(store, containers, sandbox, c, &attach, control)?;
+    let status = container::supervise(store, containers, sandbox, c, &attach, control, held)?;
     Ok(u8::try_from(status.clamp(0, 255)).unwrap_or(255))
 }
 
@@ -336,5 +338,6 @@ pub fn supervise(args: &SuperviseArgs, store: &Store) -> anyhow::Result<u8> {
         &proxied_signals(),
         &mut c,
         Attach::Detached,
+        None,
     )?)
 }

@@ -357,7 +357,24 @@ impl Containers {
     }
 
     /// Creates a container: its folder, config and state. An empty name gets a generated one.
-    pub fn create(&self, mut config: Config) -> Result<Container, ContainerError> {
+    pub fn create(&self, config: Config) -> Result<Container, ContainerError> {
+        self.make(config, false).map(|(c, _)| c)
+    }
+
+    /// Creates a container that this process runs at once (`kiln run` in the foreground): it
+    /// appears already running, held by the returned lock, so its state is written once
+    /// rather than twice (a state replaced by a rename also makes ext4 write the new one out).
+    pub fn create_running(&self, config: Config) -> Result<(Container, RunLock), ContainerError> {
+        let (c, lock) = self.make(config, true)?;
+        let lock = lock.ok_or_else(|| ContainerError::Running(c.short_id().to_owned()))?;
+        Ok((c, lock))
+    }
+
+    fn make(
+        &self,
+        mut config: Config,
+        running: bool,
+    ) -> Result<(Container, Option<RunLock>), ContainerError> {
         let _lock = self.lock()?;
         let existing = self.list_unlocked()?;
         if config.name.is_empty() {
@@ -376,14 +393,21 @@ impl Containers {
         fs::create_dir_all(&upper).map_err(io_at("create", &upper))?;
         // The folder is not visible before the rename below: no temporary files inside it.
         write_new_json(&tmp, "config.json", &config)?;
-        write_new_json(&tmp, "state.json", &State::default())?;
+        // The lock is the folder's, so it holds across the rename.
+        let held = if running { take_run_lock(&tmp) } else { None };
+        let state = match held {
+            Some(_) => State {
+                status: Status::Running,
+                pid: std::process::id(),
+                started_at: Some(OffsetDateTime::now_utc()),
+                ..State::default()
+            },
+            None => State::default(),
+        };
+        write_new_json(&tmp, "state.json", &state)?;
         let dir = self.dir.join(&config.id);
         fs::rename(&tmp, &dir).map_err(io_at("create", &dir))?;
-        Ok(Container {
-            config,
-            state: State::default(),
-            dir,
-        })
+        Ok((Container { config, state, dir }, held))
     }
 
     fn load(&self, id: &str) -> Result<Container, ContainerError> {
@@ -488,6 +512,21 @@ impl Containers {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_at("remove", &c.dir)(e)),
         }
+        // The usual folder (an upper the program did not write to, the files of the layout)
+        // goes with a call per entry; anything else with a walk of the tree.
+        let known = ["upper", "config.json", "state.json", "log.json", "ctl"];
+        let quick = known.iter().all(|name| {
+            let path = doomed.join(name);
+            let gone = if *name == "upper" {
+                fs::remove_dir(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+            gone.is_ok() || gone.is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        }) && fs::remove_dir(&doomed).is_ok();
+        if quick {
+            return Ok(());
+        }
         fs::remove_dir_all(&doomed).map_err(io_at("remove", &doomed))
     }
 
@@ -537,12 +576,19 @@ fn supervised(dir: &Path) -> bool {
     flock(&f, FlockOperation::NonBlockingLockShared).is_err()
 }
 
+/// A container's folder held by the process that runs it (see "Crashes" above); released
+/// when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    _folder: fs::File,
+}
+
 /// The container folder's lock, exclusively, unless a supervisor holds it.
-pub(crate) fn take_run_lock(dir: &Path) -> Option<fs::File> {
+pub(crate) fn take_run_lock(dir: &Path) -> Option<RunLock> {
     let f = fs::File::open(dir).ok()?;
     flock(&f, FlockOperation::NonBlockingLockExclusive)
         .ok()
-        .map(|()| f)
+        .map(|()| RunLock { _folder: f })
 }
 
 fn encode_json<T: Serialize>(path: &Path, value: &T) -> Result<Vec<u8>, ContainerError> {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{io_at, Container, ContainerError, Containers, State, Status};
+use super::{io_at, Container, ContainerError, Containers, RunLock, State, Status};
 use crate::progress::Stream;
 use crate::rootfs::{ContainerPath, Creds};
 use crate::sandbox::{
@@ -102,6 +102,8 @@ const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Runs `c` to its end under `control` (which also takes signals written to its `ctl`);
 /// returns the program's exit status. The container is removed afterwards when it says so.
+/// `held`: the container was created running, under this lock
+/// ([`Containers::create_running`]).
 pub fn supervise(
     store: &Store,
     containers: &Containers,
@@ -109,11 +111,13 @@ pub fn supervise(
     c: &mut Container,
     attach: &Attach,
     control: &RunControl,
+    held: Option<RunLock>,
 ) -> Result<i32, SuperviseError> {
-    let Some(lock) = super::take_run_lock(&c.dir) else {
+    let started = held.is_some();
+    let Some(lock) = held.or_else(|| super::take_run_lock(&c.dir)) else {
         return Err(ContainerError::Running(c.short_id().to_owned()).into());
     };
-    let result = run_locked(store, sandbox, c, attach, control);
+    let result = run_locked(store, sandbox, c, attach, control, started);
     let status = match &result {
         Ok(ran) => State {
             status: Status::Exited,
@@ -160,18 +164,21 @@ fn run_locked(
     c: &mut Container,
     attach: &Attach,
     control: &RunControl,
+    started: bool,
 ) -> Result<Ran, SuperviseError> {
     let _lease = store.lease()?;
     let lowers = snapshots(store, &c.config.layers)?;
     let ctl = Control::serve(c, control.clone())?;
-    c.save_state(State {
-        status: Status::Running,
-        pid: std::process::id(),
-        exit_code: 0,
-        error: String::new(),
-        started_at: Some(OffsetDateTime::now_utc()),
-        finished_at: None,
-    })?;
+    if !started {
+        c.save_state(State {
+            status: Status::Running,
+            pid: std::process::id(),
+            exit_code: 0,
+            error: String::new(),
+            started_at: Some(OffsetDateTime::now_utc()),
+            finished_at: None,
+        })?;
+    }
     let cfg = &c.config;
     let mut argv = vec![cfg.path.clone()];
     argv.extend(cfg.args.iter().cloned());

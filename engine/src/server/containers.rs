@@ -320,6 +320,7 @@ pub async fn start(server: &Arc<Server>, tenant: &Arc<Tenant>, id: &str) -> Resu
                 &mut c,
                 &attach,
                 &control,
+                None,
             );
             drop(attach);
             let status = match &r {
