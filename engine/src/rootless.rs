@@ -19,6 +19,10 @@ use std::os::unix::process::CommandExt;
 /// Ids mapped into kiln's namespace besides the user's own: container ids 1..=65535.
 const SUBORDINATE_IDS: u64 = 65_535;
 
+/// The ids a namespace needs for a system's users (0..=65535): with fewer, kiln records owners
+/// and fakes ids instead of setting them.
+pub const SYSTEM_IDS: u32 = 65_536;
+
 /// Why the namespace could not be made; kiln then goes on without it.
 #[derive(Debug, thiserror::Error)]
 pub enum RootlessError {
@@ -197,10 +201,10 @@ pub fn enter() -> Entered {
     let uids = subordinate_ranges(&read("/etc/subuid"), &name, uid);
     let gids = subordinate_ranges(&read("/etc/subgid"), &name, gid);
     let (Some(newuidmap), Some(newgidmap)) = (helper("newuidmap"), helper("newgidmap")) else {
-        return Entered::Here;
+        return one_id(uid, gid);
     };
     if uids.is_empty() || gids.is_empty() {
-        return Entered::Here;
+        return one_id(uid, gid);
     }
     match reexec(
         (&newuidmap, map_args(uid, &uids)),
@@ -209,6 +213,35 @@ pub fn enter() -> Entered {
         Ok(code) => Entered::Ran(code),
         Err(e) => Entered::Failed(e),
     }
+}
+
+/// Without subordinate ids: a user namespace that maps the user's one uid and gid to 0, made
+/// in this process (as `unshare -r`), with a mount namespace of its own. Owners are recorded
+/// there ([`crate::layer::host_is_root`] is false) and the native sandbox fakes the calls about
+/// other ids ([`crate::sandbox::native`]).
+fn one_id(uid: u32, gid: u32) -> Entered {
+    // SAFETY: unshare(2) of this (single-threaded, `enter`'s contract) process.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) } < 0 {
+        return Entered::Failed(sys("unshare a user namespace")(io::Error::last_os_error()));
+    }
+    // Without CAP_SETGID outside, the gid map needs setgroups(2) denied first.
+    let mapped = std::fs::write("/proc/self/setgroups", "deny")
+        .and_then(|()| std::fs::write("/proc/self/uid_map", format!("0 {uid} 1\n")))
+        .and_then(|()| std::fs::write("/proc/self/gid_map", format!("0 {gid} 1\n")));
+    if let Err(e) = mapped {
+        return Entered::Failed(sys("map kiln's user namespace")(e));
+    }
+    // Executed again, kiln's memory belongs to the namespace: its /proc files, and those of
+    // the sandbox processes it clones (undumpable, as init is), are then its own root's, not
+    // the real root's, which is unmapped here (writing the sandbox's id maps needs them).
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return Entered::Failed(sys("find the kiln executable")(e)),
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    Entered::Failed(sys("run kiln in its user namespace")(err))
 }
 
 fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {

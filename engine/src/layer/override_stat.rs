@@ -9,10 +9,16 @@
 use std::fmt;
 use std::sync::OnceLock;
 
-/// Whether kiln runs as root, so it can give objects any owner and mode for real.
+/// Whether kiln runs as root, so it can give objects any owner and mode for real: root, or
+/// root of a user namespace with a system's worth of ids (subordinate ids). Root of a
+/// namespace that maps one id (a user without subordinate ids) is not: its setuid files would
+/// run as the user.
 pub fn host_is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| rustix::process::geteuid().is_root())
+    *ROOT.get_or_init(|| {
+        rustix::process::geteuid().is_root()
+            && crate::rootless::namespace_ids().is_none_or(|n| n >= crate::rootless::SYSTEM_IDS)
+    })
 }
 
 /// The owner an object's real owner stands for where it has no override record. As root,

@@ -35,7 +35,7 @@ impl Relay {
         let output = std::thread::Builder::new()
             .name("kiln-console-out".into())
             .spawn(move || {
-                let Some(inner) = super::sys::recv_console(&sock) else {
+                let Some(inner) = super::sys::recv_fd(&sock) else {
                     return;
                 };
                 drop(sock);

@@ -54,6 +54,7 @@
 
 mod cgroup;
 mod console;
+mod fakeid;
 mod layers;
 mod plan;
 mod seccomp;
@@ -316,6 +317,12 @@ impl Ids {
             Ids::Same(n) => n,
         }
     }
+
+    /// Too few ids for a system's users (one, without subordinate ids): the program keeps
+    /// id 0 and kiln answers the calls about ids ([`fakeid`]).
+    fn fake(self) -> bool {
+        self.count() < ID_COUNT
+    }
 }
 
 fn write_id_maps(pid: libc::pid_t, ids: Ids) -> io::Result<()> {
@@ -432,7 +439,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         )));
     }
     let ids = Ids::here();
-    if uid >= ids.count() || gid >= ids.count() {
+    if !ids.fake() && (uid >= ids.count() || gid >= ids.count()) {
         return Err(NativeError::Invalid(format!(
             "user {uid}:{gid} is outside the mapped range 0..{}",
             ids.count()
@@ -566,6 +573,30 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     } else {
         None
     };
+    // Fake ids: the program's filter sends its listener here, and a thread answers it.
+    let fake = if ids.fake() {
+        let (ours, theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| host("socketpair")(e.into()))?;
+        let n = fds_raw.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
+        fds_raw.push((n, theirs.as_raw_fd()));
+        let first = fakeid::Creds::new(uid, gid, groups.clone());
+        let thread = std::thread::Builder::new()
+            .name("kiln-fakeid".into())
+            .spawn(move || {
+                if let Some(listener) = sys::recv_fd(&ours) {
+                    fakeid::serve(listener, first);
+                }
+            })
+            .map_err(host("start the id supervisor"))?;
+        Some((n, theirs, thread))
+    } else {
+        None
+    };
     let mut exec = ExecConfig::new(
         fds_raw,
         uid,
@@ -577,10 +608,11 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         cands,
         argv_c,
         env_c,
-        seccomp::filter(),
+        seccomp::filter(ids.fake()),
     );
     exec.controlling_tty = tty;
     exec.console = console.as_ref().map(|(n, _, _)| *n);
+    exec.fake_ids = fake.as_ref().map(|(n, _, _)| *n);
     let cgroups = cgroup::Cgroups::create(&limits);
     let result = start_and_wait(
         plan,
@@ -596,6 +628,11 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         // Every process of the container is gone: the relay drains the terminal and stops.
         drop(theirs);
         relay.finish();
+    }
+    if let Some((_, theirs, thread)) = fake {
+        // The supervisor ends with the last filtered process, or now if none was started.
+        drop(theirs);
+        let _ = thread.join();
     }
     let limit_hit = cgroups.exceeded();
     cgroups.remove();

@@ -393,7 +393,8 @@ const ARCH: &[i64] = &[
 ];
 
 /// Builds the filter program.
-pub(crate) fn filter() -> Vec<SockFilter> {
+/// `fake_ids`: the calls of [`super::fakeid::NOTIFIED`] go to kiln (one mapped id).
+pub(crate) fn filter(fake_ids: bool) -> Vec<SockFilter> {
     let ins = |code, jt, jf, k| SockFilter { code, jt, jf, k };
     let mut p = vec![
         ins(BPF_LD_W_ABS, 0, 0, OFF_ARCH),
@@ -409,6 +410,12 @@ pub(crate) fn filter() -> Vec<SockFilter> {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = BPF_JGE_K;
     let nr = |n: i64| u32::try_from(n).unwrap_or(u32::MAX);
+    if fake_ids {
+        for n in super::fakeid::NOTIFIED {
+            p.push(ins(BPF_JEQ_K, 0, 1, nr(*n)));
+            p.push(ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+        }
+    }
 
     // clone: no namespace flags.
     p.push(ins(BPF_JEQ_K, 0, 5, nr(libc::SYS_clone)));

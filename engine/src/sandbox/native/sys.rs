@@ -114,6 +114,10 @@ pub(crate) struct ExecConfig {
     /// container's own devpts; its secondary side becomes the program's stdio (as runc's
     /// console socket does), so `tty` names `/dev/pts/0` inside.
     pub console: Option<c_int>,
+    /// Fake ids (kiln's namespace maps one id): the program keeps that id, its filter hands
+    /// the calls about ids to kiln, and the filter's listener goes over this socket (a
+    /// descriptor number after the `fds` moves, closed before exec).
+    pub fake_ids: Option<c_int>,
 }
 
 impl ExecConfig {
@@ -156,6 +160,7 @@ impl ExecConfig {
             filter,
             controlling_tty: false,
             console: None,
+            fake_ids: None,
         }
     }
 }
@@ -502,8 +507,10 @@ pub(crate) fn init_main(cfg: &mut InitConfig) -> ! {
         }
         // Still unmapped here: become the namespace's root (host HOST_ID_BASE as root; kiln's
         // user rootless).
+        // With one mapped id, the namespace inherits kiln's "setgroups deny".
         if libc::syscall(libc::SYS_setresgid, 0, 0, 0) < 0
-            || libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+            || (libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) < 0
+                && !(cfg.exec.fake_ids.is_some() && errno() == libc::EPERM))
             || libc::syscall(libc::SYS_setresuid, 0, 0, 0) < 0
         {
             stage_fail(report, Stage::Identity, errno());
@@ -707,12 +714,26 @@ unsafe fn open_console(sock: c_int, uid: u32) -> c_int {
         if secondary > 2 {
             libc::close(secondary);
         }
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        let mut control = [0u64; 4];
+        let sent = send_fd(sock, primary);
+        libc::close(primary);
+        libc::close(sock);
+        sent
+    }
+}
+
+/// Sends descriptor `fd` over unix socket `sock` (`SCM_RIGHTS`); 0, or -1 with errno.
+///
+/// # Safety
+/// Raw system calls on the calling process's descriptors.
+unsafe fn send_fd(sock: c_int, fd: c_int) -> c_int {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: sendmsg(2) from buffers on this stack frame.
+    unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
@@ -725,11 +746,8 @@ unsafe fn open_console(sock: c_int, uid: u32) -> c_int {
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
         (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<c_int>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), primary);
-        let sent = libc::sendmsg(sock, &msg, 0);
-        libc::close(primary);
-        libc::close(sock);
-        if sent < 0 {
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<c_int>(), fd);
+        if libc::sendmsg(sock, &msg, 0) < 0 {
             -1
         } else {
             0
@@ -737,9 +755,9 @@ unsafe fn open_console(sock: c_int, uid: u32) -> c_int {
     }
 }
 
-/// Receives the terminal primary that [`open_console`] sends; `None` if the socket closed
-/// first (the program failed before).
-pub(crate) fn recv_console(sock: &OwnedFd) -> Option<OwnedFd> {
+/// Receives a descriptor that [`send_fd`] sends (a terminal primary, a seccomp listener);
+/// `None` if the socket closed first (the program failed before).
+pub(crate) fn recv_fd(sock: &OwnedFd) -> Option<OwnedFd> {
     let mut byte = [0u8; 1];
     let mut iov = libc::iovec {
         iov_base: byte.as_mut_ptr().cast(),
@@ -831,16 +849,20 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
                 stage_fail(report, Stage::Capabilities, errno());
             }
         }
-        if libc::syscall(libc::SYS_setgroups, cfg.groups.len(), cfg.groups.as_ptr()) < 0 {
+        // Fake ids: the process stays the one mapped id (root); kiln answers for the rest.
+        let fake = cfg.fake_ids.is_some();
+        if !fake
+            && libc::syscall(libc::SYS_setgroups, cfg.groups.len(), cfg.groups.as_ptr()) < 0
+        {
             stage_fail(report, Stage::Groups, errno());
         }
-        if libc::syscall(libc::SYS_setresgid, cfg.gid, cfg.gid, cfg.gid) < 0 {
+        if !fake && libc::syscall(libc::SYS_setresgid, cfg.gid, cfg.gid, cfg.gid) < 0 {
             stage_fail(report, Stage::SetGid, errno());
         }
-        if libc::syscall(libc::SYS_setresuid, cfg.uid, cfg.uid, cfg.uid) < 0 {
+        if !fake && libc::syscall(libc::SYS_setresuid, cfg.uid, cfg.uid, cfg.uid) < 0 {
             stage_fail(report, Stage::SetUid, errno());
         }
-        let keep = if cfg.uid == 0 { cfg.caps } else { 0 };
+        let keep = if cfg.uid == 0 || fake { cfg.caps } else { 0 };
         libc::prctl(
             libc::PR_CAP_AMBIENT,
             libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
@@ -879,14 +901,28 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
             len: u16::try_from(cfg.filter.len()).unwrap_or(0),
             filter: cfg.filter.as_ptr(),
         };
-        if libc::syscall(
+        let flags = if fake {
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+        } else {
+            0
+        };
+        let listener = libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            0,
+            flags,
             &raw const prog,
-        ) < 0
-        {
+        );
+        if listener < 0 {
             stage_fail(report, Stage::Seccomp, errno());
+        }
+        if let Some(sock) = cfg.fake_ids {
+            let listener = listener as c_int;
+            let sent = send_fd(sock, listener);
+            libc::close(listener);
+            libc::close(sock);
+            if sent < 0 {
+                stage_fail(report, Stage::Seccomp, errno());
+            }
         }
         let mut err = libc::ENOENT;
         let mut denied = false;

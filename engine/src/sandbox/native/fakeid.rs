@@ -1,0 +1,792 @@
+//! Ids for a program when kiln's user namespace maps one id (a user without subordinate ids).
+//!
+//! The kernel then refuses every other id: `setresuid(_apt)`, `setgroups`, `chown 100` fail
+//! with `EINVAL` or `EPERM`, so `apt-get`, `useradd` and `chown` cannot work. The program runs
+//! as that one id (root inside) and its seccomp filter hands the calls about ids to kiln
+//! (`SECCOMP_RET_USER_NOTIF`), which answers them as fakeroot does:
+//! - `set*id`, `setgroups` and `get*id` work on a table of credentials kept per process
+//!   (a new process starts with its parent's), with Linux's rules: only effective uid 0 may
+//!   take any id, others may move between their real, effective and saved ones. So `apt-get`
+//!   drops to `_apt` and finds that it cannot take root back, and `id -u` after `su bob` is
+//!   bob's.
+//! - `chown` and friends record the owner in `user.containers.override_stat` (the record the
+//!   layer writer reads, as for a layer unpacked without root); `chmod` of a file with a record
+//!   updates it too, and setuid and setgid bits are only recorded. The real call runs for
+//!   owner 0; kiln sets the rest of a mode.
+//!
+//! What the kernel checks stays the real identity's: a process that "is" `_apt` may still
+//! read and `chmod` root's files, what it creates is root's, and `stat` shows the real owner
+//! (root), not the record. Symlinks and special files take no user xattrs: their owner stays
+//! root.
+//!
+//! Paths are resolved as the program sees them: a thread of kiln's own (`CLONE_FS` unshared)
+//! enters the program's root and working directory with `chroot`, and opens with
+//! `RESOLVE_NO_MAGICLINKS`, so neither `..` nor `/proc/N/fd` leads out of the rootfs.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::layer::{OverrideStat, OverrideType, OVERRIDE_STAT_XATTR};
+
+/// `fchmodat2` (Linux 6.6), not yet in every libc.
+const SYS_FCHMODAT2: i64 = 452;
+
+/// The calls handed to kiln.
+pub(crate) const NOTIFIED: &[i64] = &[
+    libc::SYS_setuid,
+    libc::SYS_setgid,
+    libc::SYS_setreuid,
+    libc::SYS_setregid,
+    libc::SYS_setresuid,
+    libc::SYS_setresgid,
+    libc::SYS_setfsuid,
+    libc::SYS_setfsgid,
+    libc::SYS_setgroups,
+    libc::SYS_getuid,
+    libc::SYS_geteuid,
+    libc::SYS_getgid,
+    libc::SYS_getegid,
+    libc::SYS_getresuid,
+    libc::SYS_getresgid,
+    libc::SYS_getgroups,
+    libc::SYS_fchown,
+    libc::SYS_fchownat,
+    libc::SYS_fchmod,
+    libc::SYS_fchmodat,
+    SYS_FCHMODAT2,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chown,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_lchown,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_chmod,
+];
+
+const REAL: usize = 0;
+const EFFECTIVE: usize = 1;
+const SAVED: usize = 2;
+const FS: usize = 3;
+/// "Leave it" in the `set*id` calls.
+const KEEP: u32 = u32::MAX;
+/// Linux's `NGROUPS_MAX`.
+const MAX_GROUPS: usize = 65_536;
+
+/// A process's credentials as it believes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Creds {
+    /// Real, effective, saved and filesystem uid.
+    pub uid: [u32; 4],
+    /// The same for the gid.
+    pub gid: [u32; 4],
+    pub groups: Vec<u32>,
+}
+
+impl Creds {
+    pub(crate) fn new(uid: u32, gid: u32, groups: Vec<u32>) -> Self {
+        Creds {
+            uid: [uid; 4],
+            gid: [gid; 4],
+            groups,
+        }
+    }
+
+    /// `CAP_SETUID`, `CAP_SETGID`, `CAP_CHOWN`, `CAP_FOWNER`: effective uid 0 has them.
+    fn privileged(&self) -> bool {
+        self.uid[EFFECTIVE] == 0
+    }
+}
+
+/// `setuid`/`setgid` on one of the two id sets.
+fn set_one(ids: &mut [u32; 4], privileged: bool, id: u32) -> Result<(), i32> {
+    if privileged {
+        *ids = [id; 4];
+    } else if id == ids[REAL] || id == ids[SAVED] {
+        ids[EFFECTIVE] = id;
+        ids[FS] = id;
+    } else {
+        return Err(libc::EPERM);
+    }
+    Ok(())
+}
+
+/// `setreuid`/`setregid`.
+fn set_re(ids: &mut [u32; 4], privileged: bool, r: u32, e: u32) -> Result<(), i32> {
+    let old = *ids;
+    if !privileged {
+        let r_ok = r == KEEP || r == old[REAL] || r == old[EFFECTIVE];
+        let e_ok = e == KEEP || [old[REAL], old[EFFECTIVE], old[SAVED]].contains(&e);
+        if !(r_ok && e_ok) {
+            return Err(libc::EPERM);
+        }
+    }
+    if r != KEEP {
+        ids[REAL] = r;
+    }
+    if e != KEEP {
+        ids[EFFECTIVE] = e;
+    }
+    if r != KEEP || (e != KEEP && e != old[REAL]) {
+        ids[SAVED] = ids[EFFECTIVE];
+    }
+    ids[FS] = ids[EFFECTIVE];
+    Ok(())
+}
+
+/// `setresuid`/`setresgid`.
+fn set_res(ids: &mut [u32; 4], privileged: bool, new: [u32; 3]) -> Result<(), i32> {
+    let old = [ids[REAL], ids[EFFECTIVE], ids[SAVED]];
+    if !privileged && new.iter().any(|&n| n != KEEP && !old.contains(&n)) {
+        return Err(libc::EPERM);
+    }
+    for (slot, n) in new.into_iter().enumerate() {
+        if n != KEEP {
+            ids[slot] = n;
+        }
+    }
+    ids[FS] = ids[EFFECTIVE];
+    Ok(())
+}
+
+/// `setfsuid`/`setfsgid`: the old value, always.
+fn set_fs(ids: &mut [u32; 4], privileged: bool, id: u32) -> u32 {
+    let old = ids[FS];
+    if id != KEEP && (privileged || ids.contains(&id)) {
+        ids[FS] = id;
+    }
+    old
+}
+
+/// How kiln answers a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Value(i64),
+    Errno(i32),
+    /// Let the kernel run the call as it is.
+    Continue,
+}
+
+/// The credentials of the processes seen so far, by thread-group id, with their start times
+/// (a pid can be reused).
+struct Table {
+    procs: HashMap<i32, (u64, Creds)>,
+    first: Creds,
+}
+
+/// Tgid and parent of thread `tid`, and the start time of its thread group.
+fn identity(tid: i32) -> Option<(i32, i32, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    let field = |name: &str| -> Option<i32> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let (tgid, ppid) = (field("Tgid:")?, field("PPid:")?);
+    let stat = std::fs::read_to_string(format!("/proc/{tgid}/stat")).ok()?;
+    // Field 22, counted after the command name (which may hold anything).
+    let start = stat
+        .rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()?;
+    Some((tgid, ppid, start))
+}
+
+impl Table {
+    /// The credentials of thread `tid`: known, or its parent's (a new process), or the
+    /// program's first ones.
+    fn creds(&mut self, tid: i32) -> &mut Creds {
+        let Some((tgid, ppid, start)) = identity(tid) else {
+            // Gone already: whatever is answered, nobody reads it.
+            return &mut self.first;
+        };
+        let known = self.procs.get(&tgid).is_some_and(|(s, _)| *s == start);
+        if !known {
+            let inherited = self.inherited(ppid, 0);
+            if self.procs.len() >= 4096 {
+                self.procs
+                    .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+            }
+            self.procs.insert(tgid, (start, inherited));
+        }
+        match self.procs.get_mut(&tgid) {
+            Some((_, c)) => c,
+            None => &mut self.first,
+        }
+    }
+
+    fn inherited(&self, pid: i32, depth: usize) -> Creds {
+        if depth < 64 {
+            if let Some((tgid, ppid, start)) = identity(pid) {
+                match self.procs.get(&tgid) {
+                    Some((s, c)) if *s == start => return c.clone(),
+                    _ => return self.inherited(ppid, depth + 1),
+                }
+            }
+        }
+        self.first.clone()
+    }
+}
+
+/// Serves the filter's notifications on `listener` until every filtered process is gone.
+/// Runs on a thread of its own: it unshares its filesystem context to `chroot`.
+pub(crate) fn serve(listener: OwnedFd, first: Creds) {
+    // SAFETY: unshare(2) of this thread's filesystem attributes only.
+    if unsafe { libc::unshare(libc::CLONE_FS) } < 0 {
+        return;
+    }
+    let Ok(host_root) = open_path(c"/", libc::O_DIRECTORY) else {
+        return;
+    };
+    let mut table = Table {
+        procs: HashMap::new(),
+        first,
+    };
+    let fd = listener.as_raw_fd();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on a live pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        if pfd.revents & libc::POLLIN == 0 {
+            // POLLHUP: no filtered process is left.
+            return;
+        }
+        // SAFETY: the kernel wants a zeroed buffer of its struct's size.
+        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: ioctl(2) into a live struct of the right type.
+        if unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } < 0 {
+            // ENOENT: the caller died meanwhile.
+            continue;
+        }
+        let answer = answer(&mut table, &req, fd, &host_root);
+        let mut resp = libc::seccomp_notif_resp {
+            id: req.id,
+            val: 0,
+            error: 0,
+            flags: 0,
+        };
+        match answer {
+            Answer::Value(v) => resp.val = v,
+            Answer::Errno(e) => resp.error = -e,
+            Answer::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+        }
+        // SAFETY: ioctl(2) from a live struct; ENOENT (the caller died) is nothing to do.
+        unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+fn answer(table: &mut Table, req: &libc::seccomp_notif, listener: RawFd, root: &OwnedFd) -> Answer {
+    let tid = req.pid as i32;
+    let nr = i64::from(req.data.nr);
+    let a = req.data.args;
+    let id = |n: usize| a[n] as u32;
+    let creds = table.creds(tid);
+    let privileged = creds.privileged();
+    let done = |r: Result<(), i32>| match r {
+        Ok(()) => Answer::Value(0),
+        Err(e) => Answer::Errno(e),
+    };
+    match nr {
+        libc::SYS_getuid => Answer::Value(creds.uid[REAL].into()),
+        libc::SYS_geteuid => Answer::Value(creds.uid[EFFECTIVE].into()),
+        libc::SYS_getgid => Answer::Value(creds.gid[REAL].into()),
+        libc::SYS_getegid => Answer::Value(creds.gid[EFFECTIVE].into()),
+        libc::SYS_getresuid | libc::SYS_getresgid => {
+            let ids = if nr == libc::SYS_getresuid {
+                creds.uid
+            } else {
+                creds.gid
+            };
+            for (slot, addr) in a[..3].iter().enumerate() {
+                if let Err(e) = write_mem(tid, *addr, &ids[slot].to_ne_bytes()) {
+                    return Answer::Errno(e);
+                }
+            }
+            checked(listener, req.id, Answer::Value(0))
+        }
+        libc::SYS_getgroups => {
+            let groups = creds.groups.clone();
+            let size = a[0] as i32;
+            if size == 0 {
+                return Answer::Value(groups.len() as i64);
+            }
+            if size < 0 || (size as usize) < groups.len() {
+                return Answer::Errno(libc::EINVAL);
+            }
+            let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+            match write_mem(tid, a[1], &bytes) {
+                Ok(()) => checked(listener, req.id, Answer::Value(groups.len() as i64)),
+                Err(e) => Answer::Errno(e),
+            }
+        }
+        libc::SYS_setuid => done(set_one(&mut creds.uid, privileged, id(0))),
+        libc::SYS_setgid => done(set_one(&mut creds.gid, privileged, id(0))),
+        libc::SYS_setreuid => done(set_re(&mut creds.uid, privileged, id(0), id(1))),
+        libc::SYS_setregid => done(set_re(&mut creds.gid, privileged, id(0), id(1))),
+        libc::SYS_setresuid => done(set_res(&mut creds.uid, privileged, [id(0), id(1), id(2)])),
+        libc::SYS_setresgid => done(set_res(&mut creds.gid, privileged, [id(0), id(1), id(2)])),
+        libc::SYS_setfsuid => Answer::Value(set_fs(&mut creds.uid, privileged, id(0)).into()),
+        libc::SYS_setfsgid => Answer::Value(set_fs(&mut creds.gid, privileged, id(0)).into()),
+        libc::SYS_setgroups => {
+            let size = a[0] as i32;
+            if size < 0 || size as usize > MAX_GROUPS {
+                return Answer::Errno(libc::EINVAL);
+            }
+            if !privileged {
+                return Answer::Errno(libc::EPERM);
+            }
+            let mut bytes = vec![0u8; size as usize * 4];
+            if let Err(e) = read_mem(tid, a[1], &mut bytes) {
+                return Answer::Errno(e);
+            }
+            let groups = bytes
+                .chunks_exact(4)
+                .map(|c| u32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if valid(listener, req.id) {
+                creds.groups = groups;
+            }
+            Answer::Value(0)
+        }
+        _ => {
+            let creds = creds.clone();
+            files(&creds, tid, nr, &a, listener, req.id, root)
+        }
+    }
+}
+
+/// The calls on files: `chown` and `chmod` in their forms.
+fn files(
+    creds: &Creds,
+    tid: i32,
+    nr: i64,
+    a: &[u64; 6],
+    listener: RawFd,
+    req: u64,
+    root: &OwnedFd,
+) -> Answer {
+    let (target, change) = match nr {
+        libc::SYS_fchown => (Target::Fd(a[0] as i32), Change::Owner(a[1] as u32, a[2] as u32)),
+        libc::SYS_fchmod => (Target::Fd(a[0] as i32), Change::Mode(a[1] as u32)),
+        libc::SYS_fchownat | libc::SYS_fchmodat | SYS_FCHMODAT2 => {
+            let flags = if nr == libc::SYS_fchownat {
+                a[4]
+            } else if nr == SYS_FCHMODAT2 {
+                a[3]
+            } else {
+                0
+            } as i32;
+            let path = match read_path(tid, a[1]) {
+                Ok(p) => p,
+                Err(e) => return Answer::Errno(e),
+            };
+            let change = if nr == libc::SYS_fchownat {
+                Change::Owner(a[2] as u32, a[3] as u32)
+            } else {
+                Change::Mode(a[2] as u32)
+            };
+            let target = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+                Target::Fd(a[0] as i32)
+            } else {
+                Target::At {
+                    dirfd: a[0] as i32,
+                    path,
+                    follow: flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+                }
+            };
+            (target, change)
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_chown | libc::SYS_lchown | libc::SYS_chmod => {
+            let path = match read_path(tid, a[0]) {
+                Ok(p) => p,
+                Err(e) => return Answer::Errno(e),
+            };
+            let change = if nr == libc::SYS_chmod {
+                Change::Mode(a[1] as u32)
+            } else {
+                Change::Owner(a[1] as u32, a[2] as u32)
+            };
+            let target = Target::At {
+                dirfd: libc::AT_FDCWD,
+                path,
+                follow: nr != libc::SYS_lchown,
+            };
+            (target, change)
+        }
+        _ => return Answer::Errno(libc::ENOSYS),
+    };
+    // What was read from the caller's memory is what it asked only while it still waits.
+    if !valid(listener, req) {
+        return Answer::Errno(libc::EINTR);
+    }
+    let file = match open_target(tid, &target, root) {
+        Ok(f) => f,
+        Err(e) => return Answer::Errno(e),
+    };
+    apply(creds, &file, change)
+}
+
+enum Target {
+    Fd(i32),
+    At {
+        dirfd: i32,
+        path: Vec<u8>,
+        follow: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Owner(u32, u32),
+    Mode(u32),
+}
+
+/// Applies `change` to the file open (`O_PATH`) at `file`.
+fn apply(creds: &Creds, file: &OwnedFd, change: Change) -> Answer {
+    let st = match rustix::fs::fstat(file) {
+        Ok(st) => st,
+        Err(e) => return Answer::Errno(e.raw_os_error()),
+    };
+    let kind = st.st_mode & libc::S_IFMT;
+    let recordable = kind == libc::S_IFREG || kind == libc::S_IFDIR;
+    let record_kind = Some(if kind == libc::S_IFDIR {
+        OverrideType::Dir
+    } else {
+        OverrideType::File
+    });
+    let magic = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
+    let record = if recordable { get_record(&magic) } else { None };
+    // The owner as the program knows it: the record's, else the real one (kiln's one id is
+    // root here).
+    let (uid, gid) = record.map_or((st.st_uid, st.st_gid), |r| (r.uid, r.gid));
+    let mode = record.map_or(st.st_mode & 0o7777, |r| r.mode);
+    match change {
+        Change::Mode(new) => {
+            let new = new & 0o7777;
+            // Setuid and setgid bits are recorded, never set for real: in kiln's store the
+            // file would run as kiln's user.
+            if recordable && (record.is_some() || new & 0o6000 != 0) {
+                let r = OverrideStat {
+                    uid,
+                    gid,
+                    mode: new,
+                    kind: record_kind,
+                };
+                if let Err(e) = set_record(&magic, Some(r)) {
+                    return Answer::Errno(e);
+                }
+            }
+            let Ok(path) = CString::new(magic) else {
+                return Answer::Errno(libc::EINVAL);
+            };
+            // SAFETY: chmod(2) of a C string (the descriptor's magic link).
+            if unsafe { libc::chmod(path.as_ptr(), new & !0o6000) } < 0 {
+                return Answer::Errno(errno());
+            }
+            Answer::Value(0)
+        }
+        Change::Owner(new_uid, new_gid) => {
+            let to_uid = if new_uid == KEEP { uid } else { new_uid };
+            let to_gid = if new_gid == KEEP { gid } else { new_gid };
+            // Only the ids are checked as Linux would: whose a file is, is the real identity's
+            // business (what this process creates is root's for real).
+            if !creds.privileged() {
+                let own_group = to_gid == creds.gid[EFFECTIVE] || creds.groups.contains(&to_gid);
+                if to_uid != uid || (to_gid != gid && !own_group) {
+                    return Answer::Errno(libc::EPERM);
+                }
+            }
+            if (to_uid, to_gid) == (0, 0) || !recordable {
+                // Root's own: the real call does it (and clears setuid bits as Linux does).
+                if record.is_some() {
+                    if let Err(e) = set_record(&magic, None) {
+                        return Answer::Errno(e);
+                    }
+                }
+                return if (new_uid == KEEP || new_uid == 0) && (new_gid == KEEP || new_gid == 0) {
+                    Answer::Continue
+                } else {
+                    // A symlink or special file: it keeps root, as what kiln cannot record.
+                    Answer::Value(0)
+                };
+            }
+            let mut mode = mode;
+            if kind == libc::S_IFREG && (new_uid != KEEP || new_gid != KEEP) {
+                mode &= !0o4000;
+                if mode & 0o010 != 0 {
+                    mode &= !0o2000;
+                }
+            }
+            let r = OverrideStat {
+                uid: to_uid,
+                gid: to_gid,
+                mode,
+                kind: record_kind,
+            };
+            match set_record(&magic, Some(r)) {
+                Ok(()) => Answer::Value(0),
+                Err(e) => Answer::Errno(e),
+            }
+        }
+    }
+}
+
+fn get_record(path: &str) -> Option<OverrideStat> {
+    let path = CString::new(path).ok()?;
+    let name = CString::new(OVERRIDE_STAT_XATTR).ok()?;
+    let mut buf = [0u8; 256];
+    // SAFETY: getxattr(2) into a live buffer of the given size.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    let n = usize::try_from(n).ok()?;
+    OverrideStat::parse(&buf[..n])
+}
+
+fn set_record(path: &str, record: Option<OverrideStat>) -> Result<(), i32> {
+    let path = CString::new(path).map_err(|_| libc::EINVAL)?;
+    let name = CString::new(OVERRIDE_STAT_XATTR).map_err(|_| libc::EINVAL)?;
+    // SAFETY: setxattr(2)/removexattr(2) with live C strings and buffer.
+    let r = unsafe {
+        match record {
+            Some(r) => {
+                let value = r.to_string();
+                libc::setxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            }
+            None => libc::removexattr(path.as_ptr(), name.as_ptr()),
+        }
+    };
+    if r < 0 {
+        let e = errno();
+        if record.is_none() && e == libc::ENODATA {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+fn open_path(path: &CStr, flags: i32) -> Result<OwnedFd, i32> {
+    // SAFETY: open(2) of a C string; the descriptor is owned once.
+    let fd = unsafe { libc::open(path.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(errno());
+    }
+    // SAFETY: a fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens (`O_PATH`) the file a call names, resolved as the caller would.
+fn open_target(tid: i32, target: &Target, host_root: &OwnedFd) -> Result<OwnedFd, i32> {
+    let proc_path = |rest: String| CString::new(format!("/proc/{tid}/{rest}")).map_err(|_| libc::EINVAL);
+    let (dirfd, path, follow) = match target {
+        Target::Fd(fd) => {
+            let p = if *fd == libc::AT_FDCWD {
+                proc_path("cwd".into())?
+            } else {
+                proc_path(format!("fd/{fd}"))?
+            };
+            return open_path(&p, 0);
+        }
+        Target::At {
+            dirfd,
+            path,
+            follow,
+        } => (*dirfd, path, *follow),
+    };
+    if path.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    let base = if dirfd == libc::AT_FDCWD {
+        proc_path("cwd".into())?
+    } else {
+        proc_path(format!("fd/{dirfd}"))?
+    };
+    let base = open_path(&base, 0)?;
+    let root = open_path(&proc_path("root".into())?, libc::O_DIRECTORY)?;
+    let path = CString::new(path.clone()).map_err(|_| libc::EINVAL)?;
+    // SAFETY: this thread's own root and working directory (CLONE_FS unshared in `serve`);
+    // both are restored before returning.
+    unsafe {
+        if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
+            return Err(errno());
+        }
+        let flags = rustix::fs::OFlags::PATH
+            | rustix::fs::OFlags::CLOEXEC
+            | if follow {
+                rustix::fs::OFlags::empty()
+            } else {
+                rustix::fs::OFlags::NOFOLLOW
+            };
+        let opened = rustix::fs::openat2(
+            &base,
+            path.as_c_str(),
+            flags,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::NO_MAGICLINKS,
+        );
+        let restored = libc::fchdir(host_root.as_raw_fd()) == 0
+            && libc::chroot(c".".as_ptr()) == 0
+            && libc::chdir(c"/".as_ptr()) == 0;
+        if !restored {
+            // This thread cannot resolve paths safely any more.
+            libc::_exit(125);
+        }
+        opened.map_err(|e| e.raw_os_error())
+    }
+}
+
+/// Reads the caller's memory at `addr`.
+fn read_mem(tid: i32, addr: u64, buf: &mut [u8]) -> Result<(), i32> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: process_vm_readv(2) into a live local buffer; the remote side is checked by the
+    // kernel.
+    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(errno());
+    }
+    if n as usize != buf.len() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+fn write_mem(tid: i32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    let local = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: addr as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: process_vm_writev(2) from a live local buffer; the remote side is checked by
+    // the kernel.
+    let n = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(errno());
+    }
+    if n as usize != bytes.len() {
+        return Err(libc::EFAULT);
+    }
+    Ok(())
+}
+
+/// A NUL-terminated path from the caller's memory (at most `PATH_MAX`), read page by page so
+/// that a string near the end of a mapping is read whole.
+fn read_path(tid: i32, addr: u64) -> Result<Vec<u8>, i32> {
+    const PAGE: u64 = 4096;
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < libc::PATH_MAX as usize {
+        let len = (PAGE - at % PAGE) as usize;
+        let mut chunk = vec![0u8; len];
+        read_mem(tid, at, &mut chunk)?;
+        if let Some(end) = chunk.iter().position(|&b| b == 0) {
+            out.extend_from_slice(&chunk[..end]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&chunk);
+        at += len as u64;
+    }
+    Err(libc::ENAMETOOLONG)
+}
+
+/// Whether the caller still waits in the call (it may have died, and its pid been reused).
+fn valid(listener: RawFd, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: ioctl(2) with a live u64.
+    unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ID_VALID, &mut id) == 0 }
+}
+
+/// `answer` if the caller still waits: what was written to its memory went to it.
+fn checked(listener: RawFd, id: u64, answer: Answer) -> Answer {
+    if valid(listener, id) {
+        answer
+    } else {
+        Answer::Errno(libc::EINTR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apt_drops_to_its_user_and_cannot_come_back() {
+        let mut c = Creds::new(0, 0, vec![0]);
+        // setgroups, setresgid, setresuid, as apt's DropPrivileges does.
+        assert!(c.privileged());
+        assert_eq!(set_res(&mut c.gid, c.privileged(), [65534; 3]), Ok(()));
+        assert_eq!(set_res(&mut c.uid, c.privileged(), [42; 3]), Ok(()));
+        assert_eq!(c.uid, [42; 4]);
+        assert_eq!(c.gid, [65534; 4]);
+        assert!(!c.privileged());
+        assert_eq!(set_one(&mut c.uid, c.privileged(), 0), Err(libc::EPERM));
+        assert_eq!(
+            set_re(&mut c.uid, c.privileged(), KEEP, 0),
+            Err(libc::EPERM)
+        );
+    }
+
+    #[test]
+    fn seteuid_keeps_the_saved_id_to_come_back_with() {
+        let mut c = Creds::new(0, 0, vec![]);
+        // seteuid(42) is setresuid(-1, 42, -1).
+        assert_eq!(set_res(&mut c.uid, true, [KEEP, 42, KEEP]), Ok(()));
+        assert_eq!(c.uid, [0, 42, 0, 42]);
+        assert!(!c.privileged());
+        assert_eq!(set_res(&mut c.uid, c.privileged(), [KEEP, 0, KEEP]), Ok(()));
+        assert_eq!(c.uid, [0; 4]);
+        // setreuid(1000, 1000) as root: the saved id follows.
+        assert_eq!(set_re(&mut c.uid, true, 1000, 1000), Ok(()));
+        assert_eq!(c.uid, [1000; 4]);
+    }
+
+    #[test]
+    fn setfs_answers_the_old_value() {
+        let mut ids = [5, 6, 7, 6];
+        assert_eq!(set_fs(&mut ids, false, 9), 6);
+        assert_eq!(ids[FS], 6);
+        assert_eq!(set_fs(&mut ids, false, 7), 6);
+        assert_eq!(ids[FS], 7);
+        assert_eq!(set_fs(&mut ids, true, KEEP), 7);
+    }
+}
