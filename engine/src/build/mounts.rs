@@ -319,7 +319,7 @@ fn cache_dir(
 /// Gives a new cache folder its owner (when this process may: not as an unprivileged user),
 /// then its mode (after the owner, which would clear setgid).
 fn own(path: &std::path::Path, mode: u32, uid: u32, gid: u32) -> Result<(), BuildError> {
-    if rustix::process::geteuid().is_root() {
+    if crate::layer::host_is_root() {
         std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io("set up a cache mount"))?;
     }
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io("set up a cache mount"))

@@ -148,7 +148,7 @@ pub fn unpack_layer<R: Read>(
         cwd: None,
         ctx: Ctx {
             opts,
-            is_root: uid.is_root(),
+            is_root: super::host_is_root(),
             euid: uid.as_raw(),
             egid: rustix::process::getegid().as_raw(),
             extracted: HashSet::new(),

@@ -202,7 +202,7 @@ impl Overlay {
             shims,
             creds,
             host: Host {
-                root: rustix::process::geteuid().is_root(),
+                root: crate::layer::host_is_root(),
             },
             root_floor,
             root_shim,

@@ -14,10 +14,12 @@
 //!   updates it too, and setuid and setgid bits are only recorded. The real call runs for
 //!   owner 0; kiln sets the rest of a mode.
 //!
+//! - `stat` and friends show a recorded owner and mode (so `useradd`, which gives the new
+//!   `/etc/shadow` the owner it finds on the old one, keeps `root:shadow`).
+//!
 //! What the kernel checks stays the real identity's: a process that "is" `_apt` may still
-//! read and `chmod` root's files, what it creates is root's, and `stat` shows the real owner
-//! (root), not the record. Symlinks and special files take no user xattrs: their owner stays
-//! root.
+//! read and `chmod` root's files, and what it creates is root's. Symlinks and special files
+//! take no user xattrs: their owner stays root.
 //!
 //! Paths are resolved as the program sees them: a thread of kiln's own (`CLONE_FS` unshared)
 //! enters the program's root and working directory with `chroot`, and opens with
@@ -56,6 +58,13 @@ pub(crate) const NOTIFIED: &[i64] = &[
     libc::SYS_fchmod,
     libc::SYS_fchmodat,
     SYS_FCHMODAT2,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_stat,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_lstat,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_chown,
     #[cfg(target_arch = "x86_64")]
@@ -362,11 +371,114 @@ fn answer(table: &mut Table, req: &libc::seccomp_notif, listener: RawFd, root: &
             }
             Answer::Value(0)
         }
+        libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx => {
+            stat(tid, nr, &a, listener, req.id, root)
+        }
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_stat | libc::SYS_lstat => stat(tid, nr, &a, listener, req.id, root),
         _ => {
             let creds = creds.clone();
             files(&creds, tid, nr, &a, listener, req.id, root)
         }
     }
+}
+
+/// The `stat` calls: a file with a record shows its recorded owner and mode; the others are
+/// left to the kernel (so is a path kiln cannot resolve as the caller, `/proc/self/...`).
+fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &OwnedFd) -> Answer {
+    let at = |dirfd: u64, path: u64, flags: u64| -> Result<Target, i32> {
+        let path = read_path(tid, path)?;
+        let flags = flags as i32;
+        Ok(if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
+            Target::Fd(dirfd as i32)
+        } else {
+            Target::At {
+                dirfd: dirfd as i32,
+                path,
+                follow: flags & libc::AT_SYMLINK_NOFOLLOW == 0,
+            }
+        })
+    };
+    let (target, buf) = match nr {
+        libc::SYS_fstat => (Ok(Target::Fd(a[0] as i32)), a[1]),
+        libc::SYS_newfstatat => (at(a[0], a[1], a[3]), a[2]),
+        libc::SYS_statx => (at(a[0], a[1], a[2]), a[4]),
+        #[cfg(target_arch = "x86_64")]
+        _ => {
+            let path = read_path(tid, a[0]);
+            let target = path.map(|path| Target::At {
+                dirfd: libc::AT_FDCWD,
+                path,
+                follow: nr == libc::SYS_stat,
+            });
+            (target, a[1])
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => return Answer::Continue,
+    };
+    let Ok(target) = target else {
+        return Answer::Continue;
+    };
+    if !valid(listener, req) {
+        return Answer::Errno(libc::EINTR);
+    }
+    let Ok(file) = open_target(tid, &target, root) else {
+        return Answer::Continue;
+    };
+    let magic = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
+    let Some(record) = rustix::fs::fstat(&file)
+        .ok()
+        .filter(|st| matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFDIR))
+        .and_then(|_| get_record(&magic))
+    else {
+        return Answer::Continue;
+    };
+    let bytes = if nr == libc::SYS_statx {
+        // SAFETY: statx(2) into a zeroed struct of the kernel's layout.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let sync = a[2] as i32 & libc::AT_STATX_SYNC_TYPE;
+        let r = unsafe {
+            libc::statx(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | sync,
+                a[3] as u32,
+                &mut stx,
+            )
+        };
+        if r < 0 {
+            return Answer::Continue;
+        }
+        stx.stx_uid = record.uid;
+        stx.stx_gid = record.gid;
+        stx.stx_mode = (u32::from(stx.stx_mode) & libc::S_IFMT | record.mode) as u16;
+        // SAFETY: the bytes of a plain C struct.
+        unsafe { as_bytes(&stx) }.to_vec()
+    } else {
+        // SAFETY: fstat(2) into a zeroed struct of the kernel's layout.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } < 0 {
+            return Answer::Continue;
+        }
+        st.st_uid = record.uid;
+        st.st_gid = record.gid;
+        st.st_mode = st.st_mode & libc::S_IFMT | record.mode;
+        // SAFETY: the bytes of a plain C struct.
+        unsafe { as_bytes(&st) }.to_vec()
+    };
+    match write_mem(tid, buf, &bytes) {
+        Ok(()) => checked(listener, req, Answer::Value(0)),
+        Err(e) => Answer::Errno(e),
+    }
+}
+
+/// The bytes of `value`.
+///
+/// # Safety
+/// `T` must be a plain C struct (no padding that matters, no pointers to follow).
+unsafe fn as_bytes<T>(value: &T) -> &[u8] {
+    // SAFETY: as the caller promises; the slice lives as long as the borrow.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 /// The calls on files: `chown` and `chmod` in their forms.
