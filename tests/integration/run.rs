@@ -684,6 +684,132 @@ fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
     );
 }
 
+/// Rootless without subordinate ids: user `nobody`, with empty `/etc/subuid` and
+/// `/etc/subgid` (bind-mounted for this test), gets a user namespace that maps its one id, and
+/// Linux programs get fake ids: `apt-get` drops to `_apt` (and finds it cannot come back),
+/// `useradd`, `su`, `chown` and setuid bits work, `stat` shows the recorded owners, and the
+/// layers record the container's owners. Nothing in the user's store is setuid for real.
+#[test]
+fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    const NOBODY: u32 = 65534;
+    let env = Env::new();
+    let tarball = crate::harness::debian_tarball();
+    for f in ["/etc/subuid", "/etc/subgid"] {
+        if !std::path::Path::new(f).exists() {
+            std::fs::write(f, "").unwrap();
+        }
+    }
+    let none = env.write("subid", "");
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&none, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let home = env.path("nobody");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let nobody = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
+                 exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"",
+            )
+            .arg(&none)
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", home.join("store"))
+            .env("KILN_CACHE_DIR", home.join("cache"))
+            .env("HOME", &home)
+            .env("NO_COLOR", "1")
+            .env("SOURCE_DATE_EPOCH", "0");
+        cmd
+    };
+    let import = |mut cmd: std::process::Command| {
+        let out = cmd
+            .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
+            .output()
+            .expect("spawn kiln");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "import failed: {stderr}");
+        assert!(stderr.is_empty(), "import said: {stderr}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut as_root = env.kiln();
+    as_root
+        .env("SOURCE_DATE_EPOCH", "0")
+        .args(["import", "-", "debian:bookworm"]);
+    assert_eq!(
+        import(nobody(&["import", "-", "debian:bookworm"])),
+        import(as_root),
+        "the same tarball, another image"
+    );
+    let ctx = home.join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends hello\n\
+         RUN useradd -m bob && su bob -c 'id -u > /tmp/bob; id -G >> /tmp/bob' && rm /etc/motd \\\n\
+             && echo x > /x && chown 100:101 /x && chmod 4755 /x && id -u > /uid \\\n\
+             && stat -c '%u %g %a' /x /etc/shadow /home/bob /usr/bin/passwd > /seen\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
+    let out = nobody(&[
+        "build",
+        "--progress=plain",
+        "--network=host",
+        "-t",
+        "me/one-id",
+    ])
+    .arg(&ctx)
+    .output()
+    .expect("spawn kiln");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{}",
+        &err[err.len().saturating_sub(3000)..]
+    );
+    assert!(
+        err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
+        "{err}"
+    );
+    let tree = image_tree(&home.join("store"), "me/one-id");
+    assert!(
+        tree.contains_key("usr/bin/hello"),
+        "apt-get installed hello"
+    );
+    let partial = &tree["var/lib/apt/lists/partial"];
+    assert_eq!((partial.uid, partial.gid, partial.mode), (42, 0, 0o700));
+    let bob = &tree["home/bob"];
+    assert_eq!((bob.uid, bob.gid, bob.mode), (1000, 1000, 0o755));
+    assert_eq!(content(&tree, "tmp/bob"), "1000\n1000\n");
+    assert_eq!((tree["etc/shadow"].uid, tree["etc/shadow"].gid), (0, 42));
+    let x = &tree["x"];
+    assert_eq!((x.uid, x.gid, x.mode), (100, 101, 0o4755));
+    assert_eq!(content(&tree, "uid"), "0\n");
+    assert_eq!(
+        content(&tree, "seen"),
+        "100 101 4755\n0 42 640\n1000 1000 755\n0 0 4755\n"
+    );
+    assert!(!tree.contains_key("etc/motd"), "deleted through a whiteout");
+    // Nothing in the user's store is setuid or setgid for real: it would run as that user.
+    let mut setid = Vec::new();
+    let mut stack = vec![home.join("store")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() && meta.mode() & 0o6000 != 0 {
+                setid.push(entry.path());
+            }
+        }
+    }
+    assert!(setid.is_empty(), "setuid or setgid on disk: {setid:?}");
+}
+
 #[test]
 fn apt_without_network_fails_and_says_how_to_get_one() {
     let env = Env::new();

@@ -478,7 +478,9 @@ fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &Owned
 /// `T` must be a plain C struct (no padding that matters, no pointers to follow).
 unsafe fn as_bytes<T>(value: &T) -> &[u8] {
     // SAFETY: as the caller promises; the slice lives as long as the borrow.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+    unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
 }
 
 /// The calls on files: `chown` and `chmod` in their forms.
@@ -492,7 +494,10 @@ fn files(
     root: &OwnedFd,
 ) -> Answer {
     let (target, change) = match nr {
-        libc::SYS_fchown => (Target::Fd(a[0] as i32), Change::Owner(a[1] as u32, a[2] as u32)),
+        libc::SYS_fchown => (
+            Target::Fd(a[0] as i32),
+            Change::Owner(a[1] as u32, a[2] as u32),
+        ),
         libc::SYS_fchmod => (Target::Fd(a[0] as i32), Change::Mode(a[1] as u32)),
         libc::SYS_fchownat | libc::SYS_fchmodat | SYS_FCHMODAT2 => {
             let flags = if nr == libc::SYS_fchownat {
@@ -705,7 +710,9 @@ fn set_record(path: &str, record: Option<OverrideStat>) -> Result<(), i32> {
 }
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn open_path(path: &CStr, flags: i32) -> Result<OwnedFd, i32> {
@@ -720,7 +727,8 @@ fn open_path(path: &CStr, flags: i32) -> Result<OwnedFd, i32> {
 
 /// Opens (`O_PATH`) the file a call names, resolved as the caller would.
 fn open_target(tid: i32, target: &Target, host_root: &OwnedFd) -> Result<OwnedFd, i32> {
-    let proc_path = |rest: String| CString::new(format!("/proc/{tid}/{rest}")).map_err(|_| libc::EINVAL);
+    let proc_path =
+        |rest: String| CString::new(format!("/proc/{tid}/{rest}")).map_err(|_| libc::EINVAL);
     let (dirfd, path, follow) = match target {
         Target::Fd(fd) => {
             let p = if *fd == libc::AT_FDCWD {
@@ -866,14 +874,15 @@ mod tests {
         let mut c = Creds::new(0, 0, vec![0]);
         // setgroups, setresgid, setresuid, as apt's DropPrivileges does.
         assert!(c.privileged());
-        assert_eq!(set_res(&mut c.gid, c.privileged(), [65534; 3]), Ok(()));
-        assert_eq!(set_res(&mut c.uid, c.privileged(), [42; 3]), Ok(()));
+        assert_eq!(set_res(&mut c.gid, true, [65534; 3]), Ok(()));
+        assert_eq!(set_res(&mut c.uid, true, [42; 3]), Ok(()));
         assert_eq!(c.uid, [42; 4]);
         assert_eq!(c.gid, [65534; 4]);
         assert!(!c.privileged());
-        assert_eq!(set_one(&mut c.uid, c.privileged(), 0), Err(libc::EPERM));
+        assert_eq!(set_one(&mut c.uid, false, 0), Err(libc::EPERM));
+        assert_eq!(set_re(&mut c.uid, false, KEEP, 0), Err(libc::EPERM));
         assert_eq!(
-            set_re(&mut c.uid, c.privileged(), KEEP, 0),
+            set_res(&mut c.gid, false, [KEEP, 0, KEEP]),
             Err(libc::EPERM)
         );
     }
@@ -885,7 +894,7 @@ mod tests {
         assert_eq!(set_res(&mut c.uid, true, [KEEP, 42, KEEP]), Ok(()));
         assert_eq!(c.uid, [0, 42, 0, 42]);
         assert!(!c.privileged());
-        assert_eq!(set_res(&mut c.uid, c.privileged(), [KEEP, 0, KEEP]), Ok(()));
+        assert_eq!(set_res(&mut c.uid, false, [KEEP, 0, KEEP]), Ok(()));
         assert_eq!(c.uid, [0; 4]);
         // setreuid(1000, 1000) as root: the saved id follows.
         assert_eq!(set_re(&mut c.uid, true, 1000, 1000), Ok(()));

@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn allows_what_docker_allows_and_denies_the_rest() {
-        let p = filter();
+        let p = filter(false);
         assert!(p.len() < 4096);
         let run = |nr, arg| eval(&p, AUDIT_ARCH, nr, arg);
         for nr in [
@@ -553,5 +553,34 @@ mod tests {
         assert_eq!(run(libc::SYS_personality, 0x0040_0000), RET_EPERM);
         assert_eq!(run(libc::SYS_personality, 1 << 32), RET_EPERM);
         assert_eq!(eval(&p, 0x4000_0003, libc::SYS_read, 0), RET_KILL);
+    }
+
+    #[test]
+    fn fake_ids_hand_the_calls_about_ids_to_kiln_and_keep_the_rest() {
+        let fake = filter(true);
+        let plain = filter(false);
+        for nr in super::super::fakeid::NOTIFIED {
+            assert_eq!(
+                eval(&fake, AUDIT_ARCH, *nr, 0),
+                libc::SECCOMP_RET_USER_NOTIF,
+                "{nr}"
+            );
+        }
+        for (nr, arg) in [
+            (libc::SYS_read, 0),
+            (libc::SYS_mount, 0),
+            (
+                libc::SYS_clone,
+                (libc::CLONE_NEWUSER | libc::SIGCHLD) as u64,
+            ),
+            (libc::SYS_socket, 40),
+        ] {
+            assert_eq!(
+                eval(&fake, AUDIT_ARCH, nr, arg),
+                eval(&plain, AUDIT_ARCH, nr, arg),
+                "{nr}"
+            );
+        }
+        assert_eq!(eval(&fake, 0x4000_0003, libc::SYS_getuid, 0), RET_KILL);
     }
 }

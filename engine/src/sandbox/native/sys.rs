@@ -851,9 +851,7 @@ fn exec_main(cfg: &ExecConfig, report: RawFd) -> ! {
         }
         // Fake ids: the process stays the one mapped id (root); kiln answers for the rest.
         let fake = cfg.fake_ids.is_some();
-        if !fake
-            && libc::syscall(libc::SYS_setgroups, cfg.groups.len(), cfg.groups.as_ptr()) < 0
-        {
+        if !fake && libc::syscall(libc::SYS_setgroups, cfg.groups.len(), cfg.groups.as_ptr()) < 0 {
             stage_fail(report, Stage::Groups, errno());
         }
         if !fake && libc::syscall(libc::SYS_setresgid, cfg.gid, cfg.gid, cfg.gid) < 0 {
