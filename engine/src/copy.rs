@@ -594,12 +594,14 @@ impl<'a> Writer<'a> {
         self.ensure_dir(&p.parent(), None)?;
         let lower = self.lower.lookup(p, false)?;
         let (mode, uid, gid, mtime) = match &lower {
-            Some(e) if e.kind == EntryKind::Dir => (
-                e.meta.mode() & 0o7777,
-                e.meta.uid(),
-                e.meta.gid(),
-                Some((e.meta.mtime(), e.meta.mtime_nsec())),
-            ),
+            // As the lower has it, recorded owner and mode included.
+            Some(e) if e.kind == EntryKind::Dir => {
+                let (mode, uid, gid) = match self.lower.dir_record(e) {
+                    Some(r) => (r.mode, r.uid, r.gid),
+                    None => (e.meta.mode() & 0o7777, e.meta.uid(), e.meta.gid()),
+                };
+                (mode, uid, gid, Some((e.meta.mtime(), e.meta.mtime_nsec())))
+            }
             Some(_) => return Err(CopyError::NotADirectory(p.clone())),
             None => {
                 let (uid, gid) = self.owner();

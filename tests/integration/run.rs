@@ -748,9 +748,12 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
         ctx.join("Dockerfile"),
         "FROM debian:bookworm\n\
          RUN apt-get update && apt-get install -y --no-install-recommends hello\n\
-         RUN useradd -m bob && su bob -c 'id -u > /tmp/bob; id -G >> /tmp/bob' && rm /etc/motd \\\n\
-             && echo x > /x && chown 100:101 /x && chmod 4755 /x && id -u > /uid \\\n\
-             && stat -c '%u %g %a' /x /etc/shadow /home/bob /usr/bin/passwd > /seen\n",
+         RUN useradd -m bob && su bob -c 'id -u > /tmp/bob; id -G >> /tmp/bob; echo mine > ~/f' \\\n\
+             && rm /etc/motd && echo x > /x && chown 100:101 /x && chmod 4755 /x && id -u > /uid \\\n\
+             && stat -c '%u %g %a' /x /etc/shadow /home/bob /usr/bin/passwd > /seen\n\
+         USER bob\n\
+         WORKDIR /home/bob/app\n\
+         RUN mkdir -p d && echo hi > d/f && umask 077 && echo s > secret && id -u > me\n",
     )
     .unwrap();
     std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -793,6 +796,14 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
         "100 101 4755\n0 42 640\n1000 1000 755\n0 0 4755\n"
     );
     assert!(!tree.contains_key("etc/motd"), "deleted through a whiteout");
+    // What bob makes is bob's; WORKDIR keeps /home/bob's recorded owner.
+    let owner = |p: &str| (tree[p].uid, tree[p].gid, tree[p].mode);
+    assert_eq!(owner("home/bob/f"), (1000, 1000, 0o644));
+    assert_eq!(owner("home/bob"), (1000, 1000, 0o755));
+    assert_eq!(owner("home/bob/app/d"), (1000, 1000, 0o755));
+    assert_eq!(owner("home/bob/app/d/f"), (1000, 1000, 0o644));
+    assert_eq!(owner("home/bob/app/secret"), (1000, 1000, 0o600));
+    assert_eq!(content(&tree, "home/bob/app/me"), "1000\n");
     // Nothing in the user's store is setuid or setgid for real: it would run as that user.
     let mut setid = Vec::new();
     let mut stack = vec![home.join("store")];

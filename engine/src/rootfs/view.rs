@@ -229,6 +229,28 @@ impl LayerView {
         &self.layers
     }
 
+    /// The `user.containers.override_stat` record of a directory `e` found here (the owner
+    /// and mode it has where kiln could not set them for real), if any.
+    pub fn dir_record(&self, e: &Entry) -> Option<crate::layer::OverrideStat> {
+        if e.kind != EntryKind::Dir {
+            return None;
+        }
+        let layer = self.layers.get(e.layer)?;
+        use rustix::fs::{Mode, OFlags, ResolveFlags};
+        // The path has its symlinks resolved already; a readable descriptor takes fgetxattr.
+        let dir = rustix::fs::openat2(
+            layer,
+            if e.path.is_root() { "." } else { e.path.rel() },
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        )
+        .ok()?;
+        let mut buf = [0u8; 256];
+        let n = rustix::fs::fgetxattr(&dir, crate::layer::OVERRIDE_STAT_XATTR, &mut buf).ok()?;
+        crate::layer::OverrideStat::parse(&buf[..n])
+    }
+
     fn io(path: &str, layer: usize, source: io::Error) -> RootfsError {
         RootfsError::Io {
             path: ContainerPath::parse(path),

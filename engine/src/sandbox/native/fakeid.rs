@@ -14,12 +14,14 @@
 //!   updates it too, and setuid and setgid bits are only recorded. The real call runs for
 //!   owner 0; kiln sets the rest of a mode.
 //!
+//! - Files and folders that a process whose fake ids are not root's creates are made by
+//!   kiln as the caller would make them, and recorded as that process's.
 //! - `stat` and friends show a recorded owner and mode (so `useradd`, which gives the new
 //!   `/etc/shadow` the owner it finds on the old one, keeps `root:shadow`).
 //!
 //! What the kernel checks stays the real identity's: a process that "is" `_apt` may still
-//! read and `chmod` root's files, and what it creates is root's. Symlinks and special files
-//! take no user xattrs: their owner stays root.
+//! read and `chmod` root's files. Symlinks and special files take no user xattrs: their owner
+//! stays root.
 //!
 //! Paths are resolved as the program sees them: a thread of kiln's own (`CLONE_FS` unshared)
 //! enters the program's root and working directory with `chroot`, and opens with
@@ -71,6 +73,24 @@ pub(crate) const NOTIFIED: &[i64] = &[
     libc::SYS_lchown,
     #[cfg(target_arch = "x86_64")]
     libc::SYS_chmod,
+];
+
+/// The calls that create files, handed to kiln so that what a process with a fake id creates
+/// is recorded as that id's: `(call, index of its flags argument)` where only calls with
+/// `O_CREAT` count, `None` where every call does.
+pub(crate) const CREATING: &[(i64, Option<u32>)] = &[
+    (libc::SYS_openat, Some(2)),
+    (libc::SYS_openat2, None),
+    (libc::SYS_mkdirat, None),
+    (libc::SYS_mknodat, None),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_open, Some(1)),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_creat, None),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_mkdir, None),
+    #[cfg(target_arch = "x86_64")]
+    (libc::SYS_mknod, None),
 ];
 
 const REAL: usize = 0;
@@ -174,6 +194,8 @@ enum Answer {
     Errno(i32),
     /// Let the kernel run the call as it is.
     Continue,
+    /// Answered already (with a descriptor, `SECCOMP_ADDFD_FLAG_SEND`).
+    Sent,
 }
 
 /// The credentials of the processes seen so far, by thread-group id, with their start times
@@ -251,6 +273,9 @@ pub(crate) fn serve(listener: OwnedFd, first: Creds) {
     let Ok(host_root) = open_path(c"/", libc::O_DIRECTORY) else {
         return;
     };
+    // Files made for a caller get exactly the mode computed with its umask.
+    // SAFETY: umask(2) of this thread's own filesystem context.
+    unsafe { libc::umask(0) };
     let mut table = Table {
         procs: HashMap::new(),
         first,
@@ -292,6 +317,7 @@ pub(crate) fn serve(listener: OwnedFd, first: Creds) {
             Answer::Value(v) => resp.val = v,
             Answer::Errno(e) => resp.error = -e,
             Answer::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
+            Answer::Sent => continue,
         }
         // SAFETY: ioctl(2) from a live struct; ENOENT (the caller died) is nothing to do.
         unsafe { libc::ioctl(fd, libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
@@ -376,6 +402,14 @@ fn answer(table: &mut Table, req: &libc::seccomp_notif, listener: RawFd, root: &
         }
         #[cfg(target_arch = "x86_64")]
         libc::SYS_stat | libc::SYS_lstat => stat(tid, nr, &a, listener, req.id, root),
+        _ if CREATING.iter().any(|(n, _)| *n == nr) => {
+            let (uid, gid) = (creds.uid[FS], creds.gid[FS]);
+            if (uid, gid) == (0, 0) {
+                // Root's files are root's for real.
+                return Answer::Continue;
+            }
+            create(tid, (uid, gid), nr, &a, listener, req.id, root)
+        }
         _ => {
             let creds = creds.clone();
             files(&creds, tid, nr, &a, listener, req.id, root)
@@ -481,6 +515,214 @@ unsafe fn as_bytes<T>(value: &T) -> &[u8] {
     unsafe {
         std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
+}
+
+/// What a creating call makes.
+enum Make {
+    Open { flags: i32, mode: u32 },
+    Dir { mode: u32 },
+    File { mode: u32 },
+}
+
+/// A creating call of a process whose fake filesystem ids are not root's: kiln makes the file
+/// as the caller would (its root, directory and umask), records `owner` on it when it is new,
+/// and answers with the result (an open's descriptor goes into the caller). What kiln cannot
+/// resolve as the caller (a path through `/proc/self`), or cannot record (a FIFO), the kernel
+/// makes, root's.
+fn create(
+    tid: i32,
+    owner: (u32, u32),
+    nr: i64,
+    a: &[u64; 6],
+    listener: RawFd,
+    req: u64,
+    root: &OwnedFd,
+) -> Answer {
+    #[cfg(target_arch = "x86_64")]
+    let legacy = |nr| match nr {
+        libc::SYS_open => Some((
+            libc::AT_FDCWD,
+            a[0],
+            Make::Open {
+                flags: a[1] as i32,
+                mode: a[2] as u32,
+            },
+        )),
+        libc::SYS_creat => Some((
+            libc::AT_FDCWD,
+            a[0],
+            Make::Open {
+                flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
+                mode: a[1] as u32,
+            },
+        )),
+        libc::SYS_mkdir => Some((libc::AT_FDCWD, a[0], Make::Dir { mode: a[1] as u32 })),
+        libc::SYS_mknod => Some((libc::AT_FDCWD, a[0], Make::File { mode: a[1] as u32 })),
+        _ => None,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let legacy = |_| None;
+    let (dirfd, path_at, make) = match nr {
+        libc::SYS_openat => (
+            a[0] as i32,
+            a[1],
+            Make::Open {
+                flags: a[2] as i32,
+                mode: a[3] as u32,
+            },
+        ),
+        libc::SYS_openat2 => {
+            let mut how = [0u8; 24];
+            if a[3] < 24 || read_mem(tid, a[2], &mut how).is_err() {
+                return Answer::Continue;
+            }
+            let word = |i: usize| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&how[i * 8..i * 8 + 8]);
+                u64::from_ne_bytes(w)
+            };
+            // Resolve restrictions of the caller's own: the kernel's business.
+            if word(2) != 0 || a[3] != 24 {
+                return Answer::Continue;
+            }
+            (
+                a[0] as i32,
+                a[1],
+                Make::Open {
+                    flags: word(0) as i32,
+                    mode: word(1) as u32,
+                },
+            )
+        }
+        libc::SYS_mkdirat => (a[0] as i32, a[1], Make::Dir { mode: a[2] as u32 }),
+        libc::SYS_mknodat => (a[0] as i32, a[1], Make::File { mode: a[2] as u32 }),
+        other => match legacy(other) {
+            Some(call) => call,
+            None => return Answer::Continue,
+        },
+    };
+    match make {
+        Make::Open { flags, .. }
+            if flags & libc::O_CREAT == 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE =>
+        {
+            return Answer::Continue;
+        }
+        // A FIFO or device takes no record; a regular file's type bits may be 0.
+        Make::File { mode } if !matches!(mode & libc::S_IFMT, 0 | libc::S_IFREG) => {
+            return Answer::Continue;
+        }
+        _ => {}
+    }
+    let Ok(path) = read_path(tid, path_at).and_then(|p| CString::new(p).map_err(|_| libc::EINVAL))
+    else {
+        return Answer::Continue;
+    };
+    if !valid(listener, req) {
+        return Answer::Errno(libc::EINTR);
+    }
+    let umask = umask_of(tid);
+    let made = in_caller(tid, dirfd, root, |base| make_at(base, &path, &make, umask));
+    let (fd, created) = match made {
+        Ok(made) => made,
+        // ENOENT, EEXIST and the like are the call's answer; a path kiln does not resolve
+        // (ELOOP: a magic link) the kernel's.
+        Err(libc::ELOOP | libc::EXDEV) => return Answer::Continue,
+        Err(e) => return Answer::Errno(e),
+    };
+    if created {
+        let magic = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
+        if let Ok(st) = rustix::fs::fstat(&fd) {
+            let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                OverrideType::Dir
+            } else {
+                OverrideType::File
+            };
+            let record = OverrideStat {
+                uid: owner.0,
+                gid: owner.1,
+                mode: make.mode() & 0o7777 & !umask,
+                kind: Some(kind),
+            };
+            // A file kiln could not mark is root's, as the kernel would have made it.
+            let _ = set_record(&magic, Some(record));
+        }
+    }
+    let Make::Open { flags, .. } = make else {
+        return Answer::Value(0);
+    };
+    let addfd = libc::seccomp_notif_addfd {
+        id: req,
+        flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
+        srcfd: fd.as_raw_fd() as u32,
+        newfd: 0,
+        newfd_flags: (flags & libc::O_CLOEXEC) as u32,
+    };
+    // SAFETY: ioctl(2) from a live struct; on success it has answered the call.
+    if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) } < 0 {
+        return Answer::Errno(errno());
+    }
+    Answer::Sent
+}
+
+impl Make {
+    fn mode(&self) -> u32 {
+        match *self {
+            Make::Open { mode, .. } | Make::Dir { mode } | Make::File { mode } => mode,
+        }
+    }
+}
+
+/// Makes what `make` asks at `path` below `base` (setuid and setgid bits only in the record): the new file's descriptor, and whether it
+/// is new (an open of an existing file is no creation).
+fn make_at(base: &OwnedFd, path: &CStr, make: &Make, umask: u32) -> Result<(OwnedFd, bool), i32> {
+    use rustix::fs::OFlags;
+    let nofollow = OFlags::PATH | OFlags::NOFOLLOW;
+    match *make {
+        Make::Open { flags, mode } => {
+            let flags = OFlags::from_bits_retain((flags & !libc::O_CLOEXEC) as u32);
+            let mode = mode & 0o1777 & !umask;
+            match resolve(base, path, flags | OFlags::EXCL, mode) {
+                Ok(fd) => Ok((fd, true)),
+                Err(libc::EEXIST) if !flags.contains(OFlags::EXCL) => {
+                    resolve(base, path, flags - OFlags::CREATE, 0).map(|fd| (fd, false))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Make::Dir { mode } => {
+            rustix::fs::mkdirat(
+                base,
+                path,
+                rustix::fs::Mode::from_raw_mode(mode & 0o1777 & !umask),
+            )
+            .map_err(|e| e.raw_os_error())?;
+            resolve(base, path, nofollow | OFlags::DIRECTORY, 0).map(|fd| (fd, true))
+        }
+        Make::File { mode } => {
+            let kind = rustix::fs::FileType::RegularFile;
+            rustix::fs::mknodat(
+                base,
+                path,
+                kind,
+                rustix::fs::Mode::from_raw_mode(mode & 0o1777 & !umask),
+                0,
+            )
+            .map_err(|e| e.raw_os_error())?;
+            resolve(base, path, nofollow, 0).map(|fd| (fd, true))
+        }
+    }
+}
+
+/// The caller's umask (022 when `/proc` does not say).
+fn umask_of(tid: i32) -> u32 {
+    std::fs::read_to_string(format!("/proc/{tid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
 }
 
 /// The calls on files: `chown` and `chmod` in their forms.
@@ -747,6 +989,45 @@ fn open_target(tid: i32, target: &Target, host_root: &OwnedFd) -> Result<OwnedFd
     if path.is_empty() {
         return Err(libc::ENOENT);
     }
+    let path = CString::new(path.clone()).map_err(|_| libc::EINVAL)?;
+    let flags = rustix::fs::OFlags::PATH
+        | rustix::fs::OFlags::CLOEXEC
+        | if follow {
+            rustix::fs::OFlags::empty()
+        } else {
+            rustix::fs::OFlags::NOFOLLOW
+        };
+    in_caller(tid, dirfd, host_root, |base| resolve(base, &path, flags, 0))
+}
+
+/// `openat2` below `base` as the caller would open, but never through a magic link.
+fn resolve(
+    base: &OwnedFd,
+    path: &CStr,
+    flags: rustix::fs::OFlags,
+    mode: u32,
+) -> Result<OwnedFd, i32> {
+    rustix::fs::openat2(
+        base,
+        path,
+        flags | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::from_raw_mode(mode),
+        rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| e.raw_os_error())
+}
+
+/// Runs `f` with this thread in the caller's root and `f`'s argument the caller's directory
+/// `dirfd` (`AT_FDCWD`: its working directory), so that paths resolve as they do for the
+/// caller; then comes back.
+fn in_caller<R>(
+    tid: i32,
+    dirfd: i32,
+    host_root: &OwnedFd,
+    f: impl FnOnce(&OwnedFd) -> Result<R, i32>,
+) -> Result<R, i32> {
+    let proc_path =
+        |rest: String| CString::new(format!("/proc/{tid}/{rest}")).map_err(|_| libc::EINVAL);
     let base = if dirfd == libc::AT_FDCWD {
         proc_path("cwd".into())?
     } else {
@@ -754,27 +1035,13 @@ fn open_target(tid: i32, target: &Target, host_root: &OwnedFd) -> Result<OwnedFd
     };
     let base = open_path(&base, 0)?;
     let root = open_path(&proc_path("root".into())?, libc::O_DIRECTORY)?;
-    let path = CString::new(path.clone()).map_err(|_| libc::EINVAL)?;
     // SAFETY: this thread's own root and working directory (CLONE_FS unshared in `serve`);
     // both are restored before returning.
     unsafe {
         if libc::fchdir(root.as_raw_fd()) < 0 || libc::chroot(c".".as_ptr()) < 0 {
             return Err(errno());
         }
-        let flags = rustix::fs::OFlags::PATH
-            | rustix::fs::OFlags::CLOEXEC
-            | if follow {
-                rustix::fs::OFlags::empty()
-            } else {
-                rustix::fs::OFlags::NOFOLLOW
-            };
-        let opened = rustix::fs::openat2(
-            &base,
-            path.as_c_str(),
-            flags,
-            rustix::fs::Mode::empty(),
-            rustix::fs::ResolveFlags::NO_MAGICLINKS,
-        );
+        let result = f(&base);
         let restored = libc::fchdir(host_root.as_raw_fd()) == 0
             && libc::chroot(c".".as_ptr()) == 0
             && libc::chdir(c"/".as_ptr()) == 0;
@@ -782,7 +1049,7 @@ fn open_target(tid: i32, target: &Target, host_root: &OwnedFd) -> Result<OwnedFd
             // This thread cannot resolve paths safely any more.
             libc::_exit(125);
         }
-        opened.map_err(|e| e.raw_os_error())
+        result
     }
 }
 

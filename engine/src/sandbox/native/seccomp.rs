@@ -415,6 +415,22 @@ pub(crate) fn filter(fake_ids: bool) -> Vec<SockFilter> {
             p.push(ins(BPF_JEQ_K, 0, 1, nr(*n)));
             p.push(ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
         }
+        for (n, flags) in super::fakeid::CREATING {
+            match flags {
+                None => {
+                    p.push(ins(BPF_JEQ_K, 0, 1, nr(*n)));
+                    p.push(ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+                }
+                // Only with O_CREAT among the flags in argument `i`.
+                Some(i) => {
+                    p.push(ins(BPF_JEQ_K, 0, 4, nr(*n)));
+                    p.push(ins(BPF_LD_W_ABS, 0, 0, OFF_ARG0_LO + 8 * i));
+                    p.push(ins(BPF_JSET_K, 0, 1, libc::O_CREAT as u32));
+                    p.push(ins(BPF_RET_K, 0, 0, libc::SECCOMP_RET_USER_NOTIF));
+                    p.push(ins(BPF_LD_W_ABS, 0, 0, OFF_NR));
+                }
+            }
+        }
     }
 
     // clone: no namespace flags.
@@ -460,10 +476,16 @@ mod tests {
 
     /// Interprets `prog` for one system call (the subset of classic BPF the filter uses).
     fn eval(prog: &[SockFilter], arch: u32, nr: i64, arg0: u64) -> u32 {
+        eval_args(prog, arch, nr, [arg0, 0, 0, 0, 0, 0])
+    }
+
+    fn eval_args(prog: &[SockFilter], arch: u32, nr: i64, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as i32).to_ne_bytes());
         data[4..8].copy_from_slice(&arch.to_ne_bytes());
-        data[16..24].copy_from_slice(&arg0.to_ne_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_ne_bytes());
+        }
         let mut acc = 0u32;
         let mut pc = 0usize;
         loop {
@@ -582,5 +604,19 @@ mod tests {
             );
         }
         assert_eq!(eval(&fake, 0x4000_0003, libc::SYS_getuid, 0), RET_KILL);
+        // Creating calls only: an open without O_CREAT stays the kernel's.
+        let notify = libc::SECCOMP_RET_USER_NOTIF;
+        let openat = |flags: i32| {
+            let mut data = [0u64; 6];
+            data[2] = flags as u64;
+            eval_args(&fake, AUDIT_ARCH, libc::SYS_openat, data)
+        };
+        assert_eq!(openat(libc::O_RDONLY), RET_ALLOW);
+        assert_eq!(
+            openat(libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+            notify
+        );
+        assert_eq!(eval(&fake, AUDIT_ARCH, libc::SYS_mkdirat, 0), notify);
+        assert_eq!(eval(&plain, AUDIT_ARCH, libc::SYS_mkdirat, 0), RET_ALLOW);
     }
 }
