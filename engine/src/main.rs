@@ -10,8 +10,8 @@ use clap::Parser;
 use kiln::cli::{self, Cli, Printer};
 
 fn main() -> ExitCode {
-    // First, while this is the only thread: a user with subordinate ids runs kiln in its own
-    // user namespace.
+    // First, while this is the only thread: a user without root runs kiln in a user namespace
+    // of its own.
     match kiln::rootless::enter() {
         kiln::rootless::Entered::Here => {}
         kiln::rootless::Entered::Ran(code) => return ExitCode::from(code),

@@ -11,7 +11,10 @@
 //! lets the child go on, which unshares a mount namespace (so that it may clone mounts for the
 //! native sandbox) and executes kiln again; the parent forwards the signals sent to it and ends
 //! as the child ends. The child dies with the parent (`PR_SET_PDEATHSIG`).
-//! A user without subordinate ids keeps the one-uid mode ([`crate::layer::container_owner`]).
+//! A user without subordinate ids gets a namespace that maps its one uid and gid to 0, made in
+//! the process itself (no helper needed), which then executes kiln again so that its memory
+//! belongs to the namespace. Owners are recorded there ([`crate::layer::host_is_root`]), and
+//! Linux programs get fake ids (`sandbox::native::fakeid`).
 
 use std::io;
 use std::os::unix::process::CommandExt;

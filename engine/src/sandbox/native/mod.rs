@@ -28,7 +28,10 @@
 //!
 //! Rootless, kiln runs in a user namespace of its own ([`crate::rootless`]) whose ids are the
 //! container's: the sandbox's namespace maps them onto themselves and the clones are plain
-//! (idmapping needs root in the initial namespace). Container root is then the user.
+//! (idmapping needs root in the initial namespace). Container root is then the user. When that
+//! namespace maps fewer ids than a system's users need (one, without subordinate ids), the
+//! program keeps id 0 and its ids are fake ([`fakeid`]): kiln answers the calls about ids and
+//! records owners.
 //!
 //! # Mounts
 //! Init attaches those detached mounts in a scratch tmpfs (mounted over `/tmp` in its own,
@@ -194,8 +197,8 @@ pub fn available() -> Result<(), String> {
 fn probe() -> Result<(), String> {
     if !rustix::process::geteuid().is_root() {
         return Err(
-            "the native sandbox needs root, or subordinate ids for kiln's user \
-             (/etc/subuid and /etc/subgid, and Debian's uidmap)"
+            "the native sandbox needs root, or a user namespace of kiln's own, which this \
+             host refused (see kiln's warning)"
                 .into(),
         );
     }
