@@ -622,30 +622,32 @@ fn create(
     }
     let umask = umask_of(tid);
     let made = in_caller(tid, dirfd, root, |base| make_at(base, &path, &make, umask));
-    let (fd, created) = match made {
+    let fd = match made {
         Ok(made) => made,
+        // An existing file: the kernel opens it (nothing is created, nothing to record).
+        Err(libc::EEXIST) if matches!(make, Make::Open { flags, .. } if flags & libc::O_EXCL == 0) => {
+            return Answer::Continue
+        }
         // ENOENT, EEXIST and the like are the call's answer; a path kiln does not resolve
         // (ELOOP: a magic link) the kernel's.
         Err(libc::ELOOP | libc::EXDEV) => return Answer::Continue,
         Err(e) => return Answer::Errno(e),
     };
-    if created {
-        let magic = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
-        if let Ok(st) = rustix::fs::fstat(&fd) {
-            let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                OverrideType::Dir
-            } else {
-                OverrideType::File
-            };
-            let record = OverrideStat {
-                uid: owner.0,
-                gid: owner.1,
-                mode: make.mode() & 0o7777 & !umask,
-                kind: Some(kind),
-            };
-            // A file kiln could not mark is root's, as the kernel would have made it.
-            let _ = set_record(&magic, Some(record));
-        }
+    let magic = format!("/proc/thread-self/fd/{}", fd.as_raw_fd());
+    if let Ok(st) = rustix::fs::fstat(&fd) {
+        let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            OverrideType::Dir
+        } else {
+            OverrideType::File
+        };
+        let record = OverrideStat {
+            uid: owner.0,
+            gid: owner.1,
+            mode: make.mode() & 0o7777 & !umask,
+            kind: Some(kind),
+        };
+        // A file kiln could not mark is root's, as the kernel would have made it.
+        let _ = set_record(&magic, Some(record));
     }
     let Make::Open { flags, .. } = make else {
         return Answer::Value(0);
@@ -672,22 +674,18 @@ impl Make {
     }
 }
 
-/// Makes what `make` asks at `path` below `base` (setuid and setgid bits only in the record): the new file's descriptor, and whether it
-/// is new (an open of an existing file is no creation).
-fn make_at(base: &OwnedFd, path: &CStr, make: &Make, umask: u32) -> Result<(OwnedFd, bool), i32> {
+/// Makes what `make` asks at `path` below `base` (setuid and setgid bits only in the record):
+/// the new file's descriptor (`EEXIST` when there is one already).
+fn make_at(base: &OwnedFd, path: &CStr, make: &Make, umask: u32) -> Result<OwnedFd, i32> {
     use rustix::fs::OFlags;
     let nofollow = OFlags::PATH | OFlags::NOFOLLOW;
     match *make {
         Make::Open { flags, mode } => {
             let flags = OFlags::from_bits_retain((flags & !libc::O_CLOEXEC) as u32);
             let mode = mode & 0o1777 & !umask;
-            match resolve(base, path, flags | OFlags::EXCL, mode) {
-                Ok(fd) => Ok((fd, true)),
-                Err(libc::EEXIST) if !flags.contains(OFlags::EXCL) => {
-                    resolve(base, path, flags - OFlags::CREATE, 0).map(|fd| (fd, false))
-                }
-                Err(e) => Err(e),
-            }
+            // Only a new file is kiln's to make (opening one never blocks, as a FIFO's open
+            // may, which would stall every call kiln answers).
+            resolve(base, path, flags | OFlags::EXCL, mode)
         }
         Make::Dir { mode } => {
             rustix::fs::mkdirat(
@@ -696,7 +694,7 @@ fn make_at(base: &OwnedFd, path: &CStr, make: &Make, umask: u32) -> Result<(Owne
                 rustix::fs::Mode::from_raw_mode(mode & 0o1777 & !umask),
             )
             .map_err(|e| e.raw_os_error())?;
-            resolve(base, path, nofollow | OFlags::DIRECTORY, 0).map(|fd| (fd, true))
+            resolve(base, path, nofollow | OFlags::DIRECTORY, 0)
         }
         Make::File { mode } => {
             let kind = rustix::fs::FileType::RegularFile;
@@ -708,7 +706,7 @@ fn make_at(base: &OwnedFd, path: &CStr, make: &Make, umask: u32) -> Result<(Owne
                 0,
             )
             .map_err(|e| e.raw_os_error())?;
-            resolve(base, path, nofollow, 0).map(|fd| (fd, true))
+            resolve(base, path, nofollow, 0)
         }
     }
 }
