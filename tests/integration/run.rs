@@ -753,14 +753,26 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
              && stat -c '%u %g %a' /x /etc/shadow /home/bob /usr/bin/passwd > /seen\n\
          USER bob\n\
          WORKDIR /home/bob/app\n\
-         RUN mkdir -p d && echo hi > d/f && umask 077 && echo s > secret && id -u > me\n",
+         RUN mkdir -p d && echo hi > d/f && umask 077 && echo s > secret && id -u > me\n\
+         USER root\n\
+         ARG OUTSIDE\n\
+         RUN perl -e 'for (@ARGV) { chown 7, 7, $_; chmod 04700, $_ }' \"$OUTSIDE\" \\\n\
+             /proc/1/root/.. \"/proc/1/root/../../..$OUTSIDE\" /proc/1/cwd/.. \\\n\
+             /proc/self/root/.. /proc/1/fd/* /proc/self/fd/*\n",
     )
     .unwrap();
     std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
+    // A file of the user's outside the rootfs, by its host path.
+    let victim = home.join("outside");
+    std::fs::write(&victim, "mine\n").unwrap();
+    std::os::unix::fs::chown(&victim, Some(NOBODY), Some(NOBODY)).unwrap();
+    let outside = format!("OUTSIDE={}", victim.display());
     let out = nobody(&[
         "build",
         "--progress=plain",
         "--network=host",
+        "--build-arg",
+        &outside,
         "-t",
         "me/one-id",
     ])
@@ -819,6 +831,34 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
         }
     }
     assert!(setid.is_empty(), "setuid or setgid on disk: {setid:?}");
+    // Raw chown(2) and chmod(2) calls (perl's) on the host path of a file of the user's, and
+    // through /proc, reached nothing outside the rootfs (kiln resolves a path in the caller's
+    // root, through no magic link): no record of owner 7 anywhere on the host side, the
+    // user's store and the test's folder included, and the file's mode unchanged.
+    let mut marked = Vec::new();
+    let mut stack = vec![env.dir.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            let mut buf = [0u8; 256];
+            if let Ok(n) = rustix::fs::lgetxattr(&path, "user.containers.override_stat", &mut buf) {
+                if buf[..n].starts_with(b"7:7:") {
+                    marked.push(path);
+                }
+            }
+        }
+    }
+    assert!(marked.is_empty(), "recorded outside the rootfs: {marked:?}");
+    let mode = std::fs::metadata(&victim).unwrap().mode();
+    assert_eq!(
+        mode & 0o7777,
+        0o644,
+        "chmod reached the host file: {mode:o}"
+    );
 }
 
 #[test]
