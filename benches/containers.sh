@@ -20,11 +20,7 @@ cleanup() {
 trap cleanup EXIT
 export KILN_ROOT=$WORK/kiln
 
-bench_dockerd "$WORK"
-
 "$KILN" import --change 'CMD ["bash"]' "$TARBALL" debian:bookworm >/dev/null
-"$KILN" save -o "$WORK/base.tar" debian:bookworm
-docker load -q -i "$WORK/base.tar" >/dev/null
 mkdir -p "$WORK/wasi"
 printf 'FROM scratch\nCMD ["true"]\n' > "$WORK/wasi/Dockerfile"
 "$KILN" build -q -t bench/wasi "$WORK/wasi" >/dev/null
@@ -36,8 +32,15 @@ measure() {
     hyperfine -N --warmup 3 --runs "$RUNS" --export-json "$WORK/m.json" "$1" >/dev/null
     median "$WORK/m.json"
 }
+# Each engine is measured alone: kiln before dockerd starts (kiln has no daemon), docker
+# with its daemon, on the same base image.
 kw=$(measure "$KILN run --rm bench/wasi true")
 kn=$(measure "$KILN run --rm debian:bookworm true")
+
+bench_dockerd "$WORK"
+"$KILN" save -o "$WORK/base.tar" debian:bookworm
+docker load -q -i "$WORK/base.tar" >/dev/null
+sync
 dn=$(measure "docker run --rm --network=none debian:bookworm true")
 
 python3 - "$kw" "$kn" "$dn" <<'PY'
