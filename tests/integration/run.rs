@@ -553,6 +553,69 @@ fn debian_binaries_run_in_the_native_sandbox_and_the_layer_keeps_container_owner
     assert_eq!(content(&tree, "nnp").split_whitespace().last(), Some("1"));
 }
 
+/// User `nobody` (uid and gid 65534) with a home folder of its own, and, for the commands it
+/// runs, `/etc/subuid` and `/etc/subgid` replaced by a file of the test's (bind-mounted in a
+/// private mount namespace, so the host's files stay as they are).
+struct Nobody {
+    home: std::path::PathBuf,
+    subid: std::path::PathBuf,
+}
+
+impl Nobody {
+    fn new(env: &Env, subid: &str) -> Nobody {
+        use std::os::unix::fs::PermissionsExt;
+        assert!(
+            std::path::Path::new("/usr/bin/setpriv").is_file(),
+            "setpriv is missing: install Debian's util-linux (.ci/run does)"
+        );
+        // The files to bind over; a machine that never had a subordinate id may lack them.
+        for f in ["/etc/subuid", "/etc/subgid"] {
+            if !std::path::Path::new(f).exists() {
+                std::fs::write(f, "").unwrap();
+            }
+        }
+        let subid = env.write("subid", subid);
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+        std::fs::set_permissions(&subid, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let home = env.path("nobody");
+        std::fs::create_dir(&home).unwrap();
+        std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+        Nobody { home, subid }
+    }
+
+    /// kiln with `args`, as this user, with its store and cache in its home.
+    fn kiln(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
+                 exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"",
+            )
+            .arg(&self.subid)
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .args(args)
+            .env("KILN_ROOT", self.home.join("store"))
+            .env("KILN_CACHE_DIR", self.home.join("cache"))
+            .env("HOME", &self.home)
+            .env("NO_COLOR", "1")
+            .env("SOURCE_DATE_EPOCH", "0");
+        cmd
+    }
+}
+
+/// Imports the Debian base tarball on `cmd`'s stdin; the image ID. The import says nothing.
+fn import_base(mut cmd: std::process::Command) -> String {
+    let tarball = crate::harness::debian_tarball();
+    let out = cmd
+        .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
+        .output()
+        .expect("spawn kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "import failed: {stderr}");
+    assert!(stderr.is_empty(), "import said: {stderr}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Rootless with subordinate ids: user `nobody`, granted 65,536 ids from 200000 by
 /// `/etc/subuid` and `/etc/subgid` (bind-mounted for this test in a private mount namespace),
 /// imports the Debian base as root does and builds with Linux programs in the native sandbox:
@@ -560,11 +623,10 @@ fn debian_binaries_run_in_the_native_sandbox_and_the_layer_keeps_container_owner
 /// record the container's owners, which the store keeps for real on the subordinate ids.
 #[test]
 fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     const NOBODY: u32 = 65534;
     const BASE: u32 = 200_000;
     let env = Env::new();
-    let tarball = crate::harness::debian_tarball();
     for helper in [
         "/usr/bin/newuidmap",
         "/usr/bin/newgidmap",
@@ -575,52 +637,16 @@ fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
             "{helper} is missing: install Debian's uidmap and util-linux (.ci/run does)"
         );
     }
-    // The files to bind over; a machine that never had a subordinate id may lack them.
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        if !std::path::Path::new(f).exists() {
-            std::fs::write(f, "").unwrap();
-        }
-    }
-    let grant = env.write("subid", format!("nobody:{BASE}:65536\n"));
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(&grant, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let home = env.path("nobody");
-    std::fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
-    let nobody = |args: &[&str]| {
-        let mut cmd = std::process::Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(
-                "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
-                 exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"",
-            )
-            .arg(&grant)
-            .arg(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", home.join("store"))
-            .env("KILN_CACHE_DIR", home.join("cache"))
-            .env("HOME", &home)
-            .env("NO_COLOR", "1")
-            .env("SOURCE_DATE_EPOCH", "0");
-        cmd
-    };
-    let import = |mut cmd: std::process::Command| {
-        let out = cmd
-            .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
-            .output()
-            .expect("spawn kiln");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "import failed: {stderr}");
-        assert!(stderr.is_empty(), "import said: {stderr}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let user = Nobody::new(&env, &format!("nobody:{BASE}:65536\n"));
+    let home = user.home.clone();
+    let nobody = |args: &[&str]| user.kiln(args);
     let mut as_root = env.kiln();
     as_root
         .env("SOURCE_DATE_EPOCH", "0")
         .args(["import", "-", "debian:bookworm"]);
     assert_eq!(
-        import(nobody(&["import", "-", "debian:bookworm"])),
-        import(as_root),
+        import_base(nobody(&["import", "-", "debian:bookworm"])),
+        import_base(as_root),
         "the same tarball, another image"
     );
     let ctx = home.join("ctx");
@@ -691,55 +717,19 @@ fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
 /// layers record the container's owners. Nothing in the user's store is setuid for real.
 #[test]
 fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::MetadataExt;
     const NOBODY: u32 = 65534;
     let env = Env::new();
-    let tarball = crate::harness::debian_tarball();
-    for f in ["/etc/subuid", "/etc/subgid"] {
-        if !std::path::Path::new(f).exists() {
-            std::fs::write(f, "").unwrap();
-        }
-    }
-    let none = env.write("subid", "");
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    std::fs::set_permissions(&none, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let home = env.path("nobody");
-    std::fs::create_dir(&home).unwrap();
-    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
-    let nobody = |args: &[&str]| {
-        let mut cmd = std::process::Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(
-                "mount --bind \"$0\" /etc/subuid && mount --bind \"$0\" /etc/subgid && \
-                 exec setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$@\"",
-            )
-            .arg(&none)
-            .arg(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_ROOT", home.join("store"))
-            .env("KILN_CACHE_DIR", home.join("cache"))
-            .env("HOME", &home)
-            .env("NO_COLOR", "1")
-            .env("SOURCE_DATE_EPOCH", "0");
-        cmd
-    };
-    let import = |mut cmd: std::process::Command| {
-        let out = cmd
-            .stdin(std::fs::File::open(&tarball).expect("open the Debian base"))
-            .output()
-            .expect("spawn kiln");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "import failed: {stderr}");
-        assert!(stderr.is_empty(), "import said: {stderr}");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let user = Nobody::new(&env, "");
+    let home = user.home.clone();
+    let nobody = |args: &[&str]| user.kiln(args);
     let mut as_root = env.kiln();
     as_root
         .env("SOURCE_DATE_EPOCH", "0")
         .args(["import", "-", "debian:bookworm"]);
     assert_eq!(
-        import(nobody(&["import", "-", "debian:bookworm"])),
-        import(as_root),
+        import_base(nobody(&["import", "-", "debian:bookworm"])),
+        import_base(as_root),
         "the same tarball, another image"
     );
     let ctx = home.join("ctx");

@@ -1053,42 +1053,38 @@ fn in_caller<R>(
 
 /// Reads the caller's memory at `addr`.
 fn read_mem(tid: i32, addr: u64, buf: &mut [u8]) -> Result<(), i32> {
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    let remote = libc::iovec {
-        iov_base: addr as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: process_vm_readv(2) into a live local buffer; the remote side is checked by the
-    // kernel.
-    let n = unsafe { libc::process_vm_readv(tid, &local, 1, &remote, 1, 0) };
-    if n < 0 {
-        return Err(errno());
-    }
-    if n as usize != buf.len() {
-        return Err(libc::EFAULT);
-    }
-    Ok(())
+    vm_io(tid, addr, buf.as_mut_ptr(), buf.len(), false)
 }
 
+/// Writes `bytes` into the caller's memory at `addr`.
 fn write_mem(tid: i32, addr: u64, bytes: &[u8]) -> Result<(), i32> {
+    vm_io(tid, addr, bytes.as_ptr().cast_mut(), bytes.len(), true)
+}
+
+/// `process_vm_readv` (into `local`) or `process_vm_writev` (from it), all `len` bytes or
+/// `EFAULT`. `local` must be valid for `len` bytes, and writable when reading.
+fn vm_io(tid: i32, addr: u64, local: *mut u8, len: usize, write: bool) -> Result<(), i32> {
     let local = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
+        iov_base: local.cast(),
+        iov_len: len,
     };
     let remote = libc::iovec {
         iov_base: addr as *mut libc::c_void,
-        iov_len: bytes.len(),
+        iov_len: len,
     };
-    // SAFETY: process_vm_writev(2) from a live local buffer; the remote side is checked by
-    // the kernel.
-    let n = unsafe { libc::process_vm_writev(tid, &local, 1, &remote, 1, 0) };
+    // SAFETY: the local side is a live buffer of `len` bytes (the callers' slices); the remote
+    // side is checked by the kernel.
+    let n = unsafe {
+        if write {
+            libc::process_vm_writev(tid, &local, 1, &remote, 1, 0)
+        } else {
+            libc::process_vm_readv(tid, &local, 1, &remote, 1, 0)
+        }
+    };
     if n < 0 {
         return Err(errno());
     }
-    if n as usize != bytes.len() {
+    if n as usize != len {
         return Err(libc::EFAULT);
     }
     Ok(())

@@ -559,15 +559,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     // A terminal: the program opens its own in the container's devpts and sends its primary
     // side here; a relay joins it to the terminal the caller gave (stdin).
     let console = if tty {
-        let (ours, theirs) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| host("socketpair")(e.into()))?;
-        let n = fds_raw.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
-        fds_raw.push((n, theirs.as_raw_fd()));
+        let (n, ours, theirs) = descriptor_socket(&mut fds_raw)?;
         let outer = stdio[0]
             .try_clone()
             .map_err(host("duplicate the terminal"))?;
@@ -578,15 +570,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     };
     // Fake ids: the program's filter sends its listener here, and a thread answers it.
     let fake = if ids.fake() {
-        let (ours, theirs) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| host("socketpair")(e.into()))?;
-        let n = fds_raw.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
-        fds_raw.push((n, theirs.as_raw_fd()));
+        let (n, ours, theirs) = descriptor_socket(&mut fds_raw)?;
         let first = fakeid::Creds::new(uid, gid, groups.clone());
         let thread = std::thread::Builder::new()
             .name("kiln-fakeid".into())
@@ -654,6 +638,21 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         limit,
         not_enforced: cgroups.not_enforced.clone(),
     })
+}
+
+/// A socket pair whose second end the program gets at the next free descriptor number (to send
+/// kiln a descriptor over): that number, kiln's end, the program's end.
+fn descriptor_socket(fds: &mut Vec<(i32, RawFd)>) -> Result<(i32, OwnedFd, OwnedFd), NativeError> {
+    let (ours, theirs) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| host("socketpair")(e.into()))?;
+    let n = fds.iter().map(|(n, _)| *n).max().unwrap_or(2) + 1;
+    fds.push((n, theirs.as_raw_fd()));
+    Ok((n, ours, theirs))
 }
 
 /// `lowers` (bottom first) with every folder kept only at its topmost position.

@@ -727,18 +727,12 @@ unsafe fn open_console(sock: c_int, uid: u32) -> c_int {
 /// Raw system calls on the calling process's descriptors.
 unsafe fn send_fd(sock: c_int, fd: c_int) -> c_int {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = [0u64; 4];
     // SAFETY: sendmsg(2) from buffers on this stack frame.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let space = libc::CMSG_SPACE(std::mem::size_of::<c_int>() as u32) as usize;
+        let msg = fd_msghdr(&mut iov, &mut control, space);
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         if cmsg.is_null() {
             return -1;
@@ -755,23 +749,37 @@ unsafe fn send_fd(sock: c_int, fd: c_int) -> c_int {
     }
 }
 
+/// The one byte a descriptor travels with.
+fn one_byte(byte: &mut [u8; 1]) -> libc::iovec {
+    libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    }
+}
+
+/// A message of `iov` with `control_len` bytes of `control` for the descriptor; both must
+/// outlive its use.
+fn fd_msghdr(iov: &mut libc::iovec, control: &mut [u64; 4], control_len: usize) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zeroed is its empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control_len;
+    msg
+}
+
 /// Receives a descriptor that [`send_fd`] sends (a terminal primary, a seccomp listener);
 /// `None` if the socket closed first (the program failed before).
 pub(crate) fn recv_fd(sock: &OwnedFd) -> Option<OwnedFd> {
     let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
+    let mut iov = one_byte(&mut byte);
     let mut control = [0u64; 4];
     // SAFETY: recvmsg(2) into buffers on this stack frame; a received descriptor is owned
     // exactly once.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = std::mem::size_of_val(&control);
+        let space = std::mem::size_of_val(&control);
+        let mut msg = fd_msghdr(&mut iov, &mut control, space);
         let n = loop {
             let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
             if n >= 0 || errno() != libc::EINTR {
