@@ -601,6 +601,46 @@ impl Nobody {
             .env("SOURCE_DATE_EPOCH", "0");
         cmd
     }
+
+    /// A build context of the user's in its home, with this Dockerfile.
+    fn context(&self, dockerfile: &str) -> std::path::PathBuf {
+        let ctx = self.home.join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        std::os::unix::fs::chown(&ctx, Some(65534), Some(65534)).unwrap();
+        ctx
+    }
+
+    /// Imports the Debian base, which must be the same image as root's import.
+    fn imports_roots_base(&self, env: &Env) {
+        let mut as_root = env.kiln();
+        as_root
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["import", "-", "debian:bookworm"]);
+        assert_eq!(
+            import_base(self.kiln(&["import", "-", "debian:bookworm"])),
+            import_base(as_root),
+            "the same tarball, another image"
+        );
+    }
+
+    /// Builds `ctx` as `tag` (with the host's network, and `more` options), which must
+    /// succeed with its RUN steps in the native sandbox.
+    fn build_native(&self, ctx: &std::path::Path, tag: &str, more: &[&str]) {
+        let mut args = vec!["build", "--progress=plain", "--network=host", "-t", tag];
+        args.extend(more);
+        let out = self.kiln(&args).arg(ctx).output().expect("spawn kiln");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{}",
+            &err[err.len().saturating_sub(3000)..]
+        );
+        assert!(
+            err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
+            "{err}"
+        );
+    }
 }
 
 /// Imports the Debian base tarball on `cmd`'s stdin; the image ID. The import says nothing.
@@ -639,47 +679,14 @@ fn rootless_with_subordinate_ids_runs_linux_programs_and_keeps_owners() {
     }
     let user = Nobody::new(&env, &format!("nobody:{BASE}:65536\n"));
     let home = user.home.clone();
-    let nobody = |args: &[&str]| user.kiln(args);
-    let mut as_root = env.kiln();
-    as_root
-        .env("SOURCE_DATE_EPOCH", "0")
-        .args(["import", "-", "debian:bookworm"]);
-    assert_eq!(
-        import_base(nobody(&["import", "-", "debian:bookworm"])),
-        import_base(as_root),
-        "the same tarball, another image"
-    );
-    let ctx = home.join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    user.imports_roots_base(&env);
+    let ctx = user.context(
         "FROM debian:bookworm\n\
          RUN apt-get update && apt-get install -y --no-install-recommends hello\n\
          RUN useradd -m bob && su bob -c 'echo mine > /home/bob/f' && rm /etc/motd \\\n\
              && echo x > /x && chown 100:101 /x && chmod 4755 /x && id -u > /uid\n",
-    )
-    .unwrap();
-    std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
-    let out = nobody(&[
-        "build",
-        "--progress=plain",
-        "--network=host",
-        "-t",
-        "me/rootless",
-    ])
-    .arg(&ctx)
-    .output()
-    .expect("spawn kiln");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}",
-        &err[err.len().saturating_sub(3000)..]
     );
-    assert!(
-        err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
-        "{err}"
-    );
+    user.build_native(&ctx, "me/rootless", &[]);
     let tree = image_tree(&home.join("store"), "me/rootless");
     assert!(
         tree.contains_key("usr/bin/hello"),
@@ -722,20 +729,8 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
     let env = Env::new();
     let user = Nobody::new(&env, "");
     let home = user.home.clone();
-    let nobody = |args: &[&str]| user.kiln(args);
-    let mut as_root = env.kiln();
-    as_root
-        .env("SOURCE_DATE_EPOCH", "0")
-        .args(["import", "-", "debian:bookworm"]);
-    assert_eq!(
-        import_base(nobody(&["import", "-", "debian:bookworm"])),
-        import_base(as_root),
-        "the same tarball, another image"
-    );
-    let ctx = home.join("ctx");
-    std::fs::create_dir(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("Dockerfile"),
+    user.imports_roots_base(&env);
+    let ctx = user.context(
         "FROM debian:bookworm\n\
          RUN apt-get update && apt-get install -y --no-install-recommends hello\n\
          RUN useradd -m bob && su bob -c 'id -u > /tmp/bob; id -G >> /tmp/bob; echo mine > ~/f' \\\n\
@@ -749,36 +744,13 @@ fn rootless_without_subordinate_ids_fakes_ids_for_linux_programs() {
          RUN perl -e 'for (@ARGV) { chown 7, 7, $_; chmod 04700, $_ }' \"$OUTSIDE\" \\\n\
              /proc/1/root/.. \"/proc/1/root/../../..$OUTSIDE\" /proc/1/cwd/.. \\\n\
              /proc/self/root/.. /proc/1/fd/* /proc/self/fd/*\n",
-    )
-    .unwrap();
-    std::os::unix::fs::chown(&ctx, Some(NOBODY), Some(NOBODY)).unwrap();
+    );
     // A file of the user's outside the rootfs, by its host path.
     let victim = home.join("outside");
     std::fs::write(&victim, "mine\n").unwrap();
     std::os::unix::fs::chown(&victim, Some(NOBODY), Some(NOBODY)).unwrap();
     let outside = format!("OUTSIDE={}", victim.display());
-    let out = nobody(&[
-        "build",
-        "--progress=plain",
-        "--network=host",
-        "--build-arg",
-        &outside,
-        "-t",
-        "me/one-id",
-    ])
-    .arg(&ctx)
-    .output()
-    .expect("spawn kiln");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "{}",
-        &err[err.len().saturating_sub(3000)..]
-    );
-    assert!(
-        err.contains("/usr/bin/dash is a Linux binary (native sandbox)"),
-        "{err}"
-    );
+    user.build_native(&ctx, "me/one-id", &["--build-arg", &outside]);
     let tree = image_tree(&home.join("store"), "me/one-id");
     assert!(
         tree.contains_key("usr/bin/hello"),

@@ -324,10 +324,30 @@ pub(crate) fn serve(listener: OwnedFd, first: Creds) {
     }
 }
 
+/// One call to answer: the calling thread, the call and its arguments, the notification's id,
+/// and what kiln reaches it with.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    tid: i32,
+    nr: i64,
+    a: [u64; 6],
+    id: u64,
+    listener: RawFd,
+    root: &'a OwnedFd,
+}
+
 fn answer(table: &mut Table, req: &libc::seccomp_notif, listener: RawFd, root: &OwnedFd) -> Answer {
     let tid = req.pid as i32;
     let nr = i64::from(req.data.nr);
     let a = req.data.args;
+    let call = Call {
+        tid,
+        nr,
+        a,
+        id: req.id,
+        listener,
+        root,
+    };
     let id = |n: usize| a[n] as u32;
     let creds = table.creds(tid);
     let privileged = creds.privileged();
@@ -397,31 +417,29 @@ fn answer(table: &mut Table, req: &libc::seccomp_notif, listener: RawFd, root: &
             }
             Answer::Value(0)
         }
-        libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx => {
-            stat(tid, nr, &a, listener, req.id, root)
-        }
+        libc::SYS_fstat | libc::SYS_newfstatat | libc::SYS_statx => stat(call),
         #[cfg(target_arch = "x86_64")]
-        libc::SYS_stat | libc::SYS_lstat => stat(tid, nr, &a, listener, req.id, root),
+        libc::SYS_stat | libc::SYS_lstat => stat(call),
         _ if CREATING.iter().any(|(n, _)| *n == nr) => {
             let (uid, gid) = (creds.uid[FS], creds.gid[FS]);
             if (uid, gid) == (0, 0) {
                 // Root's files are root's for real.
                 return Answer::Continue;
             }
-            create(tid, (uid, gid), nr, &a, listener, req.id, root)
+            create(call, (uid, gid))
         }
         _ => {
             let creds = creds.clone();
-            files(&creds, tid, nr, &a, listener, req.id, root)
+            files(call, &creds)
         }
     }
 }
 
 /// The `stat` calls: a file with a record shows its recorded owner and mode; the others are
 /// left to the kernel (so is a path kiln cannot resolve as the caller, `/proc/self/...`).
-fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &OwnedFd) -> Answer {
+fn stat(call: Call<'_>) -> Answer {
     let at = |dirfd: u64, path: u64, flags: u64| -> Result<Target, i32> {
-        let path = read_path(tid, path)?;
+        let path = read_path(call.tid, path)?;
         let flags = flags as i32;
         Ok(if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
             Target::Fd(dirfd as i32)
@@ -433,19 +451,19 @@ fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &Owned
             }
         })
     };
-    let (target, buf) = match nr {
-        libc::SYS_fstat => (Ok(Target::Fd(a[0] as i32)), a[1]),
-        libc::SYS_newfstatat => (at(a[0], a[1], a[3]), a[2]),
-        libc::SYS_statx => (at(a[0], a[1], a[2]), a[4]),
+    let (target, buf) = match call.nr {
+        libc::SYS_fstat => (Ok(Target::Fd(call.a[0] as i32)), call.a[1]),
+        libc::SYS_newfstatat => (at(call.a[0], call.a[1], call.a[3]), call.a[2]),
+        libc::SYS_statx => (at(call.a[0], call.a[1], call.a[2]), call.a[4]),
         #[cfg(target_arch = "x86_64")]
         _ => {
-            let path = read_path(tid, a[0]);
+            let path = read_path(call.tid, call.a[0]);
             let target = path.map(|path| Target::At {
                 dirfd: libc::AT_FDCWD,
                 path,
-                follow: nr == libc::SYS_stat,
+                follow: call.nr == libc::SYS_stat,
             });
-            (target, a[1])
+            (target, call.a[1])
         }
         #[cfg(not(target_arch = "x86_64"))]
         _ => return Answer::Continue,
@@ -453,10 +471,10 @@ fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &Owned
     let Ok(target) = target else {
         return Answer::Continue;
     };
-    if !valid(listener, req) {
+    if !valid(call.listener, call.id) {
         return Answer::Errno(libc::EINTR);
     }
-    let Ok(file) = open_target(tid, &target, root) else {
+    let Ok(file) = open_target(call.tid, &target, call.root) else {
         return Answer::Continue;
     };
     let magic = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
@@ -467,16 +485,16 @@ fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &Owned
     else {
         return Answer::Continue;
     };
-    let bytes = if nr == libc::SYS_statx {
+    let bytes = if call.nr == libc::SYS_statx {
         // SAFETY: statx(2) into a zeroed struct of the kernel's layout.
         let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-        let sync = a[2] as i32 & libc::AT_STATX_SYNC_TYPE;
+        let sync = call.a[2] as i32 & libc::AT_STATX_SYNC_TYPE;
         let r = unsafe {
             libc::statx(
                 file.as_raw_fd(),
                 c"".as_ptr(),
                 libc::AT_EMPTY_PATH | sync,
-                a[3] as u32,
+                call.a[3] as u32,
                 &mut stx,
             )
         };
@@ -500,8 +518,8 @@ fn stat(tid: i32, nr: i64, a: &[u64; 6], listener: RawFd, req: u64, root: &Owned
         // SAFETY: the bytes of a plain C struct.
         unsafe { as_bytes(&st) }.to_vec()
     };
-    match write_mem(tid, buf, &bytes) {
-        Ok(()) => checked(listener, req, Answer::Value(0)),
+    match write_mem(call.tid, buf, &bytes) {
+        Ok(()) => checked(call.listener, call.id, Answer::Value(0)),
         Err(e) => Answer::Errno(e),
     }
 }
@@ -529,51 +547,55 @@ enum Make {
 /// and answers with the result (an open's descriptor goes into the caller). What kiln cannot
 /// resolve as the caller (a path through `/proc/self`), or cannot record (a FIFO), the kernel
 /// makes, root's.
-fn create(
-    tid: i32,
-    owner: (u32, u32),
-    nr: i64,
-    a: &[u64; 6],
-    listener: RawFd,
-    req: u64,
-    root: &OwnedFd,
-) -> Answer {
+fn create(call: Call<'_>, owner: (u32, u32)) -> Answer {
     #[cfg(target_arch = "x86_64")]
     let legacy = |nr| match nr {
         libc::SYS_open => Some((
             libc::AT_FDCWD,
-            a[0],
+            call.a[0],
             Make::Open {
-                flags: a[1] as i32,
-                mode: a[2] as u32,
+                flags: call.a[1] as i32,
+                mode: call.a[2] as u32,
             },
         )),
         libc::SYS_creat => Some((
             libc::AT_FDCWD,
-            a[0],
+            call.a[0],
             Make::Open {
                 flags: libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC,
-                mode: a[1] as u32,
+                mode: call.a[1] as u32,
             },
         )),
-        libc::SYS_mkdir => Some((libc::AT_FDCWD, a[0], Make::Dir { mode: a[1] as u32 })),
-        libc::SYS_mknod => Some((libc::AT_FDCWD, a[0], Make::File { mode: a[1] as u32 })),
+        libc::SYS_mkdir => Some((
+            libc::AT_FDCWD,
+            call.a[0],
+            Make::Dir {
+                mode: call.a[1] as u32,
+            },
+        )),
+        libc::SYS_mknod => Some((
+            libc::AT_FDCWD,
+            call.a[0],
+            Make::File {
+                mode: call.a[1] as u32,
+            },
+        )),
         _ => None,
     };
     #[cfg(not(target_arch = "x86_64"))]
     let legacy = |_| None;
-    let (dirfd, path_at, make) = match nr {
+    let (dirfd, path_at, make) = match call.nr {
         libc::SYS_openat => (
-            a[0] as i32,
-            a[1],
+            call.a[0] as i32,
+            call.a[1],
             Make::Open {
-                flags: a[2] as i32,
-                mode: a[3] as u32,
+                flags: call.a[2] as i32,
+                mode: call.a[3] as u32,
             },
         ),
         libc::SYS_openat2 => {
             let mut how = [0u8; 24];
-            if a[3] < 24 || read_mem(tid, a[2], &mut how).is_err() {
+            if call.a[3] < 24 || read_mem(call.tid, call.a[2], &mut how).is_err() {
                 return Answer::Continue;
             }
             let word = |i: usize| {
@@ -582,20 +604,32 @@ fn create(
                 u64::from_ne_bytes(w)
             };
             // Resolve restrictions of the caller's own: the kernel's business.
-            if word(2) != 0 || a[3] != 24 {
+            if word(2) != 0 || call.a[3] != 24 {
                 return Answer::Continue;
             }
             (
-                a[0] as i32,
-                a[1],
+                call.a[0] as i32,
+                call.a[1],
                 Make::Open {
                     flags: word(0) as i32,
                     mode: word(1) as u32,
                 },
             )
         }
-        libc::SYS_mkdirat => (a[0] as i32, a[1], Make::Dir { mode: a[2] as u32 }),
-        libc::SYS_mknodat => (a[0] as i32, a[1], Make::File { mode: a[2] as u32 }),
+        libc::SYS_mkdirat => (
+            call.a[0] as i32,
+            call.a[1],
+            Make::Dir {
+                mode: call.a[2] as u32,
+            },
+        ),
+        libc::SYS_mknodat => (
+            call.a[0] as i32,
+            call.a[1],
+            Make::File {
+                mode: call.a[2] as u32,
+            },
+        ),
         other => match legacy(other) {
             Some(call) => call,
             None => return Answer::Continue,
@@ -613,15 +647,18 @@ fn create(
         }
         _ => {}
     }
-    let Ok(path) = read_path(tid, path_at).and_then(|p| CString::new(p).map_err(|_| libc::EINVAL))
+    let Ok(path) =
+        read_path(call.tid, path_at).and_then(|p| CString::new(p).map_err(|_| libc::EINVAL))
     else {
         return Answer::Continue;
     };
-    if !valid(listener, req) {
+    if !valid(call.listener, call.id) {
         return Answer::Errno(libc::EINTR);
     }
-    let umask = umask_of(tid);
-    let made = in_caller(tid, dirfd, root, |base| make_at(base, &path, &make, umask));
+    let umask = umask_of(call.tid);
+    let made = in_caller(call.tid, dirfd, call.root, |base| {
+        make_at(base, &path, &make, umask)
+    });
     let fd = match made {
         Ok(made) => made,
         // An existing file: the kernel opens it (nothing is created, nothing to record).
@@ -653,14 +690,14 @@ fn create(
         return Answer::Value(0);
     };
     let addfd = libc::seccomp_notif_addfd {
-        id: req,
+        id: call.id,
         flags: libc::SECCOMP_ADDFD_FLAG_SEND as u32,
         srcfd: fd.as_raw_fd() as u32,
         newfd: 0,
         newfd_flags: (flags & libc::O_CLOEXEC) as u32,
     };
     // SAFETY: ioctl(2) from a live struct; on success it has answered the call.
-    if unsafe { libc::ioctl(listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) } < 0 {
+    if unsafe { libc::ioctl(call.listener, libc::SECCOMP_IOCTL_NOTIF_ADDFD, &addfd) } < 0 {
         return Answer::Errno(errno());
     }
     Answer::Sent
@@ -724,43 +761,35 @@ fn umask_of(tid: i32) -> u32 {
 }
 
 /// The calls on files: `chown` and `chmod` in their forms.
-fn files(
-    creds: &Creds,
-    tid: i32,
-    nr: i64,
-    a: &[u64; 6],
-    listener: RawFd,
-    req: u64,
-    root: &OwnedFd,
-) -> Answer {
-    let (target, change) = match nr {
+fn files(call: Call<'_>, creds: &Creds) -> Answer {
+    let (target, change) = match call.nr {
         libc::SYS_fchown => (
-            Target::Fd(a[0] as i32),
-            Change::Owner(a[1] as u32, a[2] as u32),
+            Target::Fd(call.a[0] as i32),
+            Change::Owner(call.a[1] as u32, call.a[2] as u32),
         ),
-        libc::SYS_fchmod => (Target::Fd(a[0] as i32), Change::Mode(a[1] as u32)),
+        libc::SYS_fchmod => (Target::Fd(call.a[0] as i32), Change::Mode(call.a[1] as u32)),
         libc::SYS_fchownat | libc::SYS_fchmodat | SYS_FCHMODAT2 => {
-            let flags = if nr == libc::SYS_fchownat {
-                a[4]
-            } else if nr == SYS_FCHMODAT2 {
-                a[3]
+            let flags = if call.nr == libc::SYS_fchownat {
+                call.a[4]
+            } else if call.nr == SYS_FCHMODAT2 {
+                call.a[3]
             } else {
                 0
             } as i32;
-            let path = match read_path(tid, a[1]) {
+            let path = match read_path(call.tid, call.a[1]) {
                 Ok(p) => p,
                 Err(e) => return Answer::Errno(e),
             };
-            let change = if nr == libc::SYS_fchownat {
-                Change::Owner(a[2] as u32, a[3] as u32)
+            let change = if call.nr == libc::SYS_fchownat {
+                Change::Owner(call.a[2] as u32, call.a[3] as u32)
             } else {
-                Change::Mode(a[2] as u32)
+                Change::Mode(call.a[2] as u32)
             };
             let target = if path.is_empty() && flags & libc::AT_EMPTY_PATH != 0 {
-                Target::Fd(a[0] as i32)
+                Target::Fd(call.a[0] as i32)
             } else {
                 Target::At {
-                    dirfd: a[0] as i32,
+                    dirfd: call.a[0] as i32,
                     path,
                     follow: flags & libc::AT_SYMLINK_NOFOLLOW == 0,
                 }
@@ -769,29 +798,29 @@ fn files(
         }
         #[cfg(target_arch = "x86_64")]
         libc::SYS_chown | libc::SYS_lchown | libc::SYS_chmod => {
-            let path = match read_path(tid, a[0]) {
+            let path = match read_path(call.tid, call.a[0]) {
                 Ok(p) => p,
                 Err(e) => return Answer::Errno(e),
             };
-            let change = if nr == libc::SYS_chmod {
-                Change::Mode(a[1] as u32)
+            let change = if call.nr == libc::SYS_chmod {
+                Change::Mode(call.a[1] as u32)
             } else {
-                Change::Owner(a[1] as u32, a[2] as u32)
+                Change::Owner(call.a[1] as u32, call.a[2] as u32)
             };
             let target = Target::At {
                 dirfd: libc::AT_FDCWD,
                 path,
-                follow: nr != libc::SYS_lchown,
+                follow: call.nr != libc::SYS_lchown,
             };
             (target, change)
         }
         _ => return Answer::Errno(libc::ENOSYS),
     };
     // What was read from the caller's memory is what it asked only while it still waits.
-    if !valid(listener, req) {
+    if !valid(call.listener, call.id) {
         return Answer::Errno(libc::EINTR);
     }
-    let file = match open_target(tid, &target, root) {
+    let file = match open_target(call.tid, &target, call.root) {
         Ok(f) => f,
         Err(e) => return Answer::Errno(e),
     };
