@@ -77,6 +77,9 @@ fi
 # fresh overlay of the unpacked base.
 mkdir -p "$WORK/bare/rootfs" "$WORK/bare/merged"
 tar -xzf "$TARBALL" -C "$WORK/bare/rootfs"
+# The peers' builds and this unpacking wrote a few hundred MiB: measure after it reached the
+# disk, not while writeback competes with the first engine measured (see README.md).
+sync
 BARE_PREP=$(script bare-prep "
 umount $WORK/bare/merged/dev $WORK/bare/merged 2>/dev/null
 rm -rf $WORK/bare/upper $WORK/bare/work; mkdir -p $WORK/bare/upper $WORK/bare/work
