@@ -5,7 +5,7 @@
 use std::io::{self, Write};
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 use crate::store::Store;
 
@@ -39,54 +39,112 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
+/// Declares the subcommands: the `Command` enum, and clap's `Subcommand` and
+/// `FromArgMatches` for it. Each subcommand's arguments are added only when that subcommand is
+/// used (`Command::defer`): building every subcommand's arguments, as the derive does, took
+/// more of `kiln run`'s start than parsing its line.
+macro_rules! subcommands {
+    ($($(#[doc = $about:literal])+ $variant:ident($args:ty) = $name:literal $(, $hide:ident)?;)+) => {
+        /// The subcommands.
+        #[derive(Debug)]
+        pub enum Command {
+            $($(#[doc = $about])+ $variant($args),)+
+        }
+
+        impl clap::Subcommand for Command {
+            fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+                cmd$(.subcommand(
+                    clap::Command::new($name)
+                        .about(concat!($($about),+).trim().trim_end_matches('.'))
+                        $(.$hide(true))?
+                        .defer(|c| <$args as clap::Args>::augment_args(c)),
+                ))+
+            }
+
+            fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+                Self::augment_subcommands(cmd)
+            }
+
+            fn has_subcommand(name: &str) -> bool {
+                matches!(name, $($name)|+)
+            }
+        }
+
+        impl clap::FromArgMatches for Command {
+            fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+                Self::from_arg_matches_mut(&mut m.clone())
+            }
+
+            fn from_arg_matches_mut(m: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+                use clap::error::ErrorKind;
+                match m.remove_subcommand() {
+                    $(Some((name, mut sub)) if name == $name => Ok(Command::$variant(
+                        <$args as clap::FromArgMatches>::from_arg_matches_mut(&mut sub)?,
+                    )),)+
+                    Some((name, _)) => Err(clap::Error::raw(
+                        ErrorKind::InvalidSubcommand,
+                        format!("unknown subcommand '{name}'"),
+                    )),
+                    None => Err(clap::Error::raw(
+                        ErrorKind::MissingSubcommand,
+                        "a subcommand is required",
+                    )),
+                }
+            }
+
+            fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+                *self = Self::from_arg_matches(m)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+subcommands! {
     /// Build an image from a Dockerfile.
-    Build(build::BuildArgs),
+    Build(build::BuildArgs) = "build";
     /// List images.
-    Images(images::ImagesArgs),
+    Images(images::ImagesArgs) = "images";
     /// Give an image another name.
-    Tag(tag::TagArgs),
+    Tag(tag::TagArgs) = "tag";
     /// Remove images.
-    Rmi(rmi::RmiArgs),
+    Rmi(rmi::RmiArgs) = "rmi";
     /// Show containers' or images' details as JSON.
-    Inspect(inspect::InspectArgs),
+    Inspect(inspect::InspectArgs) = "inspect";
     /// Show an image's history.
-    History(history::HistoryArgs),
+    History(history::HistoryArgs) = "history";
     /// Remove unused data: untagged images, unreferenced blobs and snapshots, build cache.
-    Prune(prune::PruneArgs),
+    Prune(prune::PruneArgs) = "prune";
     /// Verify every blob, reference and snapshot in the store.
-    Fsck(fsck::FsckArgs),
+    Fsck(fsck::FsckArgs) = "fsck";
     /// Create an image from a root filesystem tarball.
-    Import(import::ImportArgs),
+    Import(import::ImportArgs) = "import";
     /// Save images to a tar archive.
-    Save(save::SaveArgs),
+    Save(save::SaveArgs) = "save";
     /// Load images from a tar archive.
-    Load(load::LoadArgs),
+    Load(load::LoadArgs) = "load";
     /// Run a command in a new container.
-    Run(run::RunArgs),
+    Run(run::RunArgs) = "run";
     /// List containers.
-    Ps(containers::PsArgs),
+    Ps(containers::PsArgs) = "ps";
     /// Fetch the logs of a container.
-    Logs(containers::LogsArgs),
+    Logs(containers::LogsArgs) = "logs";
     /// Stop running containers.
-    Stop(containers::StopArgs),
+    Stop(containers::StopArgs) = "stop";
     /// Send a signal to running containers.
-    Kill(containers::KillArgs),
+    Kill(containers::KillArgs) = "kill";
     /// Start stopped containers.
-    Start(containers::StartArgs),
+    Start(containers::StartArgs) = "start";
     /// Remove containers.
-    Rm(containers::RmArgs),
+    Rm(containers::RmArgs) = "rm";
     /// Create a new image from a container's changes.
-    Commit(commit::CommitArgs),
+    Commit(commit::CommitArgs) = "commit";
     /// Serve the Docker Engine API for the docker CLI (several tenants, with quotas).
-    Serve(serve::ServeArgs),
+    Serve(serve::ServeArgs) = "serve";
     /// Developer tools (`kiln debug parse FILE`).
-    Debug(debug::DebugArgs),
+    Debug(debug::DebugArgs) = "debug";
     /// Runs a detached container (started by `kiln run -d` and `kiln start`).
-    #[command(hide = true)]
-    ContainerSupervise(run::SuperviseArgs),
+    ContainerSupervise(run::SuperviseArgs) = "container-supervise", hide;
 }
 
 fn open_store(root: Option<&std::path::Path>) -> anyhow::Result<Store> {
@@ -112,7 +170,10 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Import(a) => import::run(a, &open_store(root)?, printer),
         Command::Save(a) => save::run(a, &open_store(root)?, printer),
         Command::Load(a) => load::run(a, &open_store(root)?, printer),
-        Command::Run(a) => run::run(a, &open_store(root)?, printer),
+        Command::Run(a) => {
+            let s = open_store(root)?;
+            run::run(a, &s, printer)
+        }
         Command::Ps(a) => containers::ps(a, &open_store(root)?, printer).map(|()| 0),
         Command::Logs(a) => containers::logs(a, &open_store(root)?, printer).map(|()| 0),
         Command::Stop(a) => containers::stop(a, &open_store(root)?, printer).map(|()| 0),
@@ -254,5 +315,39 @@ mod tests {
     fn command_line_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_subcommand_parses_into_its_own_variant() {
+        use super::{Cli, Command};
+        use clap::Parser;
+        let parse = |line: &[&str]| Cli::try_parse_from(line).map(|c| c.command);
+        assert!(matches!(parse(&["kiln", "images", "-q"]), Ok(Command::Images(a)) if a.quiet));
+        assert!(matches!(parse(&["kiln", "ps", "-a"]), Ok(Command::Ps(a)) if a.all));
+        assert!(matches!(
+            parse(&["kiln", "--root", "/s", "run", "--rm", "img", "true", "-x"]),
+            Ok(Command::Run(a)) if a.rm && a.image == "img" && a.command == ["true", "-x"]
+        ));
+        assert!(matches!(
+            parse(&["kiln", "container-supervise", "abc"]),
+            Ok(Command::ContainerSupervise(a)) if a.id == "abc"
+        ));
+        // `--root` is global: it is taken after the subcommand too.
+        let cli = Cli::try_parse_from(["kiln", "images", "--root", "/s"]).unwrap();
+        assert_eq!(cli.root.as_deref(), Some(std::path::Path::new("/s")));
+        // The subcommand's own arguments are checked, and a missing subcommand is an error.
+        assert!(parse(&["kiln", "run"]).is_err());
+        assert!(parse(&["kiln", "images", "--no-such-flag"]).is_err());
+        assert!(parse(&["kiln"]).is_err());
+        assert!(parse(&["kiln", "bogus"]).is_err());
+        // The list of subcommands shows each one's summary; the hidden one stays hidden.
+        let help = <Cli as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(
+            help.contains("Build an image from a Dockerfile\n"),
+            "{help}"
+        );
+        assert!(!help.contains("container-supervise"), "{help}");
     }
 }

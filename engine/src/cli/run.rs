@@ -89,13 +89,9 @@ pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u
     // Signals are blocked before any thread starts (the engine's too), so that they reach
     // the one thread that forwards them.
     let control = proxied_signals();
-    // The engine is made on the other core while the image is read and the container made.
     let sandbox = Sandbox::new();
-    let (mut c, held) = std::thread::scope(|s| {
-        s.spawn(|| sandbox.prewarm());
-        let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
-        containers.create_running(config).map_err(failed)
-    })?;
+    let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
+    let (mut c, held) = containers.create_running(config).map_err(failed)?;
     let status = supervise_here(
         store,
         &containers,

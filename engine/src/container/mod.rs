@@ -344,16 +344,16 @@ impl Containers {
 
     /// A fresh 64-hex id.
     pub fn new_id() -> String {
-        let mut seed = [0u8; 32];
-        if fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut seed))
-            .is_err()
-        {
+        let mut id = [0u8; 32];
+        let random = rustix::rand::getrandom(&mut id, rustix::rand::GetRandomFlags::empty());
+        if random.ok() != Some(id.len()) {
+            let mut seed = [0u8; 20];
             let t = OffsetDateTime::now_utc().unix_timestamp_nanos();
             seed[..16].copy_from_slice(&t.to_le_bytes());
-            seed[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+            seed[16..].copy_from_slice(&std::process::id().to_le_bytes());
+            id = *blake3::hash(&seed).as_bytes();
         }
-        blake3::hash(&seed).to_hex().to_string()
+        hex::encode(id)
     }
 
     /// Creates a container: its folder, config and state. An empty name gets a generated one.

@@ -476,13 +476,6 @@ impl Sandbox {
             .map_err(|m| SandboxError::Engine(m.clone()))
     }
 
-    /// Makes the WebAssembly engine now (every run needs it: it also makes the execution
-    /// choice), so that a caller can have it made on another thread while it prepares the
-    /// run. A failure is reported by the run.
-    pub fn prewarm(&self) {
-        let _ = self.wasi();
-    }
-
     /// Runs `spec` over `rootfs`, streaming what happens to `on_event`. The upper then holds
     /// the step's changes in the layer-diff format. Each program runs where DESIGN.md's
     /// execution choice puts it: WebAssembly modules and kiln's guest tools in the WASI sandbox,
