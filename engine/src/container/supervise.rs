@@ -5,7 +5,6 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use time::OffsetDateTime;
 
@@ -96,9 +95,6 @@ pub enum SuperviseError {
     #[error("{0}")]
     Bind(String),
 }
-
-/// Wall-clock limit of a container: none, in effect.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// Runs `c` to its end under `control` (which also takes signals written to its `ctl`);
 /// returns the program's exit status. The container is removed afterwards when it says so.
@@ -211,7 +207,7 @@ fn run_locked(
             gid: cfg.gid,
         },
         limits: Limits {
-            timeout: FOREVER,
+            timeout: Limits::NO_TIMEOUT,
             memory: cfg.memory,
             pids: cfg.pids,
             files: 65_536,

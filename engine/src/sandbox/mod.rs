@@ -34,6 +34,11 @@ pub struct Limits {
     pub log: u64,
 }
 
+impl Limits {
+    /// A wall-clock limit that is never reached: a container runs until it ends or is stopped.
+    pub const NO_TIMEOUT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -264,11 +269,16 @@ struct Control {
     next_token: u64,
 }
 
+/// Makes a running WebAssembly program look at its stop flag (a set flag alone is seen only
+/// when the program waits in a host call).
+pub(crate) type Waker = Arc<dyn Fn() + Send + Sync>;
+
 #[derive(Default)]
 enum MainTarget {
     #[default]
     NotStarted,
-    Wasm(Arc<AtomicI32>),
+    /// The flag that stops it, and what makes it look at the flag now.
+    Wasm(Arc<AtomicI32>, Waker),
     Native(u64),
 }
 
@@ -321,9 +331,10 @@ impl RunControl {
                     c.pending = Some(sig);
                 }
             }
-            MainTarget::Wasm(flag) => {
+            MainTarget::Wasm(flag, wake) => {
                 if terminates(sig) {
                     let _ = flag.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+                    wake();
                     // The run ends with its main program: native children go with it.
                     for (_, pidfd) in &c.natives {
                         send_pidfd(pidfd, libc::SIGKILL);
@@ -359,15 +370,16 @@ impl RunControl {
         }
     }
 
-    /// The main program is a WebAssembly process whose `flag` holds the signal that stops it.
-    pub(crate) fn set_wasm_main(&self, flag: Arc<AtomicI32>) {
+    /// The main program is a WebAssembly process whose `flag` holds the signal that stops it;
+    /// `wake` makes it look at the flag. (A signal already pending is seen when it starts.)
+    pub(crate) fn set_wasm_main(&self, flag: Arc<AtomicI32>, wake: Waker) {
         let Ok(mut c) = self.inner.lock() else { return };
         if let Some(sig) = c.pending.take() {
             if terminates(sig) {
                 flag.store(sig, Ordering::SeqCst);
             }
         }
-        c.main = MainTarget::Wasm(flag);
+        c.main = MainTarget::Wasm(flag, wake);
     }
 
     /// A native sandbox's init started (`main`: it runs the main program); returns the token

@@ -164,6 +164,7 @@ fn kill(_m: &mut Mem<'_>, p: &mut Proc, pid: u32, sig: i32) -> HostResult {
     }
     if sig != 0 {
         child.signal.store(sig, Ordering::SeqCst);
+        p.step.runtime.interrupt();
     }
     Ok(())
 }

@@ -95,6 +95,9 @@ impl Step {
         rootfs: Rootfs,
     ) -> Arc<Step> {
         let deadline = Instant::now() + spec.limits.timeout;
+        if spec.limits.timeout < crate::sandbox::Limits::NO_TIMEOUT {
+            runtime.tick();
+        }
         Arc::new(Step {
             overlay,
             runtime,
@@ -128,6 +131,7 @@ impl Step {
             h.get_or_insert(limit);
         }
         self.abort.store(true, Ordering::SeqCst);
+        self.runtime.interrupt();
     }
 
     /// The limit that stopped the step, if any.
@@ -201,6 +205,7 @@ impl Step {
     pub fn finish(&self, orphans: super::super::Orphans) {
         if orphans == super::super::Orphans::Killed {
             self.abort.store(true, Ordering::SeqCst);
+            self.runtime.interrupt();
         }
         loop {
             let batch: Vec<_> = match self.orphans.lock() {
@@ -582,6 +587,11 @@ fn run(step: &Arc<Step>, launch: Launch, signal: Arc<AtomicI32>) -> i32 {
     let mut store = Store::new(step.runtime.engine(), proc);
     store.limiter(|p| &mut p.limiter);
     store.set_epoch_deadline(1);
+    // Stopped before it started (a signal that was pending, a step already over): the first
+    // check ends it, as no interruption is coming.
+    if store.data().stopping() {
+        store.set_epoch_deadline(0);
+    }
     let watch = step.clone();
     let sig = store.data().signal.clone();
     store.epoch_deadline_callback(move |_| {
@@ -706,7 +716,8 @@ pub(crate) fn run_main(step: &Arc<Step>, launch: Launch) -> i32 {
     step.live.fetch_add(1, Ordering::SeqCst);
     let signal = Arc::new(AtomicI32::new(0));
     if let (Some(control), ProgramKind::Wasm(_)) = (&step.control, &launch.program.kind) {
-        control.set_wasm_main(signal.clone());
+        let rt = step.runtime.clone();
+        control.set_wasm_main(signal.clone(), Arc::new(move || rt.interrupt()));
     }
     let status = run_any(step, launch, signal, true);
     step.live.fetch_sub(1, Ordering::SeqCst);

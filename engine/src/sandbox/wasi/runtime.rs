@@ -18,7 +18,7 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel};
 use super::process::Proc;
 use super::SandboxError;
 
-/// How often the epoch ticks: the granularity of timeouts and kills.
+/// How often the epoch ticks, when a run has a wall-clock limit: the granularity of timeouts.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// A module being compiled or loaded once, shared by everyone who asks for it.
@@ -52,6 +52,8 @@ pub struct WasiRuntime {
     cache_dir: Option<PathBuf>,
     /// Identifies wasmtime's version and this engine's configuration.
     engine_key: String,
+    /// Started by the first run with a wall-clock limit ([`WasiRuntime::tick`]).
+    ticker: std::sync::Once,
 }
 
 impl std::fmt::Debug for WasiRuntime {
@@ -111,9 +113,22 @@ impl WasiRuntime {
             files: Mutex::new(HashMap::new()),
             cache_dir,
             engine_key,
+            ticker: std::sync::Once::new(),
         });
-        start_ticker(&rt.engine);
         Ok(rt)
+    }
+
+    /// Makes every running guest check, at its next loop or call, whether it must stop (a
+    /// signal, a kill, an aborted step). Guests check their stop flags only at the epoch
+    /// deadline: with no wall-clock limit nothing ticks, and this is what interrupts them.
+    pub(crate) fn interrupt(&self) {
+        self.engine.increment_epoch();
+    }
+
+    /// Starts ticking the epoch, once per process: the guests of a run with a wall-clock limit
+    /// check the time at every tick. A run without one costs no thread and no wake-ups.
+    pub(crate) fn tick(&self) {
+        self.ticker.call_once(|| start_ticker(&self.engine));
     }
 
     pub(crate) fn engine(&self) -> &Engine {
