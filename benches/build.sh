@@ -14,8 +14,7 @@ RUNS=${1:-10}
 for t in hyperfine buildah; do
     command -v "$t" >/dev/null || { echo "bench: $t is not installed (apt-get install $t)" >&2; exit 1; }
 done
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+KILN=$(bench_build_kiln)
 WORK=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 trap 'buildah --root "$WORK/buildah" --runroot "$WORK/buildah-run" rmi -af >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 export KILN_ROOT=$WORK/kiln

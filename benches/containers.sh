@@ -10,8 +10,7 @@ RUNS=${1:-20}
 . benches/lib.sh
 bench_require hyperfine dockerd docker
 bench_debian_tarball
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+KILN=$(bench_build_kiln)
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
 cleanup() {
     bench_dockerd_stop "$WORK"

@@ -7,6 +7,16 @@ bench_require() {
     done
 }
 
+# bench_build_kiln: builds kiln in release and prints its executable's path (cargo says where:
+# .cargo/config.toml names the target, so it is not target/release).
+bench_build_kiln() {
+    cargo build --release --quiet --message-format=json | python3 -c '
+import json, sys
+exes = [m["executable"] for m in map(json.loads, sys.stdin)
+        if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "kiln"]
+print(exes[-1])'
+}
+
 # median FILE: the median seconds of hyperfine's --export-json FILE.
 median() {
     python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$1"

@@ -20,8 +20,7 @@ PEERS=${PEERS:-1}
 . benches/lib.sh
 bench_require hyperfine buildah dockerd docker unshare
 bench_debian_tarball
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+KILN=$(bench_build_kiln)
 WORK=$(mktemp -d /var/tmp/kiln-nativebench.XXXXXX)
 cleanup() {
     umount "$WORK/bare/merged/dev" "$WORK/bare/merged" 2>/dev/null || true

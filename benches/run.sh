@@ -14,8 +14,7 @@ RUNS=${1:-10}
 . benches/lib.sh
 bench_require hyperfine buildah dockerd docker
 [ -x /bin/busybox ] || { echo "bench: /bin/busybox is missing (apt-get install busybox-static)" >&2; exit 1; }
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+KILN=$(bench_build_kiln)
 WORK=$(mktemp -d /var/tmp/kiln-runbench.XXXXXX)
 cleanup() {
     bench_dockerd_stop "$WORK"

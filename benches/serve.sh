@@ -13,8 +13,7 @@ ROUNDS=${1:-3}
 . benches/lib.sh
 bench_require dockerd docker python3
 bench_debian_tarball
-cargo build --release --quiet
-KILN=$PWD/target/release/kiln
+KILN=$(bench_build_kiln)
 WORK=$(mktemp -d /var/tmp/kiln-servebench.XXXXXX)
 KILN_PID=
 cleanup() {
