@@ -284,6 +284,45 @@ fn detached_containers_log_stop_and_kill() {
 }
 
 #[test]
+fn wasi_programs_that_only_compute_are_stopped_at_once() {
+    // No host call ever comes from these loops: only the engine's interruption stops them
+    // (a container has no wall-clock limit, so nothing else ticks).
+    let env = Env::new();
+    build(
+        &env,
+        "me/spin",
+        "FROM scratch\nCMD [\"sh\", \"-c\", \"while :; do :; done\"]\n",
+    );
+    env.ok(&["run", "-d", "--name", "spin", "me/spin"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    env.ok(&["stop", "-t", "5", "spin"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        started.elapsed()
+    );
+    let rows = ps_all(&env);
+    let status = ps_row(&rows, "spin")["Status"].as_str().unwrap().to_owned();
+    assert!(status.starts_with("Exited (143)"), "{status}");
+    // A guest's kill of its spinning child.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "parent",
+        "me/spin",
+        "sh",
+        "-c",
+        "sh -c 'while :; do :; done' & sleep 0.2; kill $!; wait $!; echo child=$?",
+    ]);
+    wait_for(20, "the child's end", || {
+        env.ok(&["logs", "parent"]) == "child=143\n"
+    });
+    env.ok(&["rm", "-f", "parent"]);
+}
+
+#[test]
 fn native_containers_get_signals_and_a_killed_kiln_leaves_no_process() {
     let env = Env::new();
     crate::harness::debian_base(&env);

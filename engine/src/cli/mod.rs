@@ -170,10 +170,7 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Import(a) => import::run(a, &open_store(root)?, printer),
         Command::Save(a) => save::run(a, &open_store(root)?, printer),
         Command::Load(a) => load::run(a, &open_store(root)?, printer),
-        Command::Run(a) => {
-            let s = open_store(root)?;
-            run::run(a, &s, printer)
-        }
+        Command::Run(a) => run::run(a, &open_store(root)?, printer),
         Command::Ps(a) => containers::ps(a, &open_store(root)?, printer).map(|()| 0),
         Command::Logs(a) => containers::logs(a, &open_store(root)?, printer).map(|()| 0),
         Command::Stop(a) => containers::stop(a, &open_store(root)?, printer).map(|()| 0),
