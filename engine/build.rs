@@ -95,8 +95,45 @@ fn watch(guest: &Path) {
     }
 }
 
+/// Installs the wasm32-wasip1 standard library when the toolchain lacks it, as
+/// `rust-toolchain.toml` asks: rustup adds a toolchain file's targets only when it installs the
+/// toolchain itself, so a machine that already had the toolchain would otherwise fail here with
+/// "can't find crate for `core`" (README's first command, on a fresh machine).
+fn ensure_target() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(rustc)
+        .args(["--print", "target-libdir", "--target", TARGET])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if libdir.is_some_and(|d| has_core(&d)) {
+        return;
+    }
+    println!("cargo:warning=kiln: adding the {TARGET} target (rustup target add {TARGET})");
+    // rustup's proxy set RUSTUP_TOOLCHAIN for this build, so the target goes to its toolchain.
+    match Command::new("rustup").args(["target", "add", TARGET]).status() {
+        Ok(s) if s.success() => {}
+        Ok(_) | Err(_) => panic!(
+            "kiln: the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it and build again"
+        ),
+    }
+}
+
+/// Whether `dir` holds a `libcore-*.rlib` (the standard library's files carry a hash).
+fn has_core(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("libcore-") && n.ends_with(".rlib")
+        })
+    })
+}
+
 /// Runs cargo on the guest workspace; returns the folder with the `.wasm` files.
 fn build_guest(guest: &Path, out: &Path) -> PathBuf {
+    ensure_target();
     // OUT_DIR is <target>/<profile>/build/<pkg>/out: the guest build lives beside the profiles.
     let target_dir = out
         .ancestors()
