@@ -49,11 +49,19 @@ pub enum ArchiveError {
         /// The parse error.
         source: serde_json::Error,
     },
-    /// The archive names a file it does not contain, or one outside itself.
+    /// The archive names a file it does not contain.
     #[error("archive references missing file {0:?}")]
-    MissingFile(String),
-    /// A layer's content does not match the config's diff ID.
-    #[error("layer {index} of {image}: content has diff ID {found}, config says {expected}")]
+    MissingFile(Shown),
+    /// A name in the archive resolves outside it (an absolute name, `..` above its top, or a
+    /// symlink of the archive's that leads out).
+    #[error("archive member {0:?} leads outside the archive")]
+    OutsideArchive(Shown),
+    /// A name in the archive is not a regular file, or its symlinks loop.
+    #[error("archive member {0:?} is not a regular file")]
+    NotAFile(Shown),
+    /// A layer's content does not match the config's diff ID. The content's own digest is not
+    /// shown: an error never echoes a digest of bytes the requester did not supply.
+    #[error("layer {index} of {image}: content does not match the config's diff ID {expected}")]
     DiffIdMismatch {
         /// Which image.
         image: String,
@@ -61,9 +69,10 @@ pub enum ArchiveError {
         index: usize,
         /// From the config.
         expected: DiffId,
-        /// From the content.
-        found: DiffId,
     },
+    /// A JSON document of the archive is larger than kiln reads.
+    #[error("archive member {0:?} is larger than {1} bytes")]
+    TooLarge(Shown, u64),
     /// The config lists a different number of layers than the manifest.
     #[error("image {0}: manifest and config disagree on the number of layers")]
     LayerCount(String),
@@ -340,13 +349,11 @@ fn uncompressed_layer(
     let mut hr = HashingReader::new(reader);
     io::copy(&mut hr, tmp.as_file_mut()).map_err(ArchiveError::Write)?;
     let (h, _) = hr.finish();
-    let found = DiffId::from_bytes(h);
-    if &found != diff_id {
+    if &DiffId::from_bytes(h) != diff_id {
         return Err(ArchiveError::DiffIdMismatch {
             image: desc.digest.to_string(),
             index: 0,
             expected: *diff_id,
-            found,
         });
     }
     Ok(tmp)
@@ -372,96 +379,109 @@ pub struct LoadReport {
 }
 
 /// Loads a docker-archive or OCI archive (possibly compressed) into the store.
+///
+/// The archive is unpacked with the layer module's hostile-input rules into a private folder;
+/// every name its JSON documents give (`manifest.json`'s config and layers, `blobs/sha256/…`
+/// for a digest) is then resolved beneath that folder by the kernel and read through the one
+/// descriptor that resolution returns ([`Members`]), so no symlink the archive carries can
+/// reach a file outside it (docker-archive's symlinked `layer.tar` of a repeated layer, which
+/// stays inside, still loads).
 pub fn load(store: &Store, input: impl Read) -> Result<LoadReport, ArchiveError> {
     // Hold off garbage collection until the images are in the index.
     let _lease = store.lease()?;
     let tmp = store.temp_dir()?;
-    let dir = tmp.path().to_path_buf();
+    let dir = open_dir(tmp.path())?;
     let opts = UnpackOptions {
         whiteouts: Whiteouts::Refuse,
         allow_devices: false,
         same_owner: false,
         limits: Limits::default(),
     };
-    layer::unpack_layer(input, &open_dir(&dir)?, &opts)?;
-    let read = |rel: &str, max: u64| -> Result<Vec<u8>, ArchiveError> {
-        let p = safe_join(&dir, rel).ok_or_else(|| ArchiveError::MissingFile(rel.to_owned()))?;
-        read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.to_owned()))
-    };
+    layer::unpack_layer(input, &dir, &opts)?;
+    let members = Members { dir };
     let mut report = LoadReport::default();
-    if dir.join("manifest.json").is_file() {
-        let bytes = read("manifest.json", MAX_JSON_BLOB)?;
+    if let Some(f) = members.open_if_present("manifest.json")? {
+        let bytes = read_limited(f, "manifest.json", MAX_JSON_BLOB)?;
         let entries: Vec<DockerManifestEntry> =
             serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
                 what: "manifest.json".to_owned(),
                 source,
             })?;
         for e in entries {
-            let config_bytes = read(&e.config, MAX_JSON_BLOB)?;
-            let config: ImageConfig =
-                serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
-                    what: e.config.clone(),
-                    source,
-                })?;
-            if config.rootfs.diff_ids.len() != e.layers.len() {
-                return Err(ArchiveError::LayerCount(e.config.clone()));
-            }
-            let mut layers = Vec::new();
-            for (i, (path, expected)) in e.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
-                let p =
-                    safe_join(&dir, path).ok_or_else(|| ArchiveError::MissingFile(path.clone()))?;
-                layers.push(store_layer(store, &p, expected, &e.config, i)?);
-            }
-            let (config_digest, config_size) = store.put_blob(&config_bytes[..])?;
-            let state = ImageState { layers, config };
-            let manifest = state.manifest(Descriptor::new(
-                media_types::OCI_CONFIG,
-                config_digest,
-                config_size,
-            ));
-            let mdesc = store.put_json(media_types::OCI_MANIFEST, &manifest)?;
-            let tags = e.repo_tags.unwrap_or_default();
-            let mut refs = Vec::new();
-            for t in &tags {
-                refs.push(ImageRef::parse(t)?);
-            }
-            store.add_image(&mdesc, &refs)?;
-            if refs.is_empty() {
-                report
-                    .loaded
-                    .push(format!("Loaded image ID: {config_digest}"));
-            }
-            for r in refs {
-                report
-                    .loaded
-                    .push(format!("Loaded image: {}", r.familiar()));
-            }
+            load_docker_entry(store, &members, e, &mut report)?;
         }
         return Ok(report);
     }
-    if dir.join("index.json").is_file() {
-        let bytes = read("index.json", MAX_JSON_BLOB)?;
+    if let Some(f) = members.open_if_present("index.json")? {
+        let bytes = read_limited(f, "index.json", MAX_JSON_BLOB)?;
         let index: ImageIndex =
             serde_json::from_slice(&bytes).map_err(|source| ArchiveError::BadJson {
                 what: "index.json".to_owned(),
                 source,
             })?;
         for d in index.manifests {
-            load_oci_manifest(store, &dir, &d, &mut report, 0)?;
+            load_oci_manifest(store, &members, &d, &mut report, 0)?;
         }
         return Ok(report);
     }
     Err(ArchiveError::NotAnArchive)
 }
 
+/// Loads one image of a docker-archive's `manifest.json`.
+fn load_docker_entry(
+    store: &Store,
+    members: &Members,
+    e: DockerManifestEntry,
+    report: &mut LoadReport,
+) -> Result<(), ArchiveError> {
+    let config_bytes = read_limited(members.open(&e.config)?, &e.config, MAX_JSON_BLOB)?;
+    let config: ImageConfig =
+        serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
+            what: Shown::new(&e.config).0,
+            source,
+        })?;
+    if config.rootfs.diff_ids.len() != e.layers.len() {
+        return Err(ArchiveError::LayerCount(Shown::new(&e.config).0));
+    }
+    let mut layers = Vec::new();
+    for (i, (path, expected)) in e.layers.iter().zip(&config.rootfs.diff_ids).enumerate() {
+        let image = Shown::new(&e.config).0;
+        layers.push(store_layer(store, members.open(path)?, expected, image, i)?);
+    }
+    let (config_digest, config_size) = store.put_blob(&config_bytes[..])?;
+    let state = ImageState { layers, config };
+    let manifest = state.manifest(Descriptor::new(
+        media_types::OCI_CONFIG,
+        config_digest,
+        config_size,
+    ));
+    let mdesc = store.put_json(media_types::OCI_MANIFEST, &manifest)?;
+    let mut refs = Vec::new();
+    for t in e.repo_tags.unwrap_or_default() {
+        refs.push(ImageRef::parse(&t)?);
+    }
+    store.add_image(&mdesc, &refs)?;
+    if refs.is_empty() {
+        report
+            .loaded
+            .push(format!("Loaded image ID: {config_digest}"));
+    }
+    for r in refs {
+        report
+            .loaded
+            .push(format!("Loaded image: {}", r.familiar()));
+    }
+    Ok(())
+}
+
 fn load_oci_manifest(
     store: &Store,
-    dir: &Path,
+    members: &Members,
     d: &Descriptor,
     report: &mut LoadReport,
     depth: usize,
 ) -> Result<(), ArchiveError> {
-    let bytes = copy_blob(store, dir, &d.digest, Some(MAX_JSON_BLOB))?;
+    let bytes = copy_json_blob(store, members, &d.digest)?;
     if media_types::is_index(&d.media_type) {
         if depth > 4 {
             return Err(ArchiveError::NotAnArchive);
@@ -480,7 +500,7 @@ fn load_oci_manifest(
             if ok && media_types::is_manifest(&m.media_type) {
                 let mut m = m;
                 m.annotations.extend(d.annotations.clone());
-                return load_oci_manifest(store, dir, &m, report, depth + 1);
+                return load_oci_manifest(store, members, &m, report, depth + 1);
             }
         }
         return Ok(());
@@ -490,7 +510,7 @@ fn load_oci_manifest(
             what: d.digest.to_string(),
             source,
         })?;
-    let config_bytes = copy_blob(store, dir, &manifest.config.digest, Some(MAX_JSON_BLOB))?;
+    let config_bytes = copy_json_blob(store, members, &manifest.config.digest)?;
     let config: ImageConfig =
         serde_json::from_slice(&config_bytes).map_err(|source| ArchiveError::BadJson {
             what: manifest.config.digest.to_string(),
@@ -505,22 +525,21 @@ fn load_oci_manifest(
         .zip(&config.rootfs.diff_ids)
         .enumerate()
     {
-        let p = safe_join(dir, &blob_name(&l.digest))
-            .ok_or_else(|| ArchiveError::MissingFile(blob_name(&l.digest)))?;
-        // Verify the uncompressed content before accepting the blob as is.
-        let f = fs::File::open(&p).map_err(|_| ArchiveError::MissingFile(blob_name(&l.digest)))?;
-        let mut hr = HashingReader::new(layer::decompress_auto(f)?);
-        io::copy(&mut hr, &mut io::sink()).map_err(ArchiveError::Write)?;
-        let found = DiffId::from_bytes(hr.finish().0);
-        if &found != expected {
+        let name = blob_name(&l.digest);
+        let mut f = members.open(&name)?;
+        // Verify the uncompressed content before accepting the blob as is; both passes read
+        // the one descriptor.
+        let mut hr = HashingReader::new(layer::decompress_auto(&f)?);
+        io::copy(&mut hr, &mut io::sink()).map_err(|e| member_io(&name, e))?;
+        if &DiffId::from_bytes(hr.finish().0) != expected {
             return Err(ArchiveError::DiffIdMismatch {
                 image: d.digest.to_string(),
                 index: i,
                 expected: *expected,
-                found,
             });
         }
-        copy_blob(store, dir, &l.digest, None)?;
+        io::Seek::rewind(&mut f).map_err(|e| member_io(&name, e))?;
+        store.put_blob_expect(f, &l.digest)?;
     }
     let mdesc = Descriptor::new(media_types::OCI_MANIFEST, d.digest, bytes.len() as u64);
     let name = d
@@ -544,57 +563,46 @@ fn load_oci_manifest(
     Ok(())
 }
 
-/// Copies blob `digest` from the unpacked archive into the store, verifying it; returns its
-/// bytes when `max` is given (for JSON documents).
-fn copy_blob(
+/// Copies the JSON blob `digest` from the unpacked archive into the store, verifying it;
+/// returns its bytes.
+fn copy_json_blob(
     store: &Store,
-    dir: &Path,
+    members: &Members,
     digest: &Digest,
-    max: Option<u64>,
 ) -> Result<Vec<u8>, ArchiveError> {
-    let rel = blob_name(digest);
-    let p = safe_join(dir, &rel).ok_or_else(|| ArchiveError::MissingFile(rel.clone()))?;
-    match max {
-        Some(max) => {
-            let bytes =
-                read_limited(&p, max).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
-            store.put_blob_expect(&bytes[..], digest)?;
-            Ok(bytes)
-        }
-        None => {
-            let f = fs::File::open(&p).map_err(|_| ArchiveError::MissingFile(rel.clone()))?;
-            store.put_blob_expect(f, digest)?;
-            Ok(Vec::new())
-        }
-    }
+    let name = blob_name(digest);
+    let bytes = read_limited(members.open(&name)?, &name, MAX_JSON_BLOB)?;
+    store.put_blob_expect(&bytes[..], digest)?;
+    Ok(bytes)
 }
 
-/// Stores a layer file from an archive as an uncompressed blob, checking its diff ID.
+/// Stores a layer file from an archive as an uncompressed blob, provided its content matches
+/// the config's diff ID: nothing is kept otherwise.
 fn store_layer(
     store: &Store,
-    path: &Path,
+    f: fs::File,
     expected: &DiffId,
-    image: &str,
+    image: String,
     index: usize,
 ) -> Result<Layer, ArchiveError> {
-    let f =
-        fs::File::open(path).map_err(|_| ArchiveError::MissingFile(path.display().to_string()))?;
     let reader = layer::decompress_auto(f)?;
     let mut w = store.blob_writer()?;
     io::copy(&mut io::BufReader::new(reader), &mut w).map_err(ArchiveError::Write)?;
-    let (digest, size) = w.commit()?;
-    let found = DiffId::from_bytes(*digest.as_bytes());
-    if &found != expected {
-        return Err(ArchiveError::DiffIdMismatch {
-            image: image.to_owned(),
-            index,
-            expected: *expected,
-            found,
-        });
-    }
+    let digest = expected.as_uncompressed_digest();
+    let size = match w.commit_expect(&digest) {
+        Ok(size) => size,
+        Err(StoreError::DigestMismatch { .. }) => {
+            return Err(ArchiveError::DiffIdMismatch {
+                image,
+                index,
+                expected: *expected,
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(Layer {
         desc: Descriptor::new(media_types::OCI_LAYER, digest, size),
-        diff_id: found,
+        diff_id: *expected,
     })
 }
 
@@ -608,31 +616,88 @@ fn open_dir(p: &Path) -> Result<cap_std::fs::Dir, ArchiveError> {
     })
 }
 
-/// `dir/rel`, provided `rel` is a plain relative path (no `..`, not absolute).
-fn safe_join(dir: &Path, rel: &str) -> Option<PathBuf> {
-    let p = Path::new(rel);
-    if p.is_absolute()
-        || p.components().any(|c| {
-            !matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        })
-    {
-        return None;
+/// An archive's name, as an error shows it: at most 200 characters of it.
+pub struct Shown(String);
+
+impl std::fmt::Debug for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
     }
-    let full = dir.join(p);
-    // The unpacker refuses symlinks that leave the folder, but a symlink inside it could still
-    // point at another file in it: only read regular files.
-    let m = fs::symlink_metadata(&full).ok()?;
-    m.is_file().then_some(full)
 }
 
-fn read_limited(p: &Path, max: u64) -> io::Result<Vec<u8>> {
+impl Shown {
+    fn new(name: &str) -> Self {
+        const MAX: usize = 200;
+        match name.char_indices().nth(MAX) {
+            Some((end, _)) => Self(format!("{}...", &name[..end])),
+            None => Self(name.to_owned()),
+        }
+    }
+}
+
+/// The members of an unpacked archive, named the way its JSON documents name them.
+///
+/// A name is resolved by `openat2(RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)` below the folder's
+/// descriptor: the kernel refuses an absolute name, a `..` above the top, and a symlink of the
+/// archive's that leads out (CVE-class: `evil -> /` then `evil/etc/shadow`), with no window
+/// between a check and the open. The file is then used only through that descriptor, after
+/// `fstat` says it is a regular file. Symlinks that stay inside are followed, as docker does:
+/// docker-archives before Docker 25 link a repeated layer's `layer.tar` to its first copy.
+struct Members {
+    dir: cap_std::fs::Dir,
+}
+
+impl Members {
+    /// Opens member `name` for reading.
+    fn open(&self, name: &str) -> Result<fs::File, ArchiveError> {
+        self.open_if_present(name)?
+            .ok_or_else(|| ArchiveError::MissingFile(Shown::new(name)))
+    }
+
+    /// Opens member `name` for reading; `None` when the archive has no such member.
+    fn open_if_present(&self, name: &str) -> Result<Option<fs::File>, ArchiveError> {
+        use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+        use rustix::io::Errno;
+        // O_NONBLOCK: an open must not wait, whatever the name turns out to be.
+        let fd = match openat2(
+            &self.dir,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(None),
+            Err(Errno::XDEV) => return Err(ArchiveError::OutsideArchive(Shown::new(name))),
+            Err(Errno::LOOP | Errno::ISDIR | Errno::INVAL | Errno::NAMETOOLONG) => {
+                return Err(ArchiveError::NotAFile(Shown::new(name)))
+            }
+            Err(e) => return Err(member_io(name, e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| member_io(name, e.into()))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(ArchiveError::NotAFile(Shown::new(name)));
+        }
+        Ok(Some(fs::File::from(fd)))
+    }
+}
+
+fn member_io(name: &str, source: io::Error) -> ArchiveError {
+    ArchiveError::Io {
+        op: "read archive member",
+        path: PathBuf::from(Shown::new(name).0),
+        source,
+    }
+}
+
+/// The whole of member `f`, refused when larger than `max`.
+fn read_limited(f: fs::File, name: &str, max: u64) -> Result<Vec<u8>, ArchiveError> {
     let mut buf = Vec::new();
-    fs::File::open(p)?.take(max + 1).read_to_end(&mut buf)?;
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| member_io(name, e))?;
     if buf.len() as u64 > max {
-        return Err(io::Error::other("file too large"));
+        return Err(ArchiveError::TooLarge(Shown::new(name), max));
     }
     Ok(buf)
 }

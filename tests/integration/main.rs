@@ -12,6 +12,7 @@ mod guest_tools;
 mod harness;
 mod hostile;
 mod hostile_cli;
+mod hostile_load;
 mod hostile_native;
 mod run;
 mod serve;

@@ -26,7 +26,7 @@ fn docker_bin() -> String {
 }
 
 /// A running `kiln serve`, stopped with SIGTERM on drop.
-struct Server {
+pub(crate) struct Server {
     child: Option<std::process::Child>,
     socket: PathBuf,
     /// A docker config folder per tenant token.
@@ -35,7 +35,7 @@ struct Server {
 
 impl Server {
     /// Starts `kiln serve` on `env`'s store with `args`; waits for `socket`.
-    fn start(env: &Env, socket: &Path, args: &[&str]) -> Server {
+    pub(crate) fn start(env: &Env, socket: &Path, args: &[&str]) -> Server {
         let child = env
             .kiln()
             .arg("serve")
@@ -153,7 +153,7 @@ fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 /// A raw HTTP/1.1 exchange over the unix socket: (status, head, body).
-fn http(
+pub(crate) fn http(
     socket: &Path,
     method: &str,
     path: &str,
@@ -610,7 +610,7 @@ fn seed_redis_builds_and_runs_through_the_docker_cli() {
 }
 
 /// A config with tenants; returns its path.
-fn write_config(env: &Env, text: &str) -> PathBuf {
+pub(crate) fn write_config(env: &Env, text: &str) -> PathBuf {
     env.write("kiln-server.toml", text)
 }
 

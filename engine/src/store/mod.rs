@@ -137,8 +137,10 @@ pub enum StoreError {
     /// A blob is not in the store.
     #[error("blob {0} not found")]
     BlobNotFound(Digest),
-    /// A blob's content does not hash to the expected digest.
-    #[error("digest mismatch: expected {expected}, found {found}")]
+    /// A blob's content does not hash to the expected digest. The message leaves out the
+    /// content's own digest: an error never echoes a digest of bytes the requester did not
+    /// supply (a load that named a file it should not reach would learn its hash).
+    #[error("content does not match its digest {expected}")]
     DigestMismatch {
         /// The digest asked for.
         expected: Digest,
