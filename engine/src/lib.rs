@@ -5,6 +5,9 @@
 //! runs steps) -> [`layer`] -> [`store`]. The engine never prints: it emits
 //! [`progress::ProgressEvent`]s that the CLI or the server renders.
 
+// Nothing from outside may panic kiln: no `unwrap()`/`expect()` outside tests (CI's clippy).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod archive;
 pub mod build;
 pub mod cache;

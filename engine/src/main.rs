@@ -4,6 +4,9 @@
 //! image or file, a limit hit); 2 an internal error. A closed stdout (`kiln images | head`) is not
 //! an error.
 
+// Nothing from outside may panic kiln: no `unwrap()`/`expect()` outside tests (CI's clippy).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
 use std::process::ExitCode;
 
 use clap::Parser;
