@@ -440,16 +440,16 @@ fn serve_load_never_reads_host_files_or_another_tenants_store() {
         ),
     );
     let socket = env.path("s.sock");
-    let _srv = Server::start(
-        &env,
-        &socket,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "-H",
-            &format!("unix://{}", socket.display()),
-        ],
-    );
+    let _srv = Server::with_config(&env, &cfg, &socket, &[]);
+    let get = |token: &str, path: &str| {
+        http(
+            &socket,
+            "GET",
+            path,
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+    };
     let load = |token: &str, body: &[u8]| {
         http(
             &socket,
@@ -484,13 +484,7 @@ fn serve_load_never_reads_host_files_or_another_tenants_store() {
     // alice goes after bob's store and after the server's config, which holds every token.
     let config_canary = Canary::at(cfg.clone());
     let alice_store = tenants.join("alice");
-    let (status, _, _) = http(
-        &socket,
-        "GET",
-        "/v1.43/images/json",
-        &[("Authorization", &format!("Bearer {ALICE}"))],
-        b"",
-    );
+    let (status, _, _) = get(ALICE, "/v1.43/images/json");
     assert_eq!(status, 200);
     let mut cases = hostile_archives(&secret, &bob_store, (&bob_manifest.0, bob_manifest.1));
     cases.extend(
@@ -516,23 +510,11 @@ fn serve_load_never_reads_host_files_or_another_tenants_store() {
         for c in [&secret, &config_canary] {
             c.assert_absent_under(&alice_store, case);
         }
-        let (status, _, _) = http(
-            &socket,
-            "GET",
-            "/v1.43/images/loot:latest/get",
-            &[("Authorization", &format!("Bearer {ALICE}"))],
-            b"",
-        );
+        let (status, _, _) = get(ALICE, "/v1.43/images/loot:latest/get");
         assert_eq!(status, 404, "{case}: alice can save an image named loot");
     }
     // The server still serves both of them.
-    let (status, _, body) = http(
-        &socket,
-        "GET",
-        "/v1.43/images/json",
-        &[("Authorization", &format!("Bearer {BOB}"))],
-        b"",
-    );
+    let (status, _, body) = get(BOB, "/v1.43/images/json");
     assert_eq!(status, 200);
     assert!(body.contains("loot:latest"), "{body}");
 }

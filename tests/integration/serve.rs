@@ -56,6 +56,19 @@ impl Server {
         }
     }
 
+    /// Starts `kiln serve --config CFG` on the unix socket `socket`, plus `more` arguments.
+    pub(crate) fn with_config(env: &Env, cfg: &Path, socket: &Path, more: &[&str]) -> Server {
+        let mut args = vec![
+            "--config".to_owned(),
+            cfg.to_str().expect("UTF-8 path").to_owned(),
+            "-H".to_owned(),
+            format!("unix://{}", socket.display()),
+        ];
+        args.extend(more.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start(env, socket, &args)
+    }
+
     /// `docker ARGS` against this server as the tenant holding `token` (none: no header).
     fn docker_as(&self, token: Option<&str>, args: &[&str]) -> Command {
         let dir = self
@@ -633,17 +646,11 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
     );
     let socket = env.path("s.sock");
     let port = free_port();
-    let srv = Server::start(
+    let srv = Server::with_config(
         &env,
+        &cfg,
         &socket,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "-H",
-            &format!("unix://{}", socket.display()),
-            "-H",
-            &format!("tcp://127.0.0.1:{port}"),
-        ],
+        &["-H", &format!("tcp://127.0.0.1:{port}")],
     );
     // No token, a wrong token: 401 with a message.
     let (code, _, err) = output(srv.docker(&["images"]));
@@ -789,16 +796,7 @@ fn five_tenants_build_ten_images_each_at_once_and_stay_isolated() {
     }
     let cfg = write_config(&env, &cfg);
     let socket = env.path("s.sock");
-    let mut srv = Server::start(
-        &env,
-        &socket,
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "-H",
-            &format!("unix://{}", socket.display()),
-        ],
-    );
+    let mut srv = Server::with_config(&env, &cfg, &socket, &[]);
     let mut handles = Vec::new();
     for (t, (name, token)) in tenants.iter().enumerate() {
         for b in 0..10 {
