@@ -2,7 +2,7 @@
 //!
 //! Everything takes an already-open directory descriptor and a single name component, and
 //! never follows a symlink in that component, so no call here can be steered outside the tree
-//! it was given.
+//! it was given; the exception is [`private_dir_all`], which makes kiln's own folders.
 
 use std::ffi::CStr;
 use std::io;
@@ -19,6 +19,26 @@ pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
 
 /// Largest xattr name list and value Linux allows (`XATTR_LIST_MAX`, `XATTR_SIZE_MAX`).
 pub(crate) const XATTR_MAX: usize = 64 * 1024;
+
+/// Mode of kiln's own folders (the store, its state, the compiled-module cache): only their
+/// owner may enter them. A store holds tenants' setuid-root files and device nodes, which any
+/// local user who could reach them would use to become root (Docker's CVE-2021-41091).
+pub(crate) const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `path` and any missing parents as private folders ([`PRIVATE_DIR_MODE`], given at
+/// creation, never by a later chmod). Folders that exist keep their mode (`kiln fsck` reports
+/// a store folder that is wider).
+///
+/// # Ambient Authority
+///
+/// Takes a path: for kiln's own folders, never for a name that comes from outside.
+pub(crate) fn private_dir_all(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+}
 
 /// Opens `name` in `dir` as a directory, refusing symlinks.
 pub(crate) fn open_dir_at<P: rustix::path::Arg>(

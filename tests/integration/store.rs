@@ -716,3 +716,120 @@ fn cli_kill_9_mid_write_leaves_a_clean_store() {
     env.ok(&["fsck"]);
     assert_eq!(open(&env).list_images().expect("list").images.len(), 1);
 }
+
+/// Docker's CVE-2021-41091: a store holds tenants' setuid-root files and device nodes (real
+/// ones when kiln runs as root), so a local user who could reach them would become root. The
+/// store's folders are made private (0700) when kiln makes them, so user nobody reaches
+/// nothing below the store root, though every folder above it lets others through; `kiln fsck`
+/// reports a folder that is wider, and `kiln fsck --repair` narrows it.
+#[test]
+fn no_other_user_reaches_anything_in_the_store() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    let env = crate::harness::Env::new();
+    assert!(
+        Path::new("/usr/bin/setpriv").is_file(),
+        "setpriv is missing: install Debian's util-linux (.ci/run does)"
+    );
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A base with a setuid-root program and a world-writable disk, and a build on it, which
+    // unpacks the base into a snapshot.
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o4755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(7);
+    b.append_data(&mut h, "su", &b"#!/bin/"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Block);
+    h.set_mode(0o666);
+    h.set_device_major(8).unwrap();
+    h.set_device_minor(0).unwrap();
+    h.set_size(0);
+    b.append_data(&mut h, "dev/sda", std::io::empty()).unwrap();
+    let base = env.write("base.tar", b.into_inner().unwrap());
+    env.ok(&["import", base.to_str().unwrap(), "evil/base"]);
+    env.write("ctx/Dockerfile", "FROM evil/base\nRUN echo hi > /hi\n");
+    env.ok(&["build", "-t", "evil/app", env.path("ctx").to_str().unwrap()]);
+
+    // What an attacker would go for: the setuid file and the device node in the snapshot,
+    // and the store's index and blobs.
+    let root = env.root();
+    let mut targets = vec![root.join("index.json"), root.join("blobs/sha256")];
+    let mut todo = vec![root.clone()];
+    let (mut setuid, mut devices) = (0, 0);
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            if m.is_dir() {
+                todo.push(e.path());
+            } else if m.file_type().is_block_device() {
+                devices += 1;
+                targets.push(e.path());
+            } else if m.is_file() && m.mode() & 0o4000 != 0 && m.uid() == 0 {
+                setuid += 1;
+                targets.push(e.path());
+            }
+        }
+    }
+    assert!(
+        setuid > 0 && devices > 0,
+        "the store holds no setuid-root file ({setuid}) or no device node ({devices}): nothing to test"
+    );
+    let nobody_stat = |p: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["stat", "-c", "%n"])
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    // A server's tenants: each has a store of its own below the tenants' root.
+    let tenants = env.path("tenants");
+    let cfg = crate::serve::write_config(
+        &env,
+        &format!(
+            "root = \"{}\"\n\n[[tenants]]\nname = \"bob\"\ntoken = \"bob-token-0123456789abcdef\"\n",
+            tenants.display()
+        ),
+    );
+    let socket = env.path("s.sock");
+    let srv = crate::serve::Server::with_config(&env, &cfg, &socket, &[]);
+    drop(srv);
+    targets.push(tenants.join("bob/index.json"));
+    targets.push(tenants.join("bob/blobs"));
+    // The test's own folders let nobody through, so only kiln's stand in the way.
+    let out = nobody_stat(env.dir.path());
+    assert!(out.status.success(), "nobody cannot reach the test folder");
+    for t in &targets {
+        let out = nobody_stat(t);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("Permission denied"),
+            "nobody reaches {}: {}{err}",
+            t.display(),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(root.metadata().unwrap().mode() & 0o777, 0o700);
+    env.ok(&["fsck"]);
+
+    // A store made before: fsck names each wide folder, --repair narrows them.
+    for rel in ["", "blobs", "kiln/snapshots"] {
+        std::fs::set_permissions(root.join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = env.run(&["fsck"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        report.matches("mode 0755 lets other users in").count(),
+        3,
+        "{report}"
+    );
+    env.ok(&["fsck", "--repair"]);
+    for rel in ["", "blobs", "kiln/snapshots"] {
+        let mode = root.join(rel).metadata().unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{rel} after fsck --repair");
+    }
+}

@@ -252,7 +252,7 @@ fn compress_layers(
                     op: "remember compressed layer",
                     source,
                 };
-                std::fs::create_dir_all(&memo_dir).map_err(io)?;
+                crate::fsx::private_dir_all(&memo_dir).map_err(io)?;
                 std::fs::write(&memo, d.to_string()).map_err(io)?;
                 Descriptor::new(mt, d, size)
             }
@@ -310,7 +310,7 @@ fn load_stat_cache(path: &std::path::Path) -> StatCache {
 fn save_stat_cache(path: &std::path::Path, cache: &mut StatCache) {
     // A stat cache is an optimisation: failing to save it only costs a re-read next time.
     if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
-        if std::fs::create_dir_all(dir).is_ok() {
+        if crate::fsx::private_dir_all(dir).is_ok() {
             if let Ok(d) = Dir::open_ambient_dir(dir, cap_std::ambient_authority()) {
                 let _ = cache.save(&d, name);
             }
@@ -996,7 +996,7 @@ impl Run<'_> {
         let index = self.step;
         let progress = self.progress;
         let log_dir = self.store.log_dir();
-        std::fs::create_dir_all(&log_dir).map_err(|e| BuildError::Io {
+        crate::fsx::private_dir_all(&log_dir).map_err(|e| BuildError::Io {
             op: "create the log folder",
             source: e,
         })?;

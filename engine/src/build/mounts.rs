@@ -292,7 +292,7 @@ fn cache_dir(
     gid: u32,
 ) -> Result<PathBuf, BuildError> {
     let base = cache_mounts(store);
-    fs::create_dir_all(&base).map_err(io("create the cache mount folder"))?;
+    crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
     let dir = base.join(hex::encode(Sha256::digest(id.as_bytes())));
     if dir.is_dir() {
         return Ok(dir);

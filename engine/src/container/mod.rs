@@ -325,7 +325,7 @@ impl Containers {
     /// The containers of `store`.
     pub fn new(store: &Store) -> Result<Self, ContainerError> {
         let dir = store.root().join("kiln/containers");
-        fs::create_dir_all(&dir).map_err(io_at("create", &dir))?;
+        crate::fsx::private_dir_all(&dir).map_err(io_at("create", &dir))?;
         Ok(Self { dir })
     }
 

@@ -80,6 +80,15 @@ pub enum Problem {
         /// What is wrong.
         error: String,
     },
+    /// One of kiln's own folders lets other users in (made before kiln made them private, or
+    /// widened since).
+    #[error("{path}: mode {mode:04o} lets other users in (kiln fsck --repair makes it 0700)")]
+    OpenFolder {
+        /// The folder.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// A snapshot folder is incomplete or misnamed.
     #[error("snapshot {name}: {error}")]
     BadSnapshot {
@@ -134,7 +143,73 @@ impl Store {
         }
         self.check_snapshots(&mut report)?;
         report.temp_entries = self.entries(TMP)?.len();
+        for (rel, mode) in self.open_folders()? {
+            report.problems.push(Problem::OpenFolder {
+                path: self.display_rel(&rel),
+                mode,
+            });
+        }
         Ok(report)
+    }
+
+    /// Narrows every one of kiln's own folders that lets other users in to 0700 (through its
+    /// descriptor); returns the folders narrowed.
+    pub fn repair_modes(&self) -> Result<Vec<String>, StoreError> {
+        let _lease = self.lease()?;
+        let mut done = Vec::new();
+        for (rel, _) in self.open_folders()? {
+            let fd = self.private_folder(&rel)?;
+            rustix::fs::fchmod(
+                &fd,
+                rustix::fs::Mode::from_raw_mode(crate::fsx::PRIVATE_DIR_MODE),
+            )
+            .map_err(|e| self.io("narrow the mode of", &rel)(e.into()))?;
+            done.push(self.display_rel(&rel));
+        }
+        Ok(done)
+    }
+
+    /// kiln's own folders (the root, `blobs`, `blobs/sha256`, `kiln` and the folders in it)
+    /// whose mode lets group or others in, with that mode.
+    fn open_folders(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let mut rels = vec![".".to_owned(), "blobs".to_owned(), BLOBS.to_owned()];
+        rels.push("kiln".to_owned());
+        for entry in self.dir.read_dir("kiln").map_err(self.io("list", "kiln"))? {
+            let entry = entry.map_err(self.io("list", "kiln"))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                rels.push(format!("kiln/{}", entry.file_name().to_string_lossy()));
+            }
+        }
+        let mut open = Vec::new();
+        for rel in rels {
+            let fd = self.private_folder(&rel)?;
+            let st = rustix::fs::fstat(&fd).map_err(|e| self.io("stat", &rel)(e.into()))?;
+            let mode = st.st_mode & 0o7777;
+            if mode & 0o077 != 0 {
+                open.push((rel, mode));
+            }
+        }
+        Ok(open)
+    }
+
+    /// One of kiln's own folders, opened for reading without following a symlink.
+    fn private_folder(&self, rel: &str) -> Result<rustix::fd::OwnedFd, StoreError> {
+        rustix::fs::openat2(
+            &self.dir,
+            rel,
+            crate::fsx::DIR_FLAGS,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| self.io("open", rel)(e.into()))
+    }
+
+    fn display_rel(&self, rel: &str) -> String {
+        if rel == "." {
+            self.root.display().to_string()
+        } else {
+            self.root.join(rel).display().to_string()
+        }
     }
 
     fn check_layout_file(&self, report: &mut FsckReport) {

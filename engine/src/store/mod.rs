@@ -311,7 +311,7 @@ impl Store {
             let path = p.to_path_buf();
             move |source| StoreError::Io { op, path, source }
         };
-        std::fs::create_dir_all(root).map_err(io_at("create store folder", root))?;
+        crate::fsx::private_dir_all(root).map_err(io_at("create store folder", root))?;
         let dir = Dir::open_ambient_dir(root, ambient_authority())
             .map_err(io_at("open store folder", root))?;
         let store = Store {
@@ -319,10 +319,13 @@ impl Store {
             dir,
         };
         store.check_layout()?;
+        let mut private = cap_std::fs::DirBuilder::new();
+        cap_std::fs::DirBuilderExt::mode(&mut private, crate::fsx::PRIVATE_DIR_MODE);
+        private.recursive(true);
         for sub in [BLOBS, TMP, SNAPSHOTS, CACHE, LOCKS] {
             store
                 .dir
-                .create_dir_all(sub)
+                .create_dir_with(sub, &private)
                 .map_err(store.io("create folder", sub))?;
         }
         if !store.exists(INDEX)? || !store.exists(LAYOUT)? {

@@ -247,7 +247,7 @@ fn add_host_call(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
 
 fn store_artifact(path: &Path, module: &Module) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    crate::fsx::private_dir_all(dir)?;
     let bytes = module.serialize().map_err(std::io::Error::other)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&bytes)?;
