@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_cli;
 mod hostile_load;
 mod hostile_native;
+mod refusals;
 mod run;
 mod serve;
 mod store;

@@ -70,7 +70,7 @@ impl Server {
     }
 
     /// `docker ARGS` against this server as the tenant holding `token` (none: no header).
-    fn docker_as(&self, token: Option<&str>, args: &[&str]) -> Command {
+    pub(crate) fn docker_as(&self, token: Option<&str>, args: &[&str]) -> Command {
         let dir = self
             .configs
             .path()

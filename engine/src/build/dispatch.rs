@@ -68,6 +68,8 @@ struct RunWork {
     shown: String,
     /// `--mount`s.
     mounts: Vec<RunMount>,
+    /// The step's network: its `--network`, within what the build allows.
+    network: Network,
 }
 
 enum CopyFrom {
@@ -360,6 +362,25 @@ fn go_plain_list(items: &[String]) -> String {
 impl Run<'_> {
     fn file(&self) -> String {
         self.req.dockerfile_name.to_owned()
+    }
+
+    /// What a RUN step's `--network`, `--security` and `--device` give it. Nothing beyond what
+    /// the build was allowed (BuildKit's entitlements): `--network=host` only in a build with the
+    /// host network (`kiln build --network=host`; a server tenant with `host_network`), and
+    /// never `--security=insecure` or a device. A refusal is the message for the user.
+    fn step_network(&self, run: &ins::RunArgs) -> Result<Network, String> {
+        if run.security == ins::Security::Insecure {
+            return Err("RUN --security=insecure is refused: kiln never runs a step with more than Docker's default capabilities".into());
+        }
+        if !run.devices.is_empty() {
+            return Err("RUN --device is refused: a step sees only kiln's own minimal /dev".into());
+        }
+        match run.network {
+            ins::Network::Default => Ok(self.req.network),
+            ins::Network::None => Ok(Network::None),
+            ins::Network::Host if self.req.network == Network::Host => Ok(Network::Host),
+            ins::Network::Host => Err("RUN --network=host is refused: this build may not use the host network (kiln build --network=host allows it; a server tenant needs host_network)".into()),
+        }
     }
 
     fn fail(&self, line: usize, message: impl std::fmt::Display) -> BuildError {
@@ -675,6 +696,7 @@ impl Run<'_> {
                     let m = m.map_err(|e| self.fail(line, e))?;
                     mounts.push(RunMount::new(&m, &workdir).map_err(|e| self.fail(line, e))?);
                 }
+                let network = self.step_network(run).map_err(|e| self.fail(line, e))?;
                 let argv = run_argv(argv, run);
                 let mut env: Vec<String> = cx
                     .scope
@@ -702,6 +724,7 @@ impl Run<'_> {
                     user: config.user.clone(),
                     shown,
                     mounts,
+                    network,
                 };
                 (
                     format!(
@@ -979,9 +1002,9 @@ impl Run<'_> {
             limits: self.req.limits,
             isolation: self.req.isolation,
             stdio: StdioMode::Capture,
-            network: match self.req.network {
+            network: match w.network {
                 Network::Host => NetworkMode::Host,
-                _ => NetworkMode::None,
+                Network::None => NetworkMode::None,
             },
             hostname: id.clone(),
             control: match self.req.cancel {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{Printer, UserError};
-use crate::container::{self, Attach, Config, Container, Containers, CreateOptions};
+use crate::container::{self, Attach, Config, Container, Containers, CreateOptions, Privileges};
 use crate::sandbox::{parse_size, RunControl, Sandbox};
 use crate::store::Store;
 
@@ -60,11 +60,69 @@ pub struct RunArgs {
     /// Most processes alive at once.
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: u32,
+    /// What docker's run takes beyond kiln's defaults: each is refused with a message saying
+    /// why, never accepted and ignored (hidden from the help).
+    #[command(flatten)]
+    pub refused: RefusedArgs,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// docker's run flags that ask for more than kiln gives a container ([`Privileges`]).
+#[derive(Debug, Args)]
+pub struct RefusedArgs {
+    #[arg(long, hide = true)]
+    privileged: bool,
+    #[arg(long, hide = true)]
+    cap_add: Vec<String>,
+    #[arg(long, hide = true)]
+    cap_drop: Vec<String>,
+    #[arg(long, hide = true)]
+    device: Vec<String>,
+    #[arg(long, hide = true)]
+    security_opt: Vec<String>,
+    #[arg(long, hide = true)]
+    pid: Option<String>,
+    #[arg(long, hide = true)]
+    ipc: Option<String>,
+    #[arg(long, hide = true)]
+    userns: Option<String>,
+    #[arg(long, hide = true)]
+    uts: Option<String>,
+    #[arg(short = 'p', long, hide = true)]
+    publish: Vec<String>,
+    #[arg(short = 'P', long, hide = true)]
+    publish_all: bool,
+    #[arg(long, hide = true)]
+    mount: Vec<String>,
+}
+
+impl RefusedArgs {
+    fn privileges(&self) -> Privileges {
+        let ns = [
+            ("pid", &self.pid),
+            ("ipc", &self.ipc),
+            ("userns", &self.userns),
+            ("uts", &self.uts),
+        ];
+        Privileges {
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            devices: self.device.clone(),
+            security_opt: self.security_opt.clone(),
+            namespaces: ns
+                .into_iter()
+                .filter_map(|(f, m)| m.clone().map(|m| (f, m)))
+                .collect(),
+            publish: self.publish.clone(),
+            publish_all: self.publish_all,
+            mounts: self.mount.clone(),
+        }
+    }
 }
 
 /// A failure of `kiln run` itself, not of the program: exit code 125, as docker.
@@ -183,6 +241,7 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
         binds: args.volume.clone(),
         disk: None,
         log_limit: None,
+        privileges: args.refused.privileges(),
     };
     container::make_config(store, &opts).map_err(|e| {
         if e.is_user_error() {

@@ -35,6 +35,113 @@ pub struct CreateOptions {
     pub disk: Option<u64>,
     /// Bytes of log kept (`None`: all).
     pub log_limit: Option<u64>,
+    /// What the caller asked beyond kiln's defaults; [`make_config`] refuses all of it.
+    pub privileges: Privileges,
+}
+
+/// What a caller may ask of a container beyond kiln's defaults (docker's `--privileged`,
+/// `--cap-add`, `--device`, host namespaces, ...). kiln refuses every one of them, clearly,
+/// rather than accept and ignore it: a container gets Docker's default capabilities, kiln's
+/// seccomp filter, no_new_privs, a minimal `/dev` and namespaces of its own, always. Each edge
+/// fills this from its flags or its request; [`make_config`] checks it first.
+#[derive(Debug, Clone, Default)]
+pub struct Privileges {
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--cap-add`.
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    pub cap_drop: Vec<String>,
+    /// `--device` (host paths).
+    pub devices: Vec<String>,
+    /// `--security-opt`.
+    pub security_opt: Vec<String>,
+    /// `--pid`, `--ipc`, `--userns`, `--uts` as given (an empty value is the default).
+    pub namespaces: Vec<(&'static str, String)>,
+    /// `-p` / `--publish`.
+    pub publish: Vec<String>,
+    /// `-P` / `--publish-all`.
+    pub publish_all: bool,
+    /// `--mount` (docker's long form of `-v`), as given.
+    pub mounts: Vec<String>,
+}
+
+/// Why kiln refuses what a caller asked of a container ([`Privileges`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// `--privileged`.
+    #[error("--privileged is refused: kiln never gives a container more than Docker's default capabilities")]
+    Privileged,
+    /// `--cap-add`.
+    #[error("--cap-add {0} is refused: kiln never gives a container more than Docker's default capabilities")]
+    CapAdd(String),
+    /// `--cap-drop`.
+    #[error("--cap-drop is not supported yet")]
+    CapDrop,
+    /// `--device`.
+    #[error("--device {0} is refused: a container sees only kiln's own minimal /dev")]
+    Device(String),
+    /// A `--security-opt` other than `no-new-privileges`.
+    #[error("--security-opt {0} is refused: kiln always runs a container with no-new-privileges, its seccomp filter and Docker's default capabilities")]
+    SecurityOpt(String),
+    /// A host (or another container's) namespace.
+    #[error("--{flag}={mode} is refused: a container never shares a namespace with the host or another container")]
+    Namespace {
+        /// `pid`, `ipc`, `userns`, `uts`.
+        flag: &'static str,
+        /// What was asked.
+        mode: String,
+    },
+    /// `-p`, `-P`.
+    #[error("published ports (-p, -P) are not supported yet")]
+    Publish,
+    /// `--mount`.
+    #[error("--mount is not supported yet; use -v HOST:TARGET[:ro]")]
+    Mount,
+}
+
+impl Privileges {
+    /// The first thing asked that kiln refuses, if any.
+    pub fn check(&self) -> Result<(), Refusal> {
+        if self.privileged {
+            return Err(Refusal::Privileged);
+        }
+        if let Some(c) = self.cap_add.first() {
+            return Err(Refusal::CapAdd(c.clone()));
+        }
+        if !self.cap_drop.is_empty() {
+            return Err(Refusal::CapDrop);
+        }
+        if let Some(d) = self.devices.first() {
+            return Err(Refusal::Device(d.clone()));
+        }
+        // kiln always sets no_new_privs: asking for it asks for nothing more.
+        if let Some(o) = self.security_opt.iter().find(|o| {
+            !matches!(
+                o.as_str(),
+                "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true"
+            )
+        }) {
+            return Err(Refusal::SecurityOpt(o.clone()));
+        }
+        for (flag, mode) in &self.namespaces {
+            // The defaults, as docker names them: a namespace of the container's own.
+            if !matches!(mode.as_str(), "" | "private") && !(*flag == "ipc" && mode == "shareable")
+            {
+                return Err(Refusal::Namespace {
+                    flag,
+                    mode: mode.clone(),
+                });
+            }
+        }
+        if !self.publish.is_empty() || self.publish_all {
+            return Err(Refusal::Publish);
+        }
+        if !self.mounts.is_empty() {
+            return Err(Refusal::Mount);
+        }
+        Ok(())
+    }
 }
 
 /// Why a container cannot be created.
@@ -56,6 +163,9 @@ pub enum CreateError {
     /// A bind mount that cannot be used.
     #[error("{0}")]
     BadBind(String),
+    /// The caller asked for more than kiln gives a container.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     /// The user is not in the image.
     #[error(transparent)]
     User(#[from] UserError),
@@ -79,6 +189,7 @@ impl CreateError {
                 | Self::NoCommand
                 | Self::BadWorkdir(_)
                 | Self::BadBind(_)
+                | Self::Refused(_)
                 | Self::User(_)
         )
     }
@@ -90,6 +201,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 /// The config of a new container: the image's ENTRYPOINT, CMD, ENV, WORKDIR and USER with the
 /// caller's settings applied as docker applies them; user and HOME from the image's passwd.
 pub fn make_config(store: &Store, opts: &CreateOptions) -> Result<Config, CreateError> {
+    opts.privileges.check()?;
     let image = store
         .resolve(&opts.image)
         .map_err(|source| CreateError::NoImage {

@@ -27,7 +27,7 @@ mod names;
 mod supervise;
 
 pub use commit::{commit, CommitError, CommitOptions};
-pub use create::{make_config, CreateError, CreateOptions};
+pub use create::{make_config, CreateError, CreateOptions, Privileges, Refusal};
 pub use supervise::{snapshots, supervise, Attach, Remote, SuperviseError};
 
 use std::fs;

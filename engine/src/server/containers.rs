@@ -162,6 +162,72 @@ struct HostConfig {
     memory: i64,
     pids_limit: Option<i64>,
     binds: Option<Vec<String>>,
+    // What kiln refuses (`Privileges`): read so that it is refused, not ignored.
+    privileged: bool,
+    cap_add: Option<Vec<String>>,
+    cap_drop: Option<Vec<String>>,
+    devices: Option<Vec<DeviceMapping>>,
+    security_opt: Option<Vec<String>>,
+    pid_mode: String,
+    ipc_mode: String,
+    userns_mode: String,
+    #[serde(rename = "UTSMode")]
+    uts_mode: String,
+    port_bindings: Option<serde_json::Map<String, serde_json::Value>>,
+    publish_all_ports: bool,
+    mounts: Option<Vec<MountSpec>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct DeviceMapping {
+    path_on_host: String,
+}
+
+/// One `HostConfig.Mounts` entry (docker's `--mount`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct MountSpec {
+    #[serde(rename = "Type")]
+    kind: String,
+    source: String,
+    target: String,
+}
+
+impl HostConfig {
+    /// What the request asks beyond kiln's defaults.
+    fn privileges(&self) -> crate::container::Privileges {
+        crate::container::Privileges {
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone().unwrap_or_default(),
+            cap_drop: self.cap_drop.clone().unwrap_or_default(),
+            devices: self
+                .devices
+                .iter()
+                .flatten()
+                .map(|d| d.path_on_host.clone())
+                .collect(),
+            security_opt: self.security_opt.clone().unwrap_or_default(),
+            namespaces: vec![
+                ("pid", self.pid_mode.clone()),
+                ("ipc", self.ipc_mode.clone()),
+                ("userns", self.userns_mode.clone()),
+                ("uts", self.uts_mode.clone()),
+            ],
+            publish: self
+                .port_bindings
+                .iter()
+                .flat_map(|m| m.keys().cloned())
+                .collect(),
+            publish_all: self.publish_all_ports,
+            mounts: self
+                .mounts
+                .iter()
+                .flatten()
+                .map(|m| format!("type={},source={},target={}", m.kind, m.source, m.target))
+                .collect(),
+        }
+    }
 }
 
 /// Largest JSON body accepted.
@@ -181,8 +247,15 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         super::NetworkPolicy::Host => "host",
         super::NetworkPolicy::None => "none",
     };
+    let privileges = b.host_config.privileges();
+    let host_mounts = b
+        .host_config
+        .mounts
+        .iter()
+        .flatten()
+        .any(|m| m.kind == "bind");
     let binds = b.host_config.binds.unwrap_or_default();
-    if !binds.is_empty() && !tenant.binds_allowed {
+    if (!binds.is_empty() || host_mounts) && !tenant.binds_allowed {
         return Err(ApiError::forbidden(
             "bind mounts of host folders are not allowed for tenants of a shared server",
         ));
@@ -218,6 +291,7 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         binds,
         disk,
         log_limit: tenant.quotas.container_log,
+        privileges,
     };
     let t = tenant.clone();
     let created = http::blocking(move || {
