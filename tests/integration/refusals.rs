@@ -119,7 +119,7 @@ fn a_shared_servers_tenants_get_no_host_mounts_privileges_or_host_network_steps(
     let canary = canary(&env);
     let cfg = write_config(
         &env,
-        &format!("[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n"),
+        &format!("[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nstep_pids = 7\n"),
     );
     let socket = env.path("s.sock");
     let srv = Server::with_config(&env, &cfg, &socket, &[]);
@@ -164,6 +164,37 @@ fn a_shared_servers_tenants_get_no_host_mounts_privileges_or_host_network_steps(
     }
     let (_, ps, _) = docker(&["ps", "-a", "-q"]);
     assert_eq!(ps, "", "a refused container was left behind");
+
+    // A container's processes are bounded as a step's are (step_pids), whatever it asks.
+    let (code, id, err) = docker(&[
+        "run",
+        "-d",
+        "--pids-limit",
+        "100000",
+        "me/app",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim();
+    let (_, pids, _) = docker(&["inspect", "-f", "{{.HostConfig.PidsLimit}}", id]);
+    assert_eq!(pids.trim(), "7");
+    // A stop may not hold a server thread for days, nor wait a negative time.
+    for t in ["9223372036854775807", "-5", "3601"] {
+        let (status, _, body) = crate::serve::http(
+            &socket,
+            "POST",
+            &format!("/v1.43/containers/{id}/stop?t={t}"),
+            &[("Authorization", &format!("Bearer {ALICE}"))],
+            b"",
+        );
+        assert_eq!(status, 400, "stop?t={t}: {body}");
+        assert!(body.contains("out of range"), "{body}");
+    }
+    let (code, _, err) = docker(&["stop", "-t", "0", id]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = docker(&["rm", id]);
+    assert_eq!(code, 0, "{err}");
 
     // Build steps get nothing the build was not given.
     for (step, msg) in [

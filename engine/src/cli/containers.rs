@@ -289,13 +289,14 @@ pub(crate) fn parse_signal(s: &str) -> Result<i32, UserError> {
 
 /// Waits until nothing supervises `id` any more; false on timeout.
 pub(crate) fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    // A timeout past the clock's end waits for as long as it takes.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         match containers.get(id) {
             Ok(c) if c.is_supervised() => {}
             _ => return true,
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));

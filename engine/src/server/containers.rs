@@ -230,6 +230,9 @@ impl HostConfig {
     }
 }
 
+/// Longest grace period a stop may ask for (`stop?t=`), in seconds.
+const MAX_STOP_GRACE: u64 = 3600;
+
 /// Largest JSON body accepted.
 const MAX_JSON: usize = 1 << 20;
 
@@ -264,9 +267,11 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         m if m > 0 => (m as u64).min(tenant.quotas.step_memory),
         _ => tenant.quotas.step_memory,
     };
+    // A container's processes count as a step's do: the tenant's `step_pids` at most.
+    let max_pids = tenant.quotas.step_pids;
     let pids = match b.host_config.pids_limit {
-        Some(p) if p > 0 => u32::try_from(p).unwrap_or(u32::MAX).min(4096),
-        _ => 4096,
+        Some(p) if p > 0 => u32::try_from(p).unwrap_or(u32::MAX).min(max_pids),
+        _ => max_pids,
     };
     // A tenant with a store quota: the container may write what the store has room for.
     let disk = match tenant.quotas.store {
@@ -619,8 +624,17 @@ pub async fn stop(
         c.config.stop_signal.as_str()
     };
     let first = signal_param(&q, default)?;
+    // Each stop holds a thread for its grace period: a tenant may not ask for days.
     let grace: i64 = q.number("t")?.unwrap_or(10);
-    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let grace = u64::try_from(grace)
+        .ok()
+        .filter(|g| *g <= MAX_STOP_GRACE)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "t={grace} is out of range: a stop waits 0 to {MAX_STOP_GRACE} seconds"
+            ))
+        })?;
+    let grace = Duration::from_secs(grace);
     let t = tenant.clone();
     http::blocking(move || stop_container(&t.containers, &c, first, grace)).await?;
     Ok(http::empty(StatusCode::NO_CONTENT))
