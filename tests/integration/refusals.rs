@@ -131,9 +131,29 @@ fn a_shared_servers_tenants_get_no_host_mounts_privileges_or_host_network_steps(
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    env.write("ctx/Dockerfile", "FROM scratch\nRUN echo hi > /hi\n");
+    // A module of the tenant's own runs in a step.
+    let module = wat::parse_str(
+        r#"(module (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+             (memory (export "memory") 1)
+             (func (export "_start") i32.const 0 call $exit))"#,
+    )
+    .unwrap();
+    env.write("ctx/m.wasm", module);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY --chmod=755 m.wasm /m.wasm\nRUN [\"/m.wasm\"]\nRUN echo hi > /hi\n",
+    );
     let (code, _, err) = docker(&["build", "-t", "me/app", env.path("ctx").to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    // The tenant's compiled modules are its own, in its store, with their keyed hashes.
+    let cache = env.root().join("tenants/alice/kiln/wasm");
+    let names: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("{}: {e}", cache.display()))
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(".cwasm")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".cwasm.mac")), "{names:?}");
 
     // Host bind mounts, both ways docker sends them.
     let bind = format!("{}:/host", canary.display());

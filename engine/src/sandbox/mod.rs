@@ -456,11 +456,19 @@ pub enum SandboxError {
     },
 }
 
-/// The executors of one kiln process (the WebAssembly engine is made on first use).
-#[derive(Default)]
+/// The executors of one kiln process, or of one tenant of `kiln serve` (the WebAssembly
+/// engine is made on first use).
 pub struct Sandbox {
     /// The engine, or why it could not be made.
     wasi: OnceLock<Result<Arc<wasi::WasiRuntime>, String>>,
+    /// Where the engine keeps compiled modules (`None`: nowhere).
+    module_cache: Option<std::path::PathBuf>,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl fmt::Debug for Sandbox {
@@ -470,8 +478,20 @@ impl fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
+    /// The executors of this kiln process: compiled modules are cached in
+    /// [`wasi::default_cache_dir`].
     pub fn new() -> Self {
-        Self::default()
+        Self::with_module_cache(wasi::default_cache_dir())
+    }
+
+    /// Executors whose compiled modules are cached in `dir` (a tenant of `kiln serve` has its
+    /// own: no tenant sees what another compiled, or evicts it). kiln's own guest tools are
+    /// cached in [`wasi::default_cache_dir`] whatever `dir` is.
+    pub fn with_module_cache(dir: Option<std::path::PathBuf>) -> Self {
+        Self {
+            wasi: OnceLock::new(),
+            module_cache: dir,
+        }
     }
 
     /// The engine, made once; a caller that comes while another thread makes it waits for
@@ -479,10 +499,11 @@ impl Sandbox {
     fn wasi(&self) -> Result<&Arc<wasi::WasiRuntime>, SandboxError> {
         self.wasi
             .get_or_init(|| {
-                wasi::WasiRuntime::new(wasi::default_cache_dir()).map_err(|e| match e {
-                    SandboxError::Engine(m) => m,
-                    other => other.to_string(),
-                })
+                wasi::WasiRuntime::new(self.module_cache.clone(), wasi::default_cache_dir())
+                    .map_err(|e| match e {
+                        SandboxError::Engine(m) => m,
+                        other => other.to_string(),
+                    })
             })
             .as_ref()
             .map_err(|m| SandboxError::Engine(m.clone()))

@@ -171,16 +171,7 @@ pub async fn build(
     let token = cancel.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(
-            &srv,
-            &tenant,
-            &p,
-            &context,
-            &dockerfile,
-            remaining,
-            &token,
-            tx,
-        );
+        run(&tenant, &p, &context, &dockerfile, remaining, &token, tx);
         srv.remove_build(id);
     });
     Ok(http::stream(
@@ -337,7 +328,6 @@ fn short(id: &str) -> &str {
 
 #[allow(clippy::too_many_arguments)]
 fn run(
-    server: &Server,
     tenant: &Tenant,
     p: &Params,
     context: &Context,
@@ -379,7 +369,7 @@ fn run(
             log: 64 << 20,
         },
         isolation: crate::sandbox::Isolation::Auto,
-        sandbox: &server.sandbox,
+        sandbox: &tenant.sandbox,
         cancel: Some(cancel),
     };
     match crate::build::build(&tenant.store, &req, &sink) {

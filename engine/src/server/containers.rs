@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::http::{self, ApiError, ChannelBody, Query, Resp};
-use super::{Server, Tenant};
+use super::Tenant;
 use crate::container::{Attach, Container, CreateOptions, Remote};
 use crate::progress::Stream;
 use crate::sandbox::RunControl;
@@ -361,7 +361,7 @@ pub fn inspect(tenant: &Tenant, id: &str) -> Result<Resp, ApiError> {
 }
 
 /// `POST /containers/{id}/start`: 204 once the program runs, 304 when it already does.
-pub async fn start(server: &Arc<Server>, tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
+pub async fn start(tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
     let c = tenant.container(id)?;
     if c.is_running() {
         return Ok(http::empty(StatusCode::NOT_MODIFIED));
@@ -384,7 +384,6 @@ pub async fn start(server: &Arc<Server>, tenant: &Arc<Tenant>, id: &str) -> Resu
     hub.running.store(true, Ordering::SeqCst);
     let before = c.state.started_at;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<i32, String>>();
-    let srv = server.clone();
     let t = tenant.clone();
     let h = hub.clone();
     let key = c.config.id.clone();
@@ -395,7 +394,7 @@ pub async fn start(server: &Arc<Server>, tenant: &Arc<Tenant>, id: &str) -> Resu
             let r = crate::container::supervise(
                 &t.store,
                 &t.containers,
-                &srv.sandbox,
+                &t.sandbox,
                 &mut c,
                 &attach,
                 &control,

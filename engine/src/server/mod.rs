@@ -102,12 +102,14 @@ pub(crate) struct Tenant {
     pub binds_allowed: bool,
     /// The store's size when last measured, and when.
     usage: Mutex<Option<(std::time::Instant, u64)>>,
+    /// The tenant's executors: a configured tenant's compiled modules are cached in its own
+    /// store (`kiln/wasm`), so no tenant sees, by timing, what another ran, or evicts it.
+    pub sandbox: Arc<Sandbox>,
 }
 
 /// The server's shared state.
 pub(crate) struct Server {
     tenants: Vec<Arc<Tenant>>,
-    pub sandbox: Arc<Sandbox>,
     /// Builds in progress, cancelled on shutdown.
     running: Mutex<Vec<(u64, Cancel)>>,
     next_build: std::sync::atomic::AtomicU64,
@@ -177,7 +179,6 @@ pub fn serve(
     };
     let server = Arc::new(Server {
         tenants,
-        sandbox: Arc::new(Sandbox::new()),
         running: Mutex::new(Vec::new()),
         next_build: std::sync::atomic::AtomicU64::new(0),
         connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
@@ -309,7 +310,14 @@ fn make_tenant(
 ) -> Result<Arc<Tenant>, ServeError> {
     let containers = Containers::new(&store)
         .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
+    // The implicit tenant is kiln's own user: it shares the CLI's cache.
+    let sandbox = Arc::new(if token.is_some() {
+        Sandbox::with_module_cache(Some(store.root().join("kiln/wasm")))
+    } else {
+        Sandbox::new()
+    });
     Ok(Arc::new(Tenant {
+        sandbox,
         builds: Arc::new(Semaphore::new(quotas.concurrent_builds.max(1))),
         name,
         token,
@@ -663,7 +671,7 @@ async fn route(
         (&Method::POST, ["containers", "create"]) => containers::create(tenant, req).await,
         (&Method::GET, ["containers", "json"]) => containers::list(tenant, &req),
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(tenant, id),
-        (&Method::POST, ["containers", id, "start"]) => containers::start(server, tenant, id).await,
+        (&Method::POST, ["containers", id, "start"]) => containers::start(tenant, id).await,
         (&Method::POST, ["containers", id, "attach"]) => containers::attach(tenant, id, req).await,
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(tenant, id, &req),
         (&Method::POST, ["containers", id, "resize"]) => containers::resize(tenant, id, &req),

@@ -3,7 +3,14 @@
 //! Compiling a module is the expensive part (a 10 MB module takes seconds), so compiled
 //! artifacts are kept on disk, keyed by sha256 of the module bytes and a hash of wasmtime's
 //! version and this engine's configuration: a changed module or engine never meets a stale
-//! artifact. Only artifacts that kiln itself wrote are ever deserialized.
+//! artifact. Only artifacts that kiln itself wrote are ever deserialized: the cache folder is
+//! private (0700, kiln's own; a folder another user owns is not used), and beside each
+//! artifact lies a keyed hash (blake3, with a key kept in the folder, 0600) of the artifact
+//! file's identity as kiln wrote it: device, inode, size, mtime and ctime, which no write,
+//! rename or replacement of the file keeps. A load opens the artifact once, checks that hash
+//! against the open file and deserializes that file; anything else is compiled anew. (The
+//! identity rather than the content: hashing the 18 MB coreutils artifact at every start
+//! would cost more than the rest of a `kiln run`.)
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,6 +24,10 @@ use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel};
 
 use super::process::Proc;
 use super::SandboxError;
+
+/// Largest module kiln compiles or runs (CPython for WASI is about 30 MB): a bigger one is
+/// refused before it is read.
+pub(crate) const MAX_MODULE_BYTES: u64 = 256 << 20;
 
 /// How often the epoch ticks, when a run has a wall-clock limit: the granularity of timeouts.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -48,8 +59,12 @@ pub struct WasiRuntime {
     /// The sha256 of module files already read, by their host identity: a module in the
     /// rootfs is read and hashed once, not at every spawn.
     files: Mutex<HashMap<FileKey, [u8; 32]>>,
-    /// Where compiled artifacts are kept (`None`: compile every time).
-    cache_dir: Option<PathBuf>,
+    /// Where compiled artifacts of the modules in rootfs files are kept, and the key of their
+    /// hashes (`None`: compile every time).
+    cache: Option<ArtifactCache>,
+    /// Where those of kiln's embedded guest tools are kept: the same modules for everyone,
+    /// so a server's tenants share them (and no tenant pays for compiling kiln's own tools).
+    tools_cache: Option<ArtifactCache>,
     /// Identifies wasmtime's version and this engine's configuration.
     engine_key: String,
     /// Started by the first run with a wall-clock limit ([`WasiRuntime::tick`]).
@@ -59,7 +74,7 @@ pub struct WasiRuntime {
 impl std::fmt::Debug for WasiRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WasiRuntime")
-            .field("cache_dir", &self.cache_dir)
+            .field("cache_dir", &self.cache.as_ref().map(|c| &c.dir))
             .field("engine_key", &self.engine_key)
             .finish()
     }
@@ -83,7 +98,11 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 impl WasiRuntime {
     /// An engine configured for untrusted guests: Cranelift, epoch interruption, exceptions
     /// and GC (CPython-class guests need them), no Winch.
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>, SandboxError> {
+    /// Rootfs modules are cached in `cache_dir`, the embedded guest tools in `tools_cache_dir`.
+    pub fn new(
+        cache_dir: Option<PathBuf>,
+        tools_cache_dir: Option<PathBuf>,
+    ) -> Result<Arc<Self>, SandboxError> {
         let mut config = Config::new();
         config
             .cranelift_opt_level(OptLevel::Speed)
@@ -111,7 +130,8 @@ impl WasiRuntime {
             linker,
             modules: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
-            cache_dir,
+            cache: cache_dir.and_then(ArtifactCache::open),
+            tools_cache: tools_cache_dir.and_then(ArtifactCache::open),
             engine_key,
             ticker: std::sync::Once::new(),
         });
@@ -135,12 +155,22 @@ impl WasiRuntime {
         &self.engine
     }
 
-    /// The module with these bytes, compiled (or loaded from the disk cache) once.
-    /// `sha256` may be given when it is already known (embedded guest tools).
+    /// The embedded guest tool with these bytes, compiled (or loaded from the tools' disk
+    /// cache) once. `sha256` may be given when it is already known.
     pub(crate) fn module(
         &self,
         bytes: &[u8],
         sha256: Option<[u8; 32]>,
+    ) -> Result<Arc<Loaded>, SandboxError> {
+        self.module_in(bytes, sha256, self.tools_cache.as_ref())
+    }
+
+    /// The module with these bytes, compiled (or loaded from `cache`) once.
+    fn module_in(
+        &self,
+        bytes: &[u8],
+        sha256: Option<[u8; 32]>,
+        cache: Option<&ArtifactCache>,
     ) -> Result<Arc<Loaded>, SandboxError> {
         let key = sha256.unwrap_or_else(|| Sha256::digest(bytes).into());
         let cell = {
@@ -151,7 +181,7 @@ impl WasiRuntime {
             map.entry(key).or_default().clone()
         };
         cell.get_or_init(|| {
-            self.load(bytes, &key).map_err(|e| match e {
+            self.load(bytes, &key, cache).map_err(|e| match e {
                 SandboxError::Module(m) => m,
                 other => other.to_string(),
             })
@@ -187,39 +217,50 @@ impl WasiRuntime {
                 return Ok(loaded);
             }
         }
-        let mut bytes = Vec::with_capacity(usize::try_from(st.st_size).unwrap_or(0));
-        std::io::Read::read_to_end(&mut &*file, &mut bytes).map_err(io)?;
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if size > MAX_MODULE_BYTES {
+            return Err(SandboxError::Module(format!(
+                "the module is {size} bytes, more than the {} MiB kiln runs",
+                MAX_MODULE_BYTES >> 20
+            )));
+        }
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(&*file, MAX_MODULE_BYTES),
+            &mut bytes,
+        )
+        .map_err(io)?;
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
-        let loaded = self.module(&bytes, Some(sha))?;
+        let loaded = self.module_in(&bytes, Some(sha), self.cache.as_ref())?;
         if let Ok(mut f) = self.files.lock() {
             f.insert(key, sha);
         }
         Ok(loaded)
     }
 
-    fn artifact_path(&self, key: &[u8; 32]) -> Option<PathBuf> {
-        self.cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{}-{}.cwasm", hex::encode(key), self.engine_key)))
-    }
-
-    fn load(&self, bytes: &[u8], key: &[u8; 32]) -> Result<Arc<Loaded>, SandboxError> {
-        let path = self.artifact_path(key);
-        if let Some(p) = &path {
-            if p.is_file() {
-                // SAFETY: the artifact was written by kiln (below) for exactly this module
-                // (sha256 in the name) and this engine configuration (engine key in the name),
-                // in a private cache folder; wasmtime also checks its own header.
-                if let Ok(m) = unsafe { Module::deserialize_file(&self.engine, p) } {
+    fn load(
+        &self,
+        bytes: &[u8],
+        key: &[u8; 32],
+        cache: Option<&ArtifactCache>,
+    ) -> Result<Arc<Loaded>, SandboxError> {
+        let name = format!("{}-{}.cwasm", hex::encode(key), self.engine_key);
+        if let Some(cache) = cache {
+            if let Some(file) = cache.open_checked(&name) {
+                // SAFETY: the artifact is the file kiln wrote (below) for exactly this module
+                // (sha256 in the name) and this engine configuration (engine key in the name):
+                // its keyed hash, checked against this open file, says so. wasmtime also
+                // checks its own header.
+                if let Ok(m) = unsafe { Module::deserialize_open_file(&self.engine, file) } {
                     return self.prepare(m);
                 }
             }
         }
         let module =
             Module::new(&self.engine, bytes).map_err(|e| SandboxError::Module(format!("{e:#}")))?;
-        if let Some(p) = &path {
+        if let Some(cache) = cache {
             // A cache that cannot be written only costs time.
-            let _ = store_artifact(p, &module);
+            let _ = cache.store(&name, &module);
         }
         self.prepare(module)
     }
@@ -245,16 +286,131 @@ fn add_host_call(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn store_artifact(path: &Path, module: &Module) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    crate::fsx::private_dir_all(dir)?;
-    let bytes = module.serialize().map_err(std::io::Error::other)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    evict(dir, path, CACHE_MAX);
-    Ok(())
+/// The compiled-module cache folder and the key of its artifacts' hashes.
+struct ArtifactCache {
+    dir: PathBuf,
+    key: [u8; 32],
+}
+
+/// Suffix of the file holding an artifact's keyed hash, beside it.
+const MAC: &str = ".mac";
+
+impl ArtifactCache {
+    /// The cache in `dir` (made private when missing), provided kiln's user owns it; its mode
+    /// is narrowed to 0700 when wider. `None` (compile every time) for a folder another user
+    /// owns, or one kiln cannot set up.
+    fn open(dir: PathBuf) -> Option<Self> {
+        use rustix::fs::{Mode, OFlags};
+        crate::fsx::private_dir_all(&dir).ok()?;
+        let fd = rustix::fs::open(&dir, crate::fsx::DIR_FLAGS, Mode::empty()).ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if st.st_uid != rustix::process::geteuid().as_raw() {
+            return None;
+        }
+        if st.st_mode & 0o077 != 0 {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(crate::fsx::PRIVATE_DIR_MODE)).ok()?;
+        }
+        // The key: made once, readable by its owner only; never through a symlink.
+        let key_name = "key";
+        let mut key = [0u8; 32];
+        let read = |key: &mut [u8; 32]| -> Option<()> {
+            let f = rustix::fs::openat(
+                &fd,
+                key_name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .ok()?;
+            let st = rustix::fs::fstat(&f).ok()?;
+            if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o077 != 0 {
+                return None;
+            }
+            let n = rustix::io::read(&f, &mut key[..]).ok()?;
+            (n == key.len()).then_some(())
+        };
+        if read(&mut key).is_none() {
+            let mut fresh = [0u8; 32];
+            let n =
+                rustix::rand::getrandom(&mut fresh, rustix::rand::GetRandomFlags::empty()).ok()?;
+            if n != fresh.len() {
+                return None;
+            }
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".key-")
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .tempfile_in(&dir)
+                .ok()?;
+            tmp.write_all(&fresh).ok()?;
+            tmp.as_file().sync_all().ok()?;
+            // Another kiln may have made one meanwhile: then its key is the key.
+            let _ = tmp.persist_noclobber(dir.join(key_name));
+            read(&mut key)?;
+        }
+        Some(Self { dir, key })
+    }
+
+    /// The keyed hash of an open artifact's identity.
+    fn mac(&self, file: &std::fs::File) -> Option<blake3::Hash> {
+        let st = rustix::fs::fstat(file).ok()?;
+        let mut id = Vec::with_capacity(64);
+        for n in [
+            st.st_dev,
+            st.st_ino,
+            st.st_size as u64,
+            st.st_mtime as u64,
+            st.st_mtime_nsec as u64,
+            st.st_ctime as u64,
+            st.st_ctime_nsec as u64,
+        ] {
+            id.extend_from_slice(&n.to_le_bytes());
+        }
+        Some(blake3::keyed_hash(&self.key, &id))
+    }
+
+    /// Artifact `name`, opened once, if its keyed hash says kiln wrote it as it is.
+    fn open_checked(&self, name: &str) -> Option<std::fs::File> {
+        let open = |n: &str| {
+            rustix::fs::open(
+                self.dir.join(n),
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .ok()
+            .map(std::fs::File::from)
+        };
+        let file = open(name)?;
+        let mut recorded = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(open(&format!("{name}{MAC}"))?, 64),
+            &mut recorded,
+        )
+        .ok()?;
+        let recorded = blake3::Hash::from_hex(recorded.trim()).ok()?;
+        // blake3::Hash compares in constant time.
+        (self.mac(&file)? == recorded).then_some(file)
+    }
+
+    /// Writes the artifact of `module` as `name`, then its keyed hash beside it.
+    fn store(&self, name: &str, module: &Module) -> std::io::Result<()> {
+        let bytes = module.serialize().map_err(std::io::Error::other)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(&bytes)?;
+        tmp.as_file().sync_all()?;
+        let path = self.dir.join(name);
+        // The hash is of the file as it lies after the rename (which moves its ctime).
+        let file = tmp.persist(&path).map_err(|e| e.error)?;
+        let mac = self
+            .mac(&file)
+            .ok_or_else(|| std::io::Error::other("stat the artifact"))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
+        tmp.write_all(mac.to_hex().as_bytes())?;
+        tmp.persist(self.dir.join(format!("{name}{MAC}")))
+            .map_err(|e| e.error)?;
+        evict(&self.dir, &path, CACHE_MAX);
+        Ok(())
+    }
 }
 
 /// How much compiled code the cache keeps. Every new guest-tools build, kiln version or module
@@ -284,6 +440,9 @@ fn evict(dir: &Path, keep: &Path, max: u64) {
             break;
         }
         if path != keep && std::fs::remove_file(&path).is_ok() {
+            let mut mac = path.into_os_string();
+            mac.push(MAC);
+            let _ = std::fs::remove_file(mac);
             total -= len;
         }
     }
@@ -291,7 +450,7 @@ fn evict(dir: &Path, keep: &Path, max: u64) {
 
 fn wasmtime_version() -> &'static str {
     // The exact version is pinned in engine/Cargo.toml; keep this in step with it.
-    "48.0.8"
+    "48.0.11"
 }
 
 /// Ticks the engine's epoch for as long as the process lives.
@@ -311,6 +470,106 @@ fn start_ticker(engine: &Engine) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names a loaded module exports.
+    fn exports(l: &Loaded) -> Vec<String> {
+        l.pre
+            .module()
+            .exports()
+            .map(|e| e.name().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn only_artifacts_kiln_wrote_as_they_are_are_deserialized() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("wasm");
+        let a = wat::parse_str(r#"(module (func (export "a")))"#).unwrap();
+        let b = wat::parse_str(r#"(module (func (export "b")))"#).unwrap();
+        let rt = WasiRuntime::new(Some(cache.clone()), None).unwrap();
+        assert_eq!(
+            exports(&rt.module_in(&a, None, rt.cache.as_ref()).unwrap()),
+            ["a"]
+        );
+        assert_eq!(
+            exports(&rt.module_in(&b, None, rt.cache.as_ref()).unwrap()),
+            ["b"]
+        );
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&cache.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700);
+        // Each artifact has its keyed hash beside it, and a fresh engine loads it from disk.
+        let artifact = |m: &[u8]| {
+            let sha: [u8; 32] = Sha256::digest(m).into();
+            cache.join(format!("{}-{}.cwasm", hex::encode(sha), rt.engine_key))
+        };
+        for m in [&a, &b] {
+            let mut mac = artifact(m).into_os_string();
+            mac.push(MAC);
+            assert!(std::path::Path::new(&mac).is_file());
+        }
+        let again = WasiRuntime::new(Some(cache.clone()), None).unwrap();
+        let c = again.cache.as_ref().unwrap();
+        let name = artifact(&a)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            c.open_checked(&name).is_some(),
+            "kiln's own artifact is refused"
+        );
+        // Someone who could write the folder puts b's compiled code where a's was (a valid
+        // artifact of this very engine): a fresh engine must not run it as a.
+        std::fs::copy(artifact(&b), artifact(&a)).unwrap();
+        assert!(
+            c.open_checked(&name).is_none(),
+            "a replaced artifact passes"
+        );
+        assert_eq!(
+            exports(&again.module_in(&a, None, again.cache.as_ref()).unwrap()),
+            ["a"]
+        );
+        // It was compiled anew and stored with a new hash.
+        let third = WasiRuntime::new(Some(cache.clone()), None).unwrap();
+        assert!(third.cache.as_ref().unwrap().open_checked(&name).is_some());
+    }
+
+    #[test]
+    fn a_cache_folder_of_another_user_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("wasm");
+        std::fs::create_dir(&cache).unwrap();
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test gives a folder to another user: run the tests as root (CI does)"
+        );
+        std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+        assert!(ArtifactCache::open(cache.clone()).is_none());
+        // One of ours that others may enter is narrowed.
+        let ours = dir.path().join("ours");
+        std::fs::create_dir(&ours).unwrap();
+        std::fs::set_permissions(&ours, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+            .unwrap();
+        assert!(ArtifactCache::open(ours.clone()).is_some());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&ours.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700);
+    }
+
+    #[test]
+    fn modules_past_the_size_cap_are_refused_unread() {
+        let rt = WasiRuntime::new(None, None).unwrap();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(b"\0asm\x01\0\0\0").unwrap();
+        // Sparse: nothing of it is written, and kiln must not read it either.
+        f.set_len(MAX_MODULE_BYTES + 1).unwrap();
+        let err = rt
+            .module_file(&f)
+            .err()
+            .expect("a module past the cap loads");
+        assert!(err.to_string().contains("more than the 256 MiB"), "{err}");
+    }
 
     #[test]
     fn the_cache_keeps_the_most_recently_used_artifacts() {
