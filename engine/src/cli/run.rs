@@ -63,7 +63,7 @@ pub struct RunArgs {
     /// What docker's run takes beyond kiln's defaults: each is refused with a message saying
     /// why, never accepted and ignored (hidden from the help).
     #[command(flatten)]
-    pub refused: RefusedArgs,
+    pub refused: Box<RefusedArgs>,
     /// The image.
     pub image: String,
     /// The command and its arguments (default: the image's CMD).

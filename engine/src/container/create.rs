@@ -126,8 +126,9 @@ impl Privileges {
         }
         for (flag, mode) in &self.namespaces {
             // The defaults, as docker names them: a namespace of the container's own.
-            if !matches!(mode.as_str(), "" | "private") && !(*flag == "ipc" && mode == "shareable")
-            {
+            let default =
+                matches!(mode.as_str(), "" | "private") || (*flag == "ipc" && mode == "shareable");
+            if !default {
                 return Err(Refusal::Namespace {
                     flag,
                     mode: mode.clone(),

@@ -225,11 +225,8 @@ impl WasiRuntime {
             )));
         }
         let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(&*file, MAX_MODULE_BYTES),
-            &mut bytes,
-        )
-        .map_err(io)?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_MODULE_BYTES), &mut bytes)
+            .map_err(io)?;
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
         let loaded = self.module_in(&bytes, Some(sha), self.cache.as_ref())?;
         if let Ok(mut f) = self.files.lock() {
