@@ -713,3 +713,78 @@ fn hostile_native_symlinks_left_for_a_later_copy_resolve_inside_the_image() {
             .collect::<Vec<_>>()
     );
 }
+
+fn sha256_of(p: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).expect("read")))
+}
+
+/// runc's CVE-2019-5736: a container process reopens the runtime's own executable through
+/// `/proc/<pid>/exe` and overwrites it. The sandbox's pid 1 is a clone of kiln, so its
+/// `/proc/1/exe` is the kiln binary on the host: every way a step has at it (writes through
+/// the link, through its open descriptors, through `/proc/1/mem`, through `/proc/self/exe` of
+/// a process that execs) must fail, and the binary must hash the same after the build.
+#[test]
+fn hostile_native_steps_cannot_overwrite_kiln_through_proc_exe() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let kiln = Path::new(env!("CARGO_BIN_EXE_kiln"));
+    let before = sha256_of(kiln);
+    let tree = build_native_ok(
+        &env,
+        "FROM debian:bookworm\n\
+         RUN for p in /proc/1/exe /proc/self/exe /proc/1/fd/* /proc/1/mem /proc/1/map_files/*; do \
+                 (echo pwned > \"$p\") 2>/dev/null && echo \"wrote $p\"; \
+                 (echo pwned >> \"$p\") 2>/dev/null && echo \"appended $p\"; \
+                 (: > \"$p\") 2>/dev/null && echo \"truncated $p\"; \
+             done > /r-exe; \
+             (exec 3</proc/1/exe; echo pwned >/proc/self/fd/3) 2>/dev/null && echo reopened >> /r-exe; \
+             ls -l /proc/1/exe >> /r-exe 2>&1; true\n",
+        &[],
+    );
+    let seen = content(&tree, "r-exe");
+    for verb in ["wrote", "appended", "truncated", "reopened"] {
+        assert!(
+            !seen.lines().any(|l| l.starts_with(verb)),
+            "a step reached kiln's executable:\n{seen}"
+        );
+    }
+    assert_eq!(sha256_of(kiln), before, "the kiln binary changed");
+}
+
+/// BuildKit's CVE-2024-23652: after a step, the folders made to mount a `--mount` on are
+/// removed again; a step that swaps the mount's parent for a symlink to a host folder must
+/// not steer that clean-up onto the host. The host canary holds an empty folder at the same
+/// path, with the mode the clean-up would accept.
+#[test]
+fn hostile_native_mount_stub_cleanup_never_follows_a_planted_symlink() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let canary = env.path("canary");
+    std::fs::create_dir_all(canary.join("b/c")).expect("create the canary");
+    env.write("canary/keep", "canary\n");
+    let canary_s = canary.to_str().expect("UTF-8 temp path");
+    let tree = build_native_ok(
+        &env,
+        &format!(
+            "FROM debian:bookworm\n\
+             RUN --mount=type=cache,target=/a/b/c \
+                 (mv /a /moved 2>&1 || echo no-mv) > /r-swap; \
+                 (ln -s {canary_s} /a 2>&1 || echo no-ln) >> /r-swap; ls -la / >> /r-swap; true\n"
+        ),
+        &[],
+    );
+    assert!(
+        canary.join("b/c").is_dir(),
+        "the mount's clean-up removed the host's {}/b/c:\n{}",
+        canary.display(),
+        content(&tree, "r-swap")
+    );
+    assert_eq!(
+        std::fs::read_to_string(canary.join("keep")).expect("read the canary"),
+        "canary\n"
+    );
+    // The swap happened in the step: the layer holds the planted symlink, not a clean-up of it.
+    let a = tree.get("a").expect("the step's /a");
+    assert_eq!((a.kind, a.content.as_slice()), ('l', canary_s.as_bytes()));
+}

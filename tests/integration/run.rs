@@ -1097,3 +1097,49 @@ fn run_mounts_cache_outlives_builds_and_neither_mount_lands_in_the_layer() {
     let tree = image_tree(&env.root(), "me/run");
     assert_eq!(String::from_utf8_lossy(&tree["seen"].content), "9 1\n");
 }
+
+/// BuildKit's CVE-2024-9675: a cache mount's `id` names a folder of the store's, never a path:
+/// `id=../../..`, an absolute `id` and one with odd bytes all land below
+/// `kiln/cache-mounts`, and what the step writes there appears nowhere else on the host.
+#[test]
+fn cache_mount_ids_never_name_a_host_path() {
+    let env = Env::new();
+    let marker = format!("kiln-cache-id-{}", std::process::id());
+    let ids = [
+        format!("../../../../../../../../tmp/{marker}"),
+        "/etc".to_owned(),
+        format!("/tmp/{marker}"),
+        "..".to_owned(),
+        "a/../../b".to_owned(),
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let dockerfile = format!(
+            "FROM scratch\nRUN --mount=type=cache,id={id},target=/c echo {marker} > /c/{marker}-{i}\n"
+        );
+        build_ok(&env, &dockerfile, &[], &[]);
+    }
+    // Every write is in one of the store's cache folders.
+    let base = env.root().join("kiln/cache-mounts");
+    let mut found = 0;
+    for e in std::fs::read_dir(&base).unwrap().flatten() {
+        if let Ok(inner) = std::fs::read_dir(e.path()) {
+            found += inner
+                .flatten()
+                .filter(|f| f.file_name().to_string_lossy().starts_with(&marker))
+                .count();
+        }
+    }
+    assert_eq!(
+        found,
+        ids.len(),
+        "not every write landed in kiln/cache-mounts"
+    );
+    for outside in [
+        std::path::Path::new("/tmp").join(&marker),
+        std::path::Path::new("/etc").join(format!("{marker}-1")),
+        env.dir.path().join(&marker),
+        env.root().join(&marker),
+    ] {
+        assert!(!outside.exists(), "{} was written", outside.display());
+    }
+}
