@@ -2,13 +2,15 @@
 //!
 //! Everything takes an already-open directory descriptor and a single name component, and
 //! never follows a symlink in that component, so no call here can be steered outside the tree
-//! it was given; the exception is [`private_dir_all`], which makes kiln's own folders.
+//! it was given; the exception is [`private_dir_all`], which makes kiln's own folders. Walks
+//! over trees ([`walk_tree`]) are iterative and hold a fixed number of descriptors, whatever
+//! the depth of a tree a step made.
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 /// Flags for opening a directory to work in: never follows a symlink in the last component.
@@ -90,18 +92,163 @@ pub(crate) fn children(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Removes `name` from `dir`, recursively if it is a directory; never follows symlinks.
+/// Removes `name` from `dir`, with everything below it if it is a directory; never follows
+/// symlinks. Folders are made writable and searchable by their owner on the way (layers often
+/// hold `0555` folders, which an unprivileged owner could not empty). Iterative
+/// ([`walk_tree`]): a tree a step made may be of any depth.
 pub(crate) fn remove_all_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) => return Ok(()),
         Err(Errno::ISDIR) => {}
         Err(e) => return Err(e.into()),
     }
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    make_enterable(dir, name, &st)?;
     let sub = open_dir_at(dir, name)?;
-    for child in children(sub.as_fd())? {
-        remove_all_at(sub.as_fd(), &child)?;
-    }
+    walk_tree(
+        sub.as_fd(),
+        |d, n, st| {
+            if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                make_enterable(d, n, st)?;
+                return Ok(true);
+            }
+            match rustix::fs::unlinkat(d, n, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(false),
+                Err(e) => Err(e.into()),
+            }
+        },
+        |parent, n| Ok(rustix::fs::unlinkat(parent, n, AtFlags::REMOVEDIR)?),
+    )?;
+    drop(sub);
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// Gives a folder's owner read, write and search permission on it, if it lacks any.
+fn make_enterable(dir: BorrowedFd<'_>, name: &[u8], st: &rustix::fs::Stat) -> io::Result<()> {
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o700 != 0o700 {
+        // `name` was just seen as a folder; a folder is never a symlink to follow.
+        rustix::fs::chmodat(
+            dir,
+            name,
+            Mode::from_raw_mode(mode | 0o700),
+            AtFlags::empty(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Bytes in the tree `name` of `dir` (or in `dir` itself for `"."`): the sizes of its regular
+/// files and the lengths of its symlinks, what a layer of it would carry. Iterative and
+/// fd-relative ([`walk_tree`]): no depth or name length hides anything.
+pub(crate) fn tree_bytes(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<u64> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Ok(u64::try_from(st.st_size).unwrap_or(0));
+    }
+    let sub = open_dir_at(dir, name)?;
+    let mut total = 0u64;
+    walk_tree(
+        sub.as_fd(),
+        |_, _, st| {
+            let ft = FileType::from_raw_mode(st.st_mode);
+            if ft == FileType::Directory {
+                return Ok(true);
+            }
+            if matches!(ft, FileType::RegularFile | FileType::Symlink) {
+                total = total.saturating_add(u64::try_from(st.st_size).unwrap_or(0));
+            }
+            Ok(false)
+        },
+        |_, _| Ok(()),
+    )?;
+    Ok(total)
+}
+
+/// Walks the tree below the open directory `root` depth first, never following a symlink,
+/// without recursion and with at most three descriptors open, however deep the tree is: a
+/// folder is entered by name from its parent, and left through its `..`, whose device and
+/// inode must be those of the parent it was entered from (a tree moved while it is walked
+/// fails the walk with `ESTALE` rather than lead it elsewhere). Memory per level is the names
+/// of the subfolders still to enter.
+///
+/// `entry(dir, name, stat)` is called for each entry of each folder (in listing order) and
+/// says whether to enter it (only folders are entered); `left(parent, name)` is called when
+/// the folder `name` of `parent` is done.
+pub(crate) fn walk_tree(
+    root: BorrowedFd<'_>,
+    mut entry: impl FnMut(BorrowedFd<'_>, &[u8], &rustix::fs::Stat) -> io::Result<bool>,
+    mut left: impl FnMut(BorrowedFd<'_>, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    /// A subfolder to enter: its name, and the device and inode it was listed with.
+    type Todo = (Vec<u8>, (u64, u64));
+    struct Level {
+        id: (u64, u64),
+        todo: Vec<Todo>,
+        name: Vec<u8>,
+    }
+    fn id(st: &rustix::fs::Stat) -> (u64, u64) {
+        (st.st_dev, st.st_ino)
+    }
+    let mut list = |dir: BorrowedFd<'_>| -> io::Result<Vec<Todo>> {
+        let mut todo = Vec::new();
+        for e in rustix::fs::Dir::read_from(dir)? {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if entry(dir, name, &st)? && FileType::from_raw_mode(st.st_mode) == FileType::Directory
+            {
+                todo.push((name.to_vec(), id(&st)));
+            }
+        }
+        Ok(todo)
+    };
+    let mut cur = open_dir_at(root, c".")?;
+    let top = rustix::fs::fstat(&cur)?;
+    let first = list(cur.as_fd())?;
+    let mut stack = vec![Level {
+        id: id(&top),
+        todo: first,
+        name: Vec::new(),
+    }];
+    while let Some(level) = stack.last_mut() {
+        if let Some((name, want)) = level.todo.pop() {
+            let sub = match open_dir_at(cur.as_fd(), name.as_slice()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if id(&rustix::fs::fstat(&sub)?) != want {
+                return Err(Errno::STALE.into());
+            }
+            let todo = list(sub.as_fd())?;
+            stack.push(Level {
+                id: want,
+                todo,
+                name,
+            });
+            cur = sub;
+            continue;
+        }
+        let done = stack.pop();
+        let (Some(done), Some(parent)) = (done, stack.last()) else {
+            break;
+        };
+        let up = open_dir_at(cur.as_fd(), c"..")?;
+        if id(&rustix::fs::fstat(&up)?) != parent.id {
+            return Err(Errno::STALE.into());
+        }
+        cur = up;
+        left(cur.as_fd(), &done.name)?;
+    }
+    Ok(())
 }
 
 /// Calls `f(name, value)` for every xattr of the open file `fd`, in the order the kernel lists
@@ -379,6 +526,65 @@ pub(crate) mod direct {
 #[cfg(test)]
 mod tests {
     use super::direct;
+    use super::*;
+
+    /// A tree far deeper than PATH_MAX and than any recursion a test thread's 2 MiB stack
+    /// allows (the removal this replaced recursed once per level), with a file at the bottom
+    /// and a read-only folder halfway: it is measured and removed whole.
+    #[test]
+    fn deep_trees_are_measured_and_removed_without_recursion() {
+        let t = tempfile::tempdir().unwrap();
+        let root = rustix::fs::open(t.path(), DIR_FLAGS, Mode::empty()).unwrap();
+        rustix::fs::mkdirat(&root, "top", Mode::from_raw_mode(0o755)).unwrap();
+        let mut cur = open_dir_at(root.as_fd(), "top").unwrap();
+        for level in 0..30_000 {
+            rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+            let next = open_dir_at(cur.as_fd(), "d").unwrap();
+            if level == 15_000 {
+                rustix::fs::chmodat(&cur, "d", Mode::from_raw_mode(0o555), AtFlags::empty())
+                    .unwrap();
+            }
+            cur = next;
+        }
+        let f = rustix::fs::openat(
+            &cur,
+            "f",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )
+        .unwrap();
+        rustix::io::write(&f, &[7u8; 1000]).unwrap();
+        rustix::fs::symlinkat("0123456789", &cur, "l").unwrap();
+        drop((f, cur));
+        assert_eq!(tree_bytes(root.as_fd(), c"top").unwrap(), 1010);
+        remove_all_at(root.as_fd(), b"top").unwrap();
+        assert!(children(root.as_fd()).unwrap().is_empty());
+    }
+
+    /// A folder swapped for another while a walk is inside it: the walk fails rather than
+    /// climb out through the new `..`.
+    #[test]
+    fn a_tree_moved_under_a_walk_fails_it() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b/c")).unwrap();
+        std::fs::create_dir_all(t.path().join("elsewhere")).unwrap();
+        let root = rustix::fs::open(t.path().join("a"), DIR_FLAGS, Mode::empty()).unwrap();
+        let moved = std::cell::Cell::new(false);
+        let r = walk_tree(
+            root.as_fd(),
+            |_, name, _| {
+                if name == b"c" && !moved.get() {
+                    // While the walk is in a/b: move b away, under `elsewhere`.
+                    std::fs::rename(t.path().join("a/b"), t.path().join("elsewhere/b")).unwrap();
+                    moved.set(true);
+                }
+                Ok(true)
+            },
+            |_, _| Ok(()),
+        );
+        assert!(moved.get());
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ESTALE));
+    }
 
     #[test]
     fn direct_copies_are_exact_at_every_alignment() {

@@ -12,6 +12,21 @@ use std::process::ExitCode;
 use clap::Parser;
 use kiln::cli::{self, Cli, Printer};
 
+/// Raises the soft limit on open files to the hard one (at most 65,536), as Go programs do:
+/// the layer writer holds one descriptor per level of the tree it archives (up to the 2,048
+/// levels a 4,096-byte name allows), past the common soft limit of 1,024. A sandboxed program
+/// gets its own limit (`--run-files`) whatever kiln's is.
+fn raise_open_files() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut l = getrlimit(Resource::Nofile);
+    let want = l.maximum.map_or(65_536, |m| m.min(65_536));
+    if l.current.is_some_and(|c| c < want) {
+        l.current = Some(want);
+        // Best effort: without it, a deep tree fails with "too many open files".
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
 fn main() -> ExitCode {
     // First, while this is the only thread: a user without root runs kiln in a user namespace
     // of its own.
@@ -22,6 +37,7 @@ fn main() -> ExitCode {
             eprintln!("kiln: warning: no user namespace of its own ({e}): ownership is recorded, not set, and Linux programs cannot run");
         }
     }
+    raise_open_files();
     let args = Cli::parse();
     let mut printer = Printer::new();
     match cli::run(args, &mut printer) {

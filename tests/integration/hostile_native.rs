@@ -788,3 +788,61 @@ fn hostile_native_mount_stub_cleanup_never_follows_a_planted_symlink() {
     let a = tree.get("a").expect("the step's /a");
     assert_eq!((a.kind, a.content.as_slice()), ('l', canary_s.as_bytes()));
 }
+
+/// `--run-disk` holds while a native step runs, however the step writes: one huge file
+/// (stopped by RLIMIT_FSIZE at the limit), a big file at the bottom of a tree deeper than
+/// PATH_MAX (a path walk would never see it), and many small files (the watcher, which measures
+/// the upper several times a second, kills the step; the overshoot is printed). Each fails with
+/// the limit's message.
+#[test]
+fn hostile_native_disk_bombs_meet_the_disk_limit_while_they_run() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    // A step stopped in the middle says so ("stopped"); without live enforcement, dd would
+    // finish (10 GiB, 300 MiB) and the loop would write all 300 files.
+    let cases = [
+        (
+            "a 10 GiB file",
+            "RUN dd if=/dev/zero of=/big bs=1M count=10240 || { echo \"dd stopped: $?\"; exit 1; }",
+        ),
+        (
+            "300 MiB below 3,000 levels",
+            "RUN mkdir /t && cd /t && i=0 && while [ $i -lt 3000 ]; do mkdir d && cd -P d || exit 9; i=$((i+1)); done \
+             && { dd if=/dev/zero of=f bs=1M count=300 || { echo \"dd stopped: $?\"; exit 1; }; }",
+        ),
+        (
+            "300 files of 1 MiB",
+            "RUN i=0; while [ $i -lt 300 ]; do i=$((i+1)); dd if=/dev/zero of=/f$i bs=1M count=1 2>/dev/null || exit 9; echo \"wrote $i\"; done",
+        ),
+    ];
+    for (case, step) in cases {
+        let b = build(
+            &env,
+            &format!("FROM debian:bookworm\n{step}\n"),
+            &[],
+            &["--run-disk", "100m"],
+        );
+        assert_eq!(b.code, 1, "{case}: {}", b.tail());
+        assert!(
+            b.stderr.contains("RUN exceeded its disk limit (100m)"),
+            "{case}: {}",
+            b.tail()
+        );
+        let written = b
+            .stderr
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("wrote "))
+            .filter_map(|n| n.trim().parse::<u64>().ok())
+            .max();
+        match written {
+            Some(n) => {
+                eprintln!("{case}: stopped after {n} MiB (limit 100 MiB)");
+                assert!(
+                    n < 250,
+                    "{case}: {n} MiB written before the step was stopped"
+                );
+            }
+            None => assert!(b.stderr.contains("dd stopped"), "{case}: {}", b.tail()),
+        }
+    }
+}

@@ -1004,3 +1004,82 @@ fn serve_refuses_tcp_without_tenants() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("shorter than"), "{err}");
 }
+
+/// A step that makes a tree 100,000 levels deep: every walk over it (the disk watcher, the
+/// layer writer, the clean-up) is iterative, so the build commits it or fails with one clear
+/// line, and the server, which would abort on a stack overflow, serves another tenant
+/// throughout.
+#[test]
+fn a_tree_100000_levels_deep_neither_stops_the_server_nor_its_other_tenants() {
+    let env = Env::new();
+    crate::harness::debian_base_in(&env.root().join("tenants/alice"));
+    let cfg = write_config(
+        &env,
+        &format!(
+            "[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n\n\
+             [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\n"
+        ),
+    );
+    let socket = env.path("s.sock");
+    let srv = Server::with_config(&env, &cfg, &socket, &[]);
+    let deep = context(
+        &env,
+        "deep",
+        &[(
+            "Dockerfile",
+            "FROM debian:bookworm\n\
+             RUN perl -e 'for (1..100000) { mkdir \"d\" or die \"mkdir: $!\"; chdir \"d\" or die \"chdir: $!\" } print \"made\\n\"'\n",
+        )],
+    );
+    let small = context(
+        &env,
+        "small",
+        &[("Dockerfile", "FROM scratch\nARG N\nRUN echo $N > /n\n")],
+    );
+    let mut alice = srv.docker_as(
+        Some(ALICE),
+        &["build", "-t", "me/deep", deep.to_str().unwrap()],
+    );
+    let alice = std::thread::spawn(move || {
+        let out = alice.output().expect("spawn docker");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
+    // bob builds and is answered all along.
+    let mut bob_builds = 0;
+    while !alice.is_finished() {
+        let n = format!("N={bob_builds}");
+        let t0 = Instant::now();
+        ok(srv.docker_as(
+            Some(BOB),
+            &["build", "-q", "--build-arg", &n, small.to_str().unwrap()],
+        ));
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "bob's build took {:?}",
+            t0.elapsed()
+        );
+        bob_builds += 1;
+    }
+    let (code, out, err) = alice.join().expect("alice's build");
+    assert!(
+        out.contains("made"),
+        "the step did not make the tree:\n{out}\n{err}"
+    );
+    if code != 0 {
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains("DEPRECATED") && !l.starts_with("  "))
+            .collect();
+        assert_eq!(lines.len(), 1, "{err}");
+        assert!(lines[0].contains("longer than 4096 bytes"), "{err}");
+    }
+    eprintln!("alice's build ended {code}; bob built {bob_builds} images meanwhile");
+    assert!(bob_builds > 0);
+    // The server is alive and bob's images are there.
+    let images = ok(srv.docker_as(Some(BOB), &["images", "-q"]));
+    assert!(!images.trim().is_empty());
+}

@@ -90,7 +90,7 @@ struct CopyWork {
     prev: Option<crate::digest::DiffId>,
     heredocs: Vec<(String, String)>,
     /// Files fetched from URLs: the folder holding each, and its name there.
-    downloads: Vec<(tempfile::TempDir, String)>,
+    downloads: Vec<(crate::store::WorkDir, String)>,
     dest: ContainerPath,
     dest_is_dir: bool,
     chown: Option<String>,
@@ -1319,7 +1319,7 @@ impl Run<'_> {
     }
 
     /// Turns an upper folder into a layer blob and a snapshot.
-    fn commit_upper(&self, upper: tempfile::TempDir) -> Result<CachedLayer, BuildError> {
+    fn commit_upper(&self, upper: crate::store::WorkDir) -> Result<CachedLayer, BuildError> {
         // The layer writer hashes its tar as it writes it: the store need not hash it again.
         let w = self.store.prehashed_blob_writer()?;
         let udir = open_dir(upper.path())?;

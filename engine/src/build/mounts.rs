@@ -100,7 +100,7 @@ pub(super) struct Mounted {
     /// Locks on cache folders, held until the step ends.
     _locks: Vec<fs::File>,
     /// Folders that go away with the step (tmpfs, private caches in use elsewhere).
-    _scratch: Vec<tempfile::TempDir>,
+    _scratch: Vec<crate::store::WorkDir>,
     /// The folders that setting up the mounts put in the upper, with their mode and owner,
     /// outermost first.
     made: Vec<(PathBuf, u32, u32, u32)>,
@@ -277,7 +277,10 @@ pub fn prune_cache_mounts(store: &Store) -> std::io::Result<usize> {
         // Renamed aside while locked, so that no step mounts it from now on.
         let doomed = base.join(format!(".rm-{}", name.to_string_lossy()));
         fs::rename(&path, &doomed)?;
-        fs::remove_dir_all(&doomed)?;
+        // What steps left in it may be of any depth: removed iteratively.
+        let base_fd = rustix::fs::open(&base, crate::fsx::DIR_FLAGS, rustix::fs::Mode::empty())?;
+        let name = format!(".rm-{}", name.to_string_lossy());
+        crate::fsx::remove_all_at(std::os::fd::AsFd::as_fd(&base_fd), name.as_bytes())?;
         removed += 1;
     }
     Ok(removed)

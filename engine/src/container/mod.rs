@@ -527,7 +527,13 @@ impl Containers {
         if quick {
             return Ok(());
         }
-        fs::remove_dir_all(&doomed).map_err(io_at("remove", &doomed))
+        // What the container wrote may be of any depth: removed iteratively.
+        let parent = doomed.parent().unwrap_or(&self.dir);
+        let name = doomed.file_name().unwrap_or_default().as_encoded_bytes();
+        rustix::fs::open(parent, crate::fsx::DIR_FLAGS, rustix::fs::Mode::empty())
+            .map_err(io::Error::from)
+            .and_then(|d| crate::fsx::remove_all_at(std::os::fd::AsFd::as_fd(&d), name))
+            .map_err(io_at("remove", &doomed))
     }
 
     /// Layers and manifests that containers use (roots for garbage collection).

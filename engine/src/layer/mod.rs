@@ -274,6 +274,13 @@ pub enum Unrepresentable {
     /// A regular file changed size while it was archived.
     #[error("file changed size while being archived")]
     Changed,
+    /// The name is longer than a layer may carry: kiln never writes a layer that it (or
+    /// docker) would refuse to read back.
+    #[error("its name is longer than {0} bytes")]
+    PathTooLong(usize),
+    /// The layer would hold more entries than a layer may.
+    #[error("the layer would hold more than {0} entries")]
+    TooManyEntries(u64),
 }
 
 /// Lossy UTF-8 for error messages.

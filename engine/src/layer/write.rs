@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use cap_std::fs::Dir;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
@@ -261,6 +261,7 @@ fn write_tar<S: ChunkSink>(upper: &Dir, epoch: Option<i64>, sink: S) -> Result<S
         attrs: Attrs::default(),
         path: Vec::new(),
         links: HashMap::new(),
+        entries: 0,
     };
     let root = fsx::open_dir_at(upper.as_fd(), c".").map_err(|e| w.upper_err(b"", "open", e))?;
     w.read_attrs(root.as_fd(), b"")?;
@@ -281,6 +282,39 @@ struct Attrs {
     override_raw: Option<Vec<u8>>,
     /// `user.overlay.opaque` is `y`.
     opaque: bool,
+}
+
+/// Longest tar name kiln writes: what the unpacker accepts ([`super::Limits`]).
+const MAX_PATH: usize = 4096;
+
+/// Most entries kiln writes into one layer: what the unpacker accepts.
+const MAX_ENTRIES: u64 = 500_000;
+
+/// A path for an error message: lossy UTF-8, its middle left out past 256 bytes (a step's tree
+/// may be thousands of levels deep).
+fn shown(path: &[u8]) -> String {
+    if path.len() <= 256 {
+        return lossy(path);
+    }
+    format!(
+        "{}...{} ({} bytes)",
+        lossy(&path[..120]),
+        lossy(&path[path.len() - 120..]),
+        path.len()
+    )
+}
+
+/// A directory being archived by [`TarWriter::walk`].
+struct Frame {
+    fd: OwnedFd,
+    /// The names of `kids`.
+    arena: Vec<u8>,
+    /// Its children, sorted.
+    kids: Vec<Child>,
+    /// The next child to archive.
+    next: usize,
+    /// Length of its tar name (`TarWriter::path` while it is current).
+    path_len: usize,
 }
 
 /// A directory child, as listed before sorting.
@@ -366,12 +400,14 @@ struct TarWriter<S: ChunkSink> {
     path: Vec<u8>,
     /// First tar name of every multiply-linked inode seen, by (device, inode).
     links: HashMap<(u64, u64), Vec<u8>>,
+    /// Entries listed so far.
+    entries: u64,
 }
 
 impl<S: ChunkSink> TarWriter<S> {
     fn upper_err(&self, name: &[u8], op: &'static str, e: impl Into<io::Error>) -> LayerError {
         LayerError::ReadUpper {
-            path: lossy(&[&self.path[..], name].concat()),
+            path: shown(&[&self.path[..], name].concat()),
             op,
             source: e.into(),
         }
@@ -379,25 +415,74 @@ impl<S: ChunkSink> TarWriter<S> {
 
     fn unrepresentable(&self, name: &[u8], reason: Unrepresentable) -> LayerError {
         LayerError::Unrepresentable {
-            path: lossy(&[&self.path[..], name].concat()),
+            path: shown(&[&self.path[..], name].concat()),
             reason,
         }
     }
 
-    /// Archives the children of `dir` (whose own entry, if any, is already written).
-    fn walk(&mut self, dir: BorrowedFd<'_>, opaque: bool) -> Result<(), LayerError> {
+    /// Archives the children of `root` (whose own entry, if any, is already written) and
+    /// everything below them, depth first in name order.
+    ///
+    /// Iterative, not recursive: the tree is a step's, as deep as it made it. The stack holds
+    /// one frame per open directory, with that directory's sorted listing; its depth is bounded
+    /// by the longest name a layer may carry ([`Unrepresentable::PathTooLong`]), and the whole
+    /// listing by the most entries a layer may hold.
+    fn walk(&mut self, root: BorrowedFd<'_>, opaque: bool) -> Result<(), LayerError> {
+        let root =
+            rustix::io::fcntl_dupfd_cloexec(root, 0).map_err(|e| self.upper_err(b"", "open", e))?;
+        let first = self.list(root, opaque)?;
+        let mut stack = vec![first];
+        let mut name = Vec::new();
+        while let Some(top) = stack.last_mut() {
+            let Some(kid) = top.kids.get(top.next) else {
+                stack.pop();
+                continue;
+            };
+            top.next += 1;
+            self.path.truncate(top.path_len);
+            name.clear();
+            name.extend_from_slice(&top.arena[kid.name.0..kid.name.1]);
+            match &kid.what {
+                ChildKind::Whiteout => {
+                    let full = [&self.path[..], &name].concat();
+                    self.header(&full, &Meta::marker())?;
+                }
+                ChildKind::Node(st) => {
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                        let st = *st;
+                        let (fd, opaque) = self.enter_directory(top.fd.as_fd(), &name, &st)?;
+                        let frame = self.list(fd, opaque)?;
+                        stack.push(frame);
+                    } else {
+                        self.node(top.fd.as_fd(), &name, st)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists directory `fd` (whose tar name is `self.path`) for [`Self::walk`], sorted, and
+    /// writes its opaque marker.
+    fn list(&mut self, fd: OwnedFd, opaque: bool) -> Result<Frame, LayerError> {
         let mut opaque = opaque;
         let mut arena: Vec<u8> = Vec::new();
         let mut kids: Vec<Child> = Vec::new();
         let listing =
-            rustix::fs::Dir::read_from(dir).map_err(|e| self.upper_err(b"", "list", e))?;
+            rustix::fs::Dir::read_from(&fd).map_err(|e| self.upper_err(b"", "list", e))?;
         for entry in listing {
             let entry = entry.map_err(|e| self.upper_err(b"", "list", e))?;
             let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
             }
-            let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            self.entries += 1;
+            if self.entries > MAX_ENTRIES {
+                return Err(
+                    self.unrepresentable(name, Unrepresentable::TooManyEntries(MAX_ENTRIES))
+                );
+            }
+            let st = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| self.upper_err(name, "stat", e))?;
             let ft = FileType::from_raw_mode(st.st_mode);
             let start = arena.len();
@@ -447,17 +532,13 @@ impl<S: ChunkSink> TarWriter<S> {
             let name = [&self.path[..], OPAQUE_MARKER.as_bytes()].concat();
             self.header(&name, &Meta::marker())?;
         }
-        for kid in &kids {
-            let name = &arena[kid.name.0..kid.name.1];
-            match &kid.what {
-                ChildKind::Whiteout => {
-                    let full = [&self.path[..], name].concat();
-                    self.header(&full, &Meta::marker())?;
-                }
-                ChildKind::Node(st) => self.node(dir, name, st)?,
-            }
-        }
-        Ok(())
+        Ok(Frame {
+            fd,
+            arena,
+            kids,
+            next: 0,
+            path_len: self.path.len(),
+        })
     }
 
     /// Reads the xattrs of an open file or directory into `self.attrs`.
@@ -509,7 +590,8 @@ impl<S: ChunkSink> TarWriter<S> {
             mtime: self.clamp(st.st_mtime),
         };
         match ft {
-            FileType::Directory => self.directory(dir, name, full, base),
+            // Directories are entered by the walk (`enter_directory`).
+            FileType::Directory => Ok(()),
             FileType::RegularFile => self.regular(dir, name, &full, base),
             FileType::Symlink => {
                 if let Some(first) = self.seen_before(st, &full) {
@@ -565,14 +647,25 @@ impl<S: ChunkSink> TarWriter<S> {
         }
     }
 
-    /// Archives a directory, then its contents.
-    fn directory(
+    /// Writes the entry of directory `name` of `dir` and makes it the current one
+    /// (`self.path`); returns it, open, and whether it is opaque. Its contents come next.
+    fn enter_directory(
         &mut self,
         dir: BorrowedFd<'_>,
         name: &[u8],
-        full: Vec<u8>,
-        mut base: Base,
-    ) -> Result<(), LayerError> {
+        st: &Stat,
+    ) -> Result<(OwnedFd, bool), LayerError> {
+        let dir_name = [&self.path[..], name, b"/"].concat();
+        if dir_name.len() > MAX_PATH {
+            return Err(self.unrepresentable(name, Unrepresentable::PathTooLong(MAX_PATH)));
+        }
+        let (uid, gid) = super::container_owner(st.st_uid, st.st_gid);
+        let mut base = Base {
+            mode: st.st_mode & 0o7777,
+            uid,
+            gid,
+            mtime: self.clamp(st.st_mtime),
+        };
         let fd = fsx::open_dir_at(dir, name).map_err(|e| self.upper_err(name, "open", e))?;
         self.read_attrs(fd.as_fd(), name)?;
         if let Some(ov) = self.override_stat(name)? {
@@ -582,8 +675,6 @@ impl<S: ChunkSink> TarWriter<S> {
             (base.uid, base.gid, base.mode) = (ov.uid, ov.gid, ov.mode);
         }
         let attrs = std::mem::take(&mut self.attrs);
-        let mut dir_name = full;
-        dir_name.push(b'/');
         let written = self.header(
             &dir_name,
             &Meta {
@@ -593,12 +684,8 @@ impl<S: ChunkSink> TarWriter<S> {
         );
         self.attrs = attrs;
         written?;
-        let opaque = self.attrs.opaque;
-        let depth = self.path.len();
         self.path = dir_name;
-        let walked = self.walk(fd.as_fd(), opaque);
-        self.path.truncate(depth);
-        walked
+        Ok((fd, self.attrs.opaque))
     }
 
     fn mismatch(

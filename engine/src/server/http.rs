@@ -364,7 +364,7 @@ pub async fn blocking<T: Send + 'static>(
 pub fn spool_file(
     store: &crate::store::Store,
     what: &str,
-) -> Result<(tempfile::TempDir, std::fs::File), ApiError> {
+) -> Result<(crate::store::WorkDir, std::fs::File), ApiError> {
     let dir = store
         .temp_dir()
         .map_err(|e| ApiError::internal(e.to_string()))?;

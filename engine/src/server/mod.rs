@@ -279,26 +279,32 @@ async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
     Ok((max - used).min(DEFAULT_STEP_DISK))
 }
 
-/// Bytes of the files under `root` (each inode once), not following symlinks.
+/// Bytes the files under `root` take on disk (each inode once), not following symlinks. The
+/// walk is fd-relative and iterative: no depth or name length hides a file from the quota. A
+/// tree that cannot be walked whole counts as full (`u64::MAX`): the quota fails closed.
 fn disk_usage(root: &std::path::Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = rustix::fs::open(root, crate::fsx::DIR_FLAGS, rustix::fs::Mode::empty()) else {
+        return u64::MAX;
+    };
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if seen.insert((m.dev(), m.ino())) {
-                total += m.blocks() * 512;
+    let walked = crate::fsx::walk_tree(
+        std::os::fd::AsFd::as_fd(&dir),
+        |_, _, st| {
+            if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
+                return Ok(true);
             }
-        }
+            if seen.insert((st.st_dev, st.st_ino)) {
+                total = total.saturating_add(u64::try_from(st.st_blocks).unwrap_or(0) * 512);
+            }
+            Ok(false)
+        },
+        |_, _| Ok(()),
+    );
+    match walked {
+        Ok(()) => total,
+        Err(_) => u64::MAX,
     }
-    total
 }
 
 fn make_tenant(

@@ -213,17 +213,8 @@ impl Store {
 }
 
 fn tree_size(dir: &Dir, rel: &Path) -> u64 {
-    let Ok(meta) = dir.symlink_metadata(rel) else {
+    let Ok(rel) = std::ffi::CString::new(rel.as_os_str().as_encoded_bytes()) else {
         return 0;
     };
-    if !meta.is_dir() {
-        return meta.len();
-    }
-    let Ok(entries) = dir.read_dir(rel) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| tree_size(dir, &rel.join(e.file_name())))
-        .sum()
+    crate::fsx::tree_bytes(std::os::fd::AsFd::as_fd(dir), &rel).unwrap_or(0)
 }

@@ -80,6 +80,7 @@ pub use blobs::{BlobReader, BlobWriter, PrehashedBlobWriter};
 pub use fsck::{FsckReport, Problem};
 pub use gc::{GcOptions, GcReport, GcRoots};
 pub use images::{BrokenImage, Image, ImageList, RemoveEvent};
+pub use work::WorkDir;
 
 /// The largest manifest, index or config kiln reads into memory.
 pub const MAX_JSON_BLOB: u64 = 8 << 20;
@@ -509,30 +510,20 @@ impl Store {
         if !meta.is_dir() {
             return self.dir.remove_file(rel).map_err(self.io("remove", rel));
         }
-        make_writable(&self.dir, Path::new(rel)).map_err(self.io("make writable", rel))?;
-        self.dir.remove_dir_all(rel).map_err(self.io("remove", rel))
+        // Folders are made writable on the way (layers often contain `0555` folders, which an
+        // unprivileged owner cannot empty); iteratively, as a step's tree may be of any depth.
+        let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
+        let parent = rustix::fs::openat2(
+            &self.dir,
+            parent,
+            crate::fsx::DIR_FLAGS,
+            rustix::fs::Mode::empty(),
+            rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| self.io("open", rel)(e.into()))?;
+        crate::fsx::remove_all_at(std::os::fd::AsFd::as_fd(&parent), name.as_bytes())
+            .map_err(self.io("remove", rel))
     }
-}
-
-/// Gives the owner write and search permission on `rel` and every folder below it, without
-/// following symlinks.
-fn make_writable(dir: &Dir, rel: &Path) -> io::Result<()> {
-    use cap_std::fs::PermissionsExt;
-    let meta = dir.symlink_metadata(rel)?;
-    if !meta.is_dir() {
-        return Ok(());
-    }
-    let mode = meta.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        dir.set_permissions(rel, cap_std::fs::Permissions::from_mode(mode | 0o700))?;
-    }
-    for entry in dir.read_dir(rel)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            make_writable(dir, &rel.join(entry.file_name()))?;
-        }
-    }
-    Ok(())
 }
 
 /// A temporary file or folder that is removed on drop unless disarmed (renamed into place).

@@ -1,20 +1,61 @@
 //! Scratch folders for writers (a build step's upper folder) and turning a finished one into a
 //! snapshot without copying it.
 
+use std::path::{Path, PathBuf};
+
 use super::snapshots::ROOTFS;
 use super::{Store, StoreError, TempFile, TMP};
 use crate::digest::DiffId;
+
+/// A scratch folder of the store ([`Store::temp_dir`]), removed when dropped. What a step
+/// wrote in it may be of any depth, so it is removed iteratively ([`crate::fsx::remove_all_at`]):
+/// a recursive removal (`tempfile`'s, `std::fs::remove_dir_all`) would overflow the stack of
+/// the thread that drops it, and abort `kiln serve` with every tenant's builds.
+#[derive(Debug)]
+pub struct WorkDir(Option<tempfile::TempDir>);
+
+impl WorkDir {
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().map_or(Path::new(""), |t| t.path())
+    }
+
+    /// Leaves the folder in place (it has been moved elsewhere, or is kept on purpose).
+    pub fn keep(mut self) -> PathBuf {
+        self.0
+            .take()
+            .map(tempfile::TempDir::keep)
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let Some(t) = self.0.take() else { return };
+        let path = t.keep();
+        // Best effort: whatever is left is garbage that `gc` removes.
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return;
+        };
+        if let Ok(dir) = rustix::fs::open(parent, crate::fsx::DIR_FLAGS, rustix::fs::Mode::empty())
+        {
+            let _ =
+                crate::fsx::remove_all_at(std::os::fd::AsFd::as_fd(&dir), name.as_encoded_bytes());
+        }
+    }
+}
 
 impl Store {
     /// A fresh, empty folder in `kiln/tmp`, on the store's filesystem (so it can become a
     /// snapshot by renaming). Removed when dropped (best effort); `gc` collects whatever is left
     /// once it is older than the grace period, or if the process dies. Hold a
     /// [`super::Lease`] while using it.
-    pub fn temp_dir(&self) -> Result<tempfile::TempDir, StoreError> {
+    pub fn temp_dir(&self) -> Result<WorkDir, StoreError> {
         let parent = self.root.join(TMP);
         tempfile::Builder::new()
             .prefix("work-")
             .tempdir_in(&parent)
+            .map(|t| WorkDir(Some(t)))
             .map_err(|source| StoreError::Io {
                 op: "create temporary folder in",
                 path: parent,
@@ -24,11 +65,7 @@ impl Store {
 
     /// Makes `folder` (from [`Store::temp_dir`], holding exactly the unpacked layer `diff`) the
     /// snapshot of `diff`, unless one exists already. The folder is moved, not copied.
-    pub fn adopt_snapshot(
-        &self,
-        diff: &DiffId,
-        folder: tempfile::TempDir,
-    ) -> Result<(), StoreError> {
+    pub fn adopt_snapshot(&self, diff: &DiffId, folder: WorkDir) -> Result<(), StoreError> {
         let _lease = self.lease()?;
         if self.has_snapshot(diff) {
             return Ok(());
@@ -92,7 +129,7 @@ mod tests {
                 .count(),
             0
         );
-        let outside = tempfile::tempdir().unwrap();
+        let outside = WorkDir(Some(tempfile::tempdir().unwrap()));
         assert!(s.adopt_snapshot(&DiffId::of(b"o"), outside).is_err());
     }
 }

@@ -51,9 +51,11 @@
 //! # Limits
 //! Wall-clock timeout (kill, [`Limit::Timeout`]); memory and pids through cgroup v2 where the
 //! controllers are enabled for our cgroup's children, else v1 hierarchies, else listed in
-//! [`NativeOutcome::not_enforced`]; `RLIMIT_NOFILE`, `RLIMIT_NPROC`, `RLIMIT_CORE` = 0; disk is
-//! the size of the upper measured when the step ends ([`Limit::Disk`]), not enforced while it
-//! runs.
+//! [`NativeOutcome::not_enforced`]; `RLIMIT_NOFILE`, `RLIMIT_NPROC`, `RLIMIT_CORE` = 0. Disk
+//! ([`Limit::Disk`]) is enforced while the step runs: `RLIMIT_FSIZE` stops any one file at the
+//! limit, and a watcher measures the upper (fd-relative and iterative, so no depth or name
+//! length hides anything) several times a second and kills the step past the limit; the upper
+//! is measured once more when the step ends.
 
 mod cgroup;
 mod console;
@@ -70,7 +72,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::sandbox::{Limit, Limits, RunControl};
 
@@ -370,24 +372,61 @@ fn new_idmap_userns() -> Result<OwnedFd, NativeError> {
     ns.map_err(host("write the id maps of a user namespace"))
 }
 
-/// Bytes in the upper: regular file sizes plus symlink lengths.
-fn upper_size(upper: &Path) -> u64 {
-    let mut total = 0u64;
-    let mut stack = vec![upper.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else if m.is_file() || m.is_symlink() {
-                total = total.saturating_add(m.len());
+/// Watches the bytes a running step puts in its upper (regular file sizes plus symlink
+/// lengths, what its layer would carry) against its disk limit.
+struct DiskWatch {
+    upper: OwnedFd,
+    limit: u64,
+    /// When to measure next (`None`: no limit, never).
+    next: Option<Instant>,
+    /// Measurements in a row that could not walk the whole upper.
+    failed: u32,
+}
+
+/// Shortest time between two measurements of a running step's upper.
+const DISK_TICK: Duration = Duration::from_millis(100);
+
+/// Measurements in a row that may fail (a tree renamed while walked) before the step counts as
+/// over its limit: the watch fails closed.
+const DISK_FAILURES: u32 = 20;
+
+impl DiskWatch {
+    fn new(upper: &Path, limit: u64) -> Result<Self, NativeError> {
+        let upper = rustix::fs::open(upper, crate::fsx::DIR_FLAGS, rustix::fs::Mode::empty())
+            .map_err(|e| host(format!("open the upper {}", upper.display()))(e.into()))?;
+        Ok(Self {
+            upper,
+            limit,
+            next: (limit != u64::MAX).then(|| Instant::now() + DISK_TICK),
+            failed: 0,
+        })
+    }
+
+    /// The upper's size, `None` when it cannot be walked whole.
+    fn size(&self) -> Option<u64> {
+        crate::fsx::tree_bytes(self.upper.as_fd(), c".").ok()
+    }
+
+    /// Measures when due; whether the step is over its limit. Measuring takes at most a
+    /// twentieth of the time (the next one waits twenty times as long as this one took).
+    fn over(&mut self) -> bool {
+        let now = Instant::now();
+        if self.next.is_none_or(|next| now < next) {
+            return false;
+        }
+        let size = self.size();
+        self.next = Some(Instant::now() + DISK_TICK.max(now.elapsed() * 20));
+        match size {
+            Some(n) => {
+                self.failed = 0;
+                n > self.limit
+            }
+            None => {
+                self.failed += 1;
+                self.failed >= DISK_FAILURES
             }
         }
     }
-    total
 }
 
 fn rlimit(resource: libc::__rlimit_resource_t, want: u64) -> (libc::__rlimit_resource_t, u64) {
@@ -600,6 +639,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     exec.controlling_tty = tty;
     exec.console = console.as_ref().map(|(n, _, _)| *n);
     exec.fake_ids = fake.as_ref().map(|(n, _, _)| *n);
+    let disk = DiskWatch::new(&upper, limits.disk)?;
     let cgroups = cgroup::Cgroups::create(&limits);
     let result = start_and_wait(
         plan,
@@ -610,6 +650,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         (stdio, extra_fds),
         (lower_fds, base_fd, ids),
         control.as_ref(),
+        disk,
     );
     if let Some((_, theirs, relay)) = console {
         // Every process of the container is gone: the relay drains the terminal and stops.
@@ -623,15 +664,11 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     }
     let limit_hit = cgroups.exceeded();
     cgroups.remove();
-    let (status, timed_out) = result?;
-    let limit = if timed_out {
-        Some(Limit::Timeout)
-    } else if let Some(l) = limit_hit {
-        Some(l)
-    } else if upper_size(&upper) > limits.disk {
-        Some(Limit::Disk)
-    } else {
-        None
+    let (status, stopped) = result?;
+    let limit = match (stopped, limit_hit) {
+        (Some(Limit::Timeout), _) => Some(Limit::Timeout),
+        (_, Some(l)) => Some(l),
+        (stopped, None) => stopped,
     };
     Ok(NativeOutcome {
         status,
@@ -699,7 +736,8 @@ fn start_and_wait(
     fds: ([OwnedFd; 3], Vec<(u32, OwnedFd)>),
     (lower_fds, base_fd, ids): (Vec<OwnedFd>, OwnedFd, Ids),
     control: Option<&(RunControl, bool)>,
-) -> Result<(i32, bool), NativeError> {
+    mut disk: DiskWatch,
+) -> Result<(i32, Option<Limit>), NativeError> {
     let cloexec = rustix::pipe::PipeFlags::CLOEXEC;
     let (sync_r, sync_w) = rustix::pipe::pipe_with(cloexec).map_err(|e| host("pipe")(e.into()))?;
     let (report_r, report_w) =
@@ -739,6 +777,8 @@ fn start_and_wait(
                 },
             ),
             (libc::RLIMIT_CORE, 0),
+            // No one file past the disk limit: the kernel stops it (SIGXFSZ, EFBIG) at once.
+            rlimit(libc::RLIMIT_FSIZE, limits.disk),
         ],
         exec,
     };
@@ -774,16 +814,25 @@ fn start_and_wait(
         Some((c, c.register_native(pidfd, *main)))
     });
 
-    let deadline = Instant::now() + limits.timeout;
-    let mut timed_out = false;
+    let deadline = Instant::now().checked_add(limits.timeout);
+    let mut stopped = None;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
         if left.is_zero() {
             sys::kill_pidfd(child.pidfd.as_fd());
-            timed_out = true;
+            stopped = Some(Limit::Timeout);
             break;
         }
-        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX).max(1);
+        if disk.over() {
+            sys::kill_pidfd(child.pidfd.as_fd());
+            stopped = Some(Limit::Disk);
+            break;
+        }
+        let wake = disk
+            .next
+            .map_or(left, |next| left.min(next.saturating_duration_since(now)));
+        let ms = i32::try_from(wake.as_millis()).unwrap_or(i32::MAX).max(1);
         let mut pfd = libc::pollfd {
             fd: child.pidfd.as_raw_fd(),
             events: libc::POLLIN,
@@ -793,6 +842,9 @@ fn start_and_wait(
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
         if r > 0 {
             break;
+        }
+        if r == 0 {
+            continue;
         }
         if r < 0 && io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             sys::kill_pidfd(child.pidfd.as_fd());
@@ -846,5 +898,15 @@ fn start_and_wait(
     } else {
         libc::WEXITSTATUS(status)
     };
-    Ok((code, timed_out))
+    // Once more, now that nothing writes: a step that failed at the limit (a file stopped by
+    // RLIMIT_FSIZE) hit it too. An upper that cannot be walked counts as over: fail closed.
+    if stopped.is_none() {
+        stopped = match disk.size() {
+            _ if disk.limit == u64::MAX => None,
+            Some(n) if n > disk.limit || (code != 0 && n >= disk.limit) => Some(Limit::Disk),
+            Some(_) => None,
+            None => Some(Limit::Disk),
+        };
+    }
+    Ok((code, stopped))
 }
