@@ -117,6 +117,9 @@ pub(crate) struct Server {
     connections: Arc<Semaphore>,
 }
 
+/// Stack of the server's threads (builds run on them).
+const SERVER_THREAD_STACK: usize = 16 << 20;
+
 /// Most connections served at once.
 const MAX_CONNECTIONS: usize = 1024;
 /// Longest request head (line and headers) answered with anything but 431.
@@ -186,6 +189,10 @@ pub fn serve(
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-serve")
+        // Builds run on these threads. COPY still recurses once per level of the tree it
+        // copies, and a layer's tree is at most 2,048 levels deep (4,096-byte names): 16 MiB
+        // leaves each level 8 KiB. The stack is reserved, not committed, until it is used.
+        .thread_stack_size(SERVER_THREAD_STACK)
         .build()
         .map_err(|e| ServeError::Setup(format!("start the runtime: {e}")))?;
     rt.block_on(run(server, listen))
