@@ -92,6 +92,11 @@ impl Server {
         c
     }
 
+    /// The server's process id.
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     fn docker(&self, args: &[&str]) -> Command {
         self.docker_as(None, args)
     }
@@ -1082,4 +1087,221 @@ fn a_tree_100000_levels_deep_neither_stops_the_server_nor_its_other_tenants() {
     // The server is alive and bob's images are there.
     let images = ok(srv.docker_as(Some(BOB), &["images", "-q"]));
     assert!(!images.trim().is_empty());
+}
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// The median of `n` runs of alice's build, in seconds.
+fn median_build(srv: &Server, ctx: &Path, n: usize) -> f64 {
+    let mut times: Vec<f64> = (0..n)
+        .map(|_| {
+            let t0 = Instant::now();
+            ok(srv.docker_as(
+                Some(ALICE),
+                &["build", "-q", "--no-cache", ctx.to_str().unwrap()],
+            ));
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[n / 2]
+}
+
+/// Reads what `s` has, for at most `wait`: (bytes read, whether the server closed it).
+fn read_for(mut s: &UnixStream, wait: Duration) -> (Vec<u8>, bool) {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return (got, false);
+        }
+        s.set_read_timeout(Some(left.min(Duration::from_millis(500))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_tenant_holding_2000_connections_and_stalled_attaches_does_not_starve_another() {
+    // The test holds some 2,100 sockets.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max.min(65536);
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    assert!(
+        lim.rlim_cur >= 4096,
+        "need 4096 open files, have {}",
+        lim.rlim_cur
+    );
+    const MALLORY: &str = "mallory-token-0123456789abcdef";
+    let env = Env::new();
+    let cfg = write_config(
+        &env,
+        &format!(
+            "client_stall = \"3s\"\n\
+             [[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\n\n\
+             [[tenants]]\nname = \"mallory\"\ntoken = \"{MALLORY}\"\nconnections = 256\n"
+        ),
+    );
+    let socket = env.path("s.sock");
+    let srv = Server::with_config(&env, &cfg, &socket, &[]);
+    let small = context(
+        &env,
+        "small",
+        &[
+            (
+                "Dockerfile",
+                "FROM scratch\nCOPY a.txt /a.txt\n\
+             RUN i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; cat /a.txt > /b.txt\n",
+            ),
+            ("a.txt", "alice\n"),
+        ],
+    );
+    // mallory's container writes 20 MiB at once, then waits.
+    let spew_dir = context(
+        &env,
+        "spew",
+        &[(
+            "Dockerfile",
+            "FROM scratch\nCOPY big /big\nCMD [\"sh\", \"-c\", \"cat /big; sleep 600\"]\n",
+        )],
+    );
+    std::fs::write(spew_dir.join("big"), vec![b'x'; 20 << 20]).unwrap();
+    ok(srv.docker_as(
+        Some(MALLORY),
+        &["build", "-q", "-t", "m/spew", spew_dir.to_str().unwrap()],
+    ));
+    ok(srv.docker_as(Some(MALLORY), &["create", "--name", "spew", "m/spew"]));
+
+    median_build(&srv, &small, 1);
+    let before = median_build(&srv, &small, 7);
+    let hwm_before = status_kib(srv.pid(), "VmHWM");
+
+    // 50 attaches that never read, then the container starts writing.
+    let request = |s: &mut UnixStream, method: &str, path: &str, extra: &str| {
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: kiln\r\nAuthorization: Bearer {MALLORY}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+    };
+    let attaches: Vec<UnixStream> = (0..50)
+        .map(|_| {
+            let mut s = UnixStream::connect(&socket).unwrap();
+            request(
+                &mut s,
+                "POST",
+                "/v1.43/containers/spew/attach?stream=1&stdout=1&stderr=1",
+                "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+            );
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    ok(srv.docker_as(Some(MALLORY), &["start", "spew"]));
+    // 1,000 connections that wait on the container (each holds its connection while the
+    // container runs): mallory gets its 256 connections, the rest are told why and closed.
+    let (mut held, mut refused) = (Vec::new(), 0);
+    for _ in 0..1000 {
+        let mut s = UnixStream::connect(&socket).unwrap();
+        request(&mut s, "POST", "/v1.43/containers/spew/wait", "");
+        let mut head = Vec::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            match s.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                _ => break,
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if head.starts_with("HTTP/1.1 200") {
+            held.push(s);
+        } else {
+            assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+            let (body, closed) = read_for(&s, Duration::from_secs(5));
+            assert!(
+                String::from_utf8_lossy(&body).contains("connections open"),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+            assert!(closed, "a refused connection stays open");
+            refused += 1;
+        }
+    }
+    eprintln!("mallory's waits: {} held, {refused} refused", held.len());
+    assert_eq!(held.len() + attaches.len(), 256);
+    // And 1,000 that say nothing at all.
+    let silent: Vec<UnixStream> = (0..1000)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    // The silent ones (well within the 10 s a request head may take): once the server has
+    // accepted them, all but the newest pending few were closed to make room.
+    std::thread::sleep(Duration::from_secs(1));
+    let closed = silent
+        .iter()
+        .filter(|s| read_for(s, Duration::from_millis(5)).1)
+        .count();
+    eprintln!("mallory's silent connections: {closed} of 1000 closed at once");
+    assert!(
+        closed >= 1000 - 128,
+        "only {closed} silent connections closed"
+    );
+
+    let during = median_build(&srv, &small, 7);
+    eprintln!(
+        "alice's build: {before:.3} s alone, {during:.3} s beside mallory's 2,050 connections"
+    );
+    assert!(
+        during <= 2.0 * before,
+        "alice's build took {during:.3} s beside mallory, {before:.3} s alone"
+    );
+
+    // The waits mallory holds are still open.
+    assert!(held
+        .iter()
+        .all(|s| !read_for(s, Duration::from_millis(1)).1));
+    // The attaches read nothing: each was dropped, not buffered for.
+    for s in &attaches {
+        let (got, closed) = read_for(s, Duration::from_secs(20));
+        assert!(closed, "a stalled attach is still open");
+        assert!(
+            got.len() < 8 << 20,
+            "{} bytes were buffered for a stalled attach",
+            got.len()
+        );
+    }
+    let peak = status_kib(srv.pid(), "VmHWM");
+    eprintln!("server memory: peak {hwm_before} KiB before, {peak} KiB after");
+    assert!(
+        peak < hwm_before + (256 << 10),
+        "the server's peak grew from {hwm_before} KiB to {peak} KiB"
+    );
+    // The container's output went on to its log once the attaches were dropped.
+    let logs = srv
+        .docker_as(Some(MALLORY), &["logs", "spew"])
+        .output()
+        .expect("docker logs");
+    assert_eq!(logs.stdout.len(), 20 << 20);
+    ok(srv.docker_as(Some(MALLORY), &["rm", "-f", "spew"]));
 }

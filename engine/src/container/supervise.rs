@@ -259,10 +259,11 @@ fn run_locked(
         let RunEvent::Output(stream, bytes) = event else {
             return;
         };
-        attach.show(stream, bytes);
+        // The log first: a follower told of new output finds it there.
         if let Ok(mut l) = log.lock() {
             l.write(stream, bytes);
         }
+        attach.show(stream, bytes);
     });
     drop(ctl);
     // The terminal's output ends once every copy of its secondary side (the spec holds one)
@@ -480,10 +481,10 @@ impl Terminal {
                     if n == 0 {
                         break;
                     }
-                    attach.show(Stream::Stdout, &buf[..n]);
                     if let Ok(mut l) = log.lock() {
                         l.write(Stream::Stdout, &buf[..n]);
                     }
+                    attach.show(Stream::Stdout, &buf[..n]);
                 }
             })
             .map_err(io_at("start a thread for", log_path))?;

@@ -2,6 +2,8 @@
 //!
 //! ```toml
 //! root = "/var/lib/kiln/tenants"     # optional; default $KILN_ROOT/tenants
+//! client_stall = "30s"   # a client that reads nothing of a response this long is dropped
+//! pending_connections = 128  # connections not yet past their first request; the oldest goes
 //!
 //! [[tenants]]
 //! name = "alice"
@@ -14,6 +16,9 @@
 //! step_pids = 1024           # processes per RUN step
 //! host_network = false       # whether builds and containers may use the host's network
 //! container_log = "64m"      # log kept per container
+//! connections = 256          # connections open at once (attached clients included)
+//! containers = 256           # containers kept (running or not)
+//! running_containers = 32    # containers running at once
 //! ```
 
 use std::path::PathBuf;
@@ -39,6 +44,27 @@ pub struct ServerConfig {
     /// Where tenants' stores live.
     pub root: Option<PathBuf>,
     pub tenants: Vec<TenantConfig>,
+    pub limits: ServerLimits,
+}
+
+/// Limits of the server as a whole, on clients that no tenant's quota covers yet.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// A response (or attach stream) its client reads nothing of for this long is dropped
+    /// with its connection.
+    pub client_stall: Duration,
+    /// Connections that have not yet sent an authenticated request: past this many, the
+    /// oldest is closed.
+    pub pending_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            client_stall: Duration::from_secs(30),
+            pending_connections: 128,
+        }
+    }
 }
 
 /// One tenant.
@@ -63,6 +89,12 @@ pub struct Quotas {
     pub host_network: bool,
     /// Log kept per container (`None`: all of it).
     pub container_log: Option<u64>,
+    /// Connections open at once, attached clients included.
+    pub connections: usize,
+    /// Containers kept, running or not (`None`: no limit).
+    pub containers: Option<usize>,
+    /// Containers running at once (`None`: no limit).
+    pub running_containers: Option<usize>,
 }
 
 impl Default for Quotas {
@@ -76,6 +108,9 @@ impl Default for Quotas {
             step_pids: 1024,
             host_network: true,
             container_log: None,
+            connections: 1024,
+            containers: None,
+            running_containers: None,
         }
     }
 }
@@ -84,6 +119,8 @@ impl Default for Quotas {
 #[serde(deny_unknown_fields)]
 struct File {
     root: Option<PathBuf>,
+    client_stall: Option<String>,
+    pending_connections: Option<usize>,
     #[serde(default)]
     tenants: Vec<FileTenant>,
 }
@@ -101,7 +138,15 @@ struct FileTenant {
     step_pids: Option<u32>,
     host_network: Option<bool>,
     container_log: Option<String>,
+    connections: Option<usize>,
+    containers: Option<usize>,
+    running_containers: Option<usize>,
 }
+
+/// A configured tenant's defaults for what the implicit tenant has no limit on.
+const TENANT_CONNECTIONS: usize = 256;
+const TENANT_CONTAINERS: usize = 256;
+const TENANT_RUNNING: usize = 32;
 
 /// Shortest token accepted: guessing one must be hopeless.
 const MIN_TOKEN: usize = 16;
@@ -181,12 +226,17 @@ impl ServerConfig {
                 step_pids: t.step_pids.unwrap_or(defaults.step_pids).max(1),
                 host_network: t.host_network.unwrap_or(false),
                 container_log: Some(size(&t.container_log, "container_log", 64 << 20)?),
+                connections: t.connections.unwrap_or(TENANT_CONNECTIONS),
+                containers: Some(t.containers.unwrap_or(TENANT_CONTAINERS)),
+                running_containers: Some(t.running_containers.unwrap_or(TENANT_RUNNING)),
             };
-            if quotas.concurrent_builds == 0 {
-                return Err(format!(
-                    "tenant {}: concurrent_builds must be at least 1",
-                    t.name
-                ));
+            for (what, n) in [
+                ("concurrent_builds", quotas.concurrent_builds),
+                ("connections", quotas.connections),
+            ] {
+                if n == 0 {
+                    return Err(format!("tenant {}: {what} must be at least 1", t.name));
+                }
             }
             tenants.push(TenantConfig {
                 name: t.name,
@@ -194,9 +244,24 @@ impl ServerConfig {
                 quotas,
             });
         }
+        let mut limits = ServerLimits::default();
+        if let Some(s) = &file.client_stall {
+            limits.client_stall =
+                crate::sandbox::parse_duration(s).map_err(|e| format!("client_stall: {e}"))?;
+            if limits.client_stall.is_zero() {
+                return Err("client_stall must be longer than 0".into());
+            }
+        }
+        if let Some(n) = file.pending_connections {
+            if n == 0 {
+                return Err("pending_connections must be at least 1".into());
+            }
+            limits.pending_connections = n;
+        }
         Ok(ServerConfig {
             root: file.root,
             tenants,
+            limits,
         })
     }
 }
@@ -232,6 +297,22 @@ token = "fedcba9876543210fedc"
         let b = &c.tenants[1].quotas;
         assert_eq!(b.store, None);
         assert!(!b.host_network);
+        assert_eq!(
+            (b.connections, b.containers, b.running_containers),
+            (256, Some(256), Some(32))
+        );
+        assert_eq!(c.limits.client_stall, Duration::from_secs(30));
+        let c = ServerConfig::parse(
+            "client_stall = \"2s\"\npending_connections = 8\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\nconnections = 3\ncontainers = 5\nrunning_containers = 1\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.client_stall, Duration::from_secs(2));
+        assert_eq!(c.limits.pending_connections, 8);
+        let a = &c.tenants[0].quotas;
+        assert_eq!(
+            (a.connections, a.containers, a.running_containers),
+            (3, Some(5), Some(1))
+        );
     }
 
     #[test]
@@ -250,6 +331,14 @@ token = "fedcba9876543210fedc"
             (
                 "[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\nquota = 1\n",
                 "unknown field",
+            ),
+            (
+                "[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\nconnections = 0\n",
+                "connections must be",
+            ),
+            (
+                "client_stall = \"0s\"\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\n",
+                "client_stall",
             ),
         ] {
             let e = ServerConfig::parse(text).unwrap_err();

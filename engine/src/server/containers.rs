@@ -32,11 +32,21 @@ pub struct Hub {
     size: Mutex<Option<(u16, u16)>>,
     /// Runs that ended, and the last one's status.
     exits: AtomicU64,
+    /// Told when output arrives and when a run ends: log followers and waiters wait on it.
+    changed: tokio::sync::Notify,
     last_status: Mutex<i32>,
+    /// How long output waits for a client whose queue is full before the client is dropped.
+    stall: Duration,
+    next_client: AtomicU64,
 }
 
+/// Output bytes queued for an attached client: past them, the container's output waits for
+/// the client (as docker's does), at most [`Hub::stall`], and then the client is dropped.
+const CLIENT_QUEUE_BYTES: usize = 256 << 10;
+
 struct Client {
-    tx: mpsc::UnboundedSender<Bytes>,
+    id: u64,
+    tx: Queue,
     stdout: bool,
     stderr: bool,
     /// Frames with docker's 8-byte stream header (no terminal).
@@ -44,8 +54,11 @@ struct Client {
 }
 
 impl Hub {
-    fn new() -> Self {
+    fn new(stall: Duration) -> Self {
         Hub {
+            stall,
+            next_client: AtomicU64::new(0),
+            changed: tokio::sync::Notify::new(),
             control: Mutex::new(RunControl::new()),
             running: AtomicBool::new(false),
             clients: Mutex::new(Vec::new()),
@@ -66,25 +79,63 @@ impl Hub {
         }
     }
 
+    /// Sends a piece of output to the attached clients that want it. A client whose queue is
+    /// full is waited for (the container's output waits with it) until [`Hub::stall`] has
+    /// passed, then dropped; the clients' list is not locked meanwhile.
     fn broadcast(&self, stream: Stream, bytes: &[u8]) {
-        let Ok(mut clients) = self.clients.lock() else {
-            return;
-        };
-        clients.retain(|c| {
-            let wanted = match stream {
-                Stream::Stdout => c.stdout,
-                Stream::Stderr => c.stderr,
-            };
-            if !wanted {
-                return !c.tx.is_closed();
+        self.changed.notify_waiters();
+        let mut waiting = Vec::new();
+        let mut gone = Vec::new();
+        if let Ok(clients) = self.clients.lock() {
+            for c in clients.iter() {
+                let wanted = match stream {
+                    Stream::Stdout => c.stdout,
+                    Stream::Stderr => c.stderr,
+                };
+                if !wanted {
+                    if c.tx.is_closed() {
+                        gone.push(c.id);
+                    }
+                    continue;
+                }
+                let frame = if c.multiplexed {
+                    frame(stream, bytes)
+                } else {
+                    Bytes::copy_from_slice(bytes)
+                };
+                match c.tx.try_send(&frame) {
+                    Ok(()) => {}
+                    Err(Refused::Full) => waiting.push((c.id, c.tx.clone(), frame)),
+                    Err(Refused::Closed) => gone.push(c.id),
+                }
             }
-            let frame = if c.multiplexed {
-                frame(stream, bytes)
-            } else {
-                Bytes::copy_from_slice(bytes)
-            };
-            c.tx.send(frame).is_ok()
-        });
+        }
+        let deadline = std::time::Instant::now() + self.stall;
+        let mut pause = Duration::from_millis(1);
+        while !waiting.is_empty() {
+            waiting.retain(|(id, tx, f)| match tx.try_send(f) {
+                Ok(()) => false,
+                Err(Refused::Full) => true,
+                Err(Refused::Closed) => {
+                    gone.push(*id);
+                    false
+                }
+            });
+            if waiting.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                gone.extend(waiting.iter().map(|(id, _, _)| *id));
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        if !gone.is_empty() {
+            if let Ok(mut clients) = self.clients.lock() {
+                clients.retain(|c| !gone.contains(&c.id));
+            }
+        }
     }
 
     /// The run ended: attached clients get end of file.
@@ -100,6 +151,56 @@ impl Hub {
         }
         self.running.store(false, Ordering::SeqCst);
         self.exits.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+}
+
+/// The sending side of an attached client's output: at most [`CLIENT_QUEUE_BYTES`] queued
+/// (one chunk, however large, always fits an empty queue).
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::UnboundedSender<Bytes>,
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Why a chunk was not queued.
+enum Refused {
+    Full,
+    Closed,
+}
+
+impl Queue {
+    fn new() -> (
+        Queue,
+        mpsc::UnboundedReceiver<Bytes>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        (
+            Queue {
+                tx,
+                queued: queued.clone(),
+            },
+            rx,
+            queued,
+        )
+    }
+
+    fn try_send(&self, chunk: &Bytes) -> Result<(), Refused> {
+        if self.tx.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let before = self.queued.load(Ordering::SeqCst);
+        if before > 0 && before + chunk.len() > CLIENT_QUEUE_BYTES {
+            return Err(Refused::Full);
+        }
+        self.queued.fetch_add(chunk.len(), Ordering::SeqCst);
+        self.tx.send(chunk.clone()).map_err(|_| Refused::Closed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 }
 
@@ -123,18 +224,41 @@ impl Tenant {
             Err(p) => p.into_inner(),
         };
         hubs.entry(id.to_owned())
-            .or_insert_with(|| Arc::new(Hub::new()))
+            .or_insert_with(|| Arc::new(Hub::new(self.client_stall)))
             .clone()
     }
 
     fn drop_hub(&self, id: &str) {
-        if let Ok(mut h) = self.hubs.lock() {
-            h.remove(id);
+        let gone = self.hubs.lock().ok().and_then(|mut h| h.remove(id));
+        if let Some(hub) = gone {
+            hub.changed.notify_waiters();
         }
     }
 
     fn container(&self, key: &str) -> Result<Container, ApiError> {
         Ok(self.containers.get(key)?)
+    }
+
+    /// Marks `hub`'s container as running, within the tenant's `running_containers`.
+    fn count_running(&self, hub: &Hub) -> Result<(), ApiError> {
+        let _counting = self
+            .container_quota
+            .lock()
+            .map_err(|_| ApiError::internal("container quota lock poisoned"))?;
+        if let Some(max) = self.quotas.running_containers {
+            let running = self
+                .hubs
+                .lock()
+                .map_or(0, |h| h.values().filter(|h| h.is_running()).count());
+            if running >= max {
+                return Err(ApiError::forbidden(format!(
+                    "tenant {} runs {running} containers, its limit is {max}: stop some first",
+                    self.name
+                )));
+            }
+        }
+        hub.running.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }
 
@@ -307,6 +431,19 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
             _ if e.is_user_error() => ApiError::bad_request(e.to_string()),
             _ => ApiError::internal(e.to_string()),
         })?;
+        let _counting = t
+            .container_quota
+            .lock()
+            .map_err(|_| ApiError::internal("container quota lock poisoned"))?;
+        if let Some(max) = t.quotas.containers {
+            let have = t.containers.list()?.len();
+            if have >= max {
+                return Err(ApiError::forbidden(format!(
+                    "tenant {} has {have} containers, its limit is {max}: remove some first (docker rm)",
+                    t.name
+                )));
+            }
+        }
         Ok::<_, ApiError>(t.containers.create(config)?)
     })
     .await??;
@@ -367,6 +504,7 @@ pub async fn start(tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
         return Ok(http::empty(StatusCode::NOT_MODIFIED));
     }
     let hub = tenant.hub(&c.config.id);
+    tenant.count_running(&hub)?;
     let control = RunControl::new();
     if let Ok(mut slot) = hub.control.lock() {
         *slot = control.clone();
@@ -381,7 +519,6 @@ pub async fn start(tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
         stdin: hub.stdin.lock().ok().and_then(|mut s| s.take()),
         size: hub.size.lock().ok().and_then(|s| *s),
     });
-    hub.running.store(true, Ordering::SeqCst);
     let before = c.state.started_at;
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<Result<i32, String>>();
     let t = tenant.clone();
@@ -411,7 +548,10 @@ pub async fn start(tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
             }
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         })
-        .map_err(|e| ApiError::internal(format!("start a thread: {e}")))?;
+        .map_err(|e| {
+            hub.running.store(false, Ordering::SeqCst);
+            ApiError::internal(format!("start a thread: {e}"))
+        })?;
     // Answer once the program runs (or could not start).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -447,6 +587,7 @@ pub async fn start(tenant: &Arc<Tenant>, id: &str) -> Result<Resp, ApiError> {
 pub async fn attach(
     tenant: &Arc<Tenant>,
     id: &str,
+    conn: &Arc<super::conn::Conn>,
     mut req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
@@ -462,9 +603,10 @@ pub async fn attach(
     }
     let hub = tenant.hub(&c.config.id);
     let tty = c.config.tty;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+    let (tx, mut rx, queued) = Queue::new();
     if let Ok(mut clients) = hub.clients.lock() {
         clients.push(Client {
+            id: hub.next_client.fetch_add(1, Ordering::Relaxed),
             tx,
             stdout: q.flag("stdout"),
             stderr: q.flag("stderr"),
@@ -482,7 +624,10 @@ pub async fn attach(
         None
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    // The hijacked stream still counts against the tenant's connections.
+    let conn = conn.clone();
     tokio::spawn(async move {
+        let _conn = conn;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -508,6 +653,7 @@ pub async fn attach(
             if wr.write_all(&chunk).await.is_err() {
                 break;
             }
+            queued.fetch_sub(chunk.len(), Ordering::SeqCst);
             let _ = wr.flush().await;
         }
         let _ = wr.shutdown().await;
@@ -551,8 +697,15 @@ pub fn wait(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<R
     let t = tenant.clone();
     tokio::spawn(async move {
         let status = loop {
+            let changed = hub.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let ended_here = hub.exits.load(Ordering::SeqCst) > exits;
-            match t.containers.get(&key) {
+            let (t2, k) = (t.clone(), key.clone());
+            let Ok(state) = http::blocking(move || t2.containers.get(&k)).await else {
+                return;
+            };
+            match state {
                 // Removed (`--rm`) before the run's end was told to the hub: wait for it.
                 Err(_) if hub.is_running() => {}
                 Err(_) => break hub.last_status.lock().map_or(0, |s| *s),
@@ -568,10 +721,13 @@ pub fn wait(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<R
                     }
                 }
             }
-            if tx.is_closed() {
-                return;
+            // The hub tells of a run's end; a second's poll covers a container this server
+            // does not run.
+            tokio::select! {
+                () = &mut changed => {}
+                () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         };
         let _ = tx
             .send(http::message_line(
@@ -737,62 +893,106 @@ pub fn logs(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result<R
     };
     let tty = c.config.tty;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let hub = tenant.hub(&c.config.id);
     let t = tenant.clone();
-    tokio::task::spawn_blocking(move || {
-        let send = |rec: LogRecord| -> bool {
+    // An async task: a follower waits for the hub to tell of new output (or for a second)
+    // rather than hold a blocking thread, and reads the log in batches off the async threads.
+    tokio::spawn(async move {
+        let encode = |rec: LogRecord| -> Option<Bytes> {
             let stream = if rec.stream == "stderr" {
                 Stream::Stderr
             } else {
                 Stream::Stdout
             };
             if (stream == Stream::Stdout && !stdout) || (stream == Stream::Stderr && !stderr) {
-                return true;
+                return None;
             }
             let text = if timestamps {
                 format!("{} {}", rec.time, rec.log)
             } else {
                 rec.log
             };
-            let chunk = if tty {
+            Some(if tty {
                 Bytes::from(text.into_bytes())
             } else {
                 frame(stream, text.as_bytes())
-            };
-            tx.blocking_send(chunk).is_ok()
+            })
         };
-        let Ok(mut file) = std::fs::File::open(c.log_path()) else {
+        let path = c.log_path();
+        let Ok(Some((file, pos, records))) = http::blocking(move || {
+            let mut file = std::fs::File::open(path).ok()?;
+            let mut pos = 0u64;
+            let mut records = Vec::new();
+            read_records(&mut file, &mut pos, |r| {
+                records.push(r);
+                true
+            });
+            Some((file, pos, records))
+        })
+        .await
+        else {
             return;
         };
-        let mut pos = 0u64;
-        let mut records = Vec::new();
-        read_records(&mut file, &mut pos, |r| {
-            records.push(r);
-            true
-        });
         let skip = tail.map_or(0, |n| records.len().saturating_sub(n));
-        for r in records.into_iter().skip(skip) {
-            if !send(r) {
+        for chunk in records.into_iter().skip(skip).filter_map(encode) {
+            if tx.send(chunk).await.is_err() {
                 return;
             }
         }
         if !follow {
             return;
         }
+        let mut at = Some((file, pos));
+        let mut idle = 0u32;
         loop {
-            let mut alive = true;
-            let progressed = read_records(&mut file, &mut pos, |r| {
-                alive = send(r);
-                alive
-            });
-            if !alive || tx.is_closed() {
+            let changed = hub.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let Some((mut file, mut pos)) = at.take() else {
                 return;
-            }
-            if !progressed {
-                match t.containers.get(&c.config.id) {
-                    Ok(now) if now.is_running() => {}
-                    _ => return,
+            };
+            let Ok((file, pos, batch)) = http::blocking(move || {
+                let mut batch = Vec::new();
+                read_records(&mut file, &mut pos, |r| {
+                    batch.push(r);
+                    batch.len() < 256
+                });
+                (file, pos, batch)
+            })
+            .await
+            else {
+                return;
+            };
+            at = Some((file, pos));
+            let progressed = !batch.is_empty();
+            for chunk in batch.into_iter().filter_map(encode) {
+                if tx.send(chunk).await.is_err() {
+                    return;
                 }
-                std::thread::sleep(Duration::from_millis(100));
+            }
+            if progressed {
+                idle = 0;
+                continue;
+            }
+            // The run ended: what it wrote is all read. A container this server does not
+            // run (one the CLI started) is asked about every few seconds.
+            idle += 1;
+            if !hub.is_running() && (hub.exits.load(Ordering::SeqCst) > 0 || idle % 4 == 0) {
+                let key = c.config.id.clone();
+                let t = t.clone();
+                let running = http::blocking(move || {
+                    t.containers.get(&key).is_ok_and(|now| now.is_running())
+                })
+                .await
+                .unwrap_or(false);
+                if !running {
+                    return;
+                }
+            }
+            tokio::select! {
+                () = &mut changed => {}
+                () = tx.closed() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     });

@@ -12,6 +12,7 @@
 
 mod build;
 mod config;
+mod conn;
 mod containers;
 mod http;
 mod images;
@@ -28,7 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
-pub use config::{ConfigError, Quotas, ServerConfig, TenantConfig};
+pub use config::{ConfigError, Quotas, ServerConfig, ServerLimits, TenantConfig};
 use http::{ApiError, Resp};
 
 use crate::build::Cancel;
@@ -96,6 +97,12 @@ pub(crate) struct Tenant {
     pub containers: Containers,
     /// Builds running now: each holds a permit.
     pub builds: Arc<Semaphore>,
+    /// Connections bound to the tenant: each holds a permit.
+    pub connections: Arc<Semaphore>,
+    /// How long the tenant's clients may leave output unread before they are dropped.
+    pub client_stall: Duration,
+    /// Held while a container is counted against the tenant's quotas and created or started.
+    pub container_quota: Mutex<()>,
     /// Containers this server runs, with their attached clients.
     pub hubs: Mutex<HashMap<String, Arc<containers::Hub>>>,
     /// Whether host folders may be bind-mounted (only the implicit, local tenant).
@@ -113,15 +120,14 @@ pub(crate) struct Server {
     /// Builds in progress, cancelled on shutdown.
     running: Mutex<Vec<(u64, Cancel)>>,
     next_build: std::sync::atomic::AtomicU64,
-    /// Limits on connections.
-    connections: Arc<Semaphore>,
+    /// The connection slots, pending and bound.
+    conns: conn::Conns,
+    limits: ServerLimits,
 }
 
 /// Stack of the server's threads (builds run on them).
 const SERVER_THREAD_STACK: usize = 16 << 20;
 
-/// Most connections served at once.
-const MAX_CONNECTIONS: usize = 1024;
 /// Longest request head (line and headers) answered with anything but 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// Read buffer of a connection: a head that does not fit closes the connection.
@@ -143,6 +149,10 @@ pub fn serve(
                 .into(),
         ));
     }
+    let limits = config
+        .as_ref()
+        .map(|c| c.limits.clone())
+        .unwrap_or_default();
     let mut tenants = Vec::new();
     match &config {
         None => {
@@ -154,6 +164,7 @@ pub fn serve(
                 Quotas::default(),
                 store,
                 true,
+                &limits,
             )?);
         }
         Some(cfg) => {
@@ -171,6 +182,7 @@ pub fn serve(
                     t.quotas.clone(),
                     store,
                     false,
+                    &limits,
                 )?);
             }
         }
@@ -180,11 +192,16 @@ pub fn serve(
     } else {
         listen.to_vec()
     };
+    let bound = tenants
+        .iter()
+        .map(|t| t.quotas.connections)
+        .fold(0usize, usize::saturating_add);
     let server = Arc::new(Server {
         tenants,
         running: Mutex::new(Vec::new()),
         next_build: std::sync::atomic::AtomicU64::new(0),
-        connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        conns: conn::Conns::new(limits.pending_connections, bound),
+        limits,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -320,6 +337,7 @@ fn make_tenant(
     quotas: Quotas,
     store: Store,
     binds_allowed: bool,
+    limits: &ServerLimits,
 ) -> Result<Arc<Tenant>, ServeError> {
     let containers = Containers::new(&store)
         .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
@@ -332,6 +350,9 @@ fn make_tenant(
     Ok(Arc::new(Tenant {
         sandbox,
         builds: Arc::new(Semaphore::new(quotas.concurrent_builds.max(1))),
+        connections: Arc::new(Semaphore::new(quotas.connections.max(1))),
+        client_stall: limits.client_stall,
+        container_quota: Mutex::new(()),
         name,
         token,
         quotas,
@@ -502,28 +523,33 @@ fn bind_unix(path: &std::path::Path) -> Result<UnixListener, ServeError> {
 
 use std::os::unix::fs::FileTypeExt as _;
 
-/// Serves one connection.
+/// Serves one connection, if the server has room for it ([`conn::Conns::admit`]).
 fn accept<IO>(server: Arc<Server>, io: IO)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let Ok(permit) = server.connections.clone().try_acquire_owned() else {
+    let Some(conn) = server.conns.admit() else {
         return;
     };
     tokio::spawn(async move {
+        let io = conn::Watched::new(io, server.limits.client_stall);
         let srv = server.clone();
+        let c = conn.clone();
         let service = service_fn(move |req| {
             let srv = srv.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(srv, req).await) }
+            let c = c.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(srv, &c, req).await) }
         });
-        let _ = hyper::server::conn::http1::Builder::new()
+        let serving = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEAD_TIMEOUT)
             .max_buf_size(MAX_BUFFER)
             .serve_connection(TokioIo::new(io), service)
-            .with_upgrades()
-            .await;
-        drop(permit);
+            .with_upgrades();
+        tokio::select! {
+            _ = serving => {}
+            () = conn.evicted() => {}
+        }
     });
 }
 
@@ -546,7 +572,7 @@ fn decorate(mut resp: Resp) -> Resp {
     resp
 }
 
-async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Resp {
+async fn handle(server: Arc<Server>, conn: &Arc<conn::Conn>, req: Request<Incoming>) -> Resp {
     let head: usize = req.uri().to_string().len()
         + req
             .headers()
@@ -562,13 +588,19 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Resp {
             .response(),
         );
     }
-    let resp = match authenticate(&server, &req) {
+    let resp = match authenticate(&server, &req).and_then(|t| conn.claim(&t).map(|()| t)) {
+        // Refused: the connection closes after the answer, so it holds no slot.
         Err(e) => {
             let mut body = req.into_body();
             http::drain(&mut body).await;
-            e.response()
+            let mut r = e.response();
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            r
         }
-        Ok(tenant) => match route(&server, &tenant, req).await {
+        Ok(tenant) => match route(&server, &tenant, conn, req).await {
             Ok(r) => r,
             Err(e) => e.response(),
         },
@@ -640,6 +672,7 @@ fn unversioned(path: &str) -> Result<&str, ApiError> {
 async fn route(
     server: &Arc<Server>,
     tenant: &Arc<Tenant>,
+    conn: &Arc<conn::Conn>,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let path = unversioned(req.uri().path())?.to_owned();
@@ -685,7 +718,9 @@ async fn route(
         (&Method::GET, ["containers", "json"]) => containers::list(tenant, &req),
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(tenant, id),
         (&Method::POST, ["containers", id, "start"]) => containers::start(tenant, id).await,
-        (&Method::POST, ["containers", id, "attach"]) => containers::attach(tenant, id, req).await,
+        (&Method::POST, ["containers", id, "attach"]) => {
+            containers::attach(tenant, id, conn, req).await
+        }
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(tenant, id, &req),
         (&Method::POST, ["containers", id, "resize"]) => containers::resize(tenant, id, &req),
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(tenant, id, &req).await,
