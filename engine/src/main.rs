@@ -28,6 +28,17 @@ fn raise_open_files() {
 }
 
 fn main() -> ExitCode {
+    // The compiler child of a WebAssembly step (kiln::sandbox::wasi's compile.rs): nothing
+    // else of kiln runs in it.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == kiln::sandbox::wasi::COMPILE_HELPER_ARG)
+    {
+        return ExitCode::from(
+            u8::try_from(kiln::sandbox::wasi::compile_helper_main()).unwrap_or(1),
+        );
+    }
+    kiln::sandbox::wasi::enable_compile_helper();
     // First, while this is the only thread: a user without root runs kiln in a user namespace
     // of its own.
     match kiln::rootless::enter() {

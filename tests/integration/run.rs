@@ -1,6 +1,8 @@
 //! RUN steps in the WASI sandbox: kiln's guest sh and coreutils over the overlay rootfs, real
 //! images unpacked and compared, limits, and the execution choice.
 
+use std::time::{Duration, Instant};
+
 use crate::harness::{image_tree, paths, Env};
 
 /// Writes a context with `dockerfile` and `files`, builds it with `extra` flags as `me/run`,
@@ -1142,4 +1144,101 @@ fn cache_mount_ids_never_name_a_host_path() {
     ] {
         assert!(!outside.exists(), "{} was written", outside.display());
     }
+}
+
+/// A module cheap to make and dear to compile: `_start` does nothing, and beside it `funcs`
+/// functions of `chunks` rounds of arithmetic each (10 bytes a round), which Cranelift must
+/// all compile before anything runs.
+fn compile_bomb(funcs: u32, chunks: u32) -> Vec<u8> {
+    fn leb(mut n: u32, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn section(id: u8, body: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(body.len() as u32, out);
+        out.extend_from_slice(body);
+    }
+    let mut m = b"\0asm\x01\0\0\0".to_vec();
+    // Types: 0 = () -> (), 1 = (i32) -> i32.
+    section(1, &[2, 0x60, 0, 0, 0x60, 1, 0x7f, 1, 0x7f], &mut m);
+    let mut funcs_sec = Vec::new();
+    leb(funcs + 1, &mut funcs_sec);
+    funcs_sec.push(0);
+    funcs_sec.extend(std::iter::repeat_n(1, funcs as usize));
+    section(3, &funcs_sec, &mut m);
+    section(7, b"\x01\x06_start\x00\x00", &mut m);
+    let mut body = vec![0u8]; // no locals besides the parameter
+    for i in 0..chunks {
+        // x = (x * x) ^ i
+        body.extend_from_slice(&[0x20, 0, 0x20, 0, 0x6c, 0x41]);
+        leb(i & 0x3f, &mut body);
+        body.extend_from_slice(&[0x73, 0x21, 0]);
+    }
+    body.extend_from_slice(&[0x20, 0, 0x0b]);
+    let mut code = Vec::new();
+    leb(funcs + 1, &mut code);
+    code.extend_from_slice(&[2, 0, 0x0b]);
+    for _ in 0..funcs {
+        leb(body.len() as u32, &mut code);
+        code.extend_from_slice(&body);
+    }
+    section(10, &code, &mut m);
+    m
+}
+
+/// Every kiln compiler child now alive.
+fn compiler_children() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("__compile-wasm"))
+        .collect()
+}
+
+#[test]
+fn compiling_a_module_counts_against_the_steps_time_and_memory() {
+    let env = Env::new();
+    let bomb = compile_bomb(400, 20_000);
+    eprintln!("the bomb: {} MiB", bomb.len() >> 20);
+    let df = "FROM scratch\nCOPY --chmod=755 bomb /bomb\nRUN /bomb\n";
+    let t0 = Instant::now();
+    let (code, err) = try_build(&env, df, &[("bomb", &bomb)], &["--run-timeout", "3s"]);
+    let took = t0.elapsed();
+    eprintln!("with --run-timeout 3s: ended after {took:?}");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("RUN exceeded its timeout limit (3s)"), "{err}");
+    assert!(
+        took < Duration::from_secs(30),
+        "the compile ran on for {took:?}"
+    );
+    assert_eq!(compiler_children(), Vec::<String>::new());
+
+    let t0 = Instant::now();
+    let (code, err) = try_build(&env, df, &[("bomb", &bomb)], &["--run-memory", "128m"]);
+    eprintln!("with --run-memory 128m: ended after {:?}", t0.elapsed());
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("RUN exceeded its memory limit (128m)"),
+        "{err}"
+    );
+    assert_eq!(compiler_children(), Vec::<String>::new());
+
+    // A module that compiles within the limits runs as before.
+    let small = compile_bomb(2, 100);
+    build_ok(
+        &env,
+        "FROM scratch\nCOPY --chmod=755 small /small\nRUN /small && echo ran > /ran\n",
+        &[("small", &small)],
+        &["--run-memory", "128m", "--run-timeout", "30s"],
+    );
 }

@@ -63,17 +63,32 @@ pub enum Limit {
     Log,
 }
 
+impl Limit {
+    /// The limit's name as its flag spells it (`--run-timeout`: `timeout`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Timeout => "timeout",
+            Limit::Memory => "memory",
+            Limit::Pids => "pids",
+            Limit::Files => "files",
+            Limit::Disk => "disk",
+            Limit::Log => "log",
+        }
+    }
+}
+
 impl Limits {
     /// The limit's name and its value as the flag spells it: `("timeout", "10m")`.
     pub fn describe(&self, limit: Limit) -> (&'static str, String) {
-        match limit {
-            Limit::Timeout => ("timeout", format_duration(self.timeout)),
-            Limit::Memory => ("memory", format_size(self.memory)),
-            Limit::Pids => ("pids", self.pids.to_string()),
-            Limit::Files => ("files", self.files.to_string()),
-            Limit::Disk => ("disk", format_size(self.disk)),
-            Limit::Log => ("log", format_size(self.log)),
-        }
+        let value = match limit {
+            Limit::Timeout => format_duration(self.timeout),
+            Limit::Memory => format_size(self.memory),
+            Limit::Pids => self.pids.to_string(),
+            Limit::Files => self.files.to_string(),
+            Limit::Disk => format_size(self.disk),
+            Limit::Log => format_size(self.log),
+        };
+        (limit.name(), value)
     }
 }
 
@@ -441,6 +456,9 @@ pub enum SandboxError {
     /// A module could not be compiled or linked.
     #[error("WebAssembly module: {0}")]
     Module(String),
+    /// Compiling a module ran out of the step's time or memory.
+    #[error("compiling the module exceeded the step's {} limit", .0.name())]
+    CompileLimit(Limit),
     /// This kiln carries no guest tools (a fuzzing build).
     #[error("this kiln was built without its guest tools")]
     NoTools,

@@ -17,6 +17,7 @@ macro_rules! host_fn {
 }
 
 mod abi;
+mod compile;
 mod fdtable;
 mod kiln;
 mod mem;
@@ -32,6 +33,10 @@ use std::sync::Arc;
 
 use cap_std::fs::Dir;
 
+pub use compile::{
+    enable_helper as enable_compile_helper, helper_main as compile_helper_main,
+    HELPER_ARG as COMPILE_HELPER_ARG,
+};
 pub(crate) use process::NativeDenied;
 pub use runtime::{default_cache_dir, WasiRuntime};
 pub use tools::GuestTools;

@@ -157,13 +157,23 @@ impl Step {
     }
 
     /// Loads the module in a rootfs file, remembering why when it cannot be.
+    /// Compiling it counts against the step's time and memory.
     fn load_file(&self, file: &std::fs::File) -> Result<Arc<Loaded>, Errno> {
+        let budget = super::compile::Budget {
+            deadline: self.deadline,
+            memory: self.limits.memory,
+            stop: &self.abort,
+        };
         self.runtime
-            .module_file(file)
+            .module_file(file, &budget)
             .map_err(|e| self.module_failed(e))
     }
 
     fn module_failed(&self, e: SandboxError) -> Errno {
+        if let SandboxError::CompileLimit(limit) = e {
+            self.exceeded(limit);
+            return Errno::NOEXEC;
+        }
         if let Ok(mut m) = self.module_error.lock() {
             *m = Some(e.to_string());
         }

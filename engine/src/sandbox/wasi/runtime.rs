@@ -22,8 +22,10 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel};
 
+use super::compile::{Budget, CompileFailure};
 use super::process::Proc;
 use super::SandboxError;
+use crate::sandbox::Limit;
 
 /// Largest module kiln compiles or runs (CPython for WASI is about 30 MB): a bigger one is
 /// refused before it is read.
@@ -33,7 +35,37 @@ pub(crate) const MAX_MODULE_BYTES: u64 = 256 << 20;
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// A module being compiled or loaded once, shared by everyone who asks for it.
-type ModuleSlot = Arc<OnceLock<Result<Arc<Loaded>, String>>>;
+type ModuleSlot = Arc<OnceLock<Result<Arc<Loaded>, LoadError>>>;
+
+/// Why a module could not be had.
+#[derive(Debug, Clone)]
+enum LoadError {
+    /// For good: what the module is (or what this host lacks).
+    Module(String),
+    /// For now: the compiling step's time or memory ran out. Not remembered: another step,
+    /// or a retry, may have more.
+    Limit(Limit),
+}
+
+/// The engine's configuration, the same in the compiler process as here (or artifacts would
+/// not load): Cranelift, epoch interruption, exceptions and GC (CPython-class guests need
+/// them), no Winch.
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .cranelift_opt_level(OptLevel::Speed)
+        .epoch_interruption(true)
+        .wasm_function_references(true)
+        .wasm_gc(true)
+        .wasm_exceptions(true)
+        .max_wasm_stack(1 << 20)
+        // Wasm backtraces and exceptions use wasmtime's own unwinder; `.eh_frame` only
+        // serves outside profilers; without it artifacts are smaller and a load does not
+        // register it.
+        .native_unwind_info(false)
+        .parallel_compilation(true);
+    config
+}
 
 /// A host file's identity, as far as a change to it would show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -96,27 +128,14 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 }
 
 impl WasiRuntime {
-    /// An engine configured for untrusted guests: Cranelift, epoch interruption, exceptions
-    /// and GC (CPython-class guests need them), no Winch.
+    /// An engine configured for untrusted guests ([`engine_config`]).
     /// Rootfs modules are cached in `cache_dir`, the embedded guest tools in `tools_cache_dir`.
     pub fn new(
         cache_dir: Option<PathBuf>,
         tools_cache_dir: Option<PathBuf>,
     ) -> Result<Arc<Self>, SandboxError> {
-        let mut config = Config::new();
-        config
-            .cranelift_opt_level(OptLevel::Speed)
-            .epoch_interruption(true)
-            .wasm_function_references(true)
-            .wasm_gc(true)
-            .wasm_exceptions(true)
-            .max_wasm_stack(1 << 20)
-            // Wasm backtraces and exceptions use wasmtime's own unwinder; `.eh_frame` only
-            // serves outside profilers; without it artifacts are smaller and a load does not
-            // register it.
-            .native_unwind_info(false)
-            .parallel_compilation(true);
-        let engine = Engine::new(&config).map_err(|e| SandboxError::Engine(e.to_string()))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| SandboxError::Engine(e.to_string()))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let engine_key = format!("wasmtime-{}-{:016x}", wasmtime_version(), h.finish());
@@ -162,38 +181,64 @@ impl WasiRuntime {
         bytes: &[u8],
         sha256: Option<[u8; 32]>,
     ) -> Result<Arc<Loaded>, SandboxError> {
-        self.module_in(bytes, sha256, self.tools_cache.as_ref())
+        self.module_in(bytes, sha256, self.tools_cache.as_ref(), None)
     }
 
-    /// The module with these bytes, compiled (or loaded from `cache`) once.
+    /// The module with these bytes, compiled (or loaded from `cache`) once; compiled within
+    /// `budget` when one is given.
     fn module_in(
         &self,
         bytes: &[u8],
         sha256: Option<[u8; 32]>,
         cache: Option<&ArtifactCache>,
+        budget: Option<&Budget<'_>>,
     ) -> Result<Arc<Loaded>, SandboxError> {
         let key = sha256.unwrap_or_else(|| Sha256::digest(bytes).into());
-        let cell = {
-            let mut map = self
-                .modules
-                .lock()
-                .map_err(|_| SandboxError::Engine("module cache poisoned".into()))?;
-            map.entry(key).or_default().clone()
-        };
-        cell.get_or_init(|| {
-            self.load(bytes, &key, cache).map_err(|e| match e {
-                SandboxError::Module(m) => m,
-                other => other.to_string(),
-            })
-        })
-        .clone()
-        .map_err(SandboxError::Module)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let cell = {
+                let mut map = self
+                    .modules
+                    .lock()
+                    .map_err(|_| SandboxError::Engine("module cache poisoned".into()))?;
+                map.entry(key).or_default().clone()
+            };
+            let got = cell
+                .get_or_init(|| self.load(bytes, &key, cache, budget))
+                .clone();
+            match got {
+                Ok(loaded) => return Ok(loaded),
+                Err(LoadError::Module(m)) => return Err(SandboxError::Module(m)),
+                Err(LoadError::Limit(limit)) => {
+                    // Forget the failure; it may have been another step's budget that ran
+                    // out, so one more try within this one's.
+                    if let Ok(mut map) = self.modules.lock() {
+                        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                            map.remove(&key);
+                        }
+                    }
+                    let spent = budget.is_some_and(|b| {
+                        std::time::Instant::now() >= b.deadline
+                            || b.stop.load(std::sync::atomic::Ordering::SeqCst)
+                    });
+                    if attempts >= 2 || spent {
+                        return Err(SandboxError::CompileLimit(limit));
+                    }
+                }
+            }
+        }
     }
 
     /// The module in host file `file` (a module of the rootfs). A file seen before with the
     /// same device, inode, size, mtime and ctime (any change to it moves its ctime) is not
     /// read or hashed again.
-    pub(crate) fn module_file(&self, file: &std::fs::File) -> Result<Arc<Loaded>, SandboxError> {
+    /// Compiling it (when no artifact is cached) counts against `budget`.
+    pub(crate) fn module_file(
+        &self,
+        file: &std::fs::File,
+        budget: &Budget<'_>,
+    ) -> Result<Arc<Loaded>, SandboxError> {
         let io = |source| SandboxError::Io {
             op: "read a module",
             source,
@@ -228,7 +273,7 @@ impl WasiRuntime {
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_MODULE_BYTES), &mut bytes)
             .map_err(io)?;
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
-        let loaded = self.module_in(&bytes, Some(sha), self.cache.as_ref())?;
+        let loaded = self.module_in(&bytes, Some(sha), self.cache.as_ref(), Some(budget))?;
         if let Ok(mut f) = self.files.lock() {
             f.insert(key, sha);
         }
@@ -240,7 +285,8 @@ impl WasiRuntime {
         bytes: &[u8],
         key: &[u8; 32],
         cache: Option<&ArtifactCache>,
-    ) -> Result<Arc<Loaded>, SandboxError> {
+        budget: Option<&Budget<'_>>,
+    ) -> Result<Arc<Loaded>, LoadError> {
         let name = format!("{}-{}.cwasm", hex::encode(key), self.engine_key);
         if let Some(cache) = cache {
             if let Some(file) = cache.open_checked(&name) {
@@ -253,8 +299,22 @@ impl WasiRuntime {
                 }
             }
         }
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| SandboxError::Module(format!("{e:#}")))?;
+        let module = match budget {
+            Some(budget) if super::compile::helper_enabled() => {
+                let artifact = super::compile::compile(bytes, budget).map_err(|f| match f {
+                    CompileFailure::Limit(l) => LoadError::Limit(l),
+                    CompileFailure::Invalid(m) | CompileFailure::Failed(m) => LoadError::Module(m),
+                })?;
+                // SAFETY: the artifact is what kiln's own executable, run as the compiler
+                // child with this engine's configuration, wrote for these bytes; wasmtime
+                // checks its header and the configuration's compatibility.
+                unsafe { Module::deserialize(&self.engine, &artifact) }
+                    .map_err(|e| LoadError::Module(format!("{e:#}")))?
+            }
+            _ => {
+                Module::new(&self.engine, bytes).map_err(|e| LoadError::Module(format!("{e:#}")))?
+            }
+        };
         if let Some(cache) = cache {
             // A cache that cannot be written only costs time.
             let _ = cache.store(&name, &module);
@@ -262,11 +322,11 @@ impl WasiRuntime {
         self.prepare(module)
     }
 
-    fn prepare(&self, module: Module) -> Result<Arc<Loaded>, SandboxError> {
+    fn prepare(&self, module: Module) -> Result<Arc<Loaded>, LoadError> {
         let pre = self
             .linker
             .instantiate_pre(&module)
-            .map_err(|e| SandboxError::Module(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Module(format!("{e:#}")))?;
         Ok(Arc::new(Loaded { pre }))
     }
 }
@@ -485,11 +545,11 @@ mod tests {
         let b = wat::parse_str(r#"(module (func (export "b")))"#).unwrap();
         let rt = WasiRuntime::new(Some(cache.clone()), None).unwrap();
         assert_eq!(
-            exports(&rt.module_in(&a, None, rt.cache.as_ref()).unwrap()),
+            exports(&rt.module_in(&a, None, rt.cache.as_ref(), None).unwrap()),
             ["a"]
         );
         assert_eq!(
-            exports(&rt.module_in(&b, None, rt.cache.as_ref()).unwrap()),
+            exports(&rt.module_in(&b, None, rt.cache.as_ref(), None).unwrap()),
             ["b"]
         );
         let mode =
@@ -525,7 +585,11 @@ mod tests {
             "a replaced artifact passes"
         );
         assert_eq!(
-            exports(&again.module_in(&a, None, again.cache.as_ref()).unwrap()),
+            exports(
+                &again
+                    .module_in(&a, None, again.cache.as_ref(), None)
+                    .unwrap()
+            ),
             ["a"]
         );
         // It was compiled anew and stored with a new hash.
@@ -561,8 +625,14 @@ mod tests {
         f.write_all(b"\0asm\x01\0\0\0").unwrap();
         // Sparse: nothing of it is written, and kiln must not read it either.
         f.set_len(MAX_MODULE_BYTES + 1).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let budget = Budget {
+            deadline: std::time::Instant::now() + Duration::from_secs(60),
+            memory: 1 << 30,
+            stop: &stop,
+        };
         let err = rt
-            .module_file(&f)
+            .module_file(&f, &budget)
             .err()
             .expect("a module past the cap loads");
         assert!(err.to_string().contains("more than the 256 MiB"), "{err}");
