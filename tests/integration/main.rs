@@ -14,6 +14,7 @@ mod hostile;
 mod hostile_cli;
 mod hostile_load;
 mod hostile_native;
+mod races;
 mod refusals;
 mod run;
 mod serve;

@@ -646,7 +646,8 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
             "[[tenants]]\nname = \"alice\"\ntoken = \"{ALICE}\"\nconcurrent_builds = 1\ncontext = \"64k\"\nhost_network = true\n\n\
              [[tenants]]\nname = \"bob\"\ntoken = \"{BOB}\"\nstep_timeout = \"2s\"\n\n\
              [[tenants]]\nname = \"carol\"\ntoken = \"{CAROL}\"\nstore = \"1k\"\n\n\
-             [[tenants]]\nname = \"dave\"\ntoken = \"{DAVE}\"\nstore = \"16m\"\ncontainer_log = \"2k\"\n"
+             [[tenants]]\nname = \"dave\"\ntoken = \"{DAVE}\"\nstore = \"16m\"\ncontainer_log = \"2k\"\n\
+             containers = 4\nrunning_containers = 1\n"
         ),
     );
     let socket = env.path("s.sock");
@@ -760,6 +761,24 @@ fn tenants_need_tokens_see_only_their_own_and_hit_their_quotas() {
     let (_, kept, kept_err) = output(srv.docker_as(Some(DAVE), &["logs", "chatty"]));
     assert!(kept.len() < 2048, "{} bytes of log kept", kept.len());
     assert!(kept_err.contains("log reached its limit"), "{kept_err}");
+
+    // dave may keep 4 containers and run 1 at a time.
+    ok(srv.docker_as(
+        Some(DAVE),
+        &["run", "-d", "--name", "long", "me/d", "sleep", "600"],
+    ));
+    ok(srv.docker_as(
+        Some(DAVE),
+        &["create", "--name", "second", "me/d", "sleep", "1"],
+    ));
+    let (code, _, err) = output(srv.docker_as(Some(DAVE), &["start", "second"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("runs 1 containers, its limit is 1"), "{err}");
+    let (code, _, err) = output(srv.docker_as(Some(DAVE), &["create", "me/d"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("has 4 containers, its limit is 4"), "{err}");
+    ok(srv.docker_as(Some(DAVE), &["rm", "-f", "long"]));
+    ok(srv.docker_as(Some(DAVE), &["start", "second"]));
 
     // Concurrent builds: alice may run one. A client that goes away cancels its build and
     // frees the slot.

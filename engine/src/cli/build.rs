@@ -100,7 +100,7 @@ pub struct BuildArgs {
     pub run_timeout: std::time::Duration,
 
     /// Memory limit of a RUN step (each process, and all of them together).
-    #[arg(long, value_name = "SIZE", default_value = "2g", value_parser = crate::sandbox::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "4g", value_parser = crate::sandbox::parse_size)]
     pub run_memory: u64,
 
     /// Processes alive at once per RUN step.

@@ -55,7 +55,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub hostname: Option<String>,
     /// Memory limit (`512m`, `2g`).
-    #[arg(short, long, default_value = "2g", value_parser = parse_size)]
+    #[arg(short, long, default_value = "4g", value_parser = parse_size)]
     pub memory: u64,
     /// Most processes alive at once.
     #[arg(long, default_value_t = 4096)]

@@ -22,7 +22,7 @@ pub struct Limits {
     /// Wall-clock time (`--run-timeout`, default 10m).
     pub timeout: Duration,
     /// Linear memory of every instance and of all a step's instances together (`--run-memory`,
-    /// default 2g).
+    /// default 4g; compiling a module counts against it).
     pub memory: u64,
     /// Processes alive at once (`--run-pids`, default 1024).
     pub pids: u32,
@@ -43,7 +43,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             timeout: Duration::from_secs(600),
-            memory: 2 << 30,
+            memory: 4 << 30,
             pids: 1024,
             files: 1024,
             disk: 10 << 30,
@@ -580,7 +580,7 @@ mod tests {
         assert!(parse_duration("1y").is_err());
         let l = Limits::default();
         assert_eq!(l.describe(Limit::Timeout), ("timeout", "10m".to_owned()));
-        assert_eq!(l.describe(Limit::Memory), ("memory", "2g".to_owned()));
+        assert_eq!(l.describe(Limit::Memory), ("memory", "4g".to_owned()));
         assert_eq!(l.describe(Limit::Log), ("log", "64m".to_owned()));
     }
 }

@@ -12,7 +12,7 @@
 //! store = "20g"              # bytes the tenant's store may hold (default: no limit)
 //! context = "1g"             # largest build context, unpacked (default 1g)
 //! step_timeout = "10m"       # wall-clock limit per RUN step
-//! step_memory = "2g"         # memory per RUN step
+//! step_memory = "4g"         # memory per RUN step (compiling its modules included)
 //! step_pids = 1024           # processes per RUN step
 //! host_network = false       # whether builds and containers may use the host's network
 //! container_log = "64m"      # log kept per container
@@ -104,7 +104,7 @@ impl Default for Quotas {
             store: None,
             context: 1 << 30,
             step_timeout: Duration::from_secs(600),
-            step_memory: 2 << 30,
+            step_memory: 4 << 30,
             step_pids: 1024,
             host_network: true,
             container_log: None,

@@ -154,7 +154,10 @@ pub(crate) fn run(
                 (_, Some(m)) => (126, m),
                 _ => (126, "exec format error".to_owned()),
             };
-            return Ok(failed(status, format!("exec: {path}: {why}"), on_event));
+            let mut outcome = failed(status, format!("exec: {path}: {why}"), on_event);
+            // Compiling the program ran out of the step's time or memory.
+            outcome.limit = step.limit_hit();
+            return Ok(outcome);
         }
     };
     let executor = program.reason.clone();
