@@ -51,15 +51,21 @@ pub trait SourceFs: Sync {
     fn symlink_metadata(&self, path: &str) -> io::Result<Metadata>;
     /// Opens a regular file.
     fn open_file(&self, path: &str) -> io::Result<File>;
-    /// Names in a directory (any order).
-    fn list(&self, path: &str) -> io::Result<Vec<String>>;
     /// A symlink's target.
     fn link_target(&self, path: &str) -> io::Result<String>;
-    /// The source as a plain folder, when it is one: trees are then copied through open
-    /// directory handles, a few system calls per file.
-    fn as_dir(&self) -> Option<&Dir>;
+    /// What its folders are walked through.
+    fn tree(&self) -> Tree<'_>;
     /// Whether `path` is hidden from COPY (excluded by `.dockerignore`).
     fn hidden(&self, path: &str) -> bool;
+}
+
+/// How a source's folders are walked.
+pub enum Tree<'a> {
+    /// A plain folder: through open directory handles, a few system calls per file.
+    Dir(&'a Dir),
+    /// A stage's layers: one level at a time ([`LayerView::child_dir`]), never resolving a
+    /// path from the root again.
+    Layers(&'a LayerView),
 }
 
 /// The build context (or any plain folder) as a source, paths relative to its root.
@@ -76,17 +82,6 @@ impl SourceFs for Dir {
         self.open(path)
     }
 
-    fn list(&self, path: &str) -> io::Result<Vec<String>> {
-        let d = if path.is_empty() {
-            self.try_clone()?
-        } else {
-            self.open_dir(path)?
-        };
-        d.entries()?
-            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect()
-    }
-
     fn link_target(&self, path: &str) -> io::Result<String> {
         Ok(self
             .read_link_contents(path)?
@@ -94,8 +89,8 @@ impl SourceFs for Dir {
             .into_owned())
     }
 
-    fn as_dir(&self) -> Option<&Dir> {
-        Some(self)
+    fn tree(&self) -> Tree<'_> {
+        Tree::Dir(self)
     }
 
     fn hidden(&self, _path: &str) -> bool {
@@ -132,15 +127,6 @@ impl SourceFs for LayerView {
         }
     }
 
-    fn list(&self, path: &str) -> io::Result<Vec<String>> {
-        Ok(self
-            .read_dir(&ContainerPath::parse(path))
-            .map_err(rootfs_io)?
-            .into_iter()
-            .filter_map(|e| e.path.file_name().map(str::to_owned))
-            .collect())
-    }
-
     fn link_target(&self, path: &str) -> io::Result<String> {
         match self
             .lookup(&ContainerPath::parse(path), false)
@@ -154,8 +140,8 @@ impl SourceFs for LayerView {
         }
     }
 
-    fn as_dir(&self) -> Option<&Dir> {
-        None
+    fn tree(&self) -> Tree<'_> {
+        Tree::Layers(self)
     }
 
     fn hidden(&self, _path: &str) -> bool {
@@ -429,9 +415,9 @@ pub fn copy_into(
         };
         if meta.is_dir() {
             w.ensure_dir(&target, Some(&meta))?;
-            match src.as_dir() {
-                Some(root) => w.copy_tree_fast(src, root, &s.path, &target)?,
-                None => w.copy_tree(src, &s.path, &target)?,
+            match src.tree() {
+                Tree::Dir(root) => w.copy_tree_fast(src, root, &s.path, &target)?,
+                Tree::Layers(view) => w.copy_tree_layers(view, &s.path, &target)?,
             }
         } else {
             w.copy_one(src, &s.path, &meta, &target)?;
@@ -657,42 +643,108 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
-    fn copy_tree(
+    /// Copies the folder `from` of another stage's layers into the upper folder `to` (which
+    /// exists): an iterative walk, each folder reached from its parent's contributing layers
+    /// (the work per entry grows with its depth once, not with the cube of it) and at most one
+    /// listing per level held.
+    fn copy_tree_layers(
         &mut self,
-        src: &dyn SourceFs,
+        view: &LayerView,
         from: &str,
         to: &ContainerPath,
     ) -> Result<(), CopyError> {
-        let mut names = src.list(from).map_err(|e| CopyError::Source {
-            path: display_src(from),
-            source: e,
-        })?;
-        names.sort();
-        for name in names {
-            let child = if from.is_empty() {
+        struct Frame {
+            dir: crate::rootfs::MergedDir,
+            src: String,
+            to: ContainerPath,
+            entries: std::vec::IntoIter<crate::rootfs::Entry>,
+            mtime: Option<(i64, i64)>,
+        }
+        let serr = |path: &str| {
+            let path = display_src(path);
+            move |e: RootfsError| CopyError::Source {
+                path,
+                source: rootfs_io(e),
+            }
+        };
+        let Some(root) = view
+            .merged_dir(&ContainerPath::parse(from))
+            .map_err(serr(from))?
+        else {
+            return Err(CopyError::Source {
+                path: display_src(from),
+                source: io::ErrorKind::NotFound.into(),
+            });
+        };
+        let entries = view.list(&root).map_err(serr(from))?.into_iter();
+        let mut stack = vec![Frame {
+            dir: root,
+            src: from.to_owned(),
+            to: to.clone(),
+            entries,
+            mtime: None,
+        }];
+        while let Some(top) = stack.last_mut() {
+            let Some(e) = top.entries.next() else {
+                if let Some(Frame {
+                    to,
+                    mtime: Some((s, ns)),
+                    ..
+                }) = stack.pop()
+                {
+                    // The folder's time, once its contents are written.
+                    let s = self.clamp(s);
+                    set_mtime(self.upper, &to, s, ns, false).map_err(Self::werr(&to))?;
+                }
+                continue;
+            };
+            let Some(name) = e.path.file_name().map(str::to_owned) else {
+                continue;
+            };
+            let child = if top.src.is_empty() {
                 name.clone()
             } else {
-                format!("{from}/{name}")
+                format!("{}/{name}", top.src)
             };
             if self.excluded(&child) {
                 continue;
             }
-            let meta = src
-                .symlink_metadata(&child)
-                .map_err(|e| CopyError::Source {
-                    path: display_src(&child),
-                    source: e,
-                })?;
-            let target = to.join(&name);
-            if meta.is_dir() {
-                self.make_dir(&target, &meta)?;
-                self.copy_tree(src, &child, &target)?;
-                // Restore the folder's time after its contents were written.
-                let (s, ns) = (meta.mtime(), meta.mtime_nsec());
-                let s = self.clamp(s);
-                set_mtime(self.upper, &target, s, ns, false).map_err(Self::werr(&target))?;
-            } else {
-                self.copy_one(src, &child, &meta, &target)?;
+            let target = top.to.join(&name);
+            match &e.kind {
+                EntryKind::Dir => {
+                    self.make_dir(&target, &e.meta)?;
+                    let dir = view.child_dir(&top.dir, &e).map_err(serr(&child))?;
+                    let entries = view.list(&dir).map_err(serr(&child))?.into_iter();
+                    let mtime = Some((e.meta.mtime(), e.meta.mtime_nsec()));
+                    stack.push(Frame {
+                        dir,
+                        src: child,
+                        to: target,
+                        entries,
+                        mtime,
+                    });
+                }
+                // A symlink is copied as its target, never opened.
+                EntryKind::Symlink(t) => {
+                    let t = t.clone();
+                    self.copy_with(
+                        &child,
+                        &e.meta,
+                        &target,
+                        || Err(io::ErrorKind::InvalidInput.into()),
+                        || Ok(t),
+                    )?;
+                }
+                _ => {
+                    let meta = e.meta.clone();
+                    self.copy_with(
+                        &child,
+                        &meta,
+                        &target,
+                        || view.open(&e).map_err(rootfs_io),
+                        || Err(io::ErrorKind::InvalidInput.into()),
+                    )?;
+                }
             }
         }
         Ok(())
@@ -1069,6 +1121,25 @@ impl<'a> Writer<'a> {
         meta: &Metadata,
         to: &ContainerPath,
     ) -> Result<(), CopyError> {
+        self.copy_with(
+            from,
+            meta,
+            to,
+            || src.open_file(from),
+            || src.link_target(from),
+        )
+    }
+
+    /// Copies the non-folder `from` (with `meta`) to `to`, reading it through `open` or, for
+    /// a symlink, its target through `link`.
+    fn copy_with(
+        &mut self,
+        from: &str,
+        meta: &Metadata,
+        to: &ContainerPath,
+        open: impl FnOnce() -> io::Result<File>,
+        link: impl FnOnce() -> io::Result<String>,
+    ) -> Result<(), CopyError> {
         let serr = |e| CopyError::Source {
             path: display_src(from),
             source: e,
@@ -1082,7 +1153,7 @@ impl<'a> Writer<'a> {
         let (uid, gid) = self.owner();
         let ft = meta.file_type();
         if ft.is_symlink() {
-            let target = src.link_target(from).map_err(serr)?;
+            let target = link().map_err(serr)?;
             self.upper
                 .symlink(&target, to.rel())
                 .map_err(Self::werr(to))?;
@@ -1109,7 +1180,7 @@ impl<'a> Writer<'a> {
             .and_then(|r| Self::open_beneath(&r.snapshot, &to.parent()));
         let name = std::ffi::OsString::from(to.file_name().unwrap_or("."));
         self.file_at(
-            || src.open_file(from).map_err(serr),
+            || open().map_err(serr),
             meta,
             &parent,
             &name,

@@ -68,6 +68,15 @@ fn assert_one_line(err: &str) {
     assert_eq!(lines.len(), 1, "{err}");
 }
 
+/// Removes a container when dropped, also when a test fails midway.
+struct Removed<'a>(&'a Env, &'a str);
+
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rm", "-f", self.1]);
+    }
+}
+
 #[test]
 fn commit_of_a_running_container_never_follows_what_it_swaps() {
     let env = Env::new();
@@ -87,6 +96,7 @@ fn commit_of_a_running_container_never_follows_what_it_swaps() {
         "-c",
         &swap,
     ]);
+    let racer = Removed(&env, "racer");
     std::thread::sleep(Duration::from_millis(300));
     let (mut committed, mut links, mut dirs) = (0, 0, 0);
     for i in 0..20 {
@@ -112,7 +122,7 @@ fn commit_of_a_running_container_never_follows_what_it_swaps() {
         running.contains("racer"),
         "the swapper stopped early: {running}"
     );
-    env.ok(&["rm", "-f", "racer"]);
+    drop(racer);
     eprintln!(
         "{committed} of 20 commits of the running swapper succeeded; /d was a symlink in {links}, a folder in {dirs}"
     );

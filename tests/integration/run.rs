@@ -1242,3 +1242,33 @@ fn compiling_a_module_counts_against_the_steps_time_and_memory() {
         &["--run-memory", "128m", "--run-timeout", "30s"],
     );
 }
+
+#[test]
+fn copy_from_a_stage_with_a_tree_2000_levels_deep_takes_seconds() {
+    let env = Env::new();
+    crate::harness::debian_base_in(&env.root());
+    build_ok(
+        &env,
+        "FROM debian:bookworm AS deep\n\
+         RUN perl -e 'for (1..2000) { mkdir \"d\" or die; chdir \"d\" or die } open(F, \">f\") or die; print F \"bottom\\n\"'\n",
+        &[],
+        &[],
+    );
+    let t0 = Instant::now();
+    build_ok(
+        &env,
+        "FROM debian:bookworm AS deep\n\
+         RUN perl -e 'for (1..2000) { mkdir \"d\" or die; chdir \"d\" or die } open(F, \">f\") or die; print F \"bottom\\n\"'\n\
+         FROM scratch\n\
+         COPY --from=deep /d /copied/d\n",
+        &[],
+        &[],
+    );
+    let took = t0.elapsed();
+    eprintln!("the copy took {took:?}");
+    let tree = image_tree(&env.root(), "me/run");
+    let bottom = format!("copied/{}f", "d/".repeat(2000));
+    assert_eq!(content(&tree, &bottom), "bottom\n");
+    // Before the walk went one level at a time, this copy took over 20 minutes.
+    assert!(took < Duration::from_secs(300), "the copy took {took:?}");
+}

@@ -1694,27 +1694,12 @@ impl SourceFs for ContextSource<'_> {
         self.0.root().open_file(path)
     }
 
-    fn list(&self, path: &str) -> std::io::Result<Vec<String>> {
-        let names = self.0.root().list(path)?;
-        Ok(names
-            .into_iter()
-            .filter(|n| {
-                let rel = if path.is_empty() {
-                    n.clone()
-                } else {
-                    format!("{path}/{n}")
-                };
-                !self.0.is_ignored(&rel)
-            })
-            .collect())
-    }
-
     fn link_target(&self, path: &str) -> std::io::Result<String> {
         self.0.root().link_target(path)
     }
 
-    fn as_dir(&self) -> Option<&Dir> {
-        Some(self.0.root())
+    fn tree(&self) -> crate::copy::Tree<'_> {
+        crate::copy::Tree::Dir(self.0.root())
     }
 
     fn hidden(&self, path: &str) -> bool {

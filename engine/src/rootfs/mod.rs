@@ -21,4 +21,4 @@ pub use overlay::{
     Creds, Device, DirEntry, NodeKind, NodeStat, OpenOptions, Opened, Overlay, Shims, TimeSpec,
     VfsError,
 };
-pub use view::{ContainerPath, Entry, EntryKind, LayerView, RootfsError};
+pub use view::{ContainerPath, Entry, EntryKind, LayerView, MergedDir, RootfsError};

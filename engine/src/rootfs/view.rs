@@ -198,6 +198,18 @@ enum Found {
     Present(Metadata),
 }
 
+/// What one layer shows at a path: the layer and the object's metadata there.
+type Visible = (usize, Metadata);
+
+/// A directory of the merged view with the layers that contribute to it (top first), for
+/// walking a tree one level at a time without resolving every path from the root again.
+#[derive(Debug, Clone)]
+pub struct MergedDir {
+    /// Its real path (no symlink on the way).
+    pub path: ContainerPath,
+    contributing: Vec<usize>,
+}
+
 /// Read-only merged view over layer snapshots, bottom first.
 pub struct LayerView {
     layers: Vec<Dir>,
@@ -305,6 +317,45 @@ impl LayerView {
         }
     }
 
+    /// One step of a lookup: the topmost visible object at `rel` among the layers that
+    /// contribute its parent folder (`contributing`, top first), and the layers that contribute
+    /// it as a folder (empty unless it is one).
+    fn step(
+        &self,
+        contributing: &[usize],
+        rel: &str,
+    ) -> Result<(Option<Visible>, Vec<usize>), RootfsError> {
+        let mut found = None;
+        let mut next = Vec::new();
+        for &l in contributing {
+            match self.stat(l, rel)? {
+                Found::Missing => {}
+                Found::Whiteout => break,
+                Found::Present(m) => {
+                    if m.is_dir() {
+                        let opaque = self.is_opaque(l, rel)?;
+                        if found.is_none() {
+                            found = Some((l, m));
+                        }
+                        next.push(l);
+                        if opaque {
+                            break;
+                        }
+                    } else {
+                        if found.is_none() {
+                            found = Some((l, m));
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        if found.as_ref().is_some_and(|(_, m)| !m.is_dir()) {
+            next.clear();
+        }
+        Ok((found, next))
+    }
+
     /// Finds the topmost visible object at exactly `parts` (no symlink following), and the
     /// layers that contribute a directory at that path, top first.
     fn raw(&self, parts: &[String]) -> Result<Option<(usize, Metadata, Vec<usize>)>, RootfsError> {
@@ -316,38 +367,11 @@ impl LayerView {
                 rel.push('/');
             }
             rel.push_str(name);
-            found = None;
-            let mut next = Vec::new();
-            for &l in &contributing {
-                match self.stat(l, &rel)? {
-                    Found::Missing => {}
-                    Found::Whiteout => break,
-                    Found::Present(m) => {
-                        if m.is_dir() {
-                            let opaque = self.is_opaque(l, &rel)?;
-                            if found.is_none() {
-                                found = Some((l, m));
-                            }
-                            next.push(l);
-                            if opaque {
-                                break;
-                            }
-                        } else {
-                            if found.is_none() {
-                                found = Some((l, m));
-                            }
-                            break;
-                        }
-                    }
-                }
+            let (f, next) = self.step(&contributing, &rel)?;
+            if f.is_none() {
+                return Ok(None);
             }
-            match &found {
-                None => return Ok(None),
-                Some((_, m)) if !m.is_dir() => {
-                    next.clear();
-                }
-                Some(_) => {}
-            }
+            found = f;
             contributing = next;
         }
         match found {
@@ -484,20 +508,46 @@ impl LayerView {
     /// The merged listing of the directory at `path` (symlinks followed), sorted by name.
     /// Whiteout markers and names hidden by them are left out.
     pub fn read_dir(&self, path: &ContainerPath) -> Result<Vec<Entry>, RootfsError> {
+        match self.merged_dir(path)? {
+            Some(dir) => self.list(&dir),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The directory at `path` (symlinks followed) for a walk; `None` when nothing is there.
+    pub fn merged_dir(&self, path: &ContainerPath) -> Result<Option<MergedDir>, RootfsError> {
         let (real, entry) = self.resolve(path, true)?;
         match entry {
             Some(e) if e.kind == EntryKind::Dir => {}
             Some(_) => return Err(RootfsError::NotADirectory(real)),
-            None => return Ok(Vec::new()),
+            None => return Ok(None),
         }
         let parts: Vec<String> = real.components().map(str::to_owned).collect();
-        let contributing = match self.raw(&parts)? {
-            Some((_, _, c)) => c,
-            None => return Ok(Vec::new()),
-        };
+        Ok(self.raw(&parts)?.map(|(_, _, contributing)| MergedDir {
+            path: real,
+            contributing,
+        }))
+    }
+
+    /// The folder `entry` of a listing of `parent` ([`LayerView::list`]), one step down: no
+    /// path is resolved from the root again.
+    pub fn child_dir(&self, parent: &MergedDir, entry: &Entry) -> Result<MergedDir, RootfsError> {
+        if entry.kind != EntryKind::Dir {
+            return Err(RootfsError::NotADirectory(entry.path.clone()));
+        }
+        let (_, contributing) = self.step(&parent.contributing, entry.path.rel())?;
+        Ok(MergedDir {
+            path: entry.path.clone(),
+            contributing,
+        })
+    }
+
+    /// The merged listing of `dir`, sorted by name, whiteouts and what they hide left out.
+    pub fn list(&self, dir: &MergedDir) -> Result<Vec<Entry>, RootfsError> {
+        let real = &dir.path;
         // Top layer first: the first layer to mention a name decides it.
         let mut names: BTreeMap<String, Option<(usize, Metadata)>> = BTreeMap::new();
-        for l in contributing {
+        for &l in &dir.contributing {
             let dir = if real.is_root() {
                 self.layers[l].try_clone()
             } else {
