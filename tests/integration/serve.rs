@@ -1288,13 +1288,6 @@ fn a_tenant_holding_2000_connections_and_stalled_attaches_does_not_starve_anothe
     );
 
     let during = median_build(&srv, &small, 7);
-    eprintln!(
-        "alice's build: {before:.3} s alone, {during:.3} s beside mallory's 2,050 connections"
-    );
-    assert!(
-        during <= 2.0 * before,
-        "alice's build took {during:.3} s beside mallory, {before:.3} s alone"
-    );
 
     // The waits mallory holds are still open.
     assert!(held
@@ -1323,4 +1316,16 @@ fn a_tenant_holding_2000_connections_and_stalled_attaches_does_not_starve_anothe
         .expect("docker logs");
     assert_eq!(logs.stdout.len(), 20 << 20);
     ok(srv.docker_as(Some(MALLORY), &["rm", "-f", "spew"]));
+
+    // alice's builds beside mallory against alice's builds alone, before mallory came and
+    // after mallory left (other work on this machine may slow either).
+    drop((held, silent, attaches));
+    let after = median_build(&srv, &small, 7);
+    eprintln!(
+        "alice's build: {before:.3} s before, {during:.3} s beside mallory's 2,050 connections, {after:.3} s after"
+    );
+    assert!(
+        during <= 2.0 * before.max(after),
+        "alice's build took {during:.3} s beside mallory, {before:.3} s and {after:.3} s alone"
+    );
 }
