@@ -15,6 +15,7 @@ pub mod cli;
 pub mod container;
 pub mod context;
 pub mod copy;
+pub mod describe;
 pub mod digest;
 pub mod dockerfile;
 pub mod fetch;

@@ -1,15 +1,16 @@
 //! Container commands besides `run`: `ps`, `logs`, `stop`, `kill`, `start`, `rm`.
 
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
 use time::OffsetDateTime;
 
-use super::images::{finish_many, human_duration, Table};
+use super::images::{finish_many, Table};
 use super::run::{proxied_signals, start_detached, supervise_here};
 use super::{Printer, UserError};
-use crate::container::{Attach, Container, Containers, Status};
+use crate::container::{parse_signal, wait_stopped, Attach, Container, Containers};
+use crate::describe::{human_duration, status_text};
 use crate::store::Store;
 
 /// List containers.
@@ -40,23 +41,6 @@ fn command_text(c: &Container, full: bool) -> String {
         cmd = cmd.chars().take(19).collect::<String>() + "…";
     }
     serde_json::to_string(&cmd).unwrap_or(cmd)
-}
-
-/// `Up 3 minutes`, `Exited (0) 2 seconds ago`, `Created`.
-pub(crate) fn status_text(c: &Container, now: OffsetDateTime) -> String {
-    let s = &c.state;
-    match s.status {
-        Status::Created => "Created".to_owned(),
-        Status::Running => format!(
-            "Up {}",
-            human_duration(now - s.started_at.unwrap_or(c.config.created))
-        ),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            s.exit_code,
-            human_duration(now - s.finished_at.unwrap_or(c.config.created))
-        ),
-    }
 }
 
 pub fn ps(args: &PsArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
@@ -257,52 +241,6 @@ fn each(
     finish_many(errors, keys.len(), what, out)
 }
 
-/// A signal by name (`TERM`, `SIGTERM`) or number.
-pub(crate) fn parse_signal(s: &str) -> Result<i32, UserError> {
-    const NAMES: &[(&str, i32)] = &[
-        ("HUP", libc::SIGHUP),
-        ("INT", libc::SIGINT),
-        ("QUIT", libc::SIGQUIT),
-        ("KILL", libc::SIGKILL),
-        ("USR1", libc::SIGUSR1),
-        ("USR2", libc::SIGUSR2),
-        ("PIPE", libc::SIGPIPE),
-        ("ALRM", libc::SIGALRM),
-        ("TERM", libc::SIGTERM),
-        ("CONT", libc::SIGCONT),
-        ("STOP", libc::SIGSTOP),
-        ("WINCH", libc::SIGWINCH),
-    ];
-    let t = s.trim().to_ascii_uppercase();
-    let name = t.strip_prefix("SIG").unwrap_or(&t);
-    if let Ok(n) = name.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
-    }
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| UserError(format!("invalid signal: {s}")))
-}
-
-/// Waits until nothing supervises `id` any more; false on timeout.
-pub(crate) fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
-    // A timeout past the clock's end waits for as long as it takes.
-    let deadline = Instant::now().checked_add(timeout);
-    loop {
-        match containers.get(id) {
-            Ok(c) if c.is_supervised() => {}
-            _ => return true,
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// Stop running containers: the stop signal, then SIGKILL after a grace period.
 #[derive(Debug, Args)]
 pub struct StopArgs {
@@ -326,9 +264,9 @@ pub fn stop(args: &StopArgs, store: &Store, out: &mut Printer) -> anyhow::Result
             let c = containers.get(key)?;
             if c.is_running() {
                 let first = match (&args.signal, c.config.stop_signal.as_str()) {
-                    (Some(s), _) => parse_signal(s)?,
+                    (Some(s), _) => parse_signal(s).map_err(|e| UserError(e.to_string()))?,
                     (None, "") => libc::SIGTERM,
-                    (None, s) => parse_signal(s)?,
+                    (None, s) => parse_signal(s).map_err(|e| UserError(e.to_string()))?,
                 };
                 let _ = c.signal(first);
                 if !wait_stopped(&containers, &c.config.id, Duration::from_secs(args.time)) {
@@ -353,7 +291,7 @@ pub struct KillArgs {
 
 pub fn kill(args: &KillArgs, store: &Store, out: &mut Printer) -> anyhow::Result<()> {
     let containers = Containers::new(store)?;
-    let sig = parse_signal(&args.signal)?;
+    let sig = parse_signal(&args.signal).map_err(|e| UserError(e.to_string()))?;
     each(
         &args.containers,
         "containers could not be killed",

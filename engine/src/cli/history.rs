@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 
 use super::images::{created_since, human_size, Format, Table};
 use super::Printer;
-use crate::store::{Image, Store};
+use crate::describe::steps;
+use crate::store::Store;
 
 /// Show the history of an image.
 #[derive(Debug, Args)]
@@ -47,47 +48,6 @@ struct HistoryRow {
     id: String,
     #[serde(rename = "Size")]
     size: String,
-}
-
-/// One history entry with what docker shows beside it.
-pub(crate) struct Step<'a> {
-    pub(crate) id: String,
-    pub(crate) created: Option<OffsetDateTime>,
-    pub(crate) created_by: String,
-    pub(crate) size: u64,
-    pub(crate) comment: &'a str,
-}
-
-/// The history entries newest first; the newest carries the image ID and the others
-/// `<missing>` (kiln keeps no intermediate images). Each entry that made a layer gets the next
-/// layer's size.
-pub(crate) fn steps(img: &Image, no_trunc: bool) -> Vec<Step<'_>> {
-    let mut layers = img.manifest.layers.iter();
-    let mut out: Vec<Step<'_>> = img
-        .config
-        .history
-        .iter()
-        .map(|h| Step {
-            id: "<missing>".to_owned(),
-            created: h.created,
-            created_by: h.created_by.replace('\t', " "),
-            size: if h.empty_layer {
-                0
-            } else {
-                layers.next().map_or(0, |l| l.size)
-            },
-            comment: &h.comment,
-        })
-        .collect();
-    out.reverse();
-    if let Some(newest) = out.first_mut() {
-        newest.id = if no_trunc {
-            img.id().to_string()
-        } else {
-            img.id().short()
-        };
-    }
-    out
 }
 
 /// docker's `Ellipsis`: cut to `width` characters, the last one an ellipsis.

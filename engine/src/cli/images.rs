@@ -6,6 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{Printer, UserError};
+use crate::describe::{human_duration, matches_reference};
 use crate::store::{Image, Store};
 
 /// List images.
@@ -155,42 +156,6 @@ pub fn run(args: &ImagesArgs, store: &Store, out: &mut Printer) -> anyhow::Resul
     Ok(())
 }
 
-/// docker's reference filter: the pattern matches the familiar `name:tag` or just the name.
-pub(crate) fn matches_reference(pattern: &str, repo: &str, tag: &str) -> bool {
-    glob(pattern, &format!("{repo}:{tag}")) || glob(pattern, repo)
-}
-
-/// Go's `path.Match` for `*` and `?` (neither matches `/`); other characters match themselves.
-fn glob(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
-    let t: Vec<char> = text.chars().collect();
-    // Iterative wildcard matching with backtracking to the last `*`.
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ti));
-                pi += 1;
-            }
-            Some(&c) if (c == '?' && t[ti] != '/') || c == t[ti] => {
-                pi += 1;
-                ti += 1;
-            }
-            _ => match star {
-                // `*` may absorb one more character, unless it is a `/`.
-                Some((sp, st)) if t[st] != '/' => {
-                    pi = sp + 1;
-                    ti = st + 1;
-                    star = Some((sp, st + 1));
-                }
-                _ => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
 /// Ends a command that handled several arguments and collected their errors: one error is
 /// returned as is; several are each printed, then summarised as `{n} of {total} {what}`.
 pub(super) fn finish_many(
@@ -219,45 +184,6 @@ pub(super) fn created_since(created: Option<OffsetDateTime>, now: OffsetDateTime
         Some(t) => format!("{} ago", human_duration(now - t)),
         None => "N/A".to_owned(),
     }
-}
-
-/// `go-units.HumanDuration`.
-pub(super) fn human_duration(d: time::Duration) -> String {
-    let seconds = d.whole_seconds();
-    if seconds < 1 {
-        return "Less than a second".to_owned();
-    }
-    if seconds == 1 {
-        return "1 second".to_owned();
-    }
-    if seconds < 60 {
-        return format!("{seconds} seconds");
-    }
-    let minutes = d.whole_minutes();
-    if minutes == 1 {
-        return "About a minute".to_owned();
-    }
-    if minutes < 60 {
-        return format!("{minutes} minutes");
-    }
-    // Go rounds to the nearest hour here (half away from zero).
-    let hours = (seconds + 1800) / 3600;
-    if hours == 1 {
-        return "About an hour".to_owned();
-    }
-    if hours < 48 {
-        return format!("{hours} hours");
-    }
-    if hours < 24 * 7 * 2 {
-        return format!("{} days", hours / 24);
-    }
-    if hours < 24 * 30 * 2 {
-        return format!("{} weeks", hours / 24 / 7);
-    }
-    if hours < 24 * 365 * 2 {
-        return format!("{} months", hours / 24 / 30);
-    }
-    format!("{} years", d.whole_hours() / 24 / 365)
 }
 
 /// `go-units.HumanSizeWithPrecision(size, 3)`: decimal units, three significant digits, the

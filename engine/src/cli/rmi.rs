@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::images::finish_many;
 use super::Printer;
+use crate::describe::in_use;
 use crate::store::{RemoveEvent, Store};
 
 /// Remove one or more images.
@@ -52,27 +53,4 @@ pub fn run(args: &RmiArgs, store: &Store, out: &mut Printer) -> anyhow::Result<(
         "images could not be removed",
         out,
     )
-}
-
-/// docker's refusal to remove an image a container uses (removing one of several tags is
-/// allowed), or `None`.
-pub(crate) fn in_use(
-    store: &Store,
-    containers: &[crate::container::Container],
-    image: &str,
-) -> Option<String> {
-    let found = store.resolve(image).ok()?;
-    let by_tag = found.tags.len() > 1
-        && found
-            .tags
-            .iter()
-            .any(|t| crate::reference::ImageRef::parse(image).is_ok_and(|r| &r == t));
-    let c = containers
-        .iter()
-        .find(|c| c.config.image_id == found.id() && !by_tag)?;
-    Some(format!(
-        "conflict: unable to remove repository reference \"{image}\" (must force) - container {} is using its referenced image {}",
-        c.short_id(),
-        &found.id().hex()[..12]
-    ))
 }

@@ -33,6 +33,7 @@ pub use supervise::{snapshots, supervise, Attach, Remote, SuperviseError};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
 use serde::{Deserialize, Serialize};
@@ -636,4 +637,55 @@ fn read_json<T: serde::de::DeserializeOwned>(
         file: name,
         why: e.to_string(),
     })
+}
+
+/// A signal name or number kiln does not know.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid signal: {0}")]
+pub struct BadSignal(pub String);
+
+/// A signal by name (`TERM`, `SIGTERM`) or number.
+pub fn parse_signal(s: &str) -> Result<i32, BadSignal> {
+    const NAMES: &[(&str, i32)] = &[
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("KILL", libc::SIGKILL),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("PIPE", libc::SIGPIPE),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("STOP", libc::SIGSTOP),
+        ("WINCH", libc::SIGWINCH),
+    ];
+    let t = s.trim().to_ascii_uppercase();
+    let name = t.strip_prefix("SIG").unwrap_or(&t);
+    if let Ok(n) = name.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| BadSignal(s.to_owned()))
+}
+
+/// Waits until nothing supervises `id` any more; false on timeout.
+pub fn wait_stopped(containers: &Containers, id: &str, timeout: Duration) -> bool {
+    // A timeout past the clock's end waits for as long as it takes.
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        match containers.get(id) {
+            Ok(c) if c.is_supervised() => {}
+            _ => return true,
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

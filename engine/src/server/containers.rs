@@ -478,7 +478,7 @@ pub fn list(tenant: &Tenant, req: &Request<Incoming>) -> Result<Resp, ApiError> 
                 "Ports": [],
                 "Labels": c.config.labels,
                 "State": c.state.status.as_str(),
-                "Status": crate::cli::containers::status_text(c, now),
+                "Status": crate::describe::status_text(c, now),
                 "HostConfig": {"NetworkMode": c.config.network},
                 "NetworkSettings": {"Networks": {}},
                 "Mounts": [],
@@ -493,7 +493,7 @@ pub fn inspect(tenant: &Tenant, id: &str) -> Result<Resp, ApiError> {
     let c = tenant.container(id)?;
     Ok(http::json(
         StatusCode::OK,
-        &crate::cli::inspect::inspect_container(&c),
+        &crate::describe::inspect_container(&c),
     ))
 }
 
@@ -759,7 +759,7 @@ pub fn resize(tenant: &Arc<Tenant>, id: &str, req: &Request<Incoming>) -> Result
 
 fn signal_param(q: &Query, default: &str) -> Result<i32, ApiError> {
     let s = q.get("signal").filter(|s| !s.is_empty()).unwrap_or(default);
-    crate::cli::containers::parse_signal(s).map_err(|e| ApiError::bad_request(e.0))
+    crate::container::parse_signal(s).map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// `POST /containers/{id}/stop?t=&signal=`: the stop signal, then SIGKILL after `t` seconds.
@@ -804,11 +804,9 @@ fn stop_container(
     grace: Duration,
 ) {
     let _ = c.signal(first);
-    if !crate::cli::containers::wait_stopped(containers, &c.config.id, grace)
-        && first != libc::SIGKILL
-    {
+    if !crate::container::wait_stopped(containers, &c.config.id, grace) && first != libc::SIGKILL {
         let _ = c.signal(libc::SIGKILL);
-        crate::cli::containers::wait_stopped(containers, &c.config.id, Duration::from_secs(30));
+        crate::container::wait_stopped(containers, &c.config.id, Duration::from_secs(30));
     }
 }
 

@@ -54,7 +54,7 @@ pub fn list(tenant: &Tenant, req: &Request<Incoming>) -> Result<Resp, ApiError> 
                 let tag = t.tag().unwrap_or("<none>");
                 references
                     .iter()
-                    .any(|p| crate::cli::images::matches_reference(p, &repo, tag))
+                    .any(|p| crate::describe::matches_reference(p, &repo, tag))
             });
             if !hit {
                 continue;
@@ -80,17 +80,14 @@ pub fn list(tenant: &Tenant, req: &Request<Incoming>) -> Result<Resp, ApiError> 
 /// `GET /images/{name}/json`.
 pub fn inspect(tenant: &Tenant, name: &str) -> Result<Resp, ApiError> {
     let img = tenant.store.resolve(name)?;
-    Ok(http::json(
-        StatusCode::OK,
-        &crate::cli::inspect::inspect(&img),
-    ))
+    Ok(http::json(StatusCode::OK, &crate::describe::inspect(&img)))
 }
 
 /// `GET /images/{name}/history`.
 pub fn history(tenant: &Tenant, name: &str) -> Result<Resp, ApiError> {
     let img = tenant.store.resolve(name)?;
     let tags: Vec<String> = img.tags.iter().map(ImageRef::familiar).collect();
-    let steps = crate::cli::history::steps(&img, true);
+    let steps = crate::describe::steps(&img, true);
     let out: Vec<serde_json::Value> = steps
         .iter()
         .enumerate()
@@ -127,7 +124,7 @@ pub fn remove(tenant: &Tenant, req: &Request<Incoming>, name: &str) -> Result<Re
     let force = q.flag("force");
     if !force {
         let containers = tenant.containers.list()?;
-        if let Some(conflict) = crate::cli::rmi::in_use(&tenant.store, &containers, name) {
+        if let Some(conflict) = crate::describe::in_use(&tenant.store, &containers, name) {
             return Err(ApiError::conflict(conflict));
         }
     }
