@@ -917,15 +917,7 @@ impl Run<'_> {
     fn view(&self, layers: &[Layer]) -> Result<LayerView, BuildError> {
         let mut dirs = Vec::new();
         for l in layers {
-            if !self.store.has_snapshot(&l.diff_id) {
-                let digest = l.desc.digest;
-                let store = self.store;
-                store.create_snapshot(&l.diff_id, |dir: &Dir| {
-                    let blob = store.open_blob(&digest)?;
-                    layer::unpack_layer(blob, dir, &layer::UnpackOptions::snapshot())?;
-                    Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-                })?;
-            }
+            self.store.layer_snapshot(&l.diff_id, &l.desc.digest)?;
             dirs.push(self.store.open_snapshot(&l.diff_id)?);
         }
         Ok(LayerView::new(dirs))

@@ -343,23 +343,13 @@ pub fn snapshots(
 ) -> Result<Vec<std::path::PathBuf>, SuperviseError> {
     let mut lowers = Vec::new();
     for l in layers {
-        if !store.has_snapshot(&l.diff_id) {
-            store
-                .create_snapshot(&l.diff_id, |dir: &cap_std::fs::Dir| {
-                    let blob = store.open_blob(&l.digest)?;
-                    crate::layer::unpack_layer(
-                        blob,
-                        dir,
-                        &crate::layer::UnpackOptions::snapshot(),
-                    )?;
-                    Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
-                })
-                .map_err(|e| SuperviseError::Unpack {
-                    diff: l.diff_id.to_string(),
-                    why: e.to_string(),
-                })?;
-        }
-        lowers.push(store.snapshot_dir(&l.diff_id));
+        let dir = store
+            .layer_snapshot(&l.diff_id, &l.digest)
+            .map_err(|e| SuperviseError::Unpack {
+                diff: l.diff_id.to_string(),
+                why: e.to_string(),
+            })?;
+        lowers.push(dir);
     }
     Ok(lowers)
 }

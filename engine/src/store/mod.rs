@@ -240,6 +240,14 @@ pub enum StoreError {
         /// The unpacker's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A layer blob's uncompressed content is not the layer its image names.
+    #[error("layer blob {blob} does not hold the layer {expected} its image names")]
+    DiffIdMismatch {
+        /// The blob.
+        blob: Digest,
+        /// The diff ID the image gives it.
+        expected: DiffId,
+    },
     /// A snapshot does not exist or is incomplete.
     #[error("snapshot {0} not found")]
     SnapshotNotFound(DiffId),

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use cap_std::fs::Dir;
 
 use super::{Store, StoreError, TempFile, SNAPSHOTS};
-use crate::digest::DiffId;
+use crate::digest::{DiffId, Digest};
 
 /// The marker file written last into a snapshot folder.
 pub(super) const MARKER: &str = "complete";
@@ -150,6 +150,31 @@ impl Store {
             source: e.into(),
         })?;
         self.commit_snapshot(diff, guard)
+    }
+
+    /// Creates the snapshot of layer `diff` from the stored blob `blob` unless it exists,
+    /// checking that the blob's uncompressed content hashes to `diff`: a registry or archive
+    /// that pairs a layer with another layer's diff ID gets an error, never a snapshot that
+    /// every image naming that diff ID would then share.
+    pub fn layer_snapshot(&self, diff: &DiffId, blob: &Digest) -> Result<PathBuf, StoreError> {
+        if self.has_snapshot(diff) {
+            return Ok(self.snapshot_dir(diff));
+        }
+        self.create_snapshot(diff, |dir: &Dir| {
+            let reader = self.open_blob(blob)?;
+            let stats = crate::layer::unpack_layer(
+                io::BufReader::with_capacity(1 << 16, reader),
+                dir,
+                &crate::layer::UnpackOptions::snapshot(),
+            )?;
+            if stats.diff_id != *diff {
+                return Err(Box::new(StoreError::DiffIdMismatch {
+                    blob: *blob,
+                    expected: *diff,
+                }) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(())
+        })
     }
 
     /// Completes the snapshot being built in the temporary folder `holder` (which holds
