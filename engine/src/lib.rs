@@ -25,6 +25,7 @@ pub mod image;
 pub mod layer;
 pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod rootfs;
 pub mod rootless;
 pub mod sandbox;

@@ -85,6 +85,67 @@ pub enum ProgressEvent {
         /// The familiar name, e.g. `me/app:latest`.
         name: String,
     },
+    /// A base image is being pulled: one line of docker's pull progress.
+    Transfer(Transfer),
+}
+
+/// One line of docker's pull or push progress (its JSON message: `id`, `status`,
+/// `progressDetail`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// What the line is about: a layer's short digest, a tag, or nothing.
+    pub id: Option<String>,
+    /// Docker's status text (`Pulling fs layer`, `Download complete`, `Pushed`).
+    pub status: String,
+    /// Bytes done so far, for `Downloading` and `Pushing`.
+    pub current: Option<u64>,
+    /// Bytes in all, for `Downloading` and `Pushing`.
+    pub total: Option<u64>,
+}
+
+impl Transfer {
+    /// A line with an id.
+    pub fn about(id: impl Into<String>, status: impl Into<String>) -> Self {
+        Self {
+            id: Some(id.into()),
+            status: status.into(),
+            current: None,
+            total: None,
+        }
+    }
+
+    /// A line without an id.
+    pub fn status(status: impl Into<String>) -> Self {
+        Self {
+            id: None,
+            status: status.into(),
+            current: None,
+            total: None,
+        }
+    }
+
+    /// Whether the line only reports bytes moving (a terminal redraws it, a log skips it).
+    pub fn is_progress(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// docker's JSON message for the line (`status`, `id`, `progressDetail`).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        m.insert("status".into(), self.status.clone().into());
+        if let Some(id) = &self.id {
+            m.insert("id".into(), id.clone().into());
+        }
+        if let (Some(c), Some(t)) = (self.current, self.total) {
+            m.insert(
+                "progressDetail".into(),
+                serde_json::json!({ "current": c, "total": t }),
+            );
+        } else if self.id.is_some() {
+            m.insert("progressDetail".into(), serde_json::json!({}));
+        }
+        serde_json::Value::Object(m)
+    }
 }
 
 fn ser_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -424,19 +424,7 @@ impl Run<'_> {
             kb.part("base", r.key.hex().as_bytes());
             r.state.clone()
         } else {
-            let img = self.store.resolve(&st.base).map_err(|e| {
-                if e.is_user_error() {
-                    self.fail(
-                        st.line,
-                        format!(
-                            "base image {:?} is not in the store: {e} (kiln does not pull from registries; use kiln load or kiln import)",
-                            st.base
-                        ),
-                    )
-                } else {
-                    BuildError::Store(e)
-                }
-            })?;
+            let img = self.image(&st.base, st.platform.as_deref(), st.line)?;
             let env: Vec<(String, String)> = img
                 .config
                 .config
@@ -448,7 +436,9 @@ impl Run<'_> {
                 })
                 .collect();
             scope.begin_stage(&env);
-            kb.part("base", img.manifest_digest.to_string().as_bytes());
+            // The image ID (its config's digest, which names every layer's content): the same
+            // image stored with other compression, as after a push, keeps the cache.
+            kb.part("base", img.id().to_string().as_bytes());
             ImageState::from_parts(&img.manifest, img.config)
         };
         if let Some(p) = &st.platform {
@@ -879,14 +869,8 @@ impl Run<'_> {
                         paths: file_sources.clone(),
                     }
                 } else {
-                    let img = self.store.resolve(&f).map_err(|e| {
-                        if e.is_user_error() {
-                            self.fail(line, format!("--from={f}: {e}"))
-                        } else {
-                            BuildError::Store(e)
-                        }
-                    })?;
-                    parts.push(("from".into(), img.manifest_digest.to_string().into_bytes()));
+                    let img = self.image(&f, None, line)?;
+                    parts.push(("from".into(), img.id().to_string().into_bytes()));
                     let st = ImageState::from_parts(&img.manifest, img.config);
                     CopyFrom::Image {
                         layers: st.layers,
@@ -911,6 +895,49 @@ impl Run<'_> {
             parents: c.parents,
             add,
         })))
+    }
+
+    /// An image named in the Dockerfile: from the store, pulled first when the build's pull
+    /// policy says so and it has a registry client.
+    fn image(
+        &self,
+        name: &str,
+        platform: Option<&str>,
+        line: usize,
+    ) -> Result<crate::store::Image, BuildError> {
+        use crate::registry::{pull::ensure, PlatformSpec, PullOptions, PullPolicy};
+        let Some(client) = self.req.registry else {
+            return self.store.resolve(name).map_err(|e| {
+                if e.is_user_error() {
+                    self.fail(line, format!("image {name:?} is not in the store: {e}"))
+                } else {
+                    BuildError::Store(e)
+                }
+            });
+        };
+        let platform = match platform {
+            Some(p) => PlatformSpec::parse(p).map_err(|e| self.fail(line, e))?,
+            None => PlatformSpec::host(),
+        };
+        let policy = self.req.pull;
+        let events = |t: crate::progress::Transfer| self.progress.emit(ProgressEvent::Transfer(t));
+        ensure(
+            client,
+            self.store,
+            name,
+            policy,
+            &PullOptions { platform },
+            &events,
+        )
+        .map_err(|e| match e {
+            crate::registry::RegistryError::Store(se) if !se.is_user_error() => {
+                BuildError::Store(se)
+            }
+            e if policy == PullPolicy::Never => {
+                self.fail(line, format!("image {name:?} is not in the store (--pull=never): {e}"))
+            }
+            e => self.fail(line, format!("{name}: {e}")),
+        })
     }
 
     /// The read-only view of `layers`, unpacking snapshots that are missing.

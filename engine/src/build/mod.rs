@@ -79,6 +79,10 @@ pub struct BuildRequest<'a> {
     pub sandbox: &'a crate::sandbox::Sandbox,
     /// Ends the build early when cancelled (a server's client went away).
     pub cancel: Option<&'a Cancel>,
+    /// When FROM, `COPY --from` and `RUN --mount=from=` pull their images (`--pull`).
+    pub pull: crate::registry::PullPolicy,
+    /// The registry client images are pulled with (`None`: the store only).
+    pub registry: Option<&'a crate::registry::Client>,
 }
 
 /// Cancels a running build from another thread: the RUN step in progress is killed and no

@@ -13,6 +13,7 @@ use crate::build::{build, BuildRequest, Network};
 use crate::context::{Context, TarLimits};
 use crate::dockerfile::scope::BuildArgs as ScopeBuildArgs;
 use crate::reference::ImageRef;
+use crate::registry::PullPolicy;
 use crate::store::Store;
 
 /// Network access for build steps.
@@ -119,6 +120,11 @@ pub struct BuildArgs {
     #[arg(long, value_name = "SIZE", default_value = "64m", value_parser = crate::sandbox::parse_size)]
     pub run_log: u64,
 
+    /// When to pull FROM images: `missing` (the default), `always` (what `--pull` alone means:
+    /// ask the registry what each tag names now) or `never`.
+    #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_parser = parse_pull)]
+    pub pull: Option<PullPolicy>,
+
     /// The context: a folder, or `-` for a tar (or tar.gz) on stdin.
     #[arg(value_name = "CONTEXT")]
     pub context: String,
@@ -221,6 +227,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         .map(|id| store.cache_dir().join("stat").join(id));
 
     let sandbox = crate::sandbox::Sandbox::new();
+    let client = super::registry_client()?;
     let req = BuildRequest {
         dockerfile: &dockerfile_text,
         dockerfile_name: &base_name,
@@ -255,6 +262,8 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         },
         sandbox: &sandbox,
         cancel: None,
+        pull: args.pull.unwrap_or_default(),
+        registry: Some(&client),
     };
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;
@@ -266,6 +275,11 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             .with_context(|| format!("write {}", p.display()))?;
     }
     Ok(0)
+}
+
+/// `--pull` values.
+pub fn parse_pull(s: &str) -> Result<PullPolicy, String> {
+    PullPolicy::parse(s)
 }
 
 fn read_limited(p: &Path) -> std::io::Result<Vec<u8>> {

@@ -20,6 +20,7 @@ pub mod import;
 pub mod inspect;
 pub mod load;
 pub mod prune;
+pub mod registry;
 pub mod render;
 pub mod rmi;
 pub mod run;
@@ -139,12 +140,34 @@ subcommands! {
     Rm(containers::RmArgs) = "rm";
     /// Create a new image from a container's changes.
     Commit(commit::CommitArgs) = "commit";
+    /// Download an image from a registry.
+    Pull(registry::PullArgs) = "pull";
+    /// Upload an image to a registry.
+    Push(registry::PushArgs) = "push";
+    /// Log in to a registry.
+    Login(registry::LoginArgs) = "login";
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs) = "logout";
     /// Serve the Docker Engine API for the docker CLI (several tenants, with quotas).
     Serve(serve::ServeArgs) = "serve";
     /// Developer tools (`kiln debug parse FILE`).
     Debug(debug::DebugArgs) = "debug";
     /// Runs a detached container (started by `kiln run -d` and `kiln start`).
     ContainerSupervise(run::SuperviseArgs) = "container-supervise", hide;
+}
+
+/// The registry client of the CLI: the user's registry settings and docker credentials.
+pub fn registry_client() -> anyhow::Result<crate::registry::Client> {
+    use crate::registry::{Client, DockerConfig, Settings};
+    let settings = match Settings::default_path() {
+        Some(p) => Settings::load(&p)?,
+        None => Settings::default(),
+    };
+    Ok(Client::new(
+        std::sync::Arc::new(settings),
+        std::sync::Arc::new(DockerConfig::from_env()),
+        None,
+    ))
 }
 
 fn open_store(root: Option<&std::path::Path>) -> anyhow::Result<Store> {
@@ -178,6 +201,10 @@ pub fn run(cli: Cli, printer: &mut Printer) -> anyhow::Result<u8> {
         Command::Start(a) => containers::start(a, &open_store(root)?, printer),
         Command::Rm(a) => containers::rm(a, &open_store(root)?, printer).map(|()| 0),
         Command::Commit(a) => commit::run(a, &open_store(root)?, printer).map(|()| 0),
+        Command::Pull(a) => registry::pull_cmd(a, &open_store(root)?, printer),
+        Command::Push(a) => registry::push_cmd(a, &open_store(root)?, printer),
+        Command::Login(a) => registry::login(a, printer),
+        Command::Logout(a) => registry::logout(a, printer),
         Command::Serve(a) => serve::run(a, root),
         Command::Debug(a) => debug::run(a, printer),
         Command::ContainerSupervise(a) => run::supervise(a, &open_store(root)?),
@@ -203,6 +230,8 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
             || c.downcast_ref::<crate::container::ContainerError>()
                 .is_some_and(|e| e.is_user_error())
             || c.downcast_ref::<crate::container::CommitError>()
+                .is_some_and(|e| e.is_user_error())
+            || c.downcast_ref::<crate::registry::RegistryError>()
                 .is_some_and(|e| e.is_user_error())
             || c.is::<crate::reference::ReferenceError>()
             || c.is::<crate::layer::LayerError>()
@@ -237,8 +266,8 @@ pub fn hints(err: &anyhow::Error) -> Vec<String> {
     if text.contains("--network=host") {
         return out;
     }
-    if text.contains("is not in the store") {
-        out.push("kiln has no registry client yet: bring base images in with `kiln load` or `kiln import`".to_owned());
+    if text.contains("--pull=never") {
+        out.push("pull it with `kiln pull`, or bring it in with `kiln load` or `kiln import`".to_owned());
     }
     out
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::progress::{ProgressEvent, ProgressSink};
+use crate::progress::{ProgressEvent, ProgressSink, Transfer};
 
 /// `--progress` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -71,6 +71,7 @@ impl Renderer {
             ProgressEvent::Warning { message } => format!("[WARNING]: {message}"),
             ProgressEvent::Built { image_id } => format!("Successfully built {}", short(image_id)),
             ProgressEvent::Tagged { name } => format!("Successfully tagged {name}"),
+            ProgressEvent::Transfer(t) => return transfer_line(t),
         })
     }
 
@@ -129,9 +130,26 @@ impl Renderer {
             ProgressEvent::Tagged { name } => {
                 let _ = multi.println(format!("Successfully tagged {name}"));
             }
+            ProgressEvent::Transfer(t) => {
+                if let Some(line) = transfer_line(t) {
+                    let _ = multi.println(line);
+                }
+            }
             ProgressEvent::CacheMiss { .. } | ProgressEvent::Exec { .. } => {}
         }
     }
+}
+
+/// A pull or push line as docker prints it without a terminal (`abc123: Pull complete`);
+/// byte counts are not printed.
+pub fn transfer_line(t: &Transfer) -> Option<String> {
+    if t.is_progress() {
+        return None;
+    }
+    Some(match &t.id {
+        Some(id) => format!("{id}: {}", t.status),
+        None => t.status.clone(),
+    })
 }
 
 fn short(id: &str) -> &str {

@@ -60,6 +60,12 @@ pub struct RunArgs {
     /// Most processes alive at once.
     #[arg(long, default_value_t = 4096)]
     pub pids_limit: u32,
+    /// When to pull the image: `missing` (the default), `always` or `never`.
+    #[arg(long, value_name = "WHEN", default_value = "missing", value_parser = super::build::parse_pull)]
+    pub pull: crate::registry::PullPolicy,
+    /// The platform to pull, if the image is pulled (`os/arch[/variant]`).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// What docker's run takes beyond kiln's defaults: each is refused with a message saying
     /// why, never accepted and ignored (hidden from the help).
     #[command(flatten)]
@@ -125,6 +131,39 @@ impl RefusedArgs {
     }
 }
 
+/// Pulls the image as `--pull` says: when it is missing, docker's "Unable to find image"
+/// line first.
+fn pull_if_needed(args: &RunArgs, store: &Store) -> anyhow::Result<()> {
+    use crate::registry::{PlatformSpec, PullOptions, PullPolicy};
+    let missing = store.resolve(&args.image).is_err();
+    let go = match args.pull {
+        PullPolicy::Never => false,
+        PullPolicy::Missing => missing,
+        PullPolicy::Always => true,
+    };
+    let Some(r) = crate::reference::ImageRef::parse(&args.image)
+        .ok()
+        .filter(|_| go)
+    else {
+        return Ok(());
+    };
+    let platform = match &args.platform {
+        Some(p) => PlatformSpec::parse(p).map_err(super::UserError)?,
+        None => PlatformSpec::host(),
+    };
+    if missing {
+        eprintln!("Unable to find image '{}' locally", r.familiar());
+    }
+    let client = super::registry_client()?;
+    let events = |t: crate::progress::Transfer| {
+        if let Some(line) = super::render::transfer_line(&t) {
+            eprintln!("{line}");
+        }
+    };
+    crate::registry::pull(&client, store, &r, &PullOptions { platform }, &events)?;
+    Ok(())
+}
+
 /// A failure of `kiln run` itself, not of the program: exit code 125, as docker.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -137,6 +176,7 @@ fn failed(e: impl std::fmt::Display) -> anyhow::Error {
 /// Runs `kiln run`; returns the program's exit status (or 0 with `-d`).
 pub fn run(args: &RunArgs, store: &Store, out: &mut Printer) -> anyhow::Result<u8> {
     let containers = Containers::new(store).map_err(failed)?;
+    pull_if_needed(args, store).map_err(|e| failed(super::error_text(&e)))?;
     if args.detach {
         let config = make_config(args, store).map_err(|e| failed(format!("{e:#}")))?;
         let c = containers.create(config).map_err(failed)?;

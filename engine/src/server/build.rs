@@ -317,6 +317,7 @@ impl ProgressSink for Sink {
                 self.stream(format!("Successfully built {}\n", short(&image_id)));
             }
             ProgressEvent::Tagged { name } => self.stream(format!("Successfully tagged {name}\n")),
+            ProgressEvent::Transfer(t) => self.send(t.to_json()),
         }
     }
 }
@@ -371,6 +372,8 @@ fn run(
         isolation: crate::sandbox::Isolation::Auto,
         sandbox: &tenant.sandbox,
         cancel: Some(cancel),
+        pull: crate::registry::PullPolicy::Never,
+        registry: None,
     };
     match crate::build::build(&tenant.store, &req, &sink) {
         Ok(out) => {

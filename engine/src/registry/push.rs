@@ -1,0 +1,478 @@
+//! Pushing: each layer compressed once (a compressed blob is kept and found again by diff ID
+//! and algorithm), `HEAD` before upload, a cross-repository mount when the store knows the
+//! blob from another repository of the same registry, otherwise POST + one streamed PATCH +
+//! PUT (a monolithic PUT when the registry refuses the PATCH); the manifest last.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use ureq::http::Method;
+
+use super::pull::short;
+use super::transport::{error_detail, join_url, Body, Session};
+use super::{registry_host, Client, Endpoint, RegistryError};
+use crate::build::state::{ImageState, Layer};
+use crate::digest::{DiffId, Digest};
+use crate::image::{media_types, CanonicalJson, Descriptor, ImageManifest};
+use crate::layer::Compression;
+use crate::progress::Transfer;
+use crate::reference::ImageRef;
+use crate::store::{Image, Store};
+
+/// Layers uploaded at once.
+const PARALLEL_UPLOADS: usize = 3;
+/// Bytes between two `Pushing` events of one layer.
+const PROGRESS_STEP: u64 = 1 << 20;
+
+/// How to push.
+#[derive(Debug, Clone, Copy)]
+pub struct PushOptions {
+    /// How layers stored uncompressed are compressed.
+    pub compression: Compression,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            compression: Compression::Gzip,
+        }
+    }
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The manifest's digest in the registry.
+    pub digest: Digest,
+    /// The manifest's size.
+    pub size: u64,
+}
+
+/// Pushes the local image tagged `target` to its registry as `target`.
+pub fn push(
+    client: &Client,
+    store: &Store,
+    target: &ImageRef,
+    opts: &PushOptions,
+    events: &(dyn Fn(Transfer) + Sync),
+) -> Result<Pushed, RegistryError> {
+    let _lease = store.lease()?;
+    let Some(tag) = target.tag().map(str::to_owned) else {
+        return Err(RegistryError::Config(format!(
+            "cannot push a digest reference: {}",
+            target.familiar()
+        )));
+    };
+    let img = store
+        .resolve(&target.to_string())
+        .map_err(|_| RegistryError::NoLocalImage(target.familiar()))?;
+    events(Transfer::status(format!(
+        "The push refers to repository [{}]",
+        target.name()
+    )));
+    let ep = Endpoint {
+        host: registry_host(target.domain()).to_owned(),
+        path: target.path().to_owned(),
+    };
+    let session = client.session(&ep.host, target.domain())?;
+    let state = ImageState::from_parts(&img.manifest, img.config.clone());
+    let all = store.list_images()?.images;
+    // Top layer first, as docker lists them.
+    for l in state.layers.iter().rev() {
+        events(Transfer::about(short(&l.desc.digest), "Preparing"));
+    }
+    let mut blobs = Vec::new();
+    for l in &state.layers {
+        blobs.push(shippable(store, &all, l, opts.compression)?);
+    }
+    let queue: Mutex<VecDeque<Descriptor>> = Mutex::new(blobs.iter().rev().cloned().collect());
+    let failed = AtomicBool::new(false);
+    let errors = Mutex::new(Vec::new());
+    let sources = mount_sources(&all, target);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_UPLOADS {
+            scope.spawn(|| loop {
+                if failed.load(Ordering::Relaxed) {
+                    return;
+                }
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some(d) = next else { return };
+                let from: Vec<String> = sources
+                    .iter()
+                    .filter(|(_, blobs)| blobs.contains(&d.digest))
+                    .map(|(repo, _)| repo.clone())
+                    .collect();
+                if let Err(e) = upload(&session, store, &ep, &d, &from, events, &failed) {
+                    failed.store(true, Ordering::Relaxed);
+                    if let Ok(mut v) = errors.lock() {
+                        v.push(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    if let Some(e) = errors.into_inner().ok().and_then(|v| v.into_iter().next()) {
+        return Err(e);
+    }
+    let quiet = |_: Transfer| {};
+    upload(
+        &session,
+        store,
+        &ep,
+        &img.manifest.config,
+        &[],
+        &quiet,
+        &AtomicBool::new(false),
+    )?;
+    let docker_types = img.manifest.config.media_type == media_types::DOCKER_CONFIG
+        && blobs
+            .iter()
+            .all(|b| b.media_type.starts_with("application/vnd.docker."));
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(
+            if docker_types {
+                media_types::DOCKER_MANIFEST
+            } else {
+                media_types::OCI_MANIFEST
+            }
+            .to_owned(),
+        ),
+        artifact_type: None,
+        config: img.manifest.config.clone(),
+        layers: blobs,
+        subject: None,
+        annotations: img.manifest.annotations.clone(),
+    };
+    let (mdesc, bytes) = manifest_bytes(store, &img, manifest)?;
+    store.put_blob_expect(&bytes[..], &mdesc.digest)?;
+    let url = format!("/v2/{}/manifests/{tag}", ep.path);
+    let scopes = [format!("repository:{}:pull,push", ep.path)];
+    let mut resp = session.call(
+        Method::PUT,
+        &url,
+        &scopes,
+        &[("Content-Type", mdesc.media_type.as_str())],
+        Body::Bytes(&bytes),
+    )?;
+    if !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        return Err(RegistryError::Status {
+            url: format!("{}{url}", ep.host),
+            status,
+            detail: error_detail(&mut resp),
+        });
+    }
+    if let Some(d) = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok())
+    {
+        if d != mdesc.digest {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest pushed to {}", target.familiar()),
+                expected: mdesc.digest,
+            });
+        }
+    }
+    // The tag now names the manifest the registry has (same image ID), so its repo digest is
+    // the registry's and the next push finds every layer already compressed.
+    if mdesc.digest != img.descriptor.digest && mdesc.digest != img.manifest_digest {
+        store.add_image(&mdesc, std::slice::from_ref(target))?;
+    }
+    events(Transfer::status(format!(
+        "{tag}: digest: {} size: {}",
+        mdesc.digest,
+        bytes.len()
+    )));
+    Ok(Pushed {
+        digest: mdesc.digest,
+        size: bytes.len() as u64,
+    })
+}
+
+/// The manifest to push: the stored one when it lists exactly these blobs (a pulled image
+/// goes back byte for byte, with its registry digest), else the new one.
+fn manifest_bytes(
+    store: &Store,
+    img: &Image,
+    manifest: ImageManifest,
+) -> Result<(Descriptor, Vec<u8>), RegistryError> {
+    if img.manifest.layers == manifest.layers && img.manifest.config == manifest.config {
+        let bytes = store.read_blob(&img.manifest_digest, super::MAX_MANIFEST)?;
+        let mt = img
+            .manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media_types::OCI_MANIFEST.to_owned());
+        let desc = Descriptor::new(mt, img.manifest_digest, bytes.len() as u64);
+        return Ok((desc, bytes));
+    }
+    let mt = manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| media_types::OCI_MANIFEST.to_owned());
+    let bytes = manifest
+        .to_canonical_json()
+        .map_err(|e| RegistryError::Protocol {
+            what: "manifest".into(),
+            why: e.to_string(),
+        })?;
+    let desc = Descriptor::new(mt, Digest::of(&bytes), bytes.len() as u64);
+    Ok((desc, bytes))
+}
+
+/// The blob that goes to the registry for a layer: a compressed blob as it is stored, else
+/// the compressed form the store already holds for that diff ID, else a new one.
+fn shippable(
+    store: &Store,
+    all: &[Image],
+    l: &Layer,
+    compression: Compression,
+) -> Result<Descriptor, RegistryError> {
+    use media_types as mt;
+    if matches!(
+        l.desc.media_type.as_str(),
+        mt::OCI_LAYER_GZIP | mt::OCI_LAYER_ZSTD | mt::DOCKER_LAYER_GZIP
+    ) {
+        return Ok(l.desc.clone());
+    }
+    let want = match compression {
+        Compression::Gzip => mt::OCI_LAYER_GZIP,
+        Compression::Zstd => mt::OCI_LAYER_ZSTD,
+    };
+    if let Some(d) = find_compressed(store, all, &l.diff_id, want) {
+        return Ok(d);
+    }
+    let reader = io::BufReader::with_capacity(1 << 20, store.open_blob(&l.desc.digest)?);
+    let mut w = store.blob_writer()?;
+    let blob = crate::layer::compress_parallel(reader, &mut w, compression)?;
+    w.commit_expect(&blob.digest)?;
+    Ok(Descriptor::new(want, blob.digest, blob.size))
+}
+
+/// A stored blob of media type `want` that some image uses for layer `diff`.
+fn find_compressed(
+    store: &Store,
+    all: &[Image],
+    diff: &DiffId,
+    want: &str,
+) -> Option<Descriptor> {
+    all.iter().find_map(|img| {
+        img.manifest
+            .layers
+            .iter()
+            .zip(&img.config.rootfs.diff_ids)
+            .find(|(d, id)| *id == diff && d.media_type == want && store.has_blob(&d.digest))
+            .map(|(d, _)| d.clone())
+    })
+}
+
+/// Repositories of `target`'s registry (other than its own) that images in the store are
+/// tagged in, with their blobs: candidates for a cross-repository mount.
+fn mount_sources(all: &[Image], target: &ImageRef) -> Vec<(String, Vec<Digest>)> {
+    let mut out: Vec<(String, Vec<Digest>)> = Vec::new();
+    for img in all {
+        for t in &img.tags {
+            if t.domain() != target.domain() || t.path() == target.path() {
+                continue;
+            }
+            let blobs: Vec<Digest> = img.manifest.layers.iter().map(|l| l.digest).collect();
+            match out.iter_mut().find(|(r, _)| r == t.path()) {
+                Some((_, b)) => b.extend(blobs),
+                None => out.push((t.path().to_owned(), blobs)),
+            }
+        }
+    }
+    out
+}
+
+/// Makes sure the registry has blob `d` in the endpoint's repository.
+fn upload(
+    s: &Session,
+    store: &Store,
+    ep: &Endpoint,
+    d: &Descriptor,
+    mount_from: &[String],
+    events: &(dyn Fn(Transfer) + Sync),
+    cancel: &AtomicBool,
+) -> Result<(), RegistryError> {
+    let id = short(&d.digest);
+    let scopes = vec![format!("repository:{}:pull,push", ep.path)];
+    let head = s.call(
+        Method::HEAD,
+        &format!("/v2/{}/blobs/{}", ep.path, d.digest),
+        &scopes,
+        &[],
+        Body::Empty,
+    )?;
+    if head.status().is_success() {
+        events(Transfer::about(id, "Layer already exists"));
+        return Ok(());
+    }
+    let mut location = None;
+    for from in mount_from.iter().take(3) {
+        let mut mscopes = scopes.clone();
+        mscopes.push(format!("repository:{from}:pull"));
+        let url = format!(
+            "/v2/{}/blobs/uploads/?mount={}&from={}",
+            ep.path, d.digest, from
+        );
+        let resp = match s.call(Method::POST, &url, &mscopes, &[], Body::Empty) {
+            Ok(r) => r,
+            Err(RegistryError::Unauthorized { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match resp.status().as_u16() {
+            201 => {
+                events(Transfer::about(id, format!("Mounted from {from}")));
+                return Ok(());
+            }
+            202 => {
+                location = resp
+                    .headers()
+                    .get("location")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => start_upload(s, ep, &scopes)?,
+    };
+    let base = s.base()?;
+    let location = join_url(&format!("{base}/v2/{}/blobs/uploads/", ep.path), &location);
+    let size = d.size;
+    let mut reader = Progress {
+        inner: store.open_blob(&d.digest)?,
+        done: 0,
+        next: 0,
+        id: id.clone(),
+        size,
+        events,
+        cancel,
+    };
+    let resp = s.call(
+        Method::PATCH,
+        &location,
+        &scopes,
+        &[("Content-Type", "application/octet-stream")],
+        Body::Stream(&mut reader, Some(size)),
+    );
+    let (put_url, monolithic) = match resp {
+        Ok(r) if r.status().as_u16() == 202 => {
+            let next = r
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| location.clone(), |l| join_url(&location, l));
+            (next, false)
+        }
+        Ok(r) if matches!(r.status().as_u16(), 400 | 405 | 416 | 501) => {
+            // The registry wants the body with the PUT: start a fresh upload for it.
+            (join_url(&location, &start_upload(s, ep, &scopes)?), true)
+        }
+        Ok(mut r) => {
+            let status = r.status().as_u16();
+            return Err(RegistryError::Status {
+                url: location,
+                status,
+                detail: error_detail(&mut r),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let sep = if put_url.contains('?') { '&' } else { '?' };
+    let put_url = format!("{put_url}{sep}digest={}", d.digest);
+    let resp = if monolithic {
+        let mut reader = Progress {
+            inner: store.open_blob(&d.digest)?,
+            done: 0,
+            next: 0,
+            id: id.clone(),
+            size,
+            events,
+            cancel,
+        };
+        s.call(
+            Method::PUT,
+            &put_url,
+            &scopes,
+            &[("Content-Type", "application/octet-stream")],
+            Body::Stream(&mut reader, Some(size)),
+        )?
+    } else {
+        s.call(Method::PUT, &put_url, &scopes, &[], Body::Empty)?
+    };
+    let mut resp = resp;
+    if resp.status().as_u16() != 201 && !resp.status().is_success() {
+        let status = resp.status().as_u16();
+        return Err(RegistryError::Status {
+            url: put_url,
+            status,
+            detail: error_detail(&mut resp),
+        });
+    }
+    events(Transfer::about(id, "Pushed"));
+    Ok(())
+}
+
+/// POST to start an upload; returns its location.
+fn start_upload(s: &Session, ep: &Endpoint, scopes: &[String]) -> Result<String, RegistryError> {
+    let url = format!("/v2/{}/blobs/uploads/", ep.path);
+    let mut resp = s.call(Method::POST, &url, scopes, &[], Body::Empty)?;
+    if resp.status().as_u16() != 202 {
+        let status = resp.status().as_u16();
+        return Err(RegistryError::Status {
+            url: format!("{}{url}", ep.host),
+            status,
+            detail: error_detail(&mut resp),
+        });
+    }
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| RegistryError::Protocol {
+            what: format!("{}{url}", ep.host),
+            why: "no Location for the upload".into(),
+        })
+}
+
+/// A blob reader that reports `Pushing` progress and stops when cancelled.
+struct Progress<'a, R> {
+    inner: R,
+    done: u64,
+    next: u64,
+    id: String,
+    size: u64,
+    events: &'a (dyn Fn(Transfer) + Sync),
+    cancel: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Progress<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::other("cancelled"));
+        }
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done >= self.next || n == 0 {
+            self.next = self.done + PROGRESS_STEP;
+            (self.events)(Transfer {
+                id: Some(self.id.clone()),
+                status: "Pushing".into(),
+                current: Some(self.done),
+                total: Some(self.size),
+            });
+        }
+        Ok(n)
+    }
+}
