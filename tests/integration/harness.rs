@@ -73,7 +73,14 @@ impl Env {
     /// A `kiln` command bound to this environment's store.
     pub fn kiln(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        // Registry settings and credentials are this environment's own, never the user's.
         c.env("KILN_ROOT", self.root())
+            .env("DOCKER_CONFIG", self.path("docker-config"))
+            .env("KILN_REGISTRIES_CONFIG", self.path("registries.toml"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_AUTH_CONFIG")
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("XDG_CONFIG_HOME")
             .env("NO_COLOR", "1")
             .env_remove("SOURCE_DATE_EPOCH")
             .current_dir(self.dir.path())

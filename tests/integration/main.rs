@@ -16,6 +16,8 @@ mod hostile_load;
 mod hostile_native;
 mod races;
 mod refusals;
+mod registries;
+mod registry;
 mod run;
 mod serve;
 mod store;

@@ -933,9 +933,10 @@ impl Run<'_> {
             crate::registry::RegistryError::Store(se) if !se.is_user_error() => {
                 BuildError::Store(se)
             }
-            e if policy == PullPolicy::Never => {
-                self.fail(line, format!("image {name:?} is not in the store (--pull=never): {e}"))
-            }
+            e if policy == PullPolicy::Never => self.fail(
+                line,
+                format!("image {name:?} is not in the store (--pull=never): {e}"),
+            ),
             e => self.fail(line, format!("{name}: {e}")),
         })
     }

@@ -25,6 +25,11 @@ pub struct ImagesArgs {
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
 
+    /// Show the digests (the manifest or index digest, a registry's for a pulled or pushed
+    /// image).
+    #[arg(long)]
+    pub digests: bool,
+
     /// Don't truncate output (full image IDs).
     #[arg(long)]
     pub no_trunc: bool,
@@ -53,7 +58,7 @@ struct ImageRow {
     #[serde(rename = "CreatedSince")]
     created_since: String,
     #[serde(rename = "Digest")]
-    digest: &'static str,
+    digest: String,
     #[serde(rename = "ID")]
     id: String,
     #[serde(rename = "Repository")]
@@ -127,7 +132,7 @@ pub fn run(args: &ImagesArgs, store: &Store, out: &mut Printer) -> anyhow::Resul
                     containers: "N/A",
                     created_at: img.created().map_or_else(String::new, go_time_string),
                     created_since: created_since(img.created(), now),
-                    digest: "<none>",
+                    digest: img.descriptor.digest.to_string(),
                     id: id_of(img),
                     repository: repo,
                     shared_size: "N/A",
@@ -140,15 +145,22 @@ pub fn run(args: &ImagesArgs, store: &Store, out: &mut Printer) -> anyhow::Resul
             }
         }
         Format::Table => {
-            let mut table = Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]);
+            let mut table = if args.digests {
+                Table::new(&["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"])
+            } else {
+                Table::new(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"])
+            };
             for (img, repo, tag) in rows {
-                table.row(vec![
-                    repo,
-                    tag,
+                let mut row = vec![repo, tag];
+                if args.digests {
+                    row.push(img.descriptor.digest.to_string());
+                }
+                row.extend([
                     id_of(img),
                     created_since(img.created(), now),
                     human_size(img.size()),
                 ]);
+                table.row(row);
             }
             table.print(out)?;
         }

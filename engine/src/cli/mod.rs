@@ -267,7 +267,9 @@ pub fn hints(err: &anyhow::Error) -> Vec<String> {
         return out;
     }
     if text.contains("--pull=never") {
-        out.push("pull it with `kiln pull`, or bring it in with `kiln load` or `kiln import`".to_owned());
+        out.push(
+            "pull it with `kiln pull`, or bring it in with `kiln load` or `kiln import`".to_owned(),
+        );
     }
     out
 }

@@ -91,7 +91,11 @@ pub struct LogoutArgs {
 /// Whether a name as typed has a tag or digest of its own (else docker says it uses
 /// `latest`).
 fn names_tag_or_digest(name: &str) -> bool {
-    name.contains('@') || name.rsplit('/').next().is_some_and(|last| last.contains(':'))
+    name.contains('@')
+        || name
+            .rsplit('/')
+            .next()
+            .is_some_and(|last| last.contains(':'))
 }
 
 fn parse_name(name: &str) -> Result<ImageRef, UserError> {
@@ -134,7 +138,11 @@ pub fn pull_cmd(args: &PullArgs, store: &Store, printer: &mut Printer) -> anyhow
     for one in &refs {
         pull(&client, store, one, &opts, &events)?;
     }
-    printer.data(&if args.all_tags { r.name() } else { r.to_string() })?;
+    printer.data(&if args.all_tags {
+        r.name()
+    } else {
+        r.to_string()
+    })?;
     Ok(0)
 }
 
@@ -168,7 +176,9 @@ pub fn push_cmd(args: &PushArgs, store: &Store, printer: &mut Printer) -> anyhow
 /// Runs `kiln login`.
 pub fn login(args: &LoginArgs, printer: &mut Printer) -> anyhow::Result<u8> {
     if args.password.is_some() && args.password_stdin {
-        return Err(UserError("--password and --password-stdin are mutually exclusive".into()).into());
+        return Err(
+            UserError("--password and --password-stdin are mutually exclusive".into()).into(),
+        );
     }
     let username = match &args.username {
         Some(u) => u.clone(),
@@ -190,15 +200,17 @@ pub fn login(args: &LoginArgs, printer: &mut Printer) -> anyhow::Result<u8> {
         p.clone()
     } else if args.password_stdin {
         let mut s = String::new();
-        std::io::stdin().lock().take(64 << 10).read_to_string(&mut s)?;
+        std::io::stdin()
+            .lock()
+            .take(64 << 10)
+            .read_to_string(&mut s)?;
         s.trim_end_matches(['\n', '\r']).to_owned()
     } else if std::io::stdin().is_terminal() {
         read_hidden("Password: ")?
     } else {
-        return Err(UserError(
-            "Cannot perform an interactive login from a non TTY device".into(),
-        )
-        .into());
+        return Err(
+            UserError("Cannot perform an interactive login from a non TTY device".into()).into(),
+        );
     };
     if username.is_empty() || password.is_empty() {
         return Err(UserError("username and password must not be empty".into()).into());

@@ -343,12 +343,13 @@ pub fn snapshots(
 ) -> Result<Vec<std::path::PathBuf>, SuperviseError> {
     let mut lowers = Vec::new();
     for l in layers {
-        let dir = store
-            .layer_snapshot(&l.diff_id, &l.digest)
-            .map_err(|e| SuperviseError::Unpack {
-                diff: l.diff_id.to_string(),
-                why: e.to_string(),
-            })?;
+        let dir =
+            store
+                .layer_snapshot(&l.diff_id, &l.digest)
+                .map_err(|e| SuperviseError::Unpack {
+                    diff: l.diff_id.to_string(),
+                    why: e.to_string(),
+                })?;
         lowers.push(dir);
     }
     Ok(lowers)

@@ -27,7 +27,9 @@ mod write;
 
 use std::io;
 
-pub use compress::{compress, compress_parallel, decompress_auto, CompressedBlob, Compression, Decompressor, Format};
+pub use compress::{
+    compress, compress_parallel, decompress_auto, CompressedBlob, Compression, Decompressor, Format,
+};
 pub use override_stat::{container_owner, host_is_root, real_mode, OverrideStat, OverrideType};
 pub use reader::Limits;
 pub use unpack::{unpack_layer, UnpackOptions, UnpackStats, Whiteouts};

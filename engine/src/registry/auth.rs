@@ -96,8 +96,7 @@ pub fn parse_challenges(header: &str) -> Vec<Challenge> {
         rest = rest[end..].trim_start_matches([' ', ',']);
         let mut params = BTreeMap::new();
         // Parameters: name=value pairs until the next bare token (the next scheme).
-        loop {
-            let Some(eq) = rest.find('=') else { break };
+        while let Some(eq) = rest.find('=') {
             let name = rest[..eq].trim();
             if name.is_empty() || name.contains([' ', ',']) {
                 break;
@@ -183,8 +182,10 @@ mod tests {
         let c = parse_challenges(
             r#"Bearer realm="http://t/x",service="s",scope="repository:a:pull,push repository:b:pull",error="insufficient_scope""#,
         );
-        assert!(matches!(&c[0], Challenge::Bearer { scope: Some(s), error: Some(e), .. }
-            if s == "repository:a:pull,push repository:b:pull" && e == "insufficient_scope"));
+        assert!(
+            matches!(&c[0], Challenge::Bearer { scope: Some(s), error: Some(e), .. }
+            if s == "repository:a:pull,push repository:b:pull" && e == "insufficient_scope")
+        );
         // Two challenges in one header, an escaped quote, and an unknown scheme skipped.
         let c = parse_challenges(r#"Negotiate, Basic realm="a\"b", Bearer realm=http://t"#);
         assert_eq!(c.len(), 2, "{c:?}");

@@ -137,18 +137,14 @@ impl DockerConfig {
                     let raw = format!("{username}:{password}");
                     entry.insert(
                         "auth".into(),
-                        base64::engine::general_purpose::STANDARD
-                            .encode(raw)
-                            .into(),
+                        base64::engine::general_purpose::STANDARD.encode(raw).into(),
                     );
                 }
                 Credential::IdentityToken { username, token } => {
                     let raw = format!("{username}:");
                     entry.insert(
                         "auth".into(),
-                        base64::engine::general_purpose::STANDARD
-                            .encode(raw)
-                            .into(),
+                        base64::engine::general_purpose::STANDARD.encode(raw).into(),
                     );
                     entry.insert("identitytoken".into(), token.clone().into());
                 }
@@ -293,10 +289,12 @@ fn from_auths(cfg: &Map<String, Value>, key: &str) -> Result<Option<Credential>,
                 why: format!("bad base64 in \"auth\": {e}"),
             })?;
         let text = String::from_utf8_lossy(&raw);
-        let (u, p) = text.split_once(':').ok_or_else(|| RegistryError::Credentials {
-            registry: key.to_owned(),
-            why: "\"auth\" is not user:password".to_owned(),
-        })?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| RegistryError::Credentials {
+                registry: key.to_owned(),
+                why: "\"auth\" is not user:password".to_owned(),
+            })?;
         (user, pass) = (u.to_owned(), p.to_owned());
     }
     if !field("identitytoken").is_empty() {
@@ -352,9 +350,7 @@ fn run_helper(helper: &str, verb: &str, input: &[u8], key: &str) -> Result<Vec<u
             .read_to_end(&mut out)
             .map_err(|e| err(format!("{program}: {e}")))?;
     }
-    let status = child
-        .wait()
-        .map_err(|e| err(format!("{program}: {e}")))?;
+    let status = child.wait().map_err(|e| err(format!("{program}: {e}")))?;
     if !status.success() {
         let text = String::from_utf8_lossy(&out).trim().to_owned();
         return Err(err(format!("{program} {verb}: {text}")));
@@ -373,9 +369,7 @@ fn helper_get(helper: &str, key: &str) -> Result<Option<Credential>, RegistryErr
     }
     let out = match run_helper(helper, "get", key.as_bytes(), key) {
         Ok(out) => out,
-        Err(RegistryError::Credentials { why, .. })
-            if why.contains("credentials not found") =>
-        {
+        Err(RegistryError::Credentials { why, .. }) if why.contains("credentials not found") => {
             return Ok(None)
         }
         Err(e) => return Err(e),

@@ -157,10 +157,16 @@ mod tests {
         assert!(p.check("127.0.0.1:5000", lo).is_ok());
         assert!(p.check("127.0.0.1:5001", lo).is_err());
         assert!(p.check("evil.example", lo).is_err());
-        assert!(p.check("evil.example", "169.254.169.254".parse().unwrap()).is_err());
-        assert!(p.check("evil.example", "::ffff:10.0.0.1".parse().unwrap()).is_err());
+        assert!(p
+            .check("evil.example", "169.254.169.254".parse().unwrap())
+            .is_err());
+        assert!(p
+            .check("evil.example", "::ffff:10.0.0.1".parse().unwrap())
+            .is_err());
         assert!(p.check("evil.example", "fd00::1".parse().unwrap()).is_err());
-        assert!(p.check("good.example", "93.184.216.34".parse().unwrap()).is_ok());
+        assert!(p
+            .check("good.example", "93.184.216.34".parse().unwrap())
+            .is_ok());
         let only = AllowList::new(vec!["*.corp.example".into()]);
         assert!(only.check("r.corp.example", lo).is_ok());
         assert!(only

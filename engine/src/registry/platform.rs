@@ -174,7 +174,12 @@ mod tests {
             entry("linux", "arm", "v7", 5),
             entry("windows", "amd64", "", 6),
         ];
-        let pick = |s: &str| PlatformSpec::parse(s).unwrap().choose(&list).map(|d| d.digest);
+        let pick = |s: &str| {
+            PlatformSpec::parse(s)
+                .unwrap()
+                .choose(&list)
+                .map(|d| d.digest)
+        };
         assert_eq!(pick("linux/amd64"), Some(Digest::of(&[2])));
         assert_eq!(pick("linux/amd64/v2"), Some(Digest::of(&[2])));
         assert_eq!(pick("linux/amd64/v4"), Some(Digest::of(&[3])));
@@ -189,7 +194,10 @@ mod tests {
             .unwrap()
             .choose(&only_att)
             .is_none());
-        assert_eq!(PlatformSpec::parse("aarch64").unwrap().to_string(), "linux/arm64/v8");
+        assert_eq!(
+            PlatformSpec::parse("aarch64").unwrap().to_string(),
+            "linux/arm64/v8"
+        );
         assert!(PlatformSpec::parse("linux//x").is_err());
         assert!(PlatformSpec::parse("a/b/c/d").is_err());
     }

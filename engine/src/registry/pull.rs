@@ -101,10 +101,7 @@ pub fn pull(
         .map(str::to_owned)
         .or_else(|| r.digest().map(Digest::to_string))
         .unwrap_or_default();
-    events(Transfer::about(
-        label,
-        format!("Pulling from {}", r.path()),
-    ));
+    events(Transfer::about(label, format!("Pulling from {}", r.path())));
     let endpoints = client.pull_endpoints(r);
     let mut last = None;
     for (i, ep) in endpoints.iter().enumerate() {
@@ -145,13 +142,13 @@ fn pull_from(
     store.put_blob_expect(&top.bytes[..], &top.digest)?;
     let manifest_fetched = if media_types::is_index(&top.media_type) {
         let index: ImageIndex = parse_json(&top.bytes, "image index")?;
-        let child = opts
-            .platform
-            .choose(&index.manifests)
-            .ok_or_else(|| RegistryError::NoPlatform {
-                reference: r.familiar(),
-                platform: opts.platform.to_string(),
-            })?;
+        let child =
+            opts.platform
+                .choose(&index.manifests)
+                .ok_or_else(|| RegistryError::NoPlatform {
+                    reference: r.familiar(),
+                    platform: opts.platform.to_string(),
+                })?;
         if !media_types::is_manifest(&child.media_type) {
             return Err(RegistryError::Protocol {
                 what: format!("{} in {}", child.digest, r.familiar()),
@@ -292,7 +289,13 @@ fn fetch_manifest(
             return Ok(f);
         }
     } else {
-        let resp = s.call(Method::HEAD, &url, scopes, &[("Accept", ACCEPT)], Body::Empty)?;
+        let resp = s.call(
+            Method::HEAD,
+            &url,
+            scopes,
+            &[("Accept", ACCEPT)],
+            Body::Empty,
+        )?;
         if resp.status().as_u16() == 404 {
             return Err(not_found());
         }
@@ -307,7 +310,13 @@ fn fetch_manifest(
             }
         }
     }
-    let mut resp = s.call(Method::GET, &url, scopes, &[("Accept", ACCEPT)], Body::Empty)?;
+    let mut resp = s.call(
+        Method::GET,
+        &url,
+        scopes,
+        &[("Accept", ACCEPT)],
+        Body::Empty,
+    )?;
     let status = resp.status().as_u16();
     if status == 404 {
         return Err(not_found());
@@ -373,7 +382,7 @@ fn media_type_of(bytes: &[u8], header: Option<&str>, what: &str) -> Result<Strin
         manifests: Option<serde_json::Value>,
     }
     let p: Peek = parse_json(bytes, what)?;
-    let schema1 = |mt: &str| mt.contains("manifest.v1+");
+    let schema1 = |mt: &str| mt.starts_with("application/vnd.docker.distribution.manifest.v1");
     if p.schema_version == 1 || header.is_some_and(schema1) {
         return Err(RegistryError::Schema1(what.to_owned()));
     }

@@ -80,14 +80,23 @@ pub fn push(
     let state = ImageState::from_parts(&img.manifest, img.config.clone());
     let all = store.list_images()?.images;
     // Top layer first, as docker lists them.
+    // docker names a layer by its diff ID while pushing.
     for l in state.layers.iter().rev() {
-        events(Transfer::about(short(&l.desc.digest), "Preparing"));
+        events(Transfer::about(l.diff_id.short(), "Preparing"));
     }
     let mut blobs = Vec::new();
     for l in &state.layers {
         blobs.push(shippable(store, &all, l, opts.compression)?);
     }
-    let queue: Mutex<VecDeque<Descriptor>> = Mutex::new(blobs.iter().rev().cloned().collect());
+    let queue: Mutex<VecDeque<(String, Descriptor)>> = Mutex::new(
+        state
+            .layers
+            .iter()
+            .zip(&blobs)
+            .rev()
+            .map(|(l, b)| (l.diff_id.short(), b.clone()))
+            .collect(),
+    );
     let failed = AtomicBool::new(false);
     let errors = Mutex::new(Vec::new());
     let sources = mount_sources(&all, target);
@@ -98,13 +107,13 @@ pub fn push(
                     return;
                 }
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some(d) = next else { return };
+                let Some((id, d)) = next else { return };
                 let from: Vec<String> = sources
                     .iter()
                     .filter(|(_, blobs)| blobs.contains(&d.digest))
                     .map(|(repo, _)| repo.clone())
                     .collect();
-                if let Err(e) = upload(&session, store, &ep, &d, &from, events, &failed) {
+                if let Err(e) = upload(&session, store, &ep, &id, &d, &from, events, &failed) {
                     failed.store(true, Ordering::Relaxed);
                     if let Ok(mut v) = errors.lock() {
                         v.push(e);
@@ -122,6 +131,7 @@ pub fn push(
         &session,
         store,
         &ep,
+        &short(&img.manifest.config.digest),
         &img.manifest.config,
         &[],
         &quiet,
@@ -256,12 +266,7 @@ fn shippable(
 }
 
 /// A stored blob of media type `want` that some image uses for layer `diff`.
-fn find_compressed(
-    store: &Store,
-    all: &[Image],
-    diff: &DiffId,
-    want: &str,
-) -> Option<Descriptor> {
+fn find_compressed(store: &Store, all: &[Image], diff: &DiffId, want: &str) -> Option<Descriptor> {
     all.iter().find_map(|img| {
         img.manifest
             .layers
@@ -292,16 +297,18 @@ fn mount_sources(all: &[Image], target: &ImageRef) -> Vec<(String, Vec<Digest>)>
 }
 
 /// Makes sure the registry has blob `d` in the endpoint's repository.
+#[allow(clippy::too_many_arguments)]
 fn upload(
     s: &Session,
     store: &Store,
     ep: &Endpoint,
+    id: &str,
     d: &Descriptor,
     mount_from: &[String],
     events: &(dyn Fn(Transfer) + Sync),
     cancel: &AtomicBool,
 ) -> Result<(), RegistryError> {
-    let id = short(&d.digest);
+    let id = id.to_owned();
     let scopes = vec![format!("repository:{}:pull,push", ep.path)];
     let head = s.call(
         Method::HEAD,

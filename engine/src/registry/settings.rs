@@ -140,8 +140,7 @@ impl Settings {
 /// Whether `host[:port]` names this machine's loopback (docker treats it as insecure).
 pub fn is_loopback_host(host: &str) -> bool {
     let name = split_port(host).0;
-    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost")
-    {
+    if name.eq_ignore_ascii_case("localhost") || name.to_ascii_lowercase().ends_with(".localhost") {
         return true;
     }
     let bare = name.trim_start_matches('[').trim_end_matches(']');

@@ -196,11 +196,23 @@ impl Session {
         Ok(base)
     }
 
+    /// A GET without credentials, retried on 408, 429 and 5xx.
     fn get_plain(&self, url: &str) -> Result<Response<ureq::Body>, RegistryError> {
-        self.agent
-            .get(url)
-            .call()
-            .map_err(|e| self.http_err(url, e))
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let resp = self
+                .agent
+                .get(url)
+                .call()
+                .map_err(|e| self.http_err(url, e))?;
+            let retry = matches!(resp.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504);
+            if !retry || attempt >= ATTEMPTS {
+                return Ok(resp);
+            }
+            let wait = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
+            std::thread::sleep(wait.min(MAX_RETRY_AFTER));
+        }
     }
 
     /// Logs in: probes, then proves the credential (a token for no scope, or Basic on `/v2/`).
@@ -447,10 +459,7 @@ impl Session {
                         self.state()?.scheme = Some(Scheme::Basic);
                     }
                     // Once: a token that expired, was revoked, or lacks a scope.
-                    if !auth_retried
-                        && body.replayable()
-                        && (status == 401 || insufficient)
-                    {
+                    if !auth_retried && body.replayable() && (status == 401 || insufficient) {
                         auth_retried = true;
                         refresh = true;
                         attempt -= 1;
@@ -492,9 +501,7 @@ impl Session {
                     attempt -= 1;
                     continue;
                 }
-                408 | 429 | 500 | 502 | 503 | 504
-                    if body.replayable() && attempt < ATTEMPTS =>
-                {
+                408 | 429 | 500 | 502 | 503 | 504 if body.replayable() && attempt < ATTEMPTS => {
                     let wait = retry_after(&resp).unwrap_or_else(|| backoff(attempt));
                     std::thread::sleep(wait.min(MAX_RETRY_AFTER));
                     continue;
@@ -572,7 +579,10 @@ pub(crate) fn join_url(url: &str, loc: &str) -> String {
     if loc.starts_with('/') {
         format!("{}{loc}", &url[..host_end])
     } else {
-        let dir_end = url.rfind('/').filter(|&i| i >= host_end).unwrap_or(host_end);
+        let dir_end = url
+            .rfind('/')
+            .filter(|&i| i >= host_end)
+            .unwrap_or(host_end);
         format!("{}/{loc}", &url[..dir_end])
     }
 }
@@ -634,7 +644,10 @@ mod tests {
     #[test]
     fn locations_resolve_like_a_browser() {
         assert_eq!(
-            join_url("http://r:5000/v2/a/blobs/uploads/", "/v2/a/blobs/uploads/u?x=1"),
+            join_url(
+                "http://r:5000/v2/a/blobs/uploads/",
+                "/v2/a/blobs/uploads/u?x=1"
+            ),
             "http://r:5000/v2/a/blobs/uploads/u?x=1"
         );
         assert_eq!(join_url("http://r/v2/a", "https://cdn/x"), "https://cdn/x");

@@ -171,7 +171,8 @@ impl Store {
                 return Err(Box::new(StoreError::DiffIdMismatch {
                     blob: *blob,
                     expected: *diff,
-                }) as Box<dyn std::error::Error + Send + Sync>);
+                })
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(())
         })

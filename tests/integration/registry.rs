@@ -1,0 +1,824 @@
+//! `kiln pull`, `push`, `login` and FROM pulls against real registries (Debian's
+//! `docker-registry`) on loopback, with skopeo as the oracle and a fault proxy in front.
+
+use std::process::Command;
+use std::time::Instant;
+
+use crate::harness::{debian_base, image_tree, require_tool, Env};
+use crate::registries::{
+    count, http, registries_config, sha256, skopeo_raw, Auth, FaultProxy, Registry, TokenServer,
+};
+
+/// Builds `name` FROM scratch: a few files, one of `big` random bytes (incompressible).
+fn build_image(env: &Env, name: &str, big: usize, marker: &str) {
+    use rand_bytes::fill;
+    let ctx = format!("ctx-{}", name.replace(['/', ':', '.'], "_"));
+    env.write(&format!("{ctx}/marker.txt"), marker);
+    env.write(&format!("{ctx}/big.bin"), fill(big, marker));
+    env.write(
+        &format!("{ctx}/Dockerfile"),
+        "FROM scratch\nCOPY marker.txt /etc/marker\nCOPY big.bin /data/big.bin\nENV HELLO=world\nCMD [\"/etc/marker\"]\n",
+    );
+    env.ok(&["build", "-q", "-t", name, env.path(&ctx).to_str().unwrap()]);
+}
+
+mod rand_bytes {
+    /// Deterministic incompressible bytes (a xorshift stream seeded by `seed`).
+    pub fn fill(n: usize, seed: &str) -> Vec<u8> {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15
+            ^ seed
+                .bytes()
+                .fold(0u64, |a, b| a.rotate_left(5) ^ u64::from(b));
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+}
+
+fn inspect_json(env: &Env, name: &str) -> serde_json::Value {
+    let out = env.ok(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("inspect JSON");
+    v[0].clone()
+}
+
+fn manifest_digest(host: &str, repo: &str, tag: &str) -> String {
+    sha256(&skopeo_raw(&format!("{host}/{repo}:{tag}")))
+}
+
+#[test]
+fn push_then_pull_round_trips_through_a_plain_registry_and_skopeo_agrees() {
+    let reg = Registry::plain();
+    let proxy = FaultProxy::start(&reg.host);
+    let env = Env::new();
+    let name = format!("{}/team/app:1", proxy.host);
+    build_image(&env, &name, 300_000, "one");
+    let out = env.kiln().args(["push", &name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("The push refers to repository ["),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": Pushed"), "{stderr}");
+    let pushed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let digest = manifest_digest(&reg.host, "team/app", "1");
+    assert_eq!(pushed, format!("{}/team/app@{digest}", proxy.host));
+    assert!(
+        stderr.contains(&format!("1: digest: {digest} size: ")),
+        "{stderr}"
+    );
+    // The local image now carries the registry digest.
+    let info = inspect_json(&env, &name);
+    assert_eq!(
+        info["RepoDigests"][0].as_str().unwrap(),
+        format!("{}/team/app@{digest}", proxy.host)
+    );
+    let listed = env.ok(&["images", "--digests"]);
+    assert!(listed.contains(&digest), "{listed}");
+    // skopeo reads the image back (an OCI layout with the same manifest).
+    let oci = env.path("oci");
+    let st = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/app:1", reg.host))
+        .arg(format!("oci:{}:x", oci.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // A second push uploads no layer bytes and compresses nothing.
+    let before = proxy.with(|f| f.upload_bytes);
+    let blobs_before = std::fs::read_dir(env.root().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    let out = env.kiln().args(["push", &name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("Layer already exists").count(),
+        2,
+        "{stderr}"
+    );
+    assert_eq!(
+        proxy.with(|f| f.upload_bytes),
+        before,
+        "re-push uploaded bytes"
+    );
+    let blobs_after = std::fs::read_dir(env.root().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs_before, blobs_after);
+
+    // A fresh store pulls it back: same manifest digest, same files.
+    let env2 = Env::new();
+    let out = env2.kiln().args(["pull", &name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1: Pulling from team/app"), "{stderr}");
+    assert!(stderr.contains(": Pull complete"), "{stderr}");
+    assert!(stderr.contains(&format!("Digest: {digest}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+    assert_eq!(
+        image_tree(&env.root(), &name),
+        image_tree(&env2.root(), &name)
+    );
+    assert_eq!(
+        inspect_json(&env, &name)["Id"],
+        inspect_json(&env2, &name)["Id"]
+    );
+    // By digest too, and then the second pull of the tag is up to date with no manifest GET.
+    env2.ok(&["pull", &format!("{}/team/app@{digest}", proxy.host)]);
+    let gets = proxy.with(|f| count(&f.requests, "GET", "/manifests/"));
+    let out = env2.kiln().args(["pull", &name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Status: Image is up to date for"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(": Already exists"), "{stderr}");
+    assert_eq!(
+        proxy.with(|f| count(&f.requests, "GET", "/manifests/")),
+        gets
+    );
+    // `-q` prints only the name; a missing tag is one clear line.
+    assert_eq!(env2.ok(&["pull", "-q", &name]).trim(), name);
+    let err = env2.fails(&["pull", &format!("{}/team/app:nope", proxy.host)], 1);
+    assert!(err.contains("not found"), "{err}");
+}
+
+#[test]
+fn an_image_skopeo_put_in_a_registry_pulls_with_the_same_digest_and_docker_media_types() {
+    require_tool("skopeo");
+    let reg = Registry::plain();
+    let env = Env::new();
+    build_image(&env, "local/src:1", 1000, "src");
+    let archive = env.path("src.tar");
+    env.ok(&["save", "-o", archive.to_str().unwrap(), "local/src:1"]);
+    // docker-archive → registry gives Docker schema 2 media types, gzip layers.
+    let st = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("docker-archive:{}", archive.display()))
+        .arg(format!("docker://{}/from/skopeo:v1", reg.host))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let raw = skopeo_raw(&format!("{}/from/skopeo:v1", reg.host));
+    assert!(String::from_utf8_lossy(&raw)
+        .contains("application/vnd.docker.distribution.manifest.v2+json"));
+    let env2 = Env::new();
+    let name = format!("{}/from/skopeo:v1", reg.host);
+    env2.ok(&["pull", &name]);
+    let info = inspect_json(&env2, &name);
+    assert_eq!(
+        info["RepoDigests"][0].as_str().unwrap(),
+        format!("{}/from/skopeo@{}", reg.host, sha256(&raw))
+    );
+    assert_eq!(info["Id"], inspect_json(&env, "local/src:1")["Id"]);
+    assert_eq!(
+        image_tree(&env.root(), "local/src:1"),
+        image_tree(&env2.root(), &name)
+    );
+}
+
+#[test]
+fn a_multi_platform_index_yields_this_platform_and_skips_attestations() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    let name = format!("{}/multi/app:amd", reg.host);
+    build_image(&env, &name, 1000, "amd");
+    env.ok(&["push", &name]);
+    let amd_raw = skopeo_raw(&name);
+    let amd: serde_json::Value = serde_json::from_slice(&amd_raw).unwrap();
+    // An arm64 variant: the same layers, a config that says arm64.
+    let (_, _, cfg) = http(
+        "GET",
+        &reg.host,
+        &format!(
+            "/v2/multi/app/blobs/{}",
+            amd["config"]["digest"].as_str().unwrap()
+        ),
+        &[],
+        b"",
+    );
+    let mut cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    cfg["architecture"] = "arm64".into();
+    cfg["variant"] = "v8".into();
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    put_blob(&reg.host, "multi/app", &cfg_bytes);
+    let mut arm = amd.clone();
+    arm["config"]["digest"] = sha256(&cfg_bytes).into();
+    arm["config"]["size"] = cfg_bytes.len().into();
+    let arm_bytes = serde_json::to_vec(&arm).unwrap();
+    put_manifest(
+        &reg.host,
+        "multi/app",
+        &sha256(&arm_bytes),
+        &arm_bytes,
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    // An attestation manifest, as BuildKit writes them.
+    let att_cfg = b"{}".to_vec();
+    put_blob(&reg.host, "multi/app", &att_cfg);
+    let att = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.in-toto+json", "digest": sha256(&att_cfg), "size": att_cfg.len()},
+        "layers": []
+    });
+    let att_bytes = serde_json::to_vec(&att).unwrap();
+    put_manifest(
+        &reg.host,
+        "multi/app",
+        &sha256(&att_bytes),
+        &att_bytes,
+        "application/vnd.oci.image.manifest.v1+json",
+    );
+    let desc = |bytes: &[u8], arch: &str, variant: &str| {
+        let mut p = serde_json::json!({"architecture": arch, "os": if arch == "unknown" {"unknown"} else {"linux"}});
+        if !variant.is_empty() {
+            p["variant"] = variant.into();
+        }
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": sha256(bytes), "size": bytes.len(), "platform": p
+        })
+    };
+    let mut att_desc = desc(&att_bytes, "unknown", "");
+    att_desc["annotations"] = serde_json::json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": sha256(&amd_raw)
+    });
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [att_desc, desc(&arm_bytes, "arm64", "v8"), desc(&amd_raw, "amd64", "")]
+    });
+    let index_bytes = serde_json::to_vec(&index).unwrap();
+    put_manifest(
+        &reg.host,
+        "multi/app",
+        "all",
+        &index_bytes,
+        "application/vnd.oci.image.index.v1+json",
+    );
+
+    let env2 = Env::new();
+    let all = format!("{}/multi/app:all", reg.host);
+    env2.ok(&["pull", &all]);
+    let info = inspect_json(&env2, &all);
+    assert_eq!(info["Architecture"], "amd64");
+    assert_eq!(info["Id"], inspect_json(&env, &name)["Id"]);
+    // docker keeps the index digest as the repo digest.
+    assert_eq!(
+        info["RepoDigests"][0].as_str().unwrap(),
+        format!("{}/multi/app@{}", reg.host, sha256(&index_bytes))
+    );
+    let env3 = Env::new();
+    env3.ok(&["pull", "--platform", "linux/arm64", &all]);
+    assert_eq!(inspect_json(&env3, &all)["Architecture"], "arm64");
+    let err = env3.fails(&["pull", "--platform", "linux/s390x", &all], 1);
+    assert!(
+        err.contains("no matching manifest for linux/s390x"),
+        "{err}"
+    );
+}
+
+fn put_blob(host: &str, repo: &str, bytes: &[u8]) {
+    let (st, h, _) = http(
+        "POST",
+        host,
+        &format!("/v2/{repo}/blobs/uploads/"),
+        &[],
+        b"",
+    );
+    assert_eq!(st, 202);
+    let loc = h.get("location").unwrap().to_owned();
+    let path = loc
+        .split_once(host)
+        .map_or(loc.clone(), |(_, p)| p.to_owned());
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (st, _, body) = http(
+        "PUT",
+        host,
+        &format!("{path}{sep}digest={}", sha256(bytes)),
+        &[("Content-Type", "application/octet-stream")],
+        bytes,
+    );
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+}
+
+fn put_manifest(host: &str, repo: &str, reference: &str, bytes: &[u8], mt: &str) {
+    let (st, _, body) = http(
+        "PUT",
+        host,
+        &format!("/v2/{repo}/manifests/{reference}"),
+        &[("Content-Type", mt)],
+        bytes,
+    );
+    assert_eq!(st, 201, "{}", String::from_utf8_lossy(&body));
+}
+
+#[test]
+fn bearer_tokens_carry_the_scopes_the_registry_asks_for() {
+    let tokens = TokenServer::start();
+    let reg = Registry::start(Auth::Silly(tokens.realm.clone()), None);
+    let env = Env::new();
+    let a = format!("{}/team/a:1", reg.host);
+    build_image(&env, &a, 2000, "bearer");
+    env.ok(&["push", &a]);
+    let reqs = tokens.requests();
+    assert!(!reqs.is_empty());
+    assert!(reqs
+        .iter()
+        .all(|r| r.service.as_deref() == Some("kiln-test-registry")));
+    assert!(
+        reqs.iter()
+            .any(|r| r.scopes == ["repository:team/a:pull,push"]),
+        "{reqs:?}"
+    );
+    // Tokens are reused: one per scope set, not one per request.
+    assert!(reqs.len() <= 2, "{reqs:?}");
+    // A push to another repository of the same registry mounts the layers, with a token
+    // that may also pull from the source.
+    let b = format!("{}/team/b:1", reg.host);
+    env.ok(&["tag", &a, &b]);
+    let out = env.kiln().args(["push", &b]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Mounted from team/a"), "{stderr}");
+    let reqs = tokens.requests();
+    assert!(
+        reqs.iter()
+            .any(|r| r.scopes == ["repository:team/a:pull", "repository:team/b:pull,push"]),
+        "{reqs:?}"
+    );
+    // An anonymous pull gets a pull-only token, without credentials.
+    let env2 = Env::new();
+    let n = tokens.requests().len();
+    env2.ok(&["pull", &b]);
+    let reqs = tokens.requests();
+    let new = &reqs[n..];
+    assert!(!new.is_empty());
+    assert!(
+        new.iter()
+            .all(|r| r.scopes == ["repository:team/b:pull"] && r.basic_user.is_none()),
+        "{new:?}"
+    );
+    assert_eq!(image_tree(&env.root(), &a), image_tree(&env2.root(), &b));
+    // With a login, the token request carries the account and Basic credentials; the
+    // registry's refresh token is kept as an identity token and used next time (OAuth2).
+    let out = env2
+        .kiln()
+        .args(["login", "-u", "alice", "--password-stdin", &reg.host])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"pw\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Login Succeeded"
+    );
+    let cfg = std::fs::read_to_string(env2.path("docker-config/config.json")).unwrap();
+    assert!(cfg.contains("identitytoken"), "{cfg}");
+    assert!(!cfg.contains("pw"), "{cfg}");
+    let last = tokens.requests().last().cloned().unwrap();
+    assert_eq!(last.basic_user.as_deref(), Some("alice"));
+    assert_eq!(last.account.as_deref(), Some("alice"));
+    env2.ok(&["rmi", &b]);
+    env2.ok(&["pull", &b]);
+    let last = tokens.requests().last().cloned().unwrap();
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.grant_type.as_deref(), Some("refresh_token"));
+    assert_eq!(
+        env2.ok(&["logout", &reg.host]).trim(),
+        format!("Removing login credentials for {}", reg.host)
+    );
+    let cfg = std::fs::read_to_string(env2.path("docker-config/config.json")).unwrap();
+    assert!(!cfg.contains("identitytoken"), "{cfg}");
+}
+
+#[test]
+fn tls_with_htpasswd_needs_the_ca_and_the_password() {
+    let reg = Registry::start(Auth::Htpasswd("bob", "s3cret"), None);
+    // This machine's own address: not loopback, so TLS must verify.
+    let host = reg.external_host();
+    let with_ca = |env: &Env, ca: &std::path::Path| {
+        registries_config(
+            env,
+            &format!(
+                "[[registry]]\nhost = \"{host}\"\nca = \"{}\"\n",
+                ca.display()
+            ),
+        );
+    };
+    let login = |env: &Env, pass: &str| {
+        env.kiln()
+            .args(["login", "-u", "bob", "-p", pass, &host])
+            .output()
+            .unwrap()
+    };
+    let env = Env::new();
+    // Without the CA: refused, and nothing falls back to plain HTTP.
+    let out = login(&env, "s3cret");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("https://") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+    with_ca(&env, &reg.cert());
+    let out = login(&env, "wrong");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    let out = login(&env, "s3cret");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cfg = std::fs::read_to_string(env.path("docker-config/config.json")).unwrap();
+    assert!(cfg.contains(&host) && cfg.contains("\"auth\""), "{cfg}");
+    let name = format!("{host}/bob/app:1");
+    build_image(&env, &name, 1000, "tls");
+    env.ok(&["push", &name]);
+    // Another user: without credentials, refused; with them, the image.
+    let env2 = Env::new();
+    with_ca(&env2, &reg.cert());
+    let err = env2.fails(&["pull", &name], 1);
+    assert!(err.contains("unauthorized"), "{err}");
+    std::fs::create_dir_all(env2.path("docker-config")).unwrap();
+    std::fs::copy(
+        env.path("docker-config/config.json"),
+        env2.path("docker-config/config.json"),
+    )
+    .unwrap();
+    env2.ok(&["pull", &name]);
+    assert_eq!(
+        image_tree(&env.root(), &name),
+        image_tree(&env2.root(), &name)
+    );
+    // A CA that is not the registry's: the handshake fails.
+    let other = Registry::start(Auth::Htpasswd("x", "y"), None);
+    let env3 = Env::new();
+    with_ca(&env3, &other.cert());
+    std::fs::create_dir_all(env3.path("docker-config")).unwrap();
+    std::fs::copy(
+        env.path("docker-config/config.json"),
+        env3.path("docker-config/config.json"),
+    )
+    .unwrap();
+    let err = env3.fails(&["pull", &name], 1);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[test]
+fn from_debian_pulls_through_a_mirror_and_pull_policies_hold() {
+    let upstream = Registry::plain();
+    let mirror = Registry::start(Auth::None, Some(&upstream.host));
+    let seed = Env::new();
+    debian_base(&seed);
+    let up_name = format!("{}/library/debian:bookworm", upstream.host);
+    seed.ok(&["tag", "debian:bookworm", &up_name]);
+    seed.ok(&["push", &up_name]);
+
+    let env = Env::new();
+    registries_config(
+        &env,
+        &format!(
+            "[[registry]]\nhost = \"docker.io\"\nmirrors = [\"{}\"]\n",
+            mirror.host
+        ),
+    );
+    env.write("ctx/a.txt", "hello\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM debian:bookworm\nCOPY a.txt /a.txt\n",
+    );
+    let ctx = env.path("ctx");
+    let out = env
+        .kiln()
+        .args(["build", "-t", "t:1", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bookworm: Pulling from library/debian"),
+        "{stderr}"
+    );
+    let tree = image_tree(&env.root(), "t:1");
+    assert!(tree.contains_key("etc/debian_version"));
+    assert!(tree.contains_key("a.txt"));
+    let info = inspect_json(&env, "debian:bookworm");
+    let digest = manifest_digest(&upstream.host, "library/debian", "bookworm");
+    assert_eq!(
+        info["RepoDigests"][0].as_str().unwrap(),
+        format!("debian@{digest}")
+    );
+
+    // --pull=never with a missing image fails clearly; with the image, it is used.
+    let env2 = Env::new();
+    env2.write("ctx/Dockerfile", "FROM debian:bookworm\n");
+    let err = env2.fails(
+        &["build", "--pull=never", env2.path("ctx").to_str().unwrap()],
+        1,
+    );
+    assert!(err.contains("--pull=never"), "{err}");
+
+    // A rebuild hits the cache; after the tag moves upstream, `--pull` re-resolves it and
+    // the cache misses from FROM down.
+    let out = env
+        .kiln()
+        .args(["build", "-t", "t:1", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Using cache"), "{stderr}");
+    assert!(!stderr.contains("Pulling from"), "{stderr}");
+    seed.write("ctx/Dockerfile", "FROM debian:bookworm\nENV MOVED=1\n");
+    seed.ok(&["build", "-t", &up_name, seed.path("ctx").to_str().unwrap()]);
+    seed.ok(&["push", &up_name]);
+    // The mirror caches manifests by tag for a while; ask the upstream through the config.
+    registries_config(&env, "");
+    let env_up = |args: &[&str]| {
+        env.kiln()
+            .args(args)
+            .env("KILN_REGISTRIES_CONFIG", env.path("up.toml"))
+            .output()
+            .unwrap()
+    };
+    env.write(
+        "up.toml",
+        format!(
+            "[[registry]]\nhost = \"docker.io\"\nmirrors = [\"{}\"]\n",
+            upstream.host
+        ),
+    );
+    let out = env_up(&["build", "--pull", "-t", "t:2", ctx.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Downloaded newer image for debian:bookworm"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Using cache"), "{stderr}");
+    let env_t2 = inspect_json(&env, "t:2")["Config"]["Env"].to_string();
+    assert!(env_t2.contains("MOVED=1"), "{env_t2}");
+}
+
+#[test]
+fn run_pulls_a_missing_image_first() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    let name = format!("{}/run/me:1", reg.host);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY --chmod=0755 <<'EOF' /hello\n#!/nothing\nEOF\n",
+    );
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        &name,
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    env.ok(&["push", &name]);
+    let env2 = Env::new();
+    let out = env2
+        .kiln()
+        .args(["run", "--rm", &name, "/hello"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!("Unable to find image '{name}' locally\n")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Pull complete"), "{stderr}");
+    assert!(env2.ok(&["images", "-q"]).trim().len() == 12);
+    let out = env2
+        .kiln()
+        .args([
+            "run",
+            "--rm",
+            "--pull=never",
+            &format!("{}/run/other:1", reg.host),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn zstd_and_gzip_layers_both_pull_and_push_compresses_once() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    let z = format!("{}/comp/z:1", reg.host);
+    build_image(&env, &z, 100_000, "zstd");
+    let out = env
+        .kiln()
+        .args(["push", "--compression", "zstd", &z])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let raw = String::from_utf8_lossy(&skopeo_raw(&z)).into_owned();
+    assert!(raw.contains("tar+zstd"), "{raw}");
+    let g = format!("{}/comp/g:1", reg.host);
+    env.ok(&["tag", &z, &g]);
+    env.ok(&["push", &g]);
+    let raw = String::from_utf8_lossy(&skopeo_raw(&g)).into_owned();
+    // The layers kept their zstd compression: pushing again compresses nothing.
+    assert!(raw.contains("tar+zstd"), "{raw}");
+    let env2 = Env::new();
+    env2.ok(&["pull", &z]);
+    assert_eq!(image_tree(&env.root(), &z), image_tree(&env2.root(), &z));
+    let gz = format!("{}/comp/gz:1", reg.host);
+    build_image(&env2, &gz, 100_000, "gzip");
+    env2.ok(&["push", &gz]);
+    assert!(String::from_utf8_lossy(&skopeo_raw(&gz)).contains("tar+gzip"));
+    let env3 = Env::new();
+    env3.ok(&["pull", &gz]);
+    assert_eq!(image_tree(&env2.root(), &gz), image_tree(&env3.root(), &gz));
+}
+
+/// A registry behind the fault proxy, with Bearer auth, and an image of `big` bytes in it.
+fn faulty(big: usize) -> (TokenServer, Registry, FaultProxy, String, Env) {
+    let tokens = TokenServer::start();
+    let reg = Registry::start(Auth::Silly(tokens.realm.clone()), None);
+    let proxy = FaultProxy::start(&reg.host);
+    let env = Env::new();
+    let name = format!("{}/flaky/app:1", proxy.host);
+    build_image(&env, &name, big, "faults");
+    env.ok(&["push", &name]);
+    (tokens, reg, proxy, name, env)
+}
+
+#[test]
+fn pulls_survive_expired_tokens_rate_limits_and_server_errors() {
+    let (tokens, _reg, proxy, name, src) = faulty(50_000);
+    let env = Env::new();
+    let challenge = format!(
+        "Bearer realm=\"{}\",service=\"kiln-test-registry\",scope=\"repository:flaky/app:pull\",error=\"invalid_token\"",
+        tokens.realm
+    );
+    proxy.with(|f| {
+        f.unauthorized_once = Some(challenge);
+        f.too_many_once = Some(1);
+        f.unavailable = 2;
+    });
+    let n = tokens.requests().len();
+    let t = Instant::now();
+    env.ok(&["pull", &name]);
+    assert!(
+        t.elapsed().as_millis() >= 1000,
+        "Retry-After was not honoured"
+    );
+    // The 401 made kiln fetch a new token (a second pull token).
+    let pulls = tokens.requests()[n..]
+        .iter()
+        .filter(|r| r.scopes == ["repository:flaky/app:pull"])
+        .count();
+    assert!(pulls >= 2, "{:?}", tokens.requests());
+    assert_eq!(
+        image_tree(&src.root(), &name),
+        image_tree(&env.root(), &name)
+    );
+}
+
+#[test]
+fn a_reset_mid_blob_resumes_and_downloads_almost_nothing_twice() {
+    let size = 4 << 20;
+    let (_t, _r, proxy, name, src) = faulty(size);
+    let env = Env::new();
+    proxy.with(|f| {
+        f.reset_blob_after = Some((size / 2) as u64);
+        f.blob_bytes = 0;
+    });
+    let out = env.kiln().args(["pull", &name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest_via(&proxy, "flaky/app", "1")).unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    let layer_sizes: u64 = layers.iter().map(|l| l["size"].as_u64().unwrap()).sum();
+    let big = layers
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = proxy.with(|f| f.blob_bytes);
+    // Everything once (configs included), plus at most 1% again.
+    assert!(
+        got <= layer_sizes + 4096 + layer_sizes / 100,
+        "downloaded {got} for {layer_sizes}"
+    );
+    let gets = proxy.with(|f| count(&f.requests, "GET", &big));
+    assert_eq!(gets, 2, "one GET and one resume of the big layer");
+    assert_eq!(
+        image_tree(&src.root(), &name),
+        image_tree(&env.root(), &name)
+    );
+
+    // A server that ignores Range: the resume starts over, and the pull still succeeds.
+    let env2 = Env::new();
+    proxy.with(|f| {
+        f.reset_blob_after = Some((size / 2) as u64);
+        f.ignore_range = true;
+    });
+    env2.ok(&["pull", &name]);
+    assert_eq!(
+        image_tree(&src.root(), &name),
+        image_tree(&env2.root(), &name)
+    );
+}
+
+fn manifest_via(proxy: &FaultProxy, repo: &str, tag: &str) -> Vec<u8> {
+    let (st, _, body) = http(
+        "GET",
+        &proxy.host,
+        &format!("/v2/{repo}/manifests/{tag}"),
+        &[
+            ("Accept", "application/vnd.oci.image.manifest.v1+json"),
+            // `silly` auth takes any bearer token.
+            ("Authorization", "Bearer test"),
+        ],
+        b"",
+    );
+    assert_eq!(st, 200);
+    body
+}
+
+#[test]
+fn a_flipped_byte_stores_nothing_and_redirects_carry_no_credentials() {
+    let (_t, _r, proxy, name, src) = faulty(200_000);
+    let env = Env::new();
+    proxy.with(|f| f.flip_byte = true);
+    let err = env.fails(&["pull", &name], 1);
+    assert!(err.contains("does not match its digest"), "{err}");
+    assert!(env.ok(&["images", "-q"]).trim().is_empty());
+    // The damaged layer was not kept (the verified manifest and config may be).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest_via(&proxy, "flaky/app", "1")).unwrap();
+    for l in manifest["layers"].as_array().unwrap() {
+        let hex = l["digest"].as_str().unwrap().trim_start_matches("sha256:");
+        if l["size"].as_u64().unwrap() > 64 << 10 {
+            assert!(!env.root().join("blobs/sha256").join(hex).exists());
+        }
+    }
+    let fsck = env.ok(&["fsck"]);
+    assert!(!fsck.contains("corrupt"), "{fsck}");
+
+    // Blobs redirected to another host are fetched there without kiln's credentials.
+    proxy.with(|f| {
+        f.redirect_blobs = true;
+        f.foreign_auth.clear();
+    });
+    env.ok(&["pull", &name]);
+    let seen = proxy.with(|f| f.foreign_auth.clone());
+    assert!(!seen.is_empty(), "no request reached the other host");
+    assert!(
+        seen.iter().all(|a| !a),
+        "credentials went to another host: {seen:?}"
+    );
+    assert_eq!(
+        image_tree(&src.root(), &name),
+        image_tree(&env.root(), &name)
+    );
+}
