@@ -822,3 +822,49 @@ fn a_flipped_byte_stores_nothing_and_redirects_carry_no_credentials() {
         image_tree(&env.root(), &name)
     );
 }
+
+#[test]
+fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_snapshot() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    // The layer everybody trusts, and an image whose config claims its own layer is that one.
+    let good = format!("{}/trusted/base:1", reg.host);
+    env.write("good/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
+    env.write("good/ok.txt", "trusted\n");
+    env.ok(&["build", "-q", "-t", &good, env.path("good").to_str().unwrap()]);
+    env.ok(&["push", &good]);
+    let evil = format!("{}/evil/base:1", reg.host);
+    env.write("evil/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
+    env.write("evil/ok.txt", "poisoned\n");
+    env.ok(&["build", "-q", "-t", &evil, env.path("evil").to_str().unwrap()]);
+    env.ok(&["push", &evil]);
+    let good_diff = inspect_json(&env, &good)["RootFS"]["Layers"][0].clone();
+    let raw = skopeo_raw(&evil);
+    let mut m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let (_, _, cfg) = http(
+        "GET",
+        &reg.host,
+        &format!("/v2/evil/base/blobs/{}", m["config"]["digest"].as_str().unwrap()),
+        &[],
+        b"",
+    );
+    let mut cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    cfg["rootfs"]["diff_ids"][0] = good_diff;
+    let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
+    put_blob(&reg.host, "evil/base", &cfg_bytes);
+    m["config"]["digest"] = sha256(&cfg_bytes).into();
+    m["config"]["size"] = cfg_bytes.len().into();
+    let m_bytes = serde_json::to_vec(&m).unwrap();
+    put_manifest(&reg.host, "evil/base", "lying", &m_bytes, m["mediaType"].as_str().unwrap());
+
+    let victim = Env::new();
+    victim.write("ctx/Dockerfile", format!("FROM {}/evil/base:lying\nCOPY x /x\n", reg.host));
+    victim.write("ctx/x", "x");
+    let err = victim.fails(&["build", victim.path("ctx").to_str().unwrap()], 1);
+    assert!(err.contains("does not hold the layer"), "{err}");
+    victim.write("ctx2/Dockerfile", format!("FROM {good}\nCOPY x /x\n"));
+    victim.write("ctx2/x", "x");
+    victim.ok(&["build", "-q", "-t", "after:1", victim.path("ctx2").to_str().unwrap()]);
+    let tree = image_tree(&victim.root(), "after:1");
+    assert_eq!(tree["ok.txt"].content, b"trusted\n".to_vec());
+}

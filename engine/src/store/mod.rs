@@ -258,15 +258,22 @@ impl StoreError {
     /// unknown or ambiguous image, a bad reference, a conflict) rather than the store or the
     /// system.
     pub fn is_user_error(&self) -> bool {
-        matches!(
-            self,
-            Self::NotAStore { .. }
-                | Self::ImageNotFound(_)
-                | Self::Ambiguous { .. }
-                | Self::Reference(_)
-                | Self::TagWithDigest(_)
-                | Self::Conflict { .. }
-        )
+        match self {
+            // An image whose layer is not what its config says came from outside.
+            Self::Unpack { source, .. } => source
+                .downcast_ref::<StoreError>()
+                .is_some_and(|e| matches!(e, Self::DiffIdMismatch { .. })),
+            Self::DiffIdMismatch { .. } => true,
+            _ => matches!(
+                self,
+                Self::NotAStore { .. }
+                    | Self::ImageNotFound(_)
+                    | Self::Ambiguous { .. }
+                    | Self::Reference(_)
+                    | Self::TagWithDigest(_)
+                    | Self::Conflict { .. }
+            ),
+        }
     }
 }
 
