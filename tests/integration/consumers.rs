@@ -188,14 +188,14 @@ fn manifests_configs_and_indexes_validate_against_the_oci_schemas() {
 }
 
 /// A dockerd of our own, on a private socket and data root, stopped when dropped.
-struct Dockerd {
+pub(crate) struct Dockerd {
     child: Child,
     _dir: tempfile::TempDir,
     sock: PathBuf,
 }
 
 impl Dockerd {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         require_tool("dockerd");
         let dir = tempfile::Builder::new()
             .prefix("kiln-dockerd-")
@@ -241,7 +241,7 @@ impl Dockerd {
         d
     }
 
-    fn docker(&self) -> Command {
+    pub(crate) fn docker(&self) -> Command {
         // Debian's client matches Debian's engine; the v28 client also works when it is first.
         let bin = if Path::new("/usr/bin/docker").exists() {
             "/usr/bin/docker"

@@ -831,12 +831,24 @@ fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_sn
     let good = format!("{}/trusted/base:1", reg.host);
     env.write("good/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
     env.write("good/ok.txt", "trusted\n");
-    env.ok(&["build", "-q", "-t", &good, env.path("good").to_str().unwrap()]);
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        &good,
+        env.path("good").to_str().unwrap(),
+    ]);
     env.ok(&["push", &good]);
     let evil = format!("{}/evil/base:1", reg.host);
     env.write("evil/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
     env.write("evil/ok.txt", "poisoned\n");
-    env.ok(&["build", "-q", "-t", &evil, env.path("evil").to_str().unwrap()]);
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        &evil,
+        env.path("evil").to_str().unwrap(),
+    ]);
     env.ok(&["push", &evil]);
     let good_diff = inspect_json(&env, &good)["RootFS"]["Layers"][0].clone();
     let raw = skopeo_raw(&evil);
@@ -844,7 +856,10 @@ fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_sn
     let (_, _, cfg) = http(
         "GET",
         &reg.host,
-        &format!("/v2/evil/base/blobs/{}", m["config"]["digest"].as_str().unwrap()),
+        &format!(
+            "/v2/evil/base/blobs/{}",
+            m["config"]["digest"].as_str().unwrap()
+        ),
         &[],
         b"",
     );
@@ -855,16 +870,92 @@ fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_sn
     m["config"]["digest"] = sha256(&cfg_bytes).into();
     m["config"]["size"] = cfg_bytes.len().into();
     let m_bytes = serde_json::to_vec(&m).unwrap();
-    put_manifest(&reg.host, "evil/base", "lying", &m_bytes, m["mediaType"].as_str().unwrap());
+    put_manifest(
+        &reg.host,
+        "evil/base",
+        "lying",
+        &m_bytes,
+        m["mediaType"].as_str().unwrap(),
+    );
 
     let victim = Env::new();
-    victim.write("ctx/Dockerfile", format!("FROM {}/evil/base:lying\nCOPY x /x\n", reg.host));
+    victim.write(
+        "ctx/Dockerfile",
+        format!("FROM {}/evil/base:lying\nCOPY x /x\n", reg.host),
+    );
     victim.write("ctx/x", "x");
     let err = victim.fails(&["build", victim.path("ctx").to_str().unwrap()], 1);
     assert!(err.contains("does not hold the layer"), "{err}");
     victim.write("ctx2/Dockerfile", format!("FROM {good}\nCOPY x /x\n"));
     victim.write("ctx2/x", "x");
-    victim.ok(&["build", "-q", "-t", "after:1", victim.path("ctx2").to_str().unwrap()]);
+    victim.ok(&[
+        "build",
+        "-q",
+        "-t",
+        "after:1",
+        victim.path("ctx2").to_str().unwrap(),
+    ]);
     let tree = image_tree(&victim.root(), "after:1");
     assert_eq!(tree["ok.txt"].content, b"trusted\n".to_vec());
+}
+
+#[test]
+fn docker_pulls_and_runs_what_kiln_pushed() {
+    require_tool("gcc");
+    let reg = Registry::plain();
+    let env = Env::new();
+    let src = env.write(
+        "ctx/hello.c",
+        "#include <unistd.h>\nint main(void){static const char m[]=\"pushed by kiln\\n\";return write(1,m,sizeof m-1)<0;}\n",
+    );
+    let st = Command::new("gcc")
+        .args(["-static", "-Os", "-o"])
+        .arg(env.path("ctx/hello"))
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // More than one 4 MiB piece: the layer is several gzip members, which docker must read
+    // as one stream (it checks the diff ID while it unpacks).
+    let text: String = (0..400_000).map(|i| format!("line {i}\n")).collect();
+    env.write("ctx/big.txt", text);
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY hello /hello\nCOPY big.txt /big.txt\nCMD [\"/hello\"]\n",
+    );
+    env.write("ctx/.dockerignore", "*.c\n");
+    let name = format!("{}/interop/hello:1", reg.host);
+    env.ok(&[
+        "build",
+        "-q",
+        "-t",
+        &name,
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    env.ok(&["push", &name]);
+    let d = crate::consumers::Dockerd::start();
+    let out = d.docker().args(["pull", &name]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d
+        .docker()
+        .args(["run", "--rm", "--network", "none", &name])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "pushed by kiln\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = d
+        .docker()
+        .args(["image", "inspect", "-f", "{{json .RootFS.Layers}}", &name])
+        .output()
+        .unwrap();
+    let docker_layers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(docker_layers, inspect_json(&env, &name)["RootFS"]["Layers"]);
 }

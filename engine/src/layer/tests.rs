@@ -724,7 +724,10 @@ fn parallel_compression_is_deterministic_and_reads_back_as_one_stream() {
         assert_eq!(blob.size, a.len() as u64);
         assert_eq!(blob.digest, crate::digest::Digest::of(&a));
         let mut back = Vec::new();
-        decompress_auto(&a[..]).unwrap().read_to_end(&mut back).unwrap();
+        decompress_auto(&a[..])
+            .unwrap()
+            .read_to_end(&mut back)
+            .unwrap();
         assert!(back == data, "round trip");
         // An input of one piece is what the one-core compressor writes.
         let small = &data[..1000];
