@@ -20,4 +20,5 @@ mod registries;
 mod registry;
 mod run;
 mod serve;
+mod serve_registry;
 mod store;

@@ -76,11 +76,23 @@ impl Server {
             .path()
             .join(token.map_or("none".to_owned(), |t| t.chars().take(12).collect()));
         std::fs::create_dir_all(&dir).unwrap();
-        let cfg = match token {
-            Some(t) => serde_json::json!({"HttpHeaders": {"Authorization": format!("Bearer {t}")}}),
-            None => serde_json::json!({}),
-        };
-        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        // Keep what the CLI wrote there (`docker login` credentials); set the tenant header.
+        let path = dir.join("config.json");
+        let mut cfg: serde_json::Value = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({}));
+        match token {
+            Some(t) => {
+                cfg["HttpHeaders"] = serde_json::json!({"Authorization": format!("Bearer {t}")});
+            }
+            None => {
+                if let Some(m) = cfg.as_object_mut() {
+                    m.remove("HttpHeaders");
+                }
+            }
+        }
+        std::fs::write(&path, cfg.to_string()).unwrap();
         let mut c = Command::new(docker_bin());
         c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
             .env("DOCKER_BUILDKIT", "0")

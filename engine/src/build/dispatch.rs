@@ -926,7 +926,10 @@ impl Run<'_> {
             self.store,
             name,
             policy,
-            &PullOptions { platform },
+            &PullOptions {
+                platform,
+                max_bytes: self.req.pull_room,
+            },
             &events,
         )
         .map_err(|e| match e {

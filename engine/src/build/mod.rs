@@ -83,6 +83,8 @@ pub struct BuildRequest<'a> {
     pub pull: crate::registry::PullPolicy,
     /// The registry client images are pulled with (`None`: the store only).
     pub registry: Option<&'a crate::registry::Client>,
+    /// Most bytes pulls may add to the store (`None`: no limit).
+    pub pull_room: Option<u64>,
 }
 
 /// Cancels a running build from another thread: the RUN step in progress is killed and no

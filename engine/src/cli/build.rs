@@ -264,6 +264,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         cancel: None,
         pull: args.pull.unwrap_or_default(),
         registry: Some(&client),
+        pull_room: None,
     };
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;

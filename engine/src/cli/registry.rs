@@ -121,7 +121,10 @@ pub fn pull_cmd(args: &PullArgs, store: &Store, printer: &mut Printer) -> anyhow
             }
         }
     };
-    let opts = PullOptions { platform };
+    let opts = PullOptions {
+        platform,
+        max_bytes: None,
+    };
     let refs = if args.all_tags {
         let tags = list_tags(&client, &r)?;
         let mut refs = Vec::new();

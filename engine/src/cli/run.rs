@@ -160,7 +160,16 @@ fn pull_if_needed(args: &RunArgs, store: &Store) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
     };
-    crate::registry::pull(&client, store, &r, &PullOptions { platform }, &events)?;
+    crate::registry::pull(
+        &client,
+        store,
+        &r,
+        &PullOptions {
+            platform,
+            max_bytes: None,
+        },
+        &events,
+    )?;
     Ok(())
 }
 

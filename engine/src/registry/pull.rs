@@ -59,12 +59,15 @@ impl PullPolicy {
 pub struct PullOptions {
     /// The platform to choose from an index.
     pub platform: PlatformSpec,
+    /// Most bytes of layers the pull may add to the store (a tenant's room).
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for PullOptions {
     fn default() -> Self {
         Self {
             platform: PlatformSpec::host(),
+            max_bytes: None,
         }
     }
 }
@@ -209,6 +212,23 @@ fn pull_from(
                 config.rootfs.diff_ids.len()
             ),
         });
+    }
+    if let Some(max) = opts.max_bytes {
+        let need: u64 = manifest
+            .layers
+            .iter()
+            .filter(|l| !store.has_blob(&l.digest))
+            .map(|l| l.size)
+            .fold(0, u64::saturating_add);
+        if need > max {
+            return Err(RegistryError::TooLarge {
+                what: format!(
+                    "{}: its layers ({need} bytes) do not fit in the store's room, which",
+                    r.familiar()
+                ),
+                limit: max,
+            });
+        }
     }
     let before = store.resolve(&r.to_string()).ok();
     download_layers(&session, store, ep, &scopes, &manifest.layers, events)?;

@@ -37,6 +37,7 @@ struct Params {
     quiet: bool,
     network: Network,
     memory: u64,
+    pull: crate::registry::PullPolicy,
 }
 
 fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
@@ -48,11 +49,6 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
     if q.get("version") == Some("2") {
         return Err(ApiError::bad_request(
             "kiln serve has no BuildKit session API: use the classic builder (DOCKER_BUILDKIT=0)",
-        ));
-    }
-    if q.flag("pull") {
-        return Err(ApiError::bad_request(
-            "kiln serve has no registry access: --pull is not supported",
         ));
     }
     let network = match tenant.network(q.get("networkmode").unwrap_or(""))? {
@@ -103,6 +99,11 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
         quiet: q.flag("q"),
         network,
         memory,
+        pull: if q.flag("pull") {
+            crate::registry::PullPolicy::Always
+        } else {
+            crate::registry::PullPolicy::Missing
+        },
     })
 }
 
@@ -133,7 +134,15 @@ pub async fn build(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
+    let creds = super::registry::request_config(req.headers());
     let mut body = req.into_body();
+    let creds = match creds {
+        Ok(c) => c,
+        Err(e) => {
+            http::drain(&mut body).await;
+            return Err(e);
+        }
+    };
     let (p, permit, remaining) = match admit(&q, tenant).await {
         Ok(a) => a,
         Err(e) => {
@@ -171,7 +180,17 @@ pub async fn build(
     let token = cancel.clone();
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        run(&tenant, &p, &context, &dockerfile, remaining, &token, tx);
+        let client = tenant.registry_client(creds);
+        run(
+            &tenant,
+            &p,
+            &context,
+            &dockerfile,
+            remaining,
+            &token,
+            tx,
+            &client,
+        );
         srv.remove_build(id);
     });
     Ok(http::stream(
@@ -336,6 +355,7 @@ fn run(
     room: u64,
     cancel: &Cancel,
     tx: mpsc::Sender<Bytes>,
+    client: &crate::registry::Client,
 ) {
     let sink = Sink {
         tx,
@@ -372,8 +392,9 @@ fn run(
         isolation: crate::sandbox::Isolation::Auto,
         sandbox: &tenant.sandbox,
         cancel: Some(cancel),
-        pull: crate::registry::PullPolicy::Never,
-        registry: None,
+        pull: p.pull,
+        registry: Some(client),
+        pull_room: tenant.quotas.store.map(|_| room),
     };
     match crate::build::build(&tenant.store, &req, &sink) {
         Ok(out) => {

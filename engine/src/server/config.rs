@@ -19,12 +19,27 @@
 //! connections = 256          # connections open at once (attached clients included)
 //! containers = 256           # containers kept (running or not)
 //! running_containers = 32    # containers running at once
+//! registries = ["*"]         # registries builds and pulls may reach: `*` is any public
+//!                            # address; a listed host[:port] may also be private or loopback
+//!
+//! [[tenants.registry]]       # this tenant's registry settings (the same keys as the
+//! host = "registry.internal" # server's own [[registry]] tables, which every tenant has)
+//! ca = "/etc/kiln/internal-ca.pem"
+//!
+//! [[registry]]               # for every tenant: mirrors, plain HTTP, CAs
+//! host = "docker.io"
+//! mirrors = ["mirror.internal:5000"]
 //! ```
+//!
+//! Registry credentials come only with each request (`X-Registry-Auth`,
+//! `X-Registry-Config`): the server never reads its own user's docker config or helpers.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::registry::settings::RegistryEntry;
 
 /// Why a config file is refused.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +60,8 @@ pub struct ServerConfig {
     pub root: Option<PathBuf>,
     pub tenants: Vec<TenantConfig>,
     pub limits: ServerLimits,
+    /// Registry settings every tenant has.
+    pub registries: Vec<RegistryEntry>,
 }
 
 /// Limits of the server as a whole, on clients that no tenant's quota covers yet.
@@ -73,6 +90,25 @@ pub struct TenantConfig {
     pub name: String,
     pub token: String,
     pub quotas: Quotas,
+    pub registry: TenantRegistry,
+}
+
+/// Where a tenant's pulls and pushes may go, and its own registry settings.
+#[derive(Debug, Clone)]
+pub struct TenantRegistry {
+    /// The egress allow-list (`None`: no policy, the implicit local tenant).
+    pub allow: Option<Vec<String>>,
+    /// Settings added to the server's.
+    pub entries: Vec<RegistryEntry>,
+}
+
+impl Default for TenantRegistry {
+    fn default() -> Self {
+        Self {
+            allow: Some(vec!["*".to_owned()]),
+            entries: Vec::new(),
+        }
+    }
 }
 
 /// What a tenant may use.
@@ -123,6 +159,8 @@ struct File {
     pending_connections: Option<usize>,
     #[serde(default)]
     tenants: Vec<FileTenant>,
+    #[serde(default)]
+    registry: Vec<RegistryEntry>,
 }
 
 #[derive(Deserialize)]
@@ -141,6 +179,9 @@ struct FileTenant {
     connections: Option<usize>,
     containers: Option<usize>,
     running_containers: Option<usize>,
+    registries: Option<Vec<String>>,
+    #[serde(default)]
+    registry: Vec<RegistryEntry>,
 }
 
 /// A configured tenant's defaults for what the implicit tenant has no limit on.
@@ -238,10 +279,24 @@ impl ServerConfig {
                     return Err(format!("tenant {}: {what} must be at least 1", t.name));
                 }
             }
+            let allow = t.registries.unwrap_or_else(|| vec!["*".to_owned()]);
+            if let Some(bad) = allow
+                .iter()
+                .find(|h| h.is_empty() || h.contains(['/', ' ']))
+            {
+                return Err(format!(
+                    "tenant {}: registries: {bad:?} is not a host[:port], *.domain or *",
+                    t.name
+                ));
+            }
             tenants.push(TenantConfig {
                 name: t.name,
                 token: t.token,
                 quotas,
+                registry: TenantRegistry {
+                    allow: Some(allow),
+                    entries: t.registry,
+                },
             });
         }
         let mut limits = ServerLimits::default();
@@ -262,6 +317,7 @@ impl ServerConfig {
             root: file.root,
             tenants,
             limits,
+            registries: file.registry,
         })
     }
 }

@@ -16,6 +16,7 @@ mod conn;
 mod containers;
 mod http;
 mod images;
+mod registry;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 
-pub use config::{ConfigError, Quotas, ServerConfig, ServerLimits, TenantConfig};
+pub use config::{ConfigError, Quotas, ServerConfig, ServerLimits, TenantConfig, TenantRegistry};
 use http::{ApiError, Resp};
 
 use crate::build::Cancel;
@@ -112,6 +113,10 @@ pub(crate) struct Tenant {
     /// The tenant's executors: a configured tenant's compiled modules are cached in its own
     /// store (`kiln/wasm`), so no tenant sees, by timing, what another ran, or evicts it.
     pub sandbox: Arc<Sandbox>,
+    /// The server's registry settings with the tenant's own.
+    pub registry_settings: Arc<crate::registry::Settings>,
+    /// Where the tenant's pulls and pushes may connect (`None`: anywhere, the local tenant).
+    pub egress: Option<Arc<dyn crate::registry::Egress>>,
 }
 
 /// The server's shared state.
@@ -158,6 +163,13 @@ pub fn serve(
         None => {
             let store = Store::open(default_root)
                 .map_err(|e| ServeError::Setup(format!("open the store: {e}")))?;
+            // The local tenant is kiln's own user: the user's registry settings, no egress
+            // policy; credentials still come only with each request.
+            let settings = match crate::registry::Settings::default_path() {
+                Some(p) => crate::registry::Settings::load(&p)
+                    .map_err(|e| ServeError::Setup(e.to_string()))?,
+                None => crate::registry::Settings::default(),
+            };
             tenants.push(make_tenant(
                 "default".into(),
                 None,
@@ -165,6 +177,7 @@ pub fn serve(
                 store,
                 true,
                 &limits,
+                (Arc::new(settings), None),
             )?);
         }
         Some(cfg) => {
@@ -176,6 +189,14 @@ pub fn serve(
                 let store = Store::open(&base.join(&t.name)).map_err(|e| {
                     ServeError::Setup(format!("open tenant {}'s store: {e}", t.name))
                 })?;
+                let mut entries = cfg.registries.clone();
+                entries.extend(t.registry.entries.iter().cloned());
+                let settings = crate::registry::Settings::from_entries(entries)
+                    .map_err(|e| ServeError::Setup(format!("tenant {}: {e}", t.name)))?;
+                let egress = t.registry.allow.clone().map(|a| {
+                    Arc::new(crate::registry::egress::AllowList::new(a))
+                        as Arc<dyn crate::registry::Egress>
+                });
                 tenants.push(make_tenant(
                     t.name.clone(),
                     Some(t.token.clone()),
@@ -183,6 +204,7 @@ pub fn serve(
                     store,
                     false,
                     &limits,
+                    (Arc::new(settings), egress),
                 )?);
             }
         }
@@ -213,6 +235,21 @@ pub fn serve(
         .build()
         .map_err(|e| ServeError::Setup(format!("start the runtime: {e}")))?;
     rt.block_on(run(server, listen))
+}
+
+impl Tenant {
+    /// A registry client for one request: the tenant's settings and egress policy, and only
+    /// the credentials the request carried.
+    pub(crate) fn registry_client(
+        &self,
+        creds: crate::registry::StaticCredentials,
+    ) -> crate::registry::Client {
+        crate::registry::Client::new(
+            self.registry_settings.clone(),
+            Arc::new(creds),
+            self.egress.clone(),
+        )
+    }
 }
 
 /// The network a build or container gets.
@@ -269,7 +306,7 @@ const DEFAULT_STEP_DISK: u64 = 10 << 30;
 const USAGE_FRESH: Duration = Duration::from_secs(2);
 
 /// What the tenant's store may still take: refuses with 507 when it is full.
-async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
+pub(crate) async fn store_room(tenant: &Arc<Tenant>) -> Result<u64, ApiError> {
     let Some(max) = tenant.quotas.store else {
         return Ok(DEFAULT_STEP_DISK);
     };
@@ -331,6 +368,12 @@ fn disk_usage(root: &std::path::Path) -> u64 {
     }
 }
 
+/// A tenant's registry settings and egress policy.
+type RegistryAccess = (
+    Arc<crate::registry::Settings>,
+    Option<Arc<dyn crate::registry::Egress>>,
+);
+
 fn make_tenant(
     name: String,
     token: Option<String>,
@@ -338,6 +381,7 @@ fn make_tenant(
     store: Store,
     binds_allowed: bool,
     limits: &ServerLimits,
+    (registry_settings, egress): RegistryAccess,
 ) -> Result<Arc<Tenant>, ServeError> {
     let containers = Containers::new(&store)
         .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
@@ -361,6 +405,8 @@ fn make_tenant(
         hubs: Mutex::new(HashMap::new()),
         binds_allowed,
         usage: Mutex::new(None),
+        registry_settings,
+        egress,
     }))
 }
 
@@ -695,10 +741,11 @@ async fn route(
         (&Method::GET, ["images", "json"]) => images::list(tenant, &req),
         (&Method::GET, ["images", "get"]) => images::save(tenant, &req, None),
         (&Method::POST, ["images", "load"]) => images::load(tenant, req).await,
-        (&Method::POST, ["images", "create"]) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "kiln serve has no registry access: pull is not supported; build or load the image",
-        )),
+        (&Method::POST, ["images", "create"]) => registry::create(tenant, req).await,
+        (&Method::POST, ["auth"]) => registry::auth(tenant, req).await,
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            registry::push_image(tenant, &name.join("/"), req).await
+        }
         (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
             images::save(tenant, &req, Some(name.join("/")))
         }
