@@ -259,14 +259,18 @@ pub fn save(
                     let size = uncompressed_size(store, desc, diff_id)?;
                     (Descriptor::new(media_types::OCI_LAYER, d, size), path)
                 }
+                SaveFormat::Oci if desc.media_type == oci_layer_type(compression) => {
+                    // Already compressed this way (a pulled or pushed layer): as it is.
+                    let path = blob_name(&desc.digest);
+                    let f = store.open_blob(&desc.digest)?;
+                    tar.reader(&path, desc.size, f).map_err(w)?;
+                    (desc.clone(), path)
+                }
                 SaveFormat::Oci => {
                     let tmp = tempfile::tempfile().map_err(w)?;
                     let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
-                    let blob = layer::compress(reader, &tmp, compression)?;
-                    let mt = match compression {
-                        Compression::Gzip => media_types::OCI_LAYER_GZIP,
-                        Compression::Zstd => media_types::OCI_LAYER_ZSTD,
-                    };
+                    let blob = layer::compress_parallel(reader, &tmp, compression)?;
+                    let mt = oci_layer_type(compression);
                     let path = blob_name(&blob.digest);
                     let mut f = tmp;
                     io::Seek::seek(&mut f, io::SeekFrom::Start(0)).map_err(w)?;
@@ -369,6 +373,14 @@ fn uncompressed_size(
     }
     let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
     io::copy(&mut io::BufReader::new(reader), &mut io::sink()).map_err(ArchiveError::Write)
+}
+
+/// The OCI media type of a layer compressed with `c`.
+fn oci_layer_type(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => media_types::OCI_LAYER_GZIP,
+        Compression::Zstd => media_types::OCI_LAYER_ZSTD,
+    }
 }
 
 /// What `load` did.

@@ -511,6 +511,10 @@ pub struct Faults {
     pub ignore_range: bool,
     /// Redirect blob GETs to the proxy's second address (another host).
     pub redirect_blobs: bool,
+    /// Refuse (416) a PATCH without `Content-Range` whose body is larger than this.
+    pub patch_limit: Option<u64>,
+    /// `Content-Range` values of PATCHes forwarded.
+    pub chunks: Vec<String>,
     /// Body bytes of blob GETs answered.
     pub blob_bytes: u64,
     /// Body bytes of blob uploads (PATCH, PUT) forwarded.
@@ -623,6 +627,16 @@ fn proxy_conn(conn: TcpStream, upstream: &str, faults: &Mutex<Faults>, foreign: 
             }
             if f.ignore_range {
                 head.remove("range");
+            }
+            if method == "PATCH" && head.get("content-range").is_none() {
+                if f.patch_limit.is_some_and(|l| body.len() as u64 > l) {
+                    drop(f);
+                    respond(conn, "416 Requested Range Not Satisfiable", &[]);
+                    return;
+                }
+            }
+            if let Some(cr) = head.get("content-range") {
+                f.chunks.push(cr.to_owned());
             }
             if is_upload {
                 f.upload_bytes += body.len() as u64;

@@ -248,7 +248,7 @@ fn compress_layers(
             Some(d) => Descriptor::new(mt, d, store.blob_size(&d)?),
             None => {
                 let mut w = store.blob_writer()?;
-                layer::compress(store.open_blob(&l.desc.digest)?, &mut w, c)?;
+                layer::compress_parallel(store.open_blob(&l.desc.digest)?, &mut w, c)?;
                 let (d, size) = w.commit()?;
                 let io = |source| BuildError::Io {
                     op: "remember compressed layer",

@@ -23,6 +23,9 @@ use crate::store::{Image, Store};
 
 /// Layers uploaded at once.
 const PARALLEL_UPLOADS: usize = 3;
+/// Largest chunk of the chunked fallback (what GHCR accepts), unless the registry asks for
+/// more with `OCI-Chunk-Min-Length`.
+const CHUNK: u64 = 4 << 20;
 /// Bytes between two `Pushing` events of one layer.
 const PROGRESS_STEP: u64 = 1 << 20;
 
@@ -373,18 +376,38 @@ fn upload(
         &[("Content-Type", "application/octet-stream")],
         Body::Stream(&mut reader, Some(size)),
     );
-    let (put_url, monolithic) = match resp {
+    let (put_url, mode) = match resp {
         Ok(r) if r.status().as_u16() == 202 => {
             let next = r
                 .headers()
                 .get("location")
                 .and_then(|v| v.to_str().ok())
                 .map_or_else(|| location.clone(), |l| join_url(&location, l));
-            (next, false)
+            (next, Fallback::None)
         }
-        Ok(r) if matches!(r.status().as_u16(), 400 | 405 | 416 | 501) => {
-            // The registry wants the body with the PUT: start a fresh upload for it.
-            (join_url(&location, &start_upload(s, ep, &scopes)?), true)
+        // The registry takes no PATCH at all: the body goes with the PUT.
+        Ok(r) if matches!(r.status().as_u16(), 405 | 501) => (
+            join_url(&location, &start_upload(s, ep, &scopes)?),
+            Fallback::Monolithic,
+        ),
+        // A PATCH this large is refused (GHCR caps one at 4 MiB), or the connection broke
+        // under it: chunks with Content-Range, each retried on its own.
+        Ok(r) if matches!(r.status().as_u16(), 400 | 413 | 416) => {
+            let min = r
+                .headers()
+                .get("oci-chunk-min-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            let fresh = join_url(&location, &start_upload(s, ep, &scopes)?);
+            let piece = CHUNK.max(min);
+            let next = upload_chunks(s, store, &fresh, &scopes, d, piece, &id, events, cancel)?;
+            (next, Fallback::None)
+        }
+        Err(RegistryError::Http { .. }) if !cancel.load(Ordering::Relaxed) => {
+            let fresh = join_url(&location, &start_upload(s, ep, &scopes)?);
+            let next = upload_chunks(s, store, &fresh, &scopes, d, CHUNK, &id, events, cancel)?;
+            (next, Fallback::None)
         }
         Ok(mut r) => {
             let status = r.status().as_u16();
@@ -398,7 +421,7 @@ fn upload(
     };
     let sep = if put_url.contains('?') { '&' } else { '?' };
     let put_url = format!("{put_url}{sep}digest={}", d.digest);
-    let resp = if monolithic {
+    let resp = if mode == Fallback::Monolithic {
         let mut reader = Progress {
             inner: store.open_blob(&d.digest)?,
             done: 0,
@@ -429,6 +452,79 @@ fn upload(
     }
     events(Transfer::about(id, "Pushed"));
     Ok(())
+}
+
+/// How an upload goes on when the streamed PATCH is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fallback {
+    /// The PATCH went through (or the chunks did): an empty PUT ends it.
+    None,
+    /// The whole body goes with the PUT.
+    Monolithic,
+}
+
+/// Uploads the blob in `piece`-byte PATCHes with `Content-Range`, each retried on its own;
+/// returns the location to PUT.
+#[allow(clippy::too_many_arguments)]
+fn upload_chunks(
+    s: &Session,
+    store: &Store,
+    location: &str,
+    scopes: &[String],
+    d: &Descriptor,
+    piece: u64,
+    id: &str,
+    events: &(dyn Fn(Transfer) + Sync),
+    cancel: &AtomicBool,
+) -> Result<String, RegistryError> {
+    let mut blob = store.open_blob(&d.digest)?;
+    let mut location = location.to_owned();
+    let mut start = 0u64;
+    let mut buf = Vec::new();
+    while start < d.size {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(RegistryError::Cancelled);
+        }
+        buf.clear();
+        (&mut blob)
+            .take(piece)
+            .read_to_end(&mut buf)
+            .map_err(crate::store::StoreError::Source)?;
+        if buf.is_empty() {
+            break;
+        }
+        let end = start + buf.len() as u64 - 1;
+        let range = format!("{start}-{end}");
+        let mut resp = s.call(
+            Method::PATCH,
+            &location,
+            scopes,
+            &[
+                ("Content-Type", "application/octet-stream"),
+                ("Content-Range", range.as_str()),
+            ],
+            Body::Bytes(&buf),
+        )?;
+        if resp.status().as_u16() != 202 {
+            let status = resp.status().as_u16();
+            return Err(RegistryError::Status {
+                url: location,
+                status,
+                detail: error_detail(&mut resp),
+            });
+        }
+        if let Some(l) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+            location = join_url(&location, l);
+        }
+        start = end + 1;
+        events(Transfer {
+            id: Some(id.to_owned()),
+            status: "Pushing".into(),
+            current: Some(start),
+            total: Some(d.size),
+        });
+    }
+    Ok(location)
 }
 
 /// POST to start an upload; returns its location.

@@ -392,12 +392,14 @@ impl Session {
         let mut attempt = 0;
         let mut redirects = 0;
         let mut foreign = false;
+        // The scopes asked for, plus any a challenge names (`insufficient_scope`).
+        let mut want: Vec<String> = scopes.to_vec();
         loop {
             attempt += 1;
             let auth = if foreign {
                 None
             } else {
-                self.authorization(scopes, refresh)?
+                self.authorization(&want, refresh)?
             };
             refresh = false;
             let mut b = http::Request::builder().method(method.clone()).uri(&url);
@@ -445,8 +447,15 @@ impl Session {
                             realm,
                             service,
                             error,
-                            ..
-                        } => Some((realm.clone(), service.clone(), error.clone())),
+                            scope,
+                        } => {
+                            for s in scope.iter().flat_map(|s| s.split(' ')) {
+                                if !s.is_empty() && !want.iter().any(|w| w == s) {
+                                    want.push(s.to_owned());
+                                }
+                            }
+                            Some((realm.clone(), service.clone(), error.clone()))
+                        }
                         _ => None,
                     });
                     let insufficient = bearer
