@@ -42,14 +42,23 @@ impl Registry {
         Self::start(Auth::None, None)
     }
 
+    /// A plain-HTTP registry that also answers on this machine's own address.
+    pub fn plain_everywhere() -> Self {
+        Self::start_on(Auth::None, None, true)
+    }
+
     pub fn start(auth: Auth, proxy_of: Option<&str>) -> Self {
+        let everywhere = matches!(auth, Auth::Htpasswd(..));
+        Self::start_on(auth, proxy_of, everywhere)
+    }
+
+    fn start_on(auth: Auth, proxy_of: Option<&str>, everywhere: bool) -> Self {
         require_tool("docker-registry");
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port("127.0.0.1");
-        let tls = matches!(auth, Auth::Htpasswd(..));
-        // A TLS registry also answers on this machine's own address, which is not loopback
+        // A registry may also answer on this machine's own address, which is not loopback
         // (so not insecure by default).
-        let listen = if tls {
+        let listen = if everywhere {
             format!("0.0.0.0:{port}")
         } else {
             format!("127.0.0.1:{port}")

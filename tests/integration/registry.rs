@@ -154,6 +154,15 @@ fn push_then_pull_round_trips_through_a_plain_registry_and_skopeo_agrees() {
     );
     // `-q` prints only the name; a missing tag is one clear line.
     assert_eq!(env2.ok(&["pull", "-q", &name]).trim(), name);
+    // `--all-tags` pulls every tag of the repository.
+    let two = format!("{}/team/app:2", proxy.host);
+    env.ok(&["tag", &name, &two]);
+    env.ok(&["push", &two]);
+    let env3 = Env::new();
+    env3.ok(&["pull", "-a", &format!("{}/team/app", proxy.host)]);
+    let listed = env3.ok(&["images", "--format", "json"]);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(env3.fails(&["pull", "-a", &name], 1).contains("--all-tags"));
     let err = env2.fails(&["pull", &format!("{}/team/app:nope", proxy.host)], 1);
     assert!(err.contains("not found"), "{err}");
 }
@@ -708,8 +717,9 @@ fn pulls_survive_expired_tokens_rate_limits_and_server_errors() {
     );
     // The 401 made kiln fetch a new token, with the scope the challenge added.
     assert!(
-        tokens.requests()[n..].iter().any(|r| r.scopes
-            == ["repository:flaky/app:pull", "repository:flaky/other:pull"]),
+        tokens.requests()[n..]
+            .iter()
+            .any(|r| r.scopes == ["repository:flaky/app:pull", "repository:flaky/other:pull"]),
         "{:?}",
         tokens.requests()
     );
@@ -971,11 +981,117 @@ fn a_registry_that_refuses_a_large_patch_gets_the_blob_in_chunks() {
     let name = format!("{}/chunks/app:1", proxy.host);
     build_image(&env, &name, 9 << 20, "chunks");
     let out = env.kiln().args(["push", &name]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let chunks = proxy.with(|f| f.chunks.clone());
     assert_eq!(chunks.len(), 3, "{chunks:?}");
     assert_eq!(chunks[0], "0-4194303");
     let env2 = Env::new();
     env2.ok(&["pull", &name]);
-    assert_eq!(image_tree(&env.root(), &name), image_tree(&env2.root(), &name));
+    assert_eq!(
+        image_tree(&env.root(), &name),
+        image_tree(&env2.root(), &name)
+    );
+}
+
+#[test]
+fn credential_helpers_mirror_fallback_and_insecure_hosts_work_as_configured() {
+    use std::os::unix::fs::PermissionsExt;
+    let tokens = TokenServer::start();
+    let reg = Registry::start(Auth::Silly(tokens.realm.clone()), None);
+    let env = Env::new();
+    let name = format!("{}/helped/app:1", reg.host);
+    build_image(&env, &name, 1000, "helper");
+    env.ok(&["push", &name]);
+    // A docker-credential helper, as docker runs them: `get` reads the server on stdin.
+    let store_file = env.path("helper-store.json");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\nget) read url; if [ \"$url\" = \"{host}\" ]; then printf '{{\"ServerURL\":\"%s\",\"Username\":\"helperuser\",\"Secret\":\"helperpass\"}}' \"$url\"; else echo 'credentials not found in native keychain'; exit 1; fi;;\nstore) cat > {store};;\nerase) rm -f {store};;\nesac\n",
+        host = reg.host,
+        store = store_file.display()
+    );
+    let helper = env.write("bin/docker-credential-kilntest", script);
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        env.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env2 = Env::new();
+    env2.write(
+        "docker-config/config.json",
+        format!("{{\"credHelpers\":{{\"{}\":\"kilntest\"}}}}", reg.host),
+    );
+    let n = tokens.requests().len();
+    let out = env2
+        .kiln()
+        .args(["pull", &name])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        tokens.requests()[n..]
+            .iter()
+            .all(|r| r.basic_user.as_deref() == Some("helperuser")),
+        "{:?}",
+        tokens.requests()
+    );
+    // `kiln login` stores through `credsStore`, and the config lists the registry.
+    env2.write("docker-config/config.json", "{\"credsStore\":\"kilntest\"}");
+    let out = env2
+        .kiln()
+        .args(["login", "-u", "alice", "-p", "pw", &reg.host])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stored = std::fs::read_to_string(&store_file).unwrap();
+    assert!(
+        stored.contains("\"Username\":\"<token>\"") || stored.contains("alice"),
+        "{stored}"
+    );
+    let cfg = std::fs::read_to_string(env2.path("docker-config/config.json")).unwrap();
+    assert!(cfg.contains(&reg.host) && !cfg.contains("pw"), "{cfg}");
+
+    // A mirror that is down is skipped.
+    let plain = Registry::plain_everywhere();
+    let pname = format!("{}/mirrored/app:1", plain.host);
+    env.ok(&["tag", &name, &pname]);
+    env.ok(&["push", &pname]);
+    let env3 = Env::new();
+    let dead = format!("127.0.0.1:{}", crate::registries::free_port("127.0.0.1"));
+    registries_config(
+        &env3,
+        &format!(
+            "[[registry]]\nhost = \"{}\"\nmirrors = [\"{dead}\"]\n",
+            plain.host
+        ),
+    );
+    env3.ok(&["pull", &pname]);
+
+    // Plain HTTP on an address that is not loopback needs `insecure = true`.
+    let ext = format!("{}/mirrored/app:1", plain.external_host());
+    let env4 = Env::new();
+    let err = env4.fails(&["pull", &ext], 1);
+    assert!(err.contains("https://"), "{err}");
+    registries_config(
+        &env4,
+        &format!(
+            "[[registry]]\nhost = \"{}\"\ninsecure = true\n",
+            plain.external_host()
+        ),
+    );
+    env4.ok(&["pull", &ext]);
 }

@@ -695,3 +695,40 @@ pub fn list_tags(client: &Client, r: &ImageRef) -> Result<Vec<String>, RegistryE
         why: "more than 1000 pages".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_come_from_the_document_and_schema1_is_refused() {
+        let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        assert_eq!(
+            media_type_of(oci, Some("application/json"), "x").unwrap(),
+            media_types::OCI_INDEX
+        );
+        let bare = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(
+            media_type_of(bare, Some(media_types::DOCKER_MANIFEST), "x").unwrap(),
+            media_types::DOCKER_MANIFEST
+        );
+        assert_eq!(
+            media_type_of(bare, None, "x").unwrap(),
+            media_types::OCI_MANIFEST
+        );
+        let s1 = br#"{"schemaVersion":1,"name":"x","fsLayers":[]}"#;
+        let e = media_type_of(s1, None, "old").unwrap_err();
+        assert!(e.to_string().contains("schema 1"), "{e}");
+        let e = media_type_of(
+            bare,
+            Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+            "old",
+        )
+        .unwrap_err();
+        assert!(matches!(e, RegistryError::Schema1(_)));
+        assert!(media_type_of(b"not json", None, "x").is_err());
+        assert_eq!(PullPolicy::parse("").unwrap(), PullPolicy::Always);
+        assert_eq!(PullPolicy::parse("never").unwrap(), PullPolicy::Never);
+        assert!(PullPolicy::parse("sometimes").is_err());
+    }
+}
