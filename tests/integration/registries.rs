@@ -637,12 +637,13 @@ fn proxy_conn(conn: TcpStream, upstream: &str, faults: &Mutex<Faults>, foreign: 
             if f.ignore_range {
                 head.remove("range");
             }
-            if method == "PATCH" && head.get("content-range").is_none() {
-                if f.patch_limit.is_some_and(|l| body.len() as u64 > l) {
-                    drop(f);
-                    respond(conn, "416 Requested Range Not Satisfiable", &[]);
-                    return;
-                }
+            if method == "PATCH"
+                && head.get("content-range").is_none()
+                && f.patch_limit.is_some_and(|l| body.len() as u64 > l)
+            {
+                drop(f);
+                respond(conn, "416 Requested Range Not Satisfiable", &[]);
+                return;
             }
             if let Some(cr) = head.get("content-range") {
                 f.chunks.push(cr.to_owned());
