@@ -261,6 +261,18 @@ fn helper_for(cfg: &Map<String, Value>, key: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The credential a docker config's JSON text holds for `key` in `auths` (helpers are not
+/// run).
+pub fn from_config_text(text: &[u8], key: &str) -> Result<Option<Credential>, RegistryError> {
+    match serde_json::from_slice(text) {
+        Ok(Value::Object(cfg)) => from_auths(&cfg, key),
+        _ => Err(RegistryError::Credentials {
+            registry: key.to_owned(),
+            why: "not a JSON object".into(),
+        }),
+    }
+}
+
 /// The credential `auths` holds for `key`.
 fn from_auths(cfg: &Map<String, Value>, key: &str) -> Result<Option<Credential>, RegistryError> {
     let Some(auths) = cfg.get("auths").and_then(Value::as_object) else {

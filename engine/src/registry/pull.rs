@@ -391,7 +391,11 @@ fn local_manifest(store: &Store, d: &Digest) -> Option<Fetched> {
 }
 
 /// The media type of a manifest: its own `mediaType`, else the `Content-Type`, else by shape.
-fn media_type_of(bytes: &[u8], header: Option<&str>, what: &str) -> Result<String, RegistryError> {
+pub fn media_type_of(
+    bytes: &[u8],
+    header: Option<&str>,
+    what: &str,
+) -> Result<String, RegistryError> {
     #[derive(serde::Deserialize)]
     struct Peek {
         #[serde(rename = "schemaVersion", default)]
