@@ -644,6 +644,24 @@ fn run_pulls_a_missing_image_first() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(125));
+    // COPY --from=IMAGE pulls the image it names, too.
+    let env3 = Env::new();
+    env3.write(
+        "ctx/Dockerfile",
+        format!("FROM scratch\nCOPY --from={name} /hello /copied\n"),
+    );
+    let out = env3
+        .kiln()
+        .args(["build", "-t", "c:1", env3.path("ctx").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Pulling from run/me"), "{stderr}");
+    assert_eq!(
+        image_tree(&env3.root(), "c:1")["copied"].content,
+        b"#!/nothing\n".to_vec()
+    );
 }
 
 #[test]
