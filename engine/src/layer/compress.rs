@@ -136,8 +136,35 @@ pub fn compress_parallel<R: Read, W: Write>(
 
 fn compress_piece(piece: &[u8], compression: Compression) -> Result<Vec<u8>, LayerError> {
     let mut v = Vec::with_capacity(piece.len() / 2 + 64);
+    if compression == Compression::Gzip && piece.len() >= MEMBER / 2 && incompressible(piece) {
+        // Deflate gains nothing on random bytes (already-compressed files) and takes ten
+        // times longer over them than over text: such a piece is stored, as deflate's own
+        // "stored" blocks, in a gzip member like the others.
+        let mut enc = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(&mut v, flate2::Compression::none());
+        enc.write_all(piece).map_err(LayerError::Compress)?;
+        enc.finish().map_err(LayerError::Compress)?;
+        return Ok(v);
+    }
     compress(piece, &mut v, compression)?;
     Ok(v)
+}
+
+/// Whether deflate would not shrink `piece`: four 16 KiB samples, spread over it, each
+/// compressed at the fastest level, all stay above 97% of their size.
+fn incompressible(piece: &[u8]) -> bool {
+    const SAMPLE: usize = 16 << 10;
+    (0..4).all(|i| {
+        let start = piece.len() / 4 * i;
+        let sample = piece.get(start..start + SAMPLE).unwrap_or_default();
+        let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        if enc.write_all(sample).is_err() {
+            return false;
+        }
+        enc.finish()
+            .is_ok_and(|out| !sample.is_empty() && out.len() * 100 > sample.len() * 97)
+    })
 }
 
 /// Copies `reader` into `writer` with a large buffer.

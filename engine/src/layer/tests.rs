@@ -741,3 +741,36 @@ fn parallel_compression_is_deterministic_and_reads_back_as_one_stream() {
         assert_eq!(p, s, "empty input");
     }
 }
+
+#[test]
+fn random_pieces_are_stored_and_still_read_back() {
+    use super::{compress_parallel, decompress_auto, Compression};
+    use std::io::Read;
+    let mut x: u64 = 88_172_645_463_325_252;
+    let mut data: Vec<u8> = (0..(6 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    // The second piece (from 4 MiB) is text: it is deflated as usual.
+    for b in &mut data[4 << 20..] {
+        *b = b'k';
+    }
+    let mut out = Vec::new();
+    compress_parallel(&data[..], &mut out, Compression::Gzip).unwrap();
+    // The random piece stored (a few bytes per 64 KiB more), the text one shrunk to nothing.
+    assert!(
+        out.len() > 4 << 20 && out.len() < (4 << 20) + (64 << 10),
+        "{}",
+        out.len()
+    );
+    let mut back = Vec::new();
+    decompress_auto(&out[..])
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == data);
+}
