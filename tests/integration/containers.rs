@@ -153,7 +153,12 @@ fn cmd_entrypoint_env_workdir_and_user_follow_docker() {
     assert!(err.contains("no-such-program"), "{err}");
     let (code, _, err) = kiln(&env, &["run", "me/missing"]);
     assert_eq!(code, 125, "{err}");
-    assert!(err.contains("Unable to find image 'me/missing'"), "{err}");
+    // docker's lines: the image is not here, so it is pulled, and the pull fails.
+    assert!(
+        err.contains("Unable to find image 'me/missing:latest' locally"),
+        "{err}"
+    );
+    assert!(err.contains("latest: Pulling from me/missing"), "{err}");
     let (code, _, err) = kiln(&env, &["run", "-w", "relative", "me/cmd"]);
     assert_eq!(code, 125, "{err}");
     let (code, _, err) = kiln(&env, &["run", "--name", "bad/name", "me/cmd"]);

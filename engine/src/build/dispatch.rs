@@ -929,6 +929,7 @@ impl Run<'_> {
             &PullOptions {
                 platform,
                 max_bytes: self.req.pull_room,
+                cancel: None,
             },
             &events,
         )

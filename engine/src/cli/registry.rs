@@ -123,7 +123,7 @@ pub fn pull_cmd(args: &PullArgs, store: &Store, printer: &mut Printer) -> anyhow
     };
     let opts = PullOptions {
         platform,
-        max_bytes: None,
+        ..PullOptions::default()
     };
     let refs = if args.all_tags {
         let tags = list_tags(&client, &r)?;
@@ -166,6 +166,7 @@ pub fn push_cmd(args: &PushArgs, store: &Store, printer: &mut Printer) -> anyhow
             PushCompression::Gzip => crate::layer::Compression::Gzip,
             PushCompression::Zstd => crate::layer::Compression::Zstd,
         },
+        cancel: None,
     };
     let pushed = push(&client, store, &r, &opts, &events)?;
     if quiet {

@@ -166,7 +166,7 @@ fn pull_if_needed(args: &RunArgs, store: &Store) -> anyhow::Result<()> {
         &r,
         &PullOptions {
             platform,
-            max_bytes: None,
+            ..PullOptions::default()
         },
         &events,
     )?;

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ureq::http::Method;
 
@@ -61,6 +61,8 @@ pub struct PullOptions {
     pub platform: PlatformSpec,
     /// Most bytes of layers the pull may add to the store (a tenant's room).
     pub max_bytes: Option<u64>,
+    /// Set from elsewhere to stop the pull (a server's client went away).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for PullOptions {
@@ -68,6 +70,7 @@ impl Default for PullOptions {
         Self {
             platform: PlatformSpec::host(),
             max_bytes: None,
+            cancel: None,
         }
     }
 }
@@ -231,7 +234,16 @@ fn pull_from(
         }
     }
     let before = store.resolve(&r.to_string()).ok();
-    download_layers(&session, store, ep, &scopes, &manifest.layers, events)?;
+    let stop = opts.cancel.clone().unwrap_or_default();
+    download_layers(
+        &session,
+        store,
+        ep,
+        &scopes,
+        &manifest.layers,
+        events,
+        &stop,
+    )?;
     let top_desc = Descriptor::new(top.media_type.clone(), top.digest, top.bytes.len() as u64);
     let tags: Vec<ImageRef> = if r.digest().is_none() {
         vec![r.clone()]
@@ -460,6 +472,7 @@ fn download_layers(
     scopes: &[String],
     layers: &[Descriptor],
     events: &(dyn Fn(Transfer) + Sync),
+    failed: &AtomicBool,
 ) -> Result<(), RegistryError> {
     let mut queue = VecDeque::new();
     let mut seen = std::collections::BTreeSet::new();
@@ -476,7 +489,6 @@ fn download_layers(
         events(Transfer::about(short(&l.digest), "Waiting"));
     }
     let queue = Mutex::new(queue);
-    let failed = AtomicBool::new(false);
     let errors = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..PARALLEL_LAYERS {
@@ -486,7 +498,7 @@ fn download_layers(
                 }
                 let next = queue.lock().ok().and_then(|mut q| q.pop_front());
                 let Some(l) = next else { return };
-                if let Err(e) = download_blob(s, store, ep, scopes, &l, events, &failed) {
+                if let Err(e) = download_blob(s, store, ep, scopes, &l, events, failed) {
                     failed.store(true, Ordering::Relaxed);
                     if let Ok(mut v) = errors.lock() {
                         v.push(e);
@@ -499,6 +511,7 @@ fn download_layers(
     let first = errors.into_inner().ok().and_then(|v| v.into_iter().next());
     match first {
         Some(e) => Err(e),
+        None if failed.load(Ordering::Relaxed) => Err(RegistryError::Cancelled),
         None => Ok(()),
     }
 }

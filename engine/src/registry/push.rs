@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ureq::http::Method;
 
@@ -30,16 +30,19 @@ const CHUNK: u64 = 4 << 20;
 const PROGRESS_STEP: u64 = 1 << 20;
 
 /// How to push.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PushOptions {
     /// How layers stored uncompressed are compressed.
     pub compression: Compression,
+    /// Set from elsewhere to stop the push (a server's client went away).
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for PushOptions {
     fn default() -> Self {
         Self {
             compression: Compression::Gzip,
+            cancel: None,
         }
     }
 }
@@ -100,7 +103,8 @@ pub fn push(
             .map(|(l, b)| (l.diff_id.short(), b.clone()))
             .collect(),
     );
-    let failed = AtomicBool::new(false);
+    let stop = opts.cancel.clone().unwrap_or_default();
+    let failed: &AtomicBool = &stop;
     let errors = Mutex::new(Vec::new());
     let sources = mount_sources(&all, target);
     std::thread::scope(|scope| {
@@ -116,7 +120,7 @@ pub fn push(
                     .filter(|(_, blobs)| blobs.contains(&d.digest))
                     .map(|(repo, _)| repo.clone())
                     .collect();
-                if let Err(e) = upload(&session, store, &ep, &id, &d, &from, events, &failed) {
+                if let Err(e) = upload(&session, store, &ep, &id, &d, &from, events, failed) {
                     failed.store(true, Ordering::Relaxed);
                     if let Ok(mut v) = errors.lock() {
                         v.push(e);
@@ -129,6 +133,9 @@ pub fn push(
     if let Some(e) = errors.into_inner().ok().and_then(|v| v.into_iter().next()) {
         return Err(e);
     }
+    if failed.load(Ordering::Relaxed) {
+        return Err(RegistryError::Cancelled);
+    }
     let quiet = |_: Transfer| {};
     upload(
         &session,
@@ -138,7 +145,7 @@ pub fn push(
         &img.manifest.config,
         &[],
         &quiet,
-        &AtomicBool::new(false),
+        failed,
     )?;
     let docker_types = img.manifest.config.media_type == media_types::DOCKER_CONFIG
         && blobs

@@ -4,6 +4,7 @@
 //! connection passes the tenant's egress policy.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -141,18 +142,24 @@ pub(crate) fn api_error(e: &RegistryError) -> ApiError {
 
 /// Runs `job` on a blocking thread, streaming the [`Transfer`] lines it reports; an error ends
 /// the stream with docker's error message.
+/// A client that went away (its response body dropped) stops the job.
 fn stream_job(
-    job: impl FnOnce(&(dyn Fn(Transfer) + Sync)) -> Result<Vec<serde_json::Value>, RegistryError>
+    job: impl FnOnce(
+            &(dyn Fn(Transfer) + Sync),
+            Arc<AtomicBool>,
+        ) -> Result<Vec<serde_json::Value>, RegistryError>
         + Send
         + 'static,
 ) -> Resp {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let stop = Arc::new(AtomicBool::new(false));
+    let guard = StopOnDrop(stop.clone());
     tokio::task::spawn_blocking(move || {
         let send = |v: serde_json::Value| {
             let _ = tx.blocking_send(message_line(&v));
         };
         let events = |t: Transfer| send(t.to_json());
-        match job(&events) {
+        match job(&events, stop) {
             Ok(tail) => tail.into_iter().for_each(send),
             Err(e) => {
                 let message = e.to_string();
@@ -160,7 +167,19 @@ fn stream_job(
             }
         }
     });
-    http::stream("application/json", ChannelBody::boxed_body(rx, None))
+    http::stream(
+        "application/json",
+        ChannelBody::boxed_body(rx, Some(Box::new(guard))),
+    )
+}
+
+/// Sets its flag when dropped (with the response body).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// `POST /images/create?fromImage=NAME&tag=TAG[&platform=P]`: docker pull.
@@ -193,11 +212,12 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
     let room = super::store_room(tenant).await?;
     let limited = tenant.quotas.store.is_some();
     let t = tenant.clone();
-    Ok(stream_job(move |events| {
+    Ok(stream_job(move |events, stop| {
         let client = t.registry_client(creds);
         let opts = PullOptions {
             platform,
             max_bytes: limited.then_some(room),
+            cancel: Some(stop),
         };
         pull(&client, &t.store, &r, &opts, events)?;
         Ok(Vec::new())
@@ -224,9 +244,13 @@ pub async fn push_image(
     }
     let creds = request_auth(req.headers(), r.domain())?;
     let t = tenant.clone();
-    Ok(stream_job(move |events| {
+    Ok(stream_job(move |events, stop| {
         let client = t.registry_client(creds);
-        let pushed = push(&client, &t.store, &r, &PushOptions::default(), events)?;
+        let opts = PushOptions {
+            cancel: Some(stop),
+            ..PushOptions::default()
+        };
+        let pushed = push(&client, &t.store, &r, &opts, events)?;
         Ok(vec![json!({
             "progressDetail": {},
             "aux": {
