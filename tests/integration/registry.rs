@@ -1113,3 +1113,58 @@ fn credential_helpers_mirror_fallback_and_insecure_hosts_work_as_configured() {
     );
     env4.ok(&["pull", &ext]);
 }
+
+#[test]
+fn build_pushes_writes_archives_and_metadata_as_buildx_does() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY a /a\n");
+    env.write("ctx/a", "pushed by build\n");
+    let name = format!("{}/built/app:1", reg.host);
+    let ctx = env.path("ctx");
+    let meta = env.path("meta.json");
+    let oci = env.path("out.tar");
+    let out = env
+        .kiln()
+        .args(["build", "--push", "-t", &name, "--metadata-file"])
+        .arg(&meta)
+        .arg("--output")
+        .arg(format!("type=oci,dest={}", oci.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1: digest: sha256:"), "{stderr}");
+    let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    let pushed = sha256(&skopeo_raw(&name));
+    assert_eq!(meta["containerimage.digest"], pushed);
+    assert_eq!(
+        meta["containerimage.config.digest"],
+        inspect_json(&env, &name)["Id"]
+    );
+    assert_eq!(meta["image.name"], format!("{name}"));
+    // The archive is an OCI layout skopeo reads, holding the same image.
+    let st = Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .arg(format!("oci-archive:{}", oci.display()))
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(m["config"]["digest"], inspect_json(&env, &name)["Id"]);
+    // Pushing needs a tag; outputs kiln does not write are refused, not ignored.
+    let err = env.fails(&["build", "--push", ctx.to_str().unwrap()], 1);
+    assert!(err.contains("tag is needed"), "{err}");
+    let err = env.fails(&["build", "-o", "outdir", ctx.to_str().unwrap()], 1);
+    assert!(err.contains("not supported by kiln yet"), "{err}");
+    let err = env.fails(
+        &["build", "-o", "type=tar,dest=x.tar", ctx.to_str().unwrap()],
+        1,
+    );
+    assert!(err.contains("type=tar"), "{err}");
+}

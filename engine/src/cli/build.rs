@@ -120,6 +120,21 @@ pub struct BuildArgs {
     #[arg(long, value_name = "SIZE", default_value = "64m", value_parser = crate::sandbox::parse_size)]
     pub run_log: u64,
 
+    /// Push every `-t` tag to its registry once the image is built (`--output
+    /// type=registry`).
+    #[arg(long)]
+    pub push: bool,
+
+    /// Where the result goes besides the store: `type=registry` (push), `type=image[,push=true]`,
+    /// `type=oci,dest=FILE` or `type=docker,dest=FILE` (an archive; `-` is stdout).
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+
+    /// Write the result as JSON (`containerimage.digest`, `containerimage.config.digest`,
+    /// `image.name`), as buildx does.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+
     /// When to pull FROM images: `missing` (the default), `always` (what `--pull` alone means:
     /// ask the registry what each tag names now) or `never`.
     #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_parser = parse_pull)]
@@ -266,8 +281,58 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         registry: Some(&client),
         pull_room: None,
     };
+    let outputs = parse_outputs(&args.outputs, args.push)?;
+    if outputs.iter().any(|o| matches!(o, Output::Push)) && req.tags.is_empty() {
+        return Err(
+            UserError("tag is needed when pushing to registry: use -t NAME:TAG".into()).into(),
+        );
+    }
     let renderer = Renderer::new(args.progress, args.quiet);
     let out = build(store, &req, &renderer)?;
+    let mut manifest_digest = out.manifest;
+    for o in &outputs {
+        match o {
+            Output::Push => {
+                let quiet = args.quiet;
+                let events = |t: crate::progress::Transfer| {
+                    if !quiet {
+                        if let Some(line) = super::render::transfer_line(&t) {
+                            eprintln!("{line}");
+                        }
+                    }
+                };
+                for t in &req.tags {
+                    let pushed = crate::registry::push(
+                        &client,
+                        store,
+                        t,
+                        &crate::registry::PushOptions::default(),
+                        &events,
+                    )?;
+                    manifest_digest = pushed.digest;
+                }
+            }
+            Output::Archive { format, dest } => {
+                let id = out.image_id.to_string();
+                let names: Vec<String> = if req.tags.is_empty() {
+                    vec![id]
+                } else {
+                    req.tags.iter().map(ImageRef::to_string).collect()
+                };
+                write_archive(store, &names, *format, dest)?;
+            }
+        }
+    }
+    if let Some(p) = &args.metadata_file {
+        let names: Vec<String> = req.tags.iter().map(ImageRef::to_string).collect();
+        let meta = serde_json::json!({
+            "containerimage.config.digest": out.image_id.to_string(),
+            "containerimage.digest": manifest_digest.to_string(),
+            "image.name": names.join(","),
+        });
+        std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
+            .with_context(|| format!("write {}", p.display()))?;
+    }
     if args.quiet {
         printer.data(&out.image_id.to_string())?;
     }
@@ -276,6 +341,113 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             .with_context(|| format!("write {}", p.display()))?;
     }
     Ok(0)
+}
+
+/// Where a build's result goes besides the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// Push the tags.
+    Push,
+    /// An archive of the image, to a file or (`-`) stdout.
+    Archive {
+        format: crate::archive::SaveFormat,
+        dest: String,
+    },
+}
+
+/// `--output` values (buildx's CSV form) and `--push`.
+fn parse_outputs(specs: &[String], push: bool) -> Result<Vec<Output>, UserError> {
+    let mut out = Vec::new();
+    if push {
+        out.push(Output::Push);
+    }
+    for spec in specs {
+        let bad = |why: &str| UserError(format!("--output {spec:?}: {why}"));
+        if !spec.contains('=') {
+            return Err(bad(
+                "exporting the image's files to a folder (type=local) is not supported by kiln yet",
+            ));
+        }
+        let mut kind = None;
+        let mut dest = None;
+        let mut push_flag = false;
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad(&format!("{field:?} is not key=value")))?;
+            match k {
+                "type" => kind = Some(v.to_owned()),
+                "dest" => dest = Some(v.to_owned()),
+                "push" => push_flag = matches!(v, "true" | "1"),
+                "name" => return Err(bad("name= is not supported: name the image with -t")),
+                other => return Err(bad(&format!("unknown key {other:?}"))),
+            }
+        }
+        let kind = kind.ok_or_else(|| bad("type= is required"))?;
+        match kind.as_str() {
+            "registry" => out.push(Output::Push),
+            "image" => {
+                if push_flag {
+                    out.push(Output::Push);
+                }
+            }
+            "oci" | "docker" => {
+                let dest =
+                    dest.ok_or_else(|| bad("dest= is required (a file, or - for stdout)"))?;
+                let format = if kind == "oci" {
+                    crate::archive::SaveFormat::Oci
+                } else {
+                    crate::archive::SaveFormat::Docker
+                };
+                out.push(Output::Archive { format, dest });
+            }
+            "local" | "tar" => {
+                return Err(bad(&format!(
+                    "type={kind} (the image's files) is not supported by kiln yet"
+                )))
+            }
+            other => return Err(bad(&format!("unknown type {other:?}"))),
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Writes an archive of `names` to `dest` (a file, written whole or not at all, or `-`).
+fn write_archive(
+    store: &Store,
+    names: &[String],
+    format: crate::archive::SaveFormat,
+    dest: &str,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let gz = crate::layer::Compression::Gzip;
+    if dest == "-" {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            return Err(UserError(
+                "refusing to write an archive to a terminal: redirect stdout".into(),
+            )
+            .into());
+        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        crate::archive::save(store, names, format, gz, &mut out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let path = Path::new(dest);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
+    crate::archive::save(
+        store,
+        names,
+        format,
+        gz,
+        std::io::BufWriter::new(tmp.as_file_mut()),
+    )?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
 }
 
 /// `--pull` values.
