@@ -1154,9 +1154,13 @@ impl<'a> Writer<'a> {
         let ft = meta.file_type();
         if ft.is_symlink() {
             let target = link().map_err(serr)?;
-            self.upper
-                .symlink(&target, to.rel())
-                .map_err(Self::werr(to))?;
+            // symlinkat in the parent opened beneath the upper: the link's text is data (an
+            // absolute target is fine; cap-std would refuse one), and nothing is followed.
+            let parent = Self::open_beneath(self.upper, &to.parent())
+                .ok_or_else(|| CopyError::NotADirectory(to.parent()))?;
+            let name = to.file_name().unwrap_or(".");
+            rustix::fs::symlinkat(target.as_str(), &parent, name)
+                .map_err(|e| Self::werr(to)(e.into()))?;
             // Without root a symlink keeps kiln's ids, which stand for root: Linux records
             // nothing on a symlink.
             if crate::layer::host_is_root() {

@@ -662,6 +662,26 @@ fn run_pulls_a_missing_image_first() {
         image_tree(&env3.root(), "c:1")["copied"].content,
         b"#!/nothing\n".to_vec()
     );
+    // So does RUN --mount=type=bind,from=IMAGE.
+    let env4 = Env::new();
+    env4.write(
+        "ctx/Dockerfile",
+        format!(
+            "FROM scratch\nRUN --mount=type=bind,from={name},target=/img cat /img/hello > /got\n"
+        ),
+    );
+    let out = env4
+        .kiln()
+        .args(["build", "-t", "m:1", env4.path("ctx").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("Pulling from run/me"), "{stderr}");
+    assert_eq!(
+        image_tree(&env4.root(), "m:1")["got"].content,
+        b"#!/nothing\n".to_vec()
+    );
 }
 
 #[test]

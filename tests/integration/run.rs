@@ -394,7 +394,6 @@ fn sha256_hex(data: &[u8]) -> String {
 fn unsupported_run_mounts_are_refused_not_ignored() {
     let env = Env::new();
     for (mount, kind) in [
-        ("type=bind,target=/src", "bind"),
         ("type=secret,id=token", "secret"),
         ("type=ssh", "ssh"),
         ("type=cache,target=/c,from=base", "cache"),
@@ -1292,4 +1291,111 @@ fn copy_from_a_stage_with_a_tree_2000_levels_deep_takes_seconds() {
     assert_eq!(content(&tree, &bottom), "bottom\n");
     // Before the walk went one level at a time, this copy took over 20 minutes.
     assert!(took < Duration::from_secs(300), "the copy took {took:?}");
+}
+
+#[test]
+fn bind_mounts_show_the_context_or_a_stage_and_never_land_in_the_layer() {
+    let env = Env::new();
+    env.write("ctx/a.txt", "context one\n");
+    env.write("ctx/tool.txt", "a tool\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch AS tools\nCOPY tool.txt /opt/tool.txt\n\
+         FROM scratch\n\
+         RUN --mount=type=bind,target=/src cat /src/a.txt > /from-context\n\
+         RUN --mount=type=bind,from=tools,source=/opt,target=/t cat /t/tool.txt > /from-stage\n\
+         RUN --mount=type=bind,target=/src,rw echo scribble > /src/new.txt && cat /src/new.txt > /rw\n\
+         RUN --mount=type=bind,target=/src echo x > /src/ro.txt || echo refused > /ro\n",
+    );
+    let ctx = env.path("ctx");
+    env.ok(&["build", "-t", "binds:1", ctx.to_str().unwrap()]);
+    let tree = image_tree(&env.root(), "binds:1");
+    assert_eq!(tree["from-context"].content, b"context one\n".to_vec());
+    assert_eq!(tree["from-stage"].content, b"a tool\n".to_vec());
+    assert_eq!(tree["rw"].content, b"scribble\n".to_vec());
+    assert_eq!(tree["ro"].content, b"refused\n".to_vec());
+    // Neither the mounted files nor the mount points are in the image; the context is as it was.
+    assert!(
+        tree.keys()
+            .all(|p| !p.starts_with("src") && !p.starts_with("t/")),
+        "{:?}",
+        tree.keys()
+    );
+    assert!(!ctx.join("new.txt").exists() && !ctx.join("ro.txt").exists());
+    // The bound folder's content is part of the step's key.
+    let out = env
+        .kiln()
+        .args(["build", "-t", "binds:1", ctx.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr)
+            .matches("Using cache")
+            .count(),
+        5
+    );
+    env.write("ctx/a.txt", "context two\n");
+    env.ok(&["build", "-t", "binds:2", ctx.to_str().unwrap()]);
+    assert_eq!(
+        image_tree(&env.root(), "binds:2")["from-context"].content,
+        b"context two\n".to_vec()
+    );
+    // A single file cannot be bound (yet): one clear line.
+    env.write(
+        "one/Dockerfile",
+        "FROM scratch\nRUN --mount=type=bind,source=a.txt,target=/x cat /x\n",
+    );
+    env.write("one/a.txt", "x");
+    let err = env.fails(&["build", env.path("one").to_str().unwrap()], 1);
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("binds folders only"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bind_mounts_reach_linux_programs_in_the_native_sandbox() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    env.write("ctx/data/a.txt", "for bash\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM debian:bookworm\n\
+         RUN --mount=type=bind,source=data,target=/mnt/data bash -c 'cat /mnt/data/a.txt > /from-bind; touch /mnt/data/no 2> /ro-error || true'\n",
+    );
+    env.ok(&["build", "-t", "nb:1", env.path("ctx").to_str().unwrap()]);
+    let tree = image_tree(&env.root(), "nb:1");
+    assert_eq!(tree["from-bind"].content, b"for bash\n".to_vec());
+    let ro = String::from_utf8_lossy(&tree["ro-error"].content).into_owned();
+    assert!(ro.contains("Read-only file system"), "{ro}");
+    assert!(!tree.contains_key("mnt/data/a.txt"));
+}
+
+#[test]
+fn a_bind_source_symlink_resolves_in_its_stage_never_on_the_host() {
+    // CVE-2024-1753 (buildah): a `from=` stage's symlink to `/` was followed on the host.
+    let env = Env::new();
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch AS evil\n\
+         RUN mkdir -p /etc && echo stage > /etc/marker && ln -s /etc /escape && ln -s / /root-link\n\
+         FROM scratch\n\
+         RUN --mount=type=bind,from=evil,source=/escape,target=/m ls /m > /via-escape\n\
+         RUN --mount=type=bind,from=evil,source=/root-link,target=/r ls /r > /via-root\n\
+         COPY --from=evil / /copied/\n",
+    );
+    env.ok(&["build", "-t", "esc:1", env.path("ctx").to_str().unwrap()]);
+    let tree = image_tree(&env.root(), "esc:1");
+    assert_eq!(tree["via-escape"].content, b"marker\n".to_vec());
+    let root = String::from_utf8_lossy(&tree["via-root"].content).into_owned();
+    // The stage's own root: its folders, none of the host's.
+    assert!(root.contains("escape") && root.contains("etc"), "{root}");
+    assert!(
+        !root.contains("proc") && !root.contains("usr") && !root.contains("home"),
+        "{root}"
+    );
+    // COPY --from keeps absolute symlinks as they are (their text is data).
+    assert_eq!(tree["copied/escape"].kind, 'l');
+    assert_eq!(tree["copied/escape"].content, b"/etc".to_vec());
+    assert_eq!(tree["copied/root-link"].content, b"/".to_vec());
 }

@@ -68,6 +68,8 @@ struct RunWork {
     shown: String,
     /// `--mount`s.
     mounts: Vec<RunMount>,
+    /// For each bind mount (its index in `mounts`): what to copy for it.
+    binds: Vec<(usize, CopyFrom)>,
     /// The step's network: its `--network`, within what the build allows.
     network: Network,
 }
@@ -686,6 +688,13 @@ impl Run<'_> {
                     let m = m.map_err(|e| self.fail(line, e))?;
                     mounts.push(RunMount::new(&m, &workdir).map_err(|e| self.fail(line, e))?);
                 }
+                let mut binds = Vec::new();
+                for (i, m) in mounts.iter().enumerate() {
+                    if let Some((from, source)) = m.bind_source() {
+                        let what = self.bind_from(cx, line, from, source, &mut parts)?;
+                        binds.push((i, what));
+                    }
+                }
                 let network = self.step_network(run).map_err(|e| self.fail(line, e))?;
                 let argv = run_argv(argv, run);
                 let mut env: Vec<String> = cx
@@ -714,6 +723,7 @@ impl Run<'_> {
                     user: config.user.clone(),
                     shown,
                     mounts,
+                    binds,
                     network,
                 };
                 (
@@ -945,6 +955,157 @@ impl Run<'_> {
         })
     }
 
+    /// What a `RUN --mount=type=bind` copies: a folder of the context, a stage or an image
+    /// (pulled when missing); its content goes into the step's key.
+    fn bind_from(
+        &mut self,
+        cx: &StageCx,
+        line: usize,
+        from: Option<&str>,
+        source: &str,
+        parts: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<CopyFrom, BuildError> {
+        let rel = source.trim_start_matches('/');
+        let not_dir = |what: &str| {
+            format!(
+                "RUN --mount=type=bind,source={source}: {what} is not a folder (kiln binds folders only, not single files)"
+            )
+        };
+        let Some(f) = from else {
+            let found = self
+                .req
+                .context
+                .resolve(if rel.is_empty() { "." } else { rel })
+                .map_err(|e| {
+                    if e.is_user_error() {
+                        self.fail(line, format!("RUN --mount=type=bind: {e}"))
+                    } else {
+                        BuildError::Context(e)
+                    }
+                })?;
+            if found.len() != 1
+                || found
+                    .iter()
+                    .any(|s| s.kind != crate::context::SourceKind::Dir)
+            {
+                return Err(self.fail(line, not_dir("the context's")));
+            }
+            let d = self
+                .req
+                .context
+                .digest(&found, &mut self.stat_cache)
+                .map_err(BuildError::Context)?;
+            parts.push((format!("bind {source}"), d.hash.to_vec()));
+            return Ok(CopyFrom::Context(found));
+        };
+        let f = self.expand(cx, line, f)?;
+        let (layers, key, stage) = if let Some(i) = find_stage(&self.plan_stages[..cx.index], &f) {
+            let r = self.stages[i]
+                .as_ref()
+                .ok_or_else(|| self.fail(line, format!("stage {f:?} was not built")))?;
+            (r.state.layers.clone(), r.key.hex(), Some(i))
+        } else {
+            let img = self.image(&f, None, line)?;
+            let id = img.id().to_string();
+            (
+                ImageState::from_parts(&img.manifest, img.config).layers,
+                id,
+                None,
+            )
+        };
+        // The source's symlinks resolve inside that rootfs, never on the host.
+        let view = self.view(&layers)?;
+        let (real, entry) = view
+            .resolve(&ContainerPath::parse(source), true)
+            .map_err(BuildError::Rootfs)?;
+        if !entry.is_some_and(|e| e.kind == EntryKind::Dir) {
+            return Err(self.fail(line, not_dir(&format!("{f}'s"))));
+        }
+        let paths = vec![real.as_str().trim_start_matches('/').to_owned()];
+        parts.push((format!("bind {f} {source}"), key.into_bytes()));
+        Ok(match stage {
+            Some(index) => CopyFrom::Stage { index, paths },
+            None => CopyFrom::Image { layers, paths },
+        })
+    }
+
+    /// The folder a bind mount shows: a copy of its source in the store's scratch space.
+    fn bind_copy(&self, what: &CopyFrom, line: usize) -> Result<crate::store::WorkDir, BuildError> {
+        let dir = self.store.temp_dir()?;
+        let out = open_dir(dir.path())?;
+        let empty = LayerView::new(Vec::new());
+        let opts = CopyOptions {
+            epoch: self.req.epoch,
+            ..CopyOptions::default()
+        };
+        let root = ContainerPath::parse("/");
+        let cerr =
+            |e: crate::copy::CopyError| self.fail(line, format!("RUN --mount=type=bind: {e}"));
+        match what {
+            CopyFrom::Context(sources) => {
+                let one: Vec<CopySource> = sources
+                    .iter()
+                    .map(|s| CopySource {
+                        path: s.resolved.clone(),
+                        keep: String::new(),
+                    })
+                    .collect();
+                copy_into(
+                    &ContextSource(self.req.context),
+                    &one,
+                    &root,
+                    true,
+                    &empty,
+                    &out,
+                    &opts,
+                )
+                .map_err(cerr)?;
+            }
+            CopyFrom::Stage { index, paths } => {
+                let layers = self.stages[*index]
+                    .as_ref()
+                    .map(|r| r.state.layers.clone())
+                    .unwrap_or_default();
+                self.copy_view_into(&layers, paths, &out, &opts, line)?;
+            }
+            CopyFrom::Image { layers, paths } => {
+                self.copy_view_into(layers, paths, &out, &opts, line)?;
+            }
+        }
+        Ok(dir)
+    }
+
+    /// Copies the folders `paths` of `layers` into the folder `out`.
+    fn copy_view_into(
+        &self,
+        layers: &[Layer],
+        paths: &[String],
+        out: &Dir,
+        opts: &CopyOptions,
+        line: usize,
+    ) -> Result<(), BuildError> {
+        let view = self.view(layers)?;
+        let empty = LayerView::new(Vec::new());
+        let sources: Vec<CopySource> = paths
+            .iter()
+            .map(|p| CopySource {
+                path: p.clone(),
+                keep: String::new(),
+            })
+            .collect();
+        copy_into(
+            &view,
+            &sources,
+            &ContainerPath::parse("/"),
+            true,
+            &empty,
+            out,
+            opts,
+        )
+        .map_err(|e| self.fail(line, format!("RUN --mount=type=bind: {e}")))?;
+        Ok(())
+    }
+
     /// The read-only view of `layers`, unpacking snapshots that are missing.
     fn view(&self, layers: &[Layer]) -> Result<LayerView, BuildError> {
         let mut dirs = Vec::new();
@@ -1013,7 +1174,17 @@ impl Run<'_> {
             .collect();
         let upper = self.store.temp_dir()?;
         let id = container_id(upper.path());
-        let mounted = mount_all(self.store, &w.mounts, &rootfs_lowers, upper.path())?;
+        let mut mounts = w.mounts;
+        // The bind mounts' copies live until the step is over.
+        let mut bind_copies = Vec::new();
+        for (i, what) in &w.binds {
+            let copy = self.bind_copy(what, line)?;
+            if let Some(m) = mounts.get_mut(*i) {
+                m.set_bind_host(copy.path().to_path_buf());
+            }
+            bind_copies.push(copy);
+        }
+        let mounted = mount_all(self.store, &mounts, &rootfs_lowers, upper.path())?;
         let rootfs = Rootfs {
             lowers: rootfs_lowers,
             upper: upper.path().to_path_buf(),

@@ -8,11 +8,15 @@
 //!   step's cache key, as with BuildKit. Its users hold a `flock` on it (shared or exclusive);
 //!   `kiln prune --all` removes the ones nobody holds.
 //! - `type=tmpfs`: an empty folder of the store's scratch space, removed after the step.
+//! - `type=bind`: a folder of the context (the default), of another stage or of an image
+//!   (`from=`, pulled when missing), copied into a folder of the store's scratch space for the
+//!   step: read-only by default; with `rw` the step's writes land in that copy and go with it.
+//!   Its contents are part of the step's cache key. Binding a single file is refused.
 //!
 //! The targets are resolved inside the rootfs. The folders made in the step's (fresh) upper to
 //! mount on, and the parents copied up for them, are removed afterwards when the step left them
-//! empty and did not change their owner or mode: they do not land in its layer. Bind mounts of
-//! the context or of another stage, secrets and ssh agents are refused with a clear message.
+//! empty and did not change their owner or mode: they do not land in its layer. Secrets and
+//! ssh agents are refused with a clear message.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -46,15 +50,26 @@ enum Kind {
         gid: u32,
     },
     Tmpfs,
+    Bind {
+        /// `from=`: a stage or image (`None`: the context).
+        from: Option<String>,
+        /// `source=`: the folder within it.
+        source: String,
+        /// The copy made for the step, once made.
+        host: Option<PathBuf>,
+    },
 }
 
 impl RunMount {
     /// Checks a resolved `--mount` (its target relative to `workdir` when not absolute); the
     /// error is the message for the user.
     pub(super) fn new(m: &Mount, workdir: &ContainerPath) -> Result<RunMount, String> {
-        if !matches!(m.kind, MountType::Cache | MountType::Tmpfs) {
+        if !matches!(
+            m.kind,
+            MountType::Cache | MountType::Tmpfs | MountType::Bind
+        ) {
             return Err(format!(
-                "RUN --mount=type={} is not supported by kiln yet (cache and tmpfs are)",
+                "RUN --mount=type={} is not supported by kiln yet (bind, cache and tmpfs are)",
                 m.kind
             ));
         }
@@ -84,6 +99,11 @@ impl RunMount {
                     gid: m.gid.unwrap_or(0),
                 }
             }
+            MountType::Bind => Kind::Bind {
+                from: m.from.clone(),
+                source: m.source.clone().unwrap_or_else(|| "/".to_owned()),
+                host: None,
+            },
             _ => Kind::Tmpfs,
         };
         Ok(RunMount {
@@ -91,6 +111,23 @@ impl RunMount {
             target,
             readonly: m.read_only,
         })
+    }
+}
+
+impl RunMount {
+    /// A bind mount's `from=` and `source=`.
+    pub(super) fn bind_source(&self) -> Option<(Option<&str>, &str)> {
+        match &self.kind {
+            Kind::Bind { from, source, .. } => Some((from.as_deref(), source.as_str())),
+            _ => None,
+        }
+    }
+
+    /// Gives a bind mount the folder made for it.
+    pub(super) fn set_bind_host(&mut self, path: PathBuf) {
+        if let Kind::Bind { host, .. } = &mut self.kind {
+            *host = Some(path);
+        }
     }
 }
 
@@ -141,6 +178,10 @@ pub(super) fn mount_all(
             source: std::io::Error::other(e.to_string()),
         })?;
         let host = match &m.kind {
+            Kind::Bind { host, .. } => host.clone().ok_or_else(|| BuildError::Io {
+                op: "bind a folder",
+                source: std::io::Error::other("the bind mount's copy was not made"),
+            })?,
             Kind::Tmpfs => {
                 let dir = store.temp_dir()?;
                 let path = dir.path().to_path_buf();
