@@ -1062,10 +1062,7 @@ impl Run<'_> {
                 .map_err(cerr)?;
             }
             CopyFrom::Stage { index, paths } => {
-                let layers = self.stages[*index]
-                    .as_ref()
-                    .map(|r| r.state.layers.clone())
-                    .unwrap_or_default();
+                let layers = self.stage_layers(*index);
                 self.copy_view_into(&layers, paths, &out, &opts, line)?;
             }
             CopyFrom::Image { layers, paths } => {
@@ -1073,6 +1070,15 @@ impl Run<'_> {
             }
         }
         Ok(dir)
+    }
+
+    /// The layers of the built stage `index`.
+    fn stage_layers(&self, index: usize) -> Vec<Layer> {
+        self.stages
+            .get(index)
+            .and_then(Option::as_ref)
+            .map(|r| r.state.layers.clone())
+            .unwrap_or_default()
     }
 
     /// Copies the folders `paths` of `layers` into the folder `out`.
@@ -1416,10 +1422,7 @@ impl Run<'_> {
                 }
             }
             CopyFrom::Stage { index, paths } => {
-                let layers = self.stages[*index]
-                    .as_ref()
-                    .map(|r| r.state.layers.clone())
-                    .unwrap_or_default();
+                let layers = self.stage_layers(*index);
                 self.copy_from_layers(&layers, paths, &w, &lower, &udir, &opts, line)?;
             }
             CopyFrom::Image { layers, paths } => {

@@ -293,14 +293,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
     for o in &outputs {
         match o {
             Output::Push => {
-                let quiet = args.quiet;
-                let events = |t: crate::progress::Transfer| {
-                    if !quiet {
-                        if let Some(line) = super::render::transfer_line(&t) {
-                            eprintln!("{line}");
-                        }
-                    }
-                };
+                let events = super::render::transfer_printer(args.quiet);
                 for t in &req.tags {
                     let pushed = crate::registry::push(
                         &client,

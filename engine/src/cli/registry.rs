@@ -4,9 +4,8 @@ use std::io::{BufRead, IsTerminal, Read};
 
 use clap::{Args, ValueEnum};
 
-use super::render::transfer_line;
+use super::render::transfer_printer;
 use super::{Printer, UserError};
-use crate::progress::Transfer;
 use crate::reference::ImageRef;
 use crate::registry::creds::{hostname, login_key};
 use crate::registry::pull::list_tags;
@@ -114,13 +113,7 @@ pub fn pull_cmd(args: &PullArgs, store: &Store, printer: &mut Printer) -> anyhow
     }
     let client = super::registry_client()?;
     let quiet = args.quiet;
-    let events = |t: Transfer| {
-        if !quiet {
-            if let Some(line) = transfer_line(&t) {
-                eprintln!("{line}");
-            }
-        }
-    };
+    let events = transfer_printer(quiet);
     let opts = PullOptions {
         platform,
         ..PullOptions::default()
@@ -154,13 +147,7 @@ pub fn push_cmd(args: &PushArgs, store: &Store, printer: &mut Printer) -> anyhow
     let r = parse_name(&args.name)?;
     let client = super::registry_client()?;
     let quiet = args.quiet;
-    let events = |t: Transfer| {
-        if !quiet {
-            if let Some(line) = transfer_line(&t) {
-                eprintln!("{line}");
-            }
-        }
-    };
+    let events = transfer_printer(quiet);
     let opts = PushOptions {
         compression: match args.compression {
             PushCompression::Gzip => crate::layer::Compression::Gzip,

@@ -152,6 +152,18 @@ pub fn transfer_line(t: &Transfer) -> Option<String> {
     })
 }
 
+/// Prints pull and push lines to stderr (none when `quiet`).
+pub fn transfer_printer(quiet: bool) -> impl Fn(Transfer) + Sync {
+    move |t: Transfer| {
+        if quiet {
+            return;
+        }
+        if let Some(line) = transfer_line(&t) {
+            let _ = writeln!(io::stderr().lock(), "{line}");
+        }
+    }
+}
+
 fn short(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     hex.get(..12).unwrap_or(hex)

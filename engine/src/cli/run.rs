@@ -155,11 +155,7 @@ fn pull_if_needed(args: &RunArgs, store: &Store) -> anyhow::Result<()> {
         eprintln!("Unable to find image '{}' locally", r.familiar());
     }
     let client = super::registry_client()?;
-    let events = |t: crate::progress::Transfer| {
-        if let Some(line) = super::render::transfer_line(&t) {
-            eprintln!("{line}");
-        }
-    };
+    let events = super::render::transfer_printer(false);
     crate::registry::pull(
         &client,
         store,

@@ -367,15 +367,7 @@ fn upload(
     let base = s.base()?;
     let location = join_url(&format!("{base}/v2/{}/blobs/uploads/", ep.path), &location);
     let size = d.size;
-    let mut reader = Progress {
-        inner: store.open_blob(&d.digest)?,
-        done: 0,
-        next: 0,
-        id: id.clone(),
-        size,
-        events,
-        cancel,
-    };
+    let mut reader = Progress::of(store, d, &id, events, cancel)?;
     let resp = s.call(
         Method::PATCH,
         &location,
@@ -429,15 +421,7 @@ fn upload(
     let sep = if put_url.contains('?') { '&' } else { '?' };
     let put_url = format!("{put_url}{sep}digest={}", d.digest);
     let resp = if mode == Fallback::Monolithic {
-        let mut reader = Progress {
-            inner: store.open_blob(&d.digest)?,
-            done: 0,
-            next: 0,
-            id: id.clone(),
-            size,
-            events,
-            cancel,
-        };
+        let mut reader = Progress::of(store, d, &id, events, cancel)?;
         s.call(
             Method::PUT,
             &put_url,
@@ -565,6 +549,27 @@ struct Progress<'a, R> {
     size: u64,
     events: &'a (dyn Fn(Transfer) + Sync),
     cancel: &'a AtomicBool,
+}
+
+impl<'a> Progress<'a, crate::store::BlobReader> {
+    /// The stored blob `d`, read with `Pushing` progress under `id`.
+    fn of(
+        store: &Store,
+        d: &Descriptor,
+        id: &str,
+        events: &'a (dyn Fn(Transfer) + Sync),
+        cancel: &'a AtomicBool,
+    ) -> Result<Self, RegistryError> {
+        Ok(Progress {
+            inner: store.open_blob(&d.digest)?,
+            done: 0,
+            next: 0,
+            id: id.to_owned(),
+            size: d.size,
+            events,
+            cancel,
+        })
+    }
 }
 
 impl<R: Read> Read for Progress<'_, R> {
