@@ -92,6 +92,9 @@ pub enum ArchiveError {
     /// Writing the archive to its destination failed.
     #[error("write archive: {0}")]
     Write(#[source] io::Error),
+    /// An export's destination folder is not empty.
+    #[error("{0}: the destination folder is not empty")]
+    NotEmpty(PathBuf),
 }
 
 impl ArchiveError {
@@ -100,6 +103,7 @@ impl ArchiveError {
         match self {
             Self::Store(e) => e.is_user_error(),
             Self::Io { .. } | Self::Write(_) => false,
+            Self::NotEmpty(_) => true,
             _ => true,
         }
     }
@@ -373,6 +377,58 @@ fn uncompressed_size(
     }
     let reader = layer::decompress_auto(store.open_blob(&desc.digest)?)?;
     io::copy(&mut io::BufReader::new(reader), &mut io::sink()).map_err(ArchiveError::Write)
+}
+
+/// Writes the files of the image `name` (its layers applied in order, whiteouts honoured,
+/// owners kept) into `dest`, which must be missing or empty (`--output type=local`). Device
+/// nodes are refused here: the folder is the user's, not the store's.
+pub fn export_rootfs(store: &Store, name: &str, dest: &Path) -> Result<(), ArchiveError> {
+    let io_err = |op: &'static str| {
+        let path = dest.to_path_buf();
+        move |source| ArchiveError::Io { op, path, source }
+    };
+    match fs::read_dir(dest) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(ArchiveError::NotEmpty(dest.to_path_buf()));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dest).map_err(io_err("create"))?;
+        }
+        Err(e) => return Err(io_err("read")(e)),
+    }
+    let dir = open_dir(dest)?;
+    apply_layers(store, name, &dir, false)
+}
+
+/// Writes the files of the image `name` as one tar to `out` (`--output type=tar`).
+pub fn export_rootfs_tar(store: &Store, name: &str, out: impl Write) -> Result<(), ArchiveError> {
+    let _lease = store.lease()?;
+    let tmp = store.temp_dir()?;
+    let dir = open_dir(tmp.path())?;
+    apply_layers(store, name, &dir, true)?;
+    layer::write_layer(&dir, None, out)?;
+    Ok(())
+}
+
+/// Applies the layers of `name` onto `dir`, bottom first.
+fn apply_layers(
+    store: &Store,
+    name: &str,
+    dir: &cap_std::fs::Dir,
+    devices: bool,
+) -> Result<(), ArchiveError> {
+    let img = store.resolve(name)?;
+    let opts = UnpackOptions {
+        allow_devices: devices,
+        ..UnpackOptions::apply()
+    };
+    for l in &img.manifest.layers {
+        let blob = store.open_blob(&l.digest)?;
+        layer::unpack_layer(io::BufReader::with_capacity(1 << 16, blob), dir, &opts)?;
+    }
+    Ok(())
 }
 
 /// The OCI media type of a layer compressed with `c`.

@@ -1180,11 +1180,46 @@ fn build_pushes_writes_archives_and_metadata_as_buildx_does() {
     // Pushing needs a tag; outputs kiln does not write are refused, not ignored.
     let err = env.fails(&["build", "--push", ctx.to_str().unwrap()], 1);
     assert!(err.contains("tag is needed"), "{err}");
-    let err = env.fails(&["build", "-o", "outdir", ctx.to_str().unwrap()], 1);
-    assert!(err.contains("not supported by kiln yet"), "{err}");
+    // The image's files: into an empty folder (`-o DIR`), or as one tar.
+    env.write("ctx/sub/b", "deeper\n");
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY a /a\nCOPY sub /sub\nRUN rm /a\n",
+    );
+    env.ok(&["build", "-q", "-o", "outdir", ctx.to_str().unwrap()]);
+    let outdir = env.path("outdir");
+    assert_eq!(std::fs::read(outdir.join("sub/b")).unwrap(), b"deeper\n");
+    assert!(
+        !outdir.join("a").exists(),
+        "a file the image deleted was exported"
+    );
     let err = env.fails(
-        &["build", "-o", "type=tar,dest=x.tar", ctx.to_str().unwrap()],
+        &[
+            "build",
+            "-o",
+            "type=local,dest=outdir",
+            ctx.to_str().unwrap(),
+        ],
         1,
     );
-    assert!(err.contains("type=tar"), "{err}");
+    assert!(err.contains("not empty"), "{err}");
+    env.ok(&[
+        "build",
+        "-q",
+        "-o",
+        "type=tar,dest=files.tar",
+        ctx.to_str().unwrap(),
+    ]);
+    let listed = Command::new("tar")
+        .arg("-tf")
+        .arg(env.path("files.tar"))
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.contains("sub/b") && !listed.lines().any(|l| l == "a") && !listed.contains(".wh."),
+        "{listed}"
+    );
+    let err = env.fails(&["build", "-o", "type=nope", ctx.to_str().unwrap()], 1);
+    assert!(err.contains("unknown type"), "{err}");
 }

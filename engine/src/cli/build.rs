@@ -314,6 +314,13 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
                 };
                 write_archive(store, &names, *format, dest)?;
             }
+            Output::Local(dir) => {
+                crate::archive::export_rootfs(store, &out.image_id.to_string(), dir)?;
+            }
+            Output::Tar(dest) => {
+                let id = out.image_id.to_string();
+                write_atomically(dest, |w| crate::archive::export_rootfs_tar(store, &id, w))?;
+            }
         }
     }
     if let Some(p) = &args.metadata_file {
@@ -346,6 +353,10 @@ enum Output {
         format: crate::archive::SaveFormat,
         dest: String,
     },
+    /// The image's files, into an empty folder.
+    Local(PathBuf),
+    /// The image's files as one tar, to a file or (`-`) stdout.
+    Tar(String),
 }
 
 /// `--output` values (buildx's CSV form) and `--push`.
@@ -357,9 +368,13 @@ fn parse_outputs(specs: &[String], push: bool) -> Result<Vec<Output>, UserError>
     for spec in specs {
         let bad = |why: &str| UserError(format!("--output {spec:?}: {why}"));
         if !spec.contains('=') {
-            return Err(bad(
-                "exporting the image's files to a folder (type=local) is not supported by kiln yet",
-            ));
+            // buildx's shorthand: `-o DIR` is type=local, `-o -` a tar on stdout.
+            out.push(if spec == "-" {
+                Output::Tar("-".into())
+            } else {
+                Output::Local(PathBuf::from(spec))
+            });
+            continue;
         }
         let mut kind = None;
         let mut dest = None;
@@ -394,10 +409,14 @@ fn parse_outputs(specs: &[String], push: bool) -> Result<Vec<Output>, UserError>
                 };
                 out.push(Output::Archive { format, dest });
             }
-            "local" | "tar" => {
-                return Err(bad(&format!(
-                    "type={kind} (the image's files) is not supported by kiln yet"
-                )))
+            "local" => {
+                let dest = dest.ok_or_else(|| bad("dest= is required (a folder)"))?;
+                out.push(Output::Local(PathBuf::from(dest)));
+            }
+            "tar" => {
+                let dest =
+                    dest.ok_or_else(|| bad("dest= is required (a file, or - for stdout)"))?;
+                out.push(Output::Tar(dest));
             }
             other => return Err(bad(&format!("unknown type {other:?}"))),
         }
@@ -413,8 +432,17 @@ fn write_archive(
     format: crate::archive::SaveFormat,
     dest: &str,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
     let gz = crate::layer::Compression::Gzip;
+    write_atomically(dest, |w| crate::archive::save(store, names, format, gz, w))
+}
+
+/// Runs `write` on the file `dest` (made whole or not at all) or, for `-`, on stdout (never a
+/// terminal).
+fn write_atomically(
+    dest: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> Result<(), crate::archive::ArchiveError>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
     if dest == "-" {
         use std::io::IsTerminal;
         if std::io::stdout().is_terminal() {
@@ -424,20 +452,18 @@ fn write_archive(
             .into());
         }
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-        crate::archive::save(store, names, format, gz, &mut out)?;
+        write(&mut out)?;
         out.flush()?;
         return Ok(());
     }
     let path = Path::new(dest);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     let mut tmp = tempfile::NamedTempFile::new_in(dir.unwrap_or(Path::new(".")))?;
-    crate::archive::save(
-        store,
-        names,
-        format,
-        gz,
-        std::io::BufWriter::new(tmp.as_file_mut()),
-    )?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w)?;
+        w.flush()?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path)?;
     Ok(())
