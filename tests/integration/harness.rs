@@ -106,6 +106,14 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Runs `kiln ARGS`, asserts success and returns stderr (progress lines).
+    pub fn ok_stderr(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kiln {args:?} failed:\n{stderr}");
+        stderr
+    }
+
     /// Runs `kiln ARGS`, asserts it failed with `code`, and returns stderr.
     pub fn fails(&self, args: &[&str], code: i32) -> String {
         let out = self.run(args);

@@ -99,9 +99,7 @@ fn push_then_pull_round_trips_through_a_plain_registry_and_skopeo_agrees() {
     let blobs_before = std::fs::read_dir(env.root().join("blobs/sha256"))
         .unwrap()
         .count();
-    let out = env.kiln().args(["push", &name]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = env.ok_stderr(&["push", &name]);
     assert_eq!(
         stderr.matches("Layer already exists").count(),
         2,
@@ -215,17 +213,7 @@ fn a_multi_platform_index_yields_this_platform_and_skips_attestations() {
     let amd_raw = skopeo_raw(&name);
     let amd: serde_json::Value = serde_json::from_slice(&amd_raw).unwrap();
     // An arm64 variant: the same layers, a config that says arm64.
-    let (_, _, cfg) = http(
-        "GET",
-        &reg.host,
-        &format!(
-            "/v2/multi/app/blobs/{}",
-            amd["config"]["digest"].as_str().unwrap()
-        ),
-        &[],
-        b"",
-    );
-    let mut cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    let mut cfg = get_blob_json(&reg.host, "multi/app", &amd["config"]["digest"]);
     cfg["architecture"] = "arm64".into();
     cfg["variant"] = "v8".into();
     let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
@@ -308,6 +296,13 @@ fn a_multi_platform_index_yields_this_platform_and_skips_attestations() {
     );
 }
 
+/// A JSON blob of `repo` in the registry at `host`.
+fn get_blob_json(host: &str, repo: &str, digest: &serde_json::Value) -> serde_json::Value {
+    let digest = digest.as_str().unwrap();
+    let (_, _, bytes) = http("GET", host, &format!("/v2/{repo}/blobs/{digest}"), &[], b"");
+    serde_json::from_slice(&bytes).unwrap()
+}
+
 fn put_blob(host: &str, repo: &str, bytes: &[u8]) {
     let (st, h, _) = http(
         "POST",
@@ -367,9 +362,7 @@ fn bearer_tokens_carry_the_scopes_the_registry_asks_for() {
     // that may also pull from the source.
     let b = format!("{}/team/b:1", reg.host);
     env.ok(&["tag", &a, &b]);
-    let out = env.kiln().args(["push", &b]).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = env.ok_stderr(&["push", &b]);
     assert!(stderr.contains("Mounted from team/a"), "{stderr}");
     let reqs = tokens.requests();
     assert!(
@@ -532,13 +525,7 @@ fn from_debian_pulls_through_a_mirror_and_pull_policies_hold() {
         "FROM debian:bookworm\nCOPY a.txt /a.txt\n",
     );
     let ctx = env.path("ctx");
-    let out = env
-        .kiln()
-        .args(["build", "-t", "t:1", ctx.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = env.ok_stderr(&["build", "-t", "t:1", ctx.to_str().unwrap()]);
     assert!(
         stderr.contains("bookworm: Pulling from library/debian"),
         "{stderr}"
@@ -650,13 +637,7 @@ fn run_pulls_a_missing_image_first() {
         "ctx/Dockerfile",
         format!("FROM scratch\nCOPY --from={name} /hello /copied\n"),
     );
-    let out = env3
-        .kiln()
-        .args(["build", "-t", "c:1", env3.path("ctx").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = env3.ok_stderr(&["build", "-t", "c:1", env3.path("ctx").to_str().unwrap()]);
     assert!(stderr.contains("Pulling from run/me"), "{stderr}");
     assert_eq!(
         image_tree(&env3.root(), "c:1")["copied"].content,
@@ -670,13 +651,7 @@ fn run_pulls_a_missing_image_first() {
             "FROM scratch\nRUN --mount=type=bind,from={name},target=/img cat /img/hello > /got\n"
         ),
     );
-    let out = env4
-        .kiln()
-        .args(["build", "-t", "m:1", env4.path("ctx").to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = env4.ok_stderr(&["build", "-t", "m:1", env4.path("ctx").to_str().unwrap()]);
     assert!(stderr.contains("Pulling from run/me"), "{stderr}");
     assert_eq!(
         image_tree(&env4.root(), "m:1")["got"].content,
@@ -903,17 +878,7 @@ fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_sn
     let good_diff = inspect_json(&env, &good)["RootFS"]["Layers"][0].clone();
     let raw = skopeo_raw(&evil);
     let mut m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
-    let (_, _, cfg) = http(
-        "GET",
-        &reg.host,
-        &format!(
-            "/v2/evil/base/blobs/{}",
-            m["config"]["digest"].as_str().unwrap()
-        ),
-        &[],
-        b"",
-    );
-    let mut cfg: serde_json::Value = serde_json::from_slice(&cfg).unwrap();
+    let mut cfg = get_blob_json(&reg.host, "evil/base", &m["config"]["digest"]);
     cfg["rootfs"]["diff_ids"][0] = good_diff;
     let cfg_bytes = serde_json::to_vec(&cfg).unwrap();
     put_blob(&reg.host, "evil/base", &cfg_bytes);
