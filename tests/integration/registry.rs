@@ -286,6 +286,18 @@ fn a_multi_platform_index_yields_this_platform_and_skips_attestations() {
         info["RepoDigests"][0].as_str().unwrap(),
         format!("{}/multi/app@{}", reg.host, sha256(&index_bytes))
     );
+    // Pushed elsewhere, it goes as its platform's manifest, and the new tag's repo digest is
+    // that manifest's (docker pushes one platform too).
+    let copy = format!("{}/multi/copy:1", reg.host);
+    env2.ok(&["tag", &all, &copy]);
+    env2.ok(&["push", &copy]);
+    assert_eq!(sha256(&skopeo_raw(&copy)), sha256(&amd_raw));
+    assert_eq!(
+        inspect_json(&env2, &copy)["RepoDigests"][0]
+            .as_str()
+            .unwrap(),
+        format!("{}/multi/copy@{}", reg.host, sha256(&amd_raw))
+    );
     let env3 = Env::new();
     env3.ok(&["pull", "--platform", "linux/arm64", &all]);
     assert_eq!(inspect_json(&env3, &all)["Architecture"], "arm64");

@@ -199,9 +199,10 @@ pub fn push(
             });
         }
     }
-    // The tag now names the manifest the registry has (same image ID), so its repo digest is
-    // the registry's and the next push finds every layer already compressed.
-    if mdesc.digest != img.descriptor.digest && mdesc.digest != img.manifest_digest {
+    // The tag now names the manifest the registry has (same image ID; for an image pulled
+    // from an index, its platform's manifest), so its repo digest is the registry's and the
+    // next push finds every layer already compressed.
+    if mdesc.digest != img.descriptor.digest {
         store.add_image(&mdesc, std::slice::from_ref(target))?;
     }
     events(Transfer::status(format!(

@@ -190,9 +190,6 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
             "kiln serve does not import from fromSrc: use `docker load`, or `kiln import` on the host",
         ));
     }
-    if q.get("repo").is_some_and(|s| !s.is_empty()) && q.get("fromImage").is_none() {
-        return Err(ApiError::bad_request("fromImage is required"));
-    }
     let from = q
         .get("fromImage")
         .filter(|s| !s.is_empty())
