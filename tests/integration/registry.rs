@@ -865,28 +865,19 @@ fn a_layer_that_is_not_the_diff_id_its_config_names_never_becomes_that_layers_sn
     let reg = Registry::plain();
     let env = Env::new();
     // The layer everybody trusts, and an image whose config claims its own layer is that one.
+    let one_file_image = |dir: &str, name: &str, content: &str| {
+        env.write(
+            &format!("{dir}/Dockerfile"),
+            "FROM scratch\nCOPY ok.txt /ok.txt\n",
+        );
+        env.write(&format!("{dir}/ok.txt"), content);
+        env.ok(&["build", "-q", "-t", name, env.path(dir).to_str().unwrap()]);
+        env.ok(&["push", name]);
+    };
     let good = format!("{}/trusted/base:1", reg.host);
-    env.write("good/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
-    env.write("good/ok.txt", "trusted\n");
-    env.ok(&[
-        "build",
-        "-q",
-        "-t",
-        &good,
-        env.path("good").to_str().unwrap(),
-    ]);
-    env.ok(&["push", &good]);
+    one_file_image("good", &good, "trusted\n");
     let evil = format!("{}/evil/base:1", reg.host);
-    env.write("evil/Dockerfile", "FROM scratch\nCOPY ok.txt /ok.txt\n");
-    env.write("evil/ok.txt", "poisoned\n");
-    env.ok(&[
-        "build",
-        "-q",
-        "-t",
-        &evil,
-        env.path("evil").to_str().unwrap(),
-    ]);
-    env.ok(&["push", &evil]);
+    one_file_image("evil", &evil, "poisoned\n");
     let good_diff = inspect_json(&env, &good)["RootFS"]["Layers"][0].clone();
     let raw = skopeo_raw(&evil);
     let mut m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
