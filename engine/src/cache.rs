@@ -51,6 +51,24 @@ pub struct CachedLayer {
     pub diff_id: DiffId,
     /// The uncompressed tar's size in bytes.
     pub size: u64,
+    /// The compressed blob that holds it, when the store does not keep the tar itself (a
+    /// layer found in a `--cache-from` cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<crate::image::Descriptor>,
+}
+
+impl CachedLayer {
+    /// The blob that holds the layer: the compressed one when there is one, else the tar.
+    pub fn descriptor(&self) -> crate::image::Descriptor {
+        match &self.blob {
+            Some(b) => b.clone(),
+            None => crate::image::Descriptor::new(
+                crate::image::media_types::OCI_LAYER,
+                self.diff_id.as_uncompressed_digest(),
+                self.size,
+            ),
+        }
+    }
 }
 
 /// One labelled input of a key, kept to explain misses.
@@ -197,7 +215,7 @@ impl Cache {
     }
 
     /// Every layer that cache entries refer to (roots for garbage collection).
-    pub fn referenced_layers(&self) -> Vec<DiffId> {
+    pub fn referenced_layers(&self) -> Vec<CachedLayer> {
         let mut out = Vec::new();
         let Ok(shards) = fs::read_dir(self.dir.join("steps")) else {
             return out;
@@ -210,7 +228,7 @@ impl Cache {
                 if let Some(entry) = read_bounded(&f.path(), 64 * 1024)
                     .and_then(|b| serde_json::from_slice::<CacheEntry>(&b).ok())
                 {
-                    out.extend(entry.layer.map(|l| l.diff_id));
+                    out.extend(entry.layer);
                 }
             }
         }

@@ -34,6 +34,9 @@ pub enum ProgressEvent {
     StepCached {
         /// 1-based step number.
         index: usize,
+        /// The `--cache-from` cache it came from (absent: the store's own cache).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
     /// The step was not in the cache; `reason` names the first input that changed.
     CacheMiss {

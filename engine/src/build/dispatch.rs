@@ -6,8 +6,9 @@ use std::time::Instant;
 use cap_std::fs::Dir;
 use time::OffsetDateTime;
 
-use super::mounts::{mount_all, RunMount};
+use super::mounts::{mount_all, seed_cache_mount, RunMount};
 use super::plan::{find_stage, Plan};
+use super::remote_cache::{export, export_failed, CacheMode, Imported, Record};
 use super::state::{ImageState, Layer};
 use super::users::resolve_owner;
 use super::{BuildError, BuildOutput, BuildRequest, Cancel, Network};
@@ -126,6 +127,12 @@ struct Run<'a> {
     used_args: std::collections::BTreeSet<String>,
     /// Changed context files seen while preparing the current step.
     changed_files: Vec<String>,
+    /// The caches of `--cache-from`.
+    imported: Imported,
+    /// Every step's key and result, for `--cache-to`.
+    records: Vec<Record>,
+    /// The ids of the cache mounts RUN steps name, for `--cache-to ...,mounts=true`.
+    mount_ids: std::collections::BTreeSet<String>,
 }
 
 /// Builds `req` into `store`, reporting progress to `progress`.
@@ -174,6 +181,9 @@ pub fn build(
         plan_stages: plan.stages.clone(),
         used_args: scope.used_build_args().clone(),
         changed_files: Vec::new(),
+        imported: Imported::load(store, req.registry, &req.cache_from, progress),
+        records: Vec::new(),
+        mount_ids: std::collections::BTreeSet::new(),
     };
     for &i in &plan.needed {
         let r = run.stage(i, &scope)?;
@@ -212,6 +222,14 @@ pub fn build(
             ),
         });
     }
+    let descs: Vec<Descriptor> = result.state.layers.iter().map(|l| l.desc.clone()).collect();
+    run.imported
+        .fetch(store, req.registry, &descs, req.pull_room, progress)
+        .map_err(|message| BuildError::Step {
+            file: file.clone(),
+            line: 0,
+            message,
+        })?;
     if let Some(c) = req.compression {
         compress_layers(store, &mut result.state, c)?;
     }
@@ -222,7 +240,43 @@ pub fn build(
     for t in &req.tags {
         progress.emit(ProgressEvent::Tagged { name: t.familiar() });
     }
+    for exp in &req.cache_to {
+        let chain = stage_chain(&run.plan_stages, plan.target);
+        let records: Vec<&Record> = run
+            .records
+            .iter()
+            .filter(|r| exp.mode == CacheMode::Max || chain.contains(&r.stage))
+            .collect();
+        if let Err(why) = export(
+            store,
+            req.registry,
+            exp,
+            &records,
+            &run.mount_ids,
+            &run.imported,
+            progress,
+        ) {
+            export_failed(exp, why, progress)?;
+        }
+    }
     Ok(out)
+}
+
+/// The stage `target` and the stages it is built FROM, directly or not.
+fn stage_chain(stages: &[super::plan::Stage], target: usize) -> Vec<usize> {
+    let mut out = vec![target];
+    let mut i = target;
+    while let Some(dep) = stages
+        .get(i)
+        .and_then(|st| find_stage(stages.get(..i).unwrap_or_default(), &st.base))
+    {
+        if out.contains(&dep) {
+            break;
+        }
+        out.push(dep);
+        i = dep;
+    }
+    out
 }
 
 /// Replaces the image's uncompressed layer blobs with compressed ones (remembered per diff ID
@@ -232,33 +286,23 @@ fn compress_layers(
     state: &mut ImageState,
     c: layer::Compression,
 ) -> Result<(), BuildError> {
-    let (mt, tag) = match c {
-        layer::Compression::Gzip => (media_types::OCI_LAYER_GZIP, "gzip"),
-        layer::Compression::Zstd => (media_types::OCI_LAYER_ZSTD, "zstd"),
+    let mt = match c {
+        layer::Compression::Gzip => media_types::OCI_LAYER_GZIP,
+        layer::Compression::Zstd => media_types::OCI_LAYER_ZSTD,
     };
-    let memo_dir = store.cache_dir().join("compressed");
     for l in &mut state.layers {
         if l.desc.media_type != media_types::OCI_LAYER {
             continue;
         }
-        let memo = memo_dir.join(format!("{}-{tag}", l.diff_id.hex()));
-        let known = std::fs::read_to_string(&memo)
-            .ok()
-            .and_then(|s| s.trim().parse::<Digest>().ok())
-            .filter(|d| store.has_blob(d));
-        let desc = match known {
-            Some(d) => Descriptor::new(mt, d, store.blob_size(&d)?),
+        let desc = match store.compressed_form(&l.diff_id, mt) {
+            Some(d) => d,
             None => {
                 let mut w = store.blob_writer()?;
                 layer::compress_parallel(store.open_blob(&l.desc.digest)?, &mut w, c)?;
                 let (d, size) = w.commit()?;
-                let io = |source| BuildError::Io {
-                    op: "remember compressed layer",
-                    source,
-                };
-                crate::fsx::private_dir_all(&memo_dir).map_err(io)?;
-                std::fs::write(&memo, d.to_string()).map_err(io)?;
-                Descriptor::new(mt, d, size)
+                let desc = Descriptor::new(mt, d, size);
+                store.remember_compressed(&l.diff_id, &desc)?;
+                desc
             }
         };
         l.desc = desc;
@@ -521,18 +565,34 @@ impl Run<'_> {
         }
         let (key, parts) = kb.finish();
         let slot = format!("{}\0{}\0{}", self.req.slot_prefix, cx.index, slot_idx);
+        if let Work::Run(r) = &prepared.work {
+            self.mount_ids.extend(
+                r.mounts
+                    .iter()
+                    .filter_map(|m| m.cache_id())
+                    .map(|c| c.0.to_owned()),
+            );
+        }
         let hit = if self.req.no_cache {
             None
         } else {
-            self.cache.get(&key).filter(|e| {
+            let local = self.cache.get(&key).filter(|e| {
                 e.layer
                     .as_ref()
-                    .is_none_or(|l| self.store.has_blob(&l.diff_id.as_uncompressed_digest()))
-            })
+                    .is_none_or(|l| self.store.has_blob(&l.descriptor().digest))
+            });
+            match local {
+                Some(e) => Some((e, None)),
+                None => self.imported.get(&key).map(|(e, from)| (e, Some(from))),
+            }
         };
         let entry = match hit {
-            Some(e) => {
-                self.progress.emit(ProgressEvent::StepCached { index });
+            Some((e, from)) => {
+                if from.is_some() {
+                    self.cache.put(&key, &e)?;
+                }
+                self.progress
+                    .emit(ProgressEvent::StepCached { index, from });
                 e
             }
             None => {
@@ -569,13 +629,15 @@ impl Run<'_> {
             Some(_) => now(self.req.epoch),
             None => created,
         };
-        let layer = entry.layer.map(|l| Layer {
-            desc: Descriptor::new(
-                media_types::OCI_LAYER,
-                l.diff_id.as_uncompressed_digest(),
-                l.size,
-            ),
+        let layer = entry.layer.as_ref().map(|l| Layer {
+            desc: l.descriptor(),
             diff_id: l.diff_id,
+        });
+        self.records.push(Record {
+            stage: cx.index,
+            key,
+            created: entry.created.clone(),
+            layer: layer.clone(),
         });
         cx.state.commit(created, prepared.created_by, layer);
         cx.key = key;
@@ -1114,6 +1176,24 @@ impl Run<'_> {
 
     /// The read-only view of `layers`, unpacking snapshots that are missing.
     fn view(&self, layers: &[Layer]) -> Result<LayerView, BuildError> {
+        let missing: Vec<Descriptor> = layers
+            .iter()
+            .filter(|l| !self.store.has_snapshot(&l.diff_id))
+            .map(|l| l.desc.clone())
+            .collect();
+        self.imported
+            .fetch(
+                self.store,
+                self.req.registry,
+                &missing,
+                self.req.pull_room,
+                self.progress,
+            )
+            .map_err(|message| BuildError::Step {
+                file: self.file(),
+                line: 0,
+                message,
+            })?;
         let mut dirs = Vec::new();
         for l in layers {
             self.store.layer_snapshot(&l.diff_id, &l.desc.digest)?;
@@ -1189,6 +1269,9 @@ impl Run<'_> {
                 m.set_bind_host(copy.path().to_path_buf());
             }
             bind_copies.push(copy);
+        }
+        for (id, mode, uid, gid) in mounts.iter().filter_map(RunMount::cache_id) {
+            self.seed_mount(id, (mode, uid, gid));
         }
         let mounted = mount_all(self.store, &mounts, &rootfs_lowers, upper.path())?;
         let rootfs = Rootfs {
@@ -1516,6 +1599,31 @@ impl Run<'_> {
         Ok(Some(()))
     }
 
+    /// Fills the cache mount `id` from a `--cache-from` cache when this store has none yet. A
+    /// cache that cannot be read is a warning: the step then starts with an empty folder.
+    fn seed_mount(&self, id: &str, owner: (u32, u32, u32)) {
+        let Some((blob, from)) = self.imported.mount(id) else {
+            return;
+        };
+        let result = self
+            .imported
+            .fetch(
+                self.store,
+                self.req.registry,
+                std::slice::from_ref(&blob),
+                self.req.pull_room,
+                self.progress,
+            )
+            .and_then(|()| {
+                seed_cache_mount(self.store, id, owner, &blob.digest).map_err(|e| e.to_string())
+            });
+        if let Err(e) = result {
+            self.progress.emit(ProgressEvent::Warning {
+                message: format!("cache mount {id:?} from {from} is not used: {e}"),
+            });
+        }
+    }
+
     /// Turns an upper folder into a layer blob and a snapshot.
     fn commit_upper(&self, upper: crate::store::WorkDir) -> Result<CachedLayer, BuildError> {
         // The layer writer hashes its tar as it writes it: the store need not hash it again.
@@ -1527,6 +1635,7 @@ impl Run<'_> {
         Ok(CachedLayer {
             diff_id: tar.diff_id,
             size,
+            blob: None,
         })
     }
 }

@@ -15,6 +15,7 @@ pub mod users;
 
 mod dispatch;
 mod mounts;
+pub mod remote_cache;
 
 pub use mounts::prune_cache_mounts;
 
@@ -85,6 +86,10 @@ pub struct BuildRequest<'a> {
     pub registry: Option<&'a crate::registry::Client>,
     /// Most bytes pulls may add to the store (`None`: no limit).
     pub pull_room: Option<u64>,
+    /// `--cache-from`: caches to take step results from, besides the store's own.
+    pub cache_from: Vec<remote_cache::CacheLocation>,
+    /// `--cache-to`: where to write the build's step results.
+    pub cache_to: Vec<remote_cache::CacheExport>,
 }
 
 /// Cancels a running build from another thread: the RUN step in progress is killed and no
@@ -199,6 +204,14 @@ pub enum BuildError {
     /// The build was cancelled.
     #[error("the build was cancelled")]
     Cancelled,
+    /// `--cache-to` failed (the image was built).
+    #[error("export the build cache to {to}: {why}")]
+    CacheExport {
+        /// Where to.
+        to: String,
+        /// What went wrong.
+        why: String,
+    },
     /// A file operation failed.
     #[error("{op}: {source}")]
     Io {

@@ -123,6 +123,16 @@ impl RunMount {
         }
     }
 
+    /// A cache mount's `id`, and the mode and owner its folder is made with.
+    pub(super) fn cache_id(&self) -> Option<(&str, u32, u32, u32)> {
+        match &self.kind {
+            Kind::Cache {
+                id, mode, uid, gid, ..
+            } => Some((id.as_str(), *mode, *uid, *gid)),
+            _ => None,
+        }
+    }
+
     /// Gives a bind mount the folder made for it.
     pub(super) fn set_bind_host(&mut self, path: PathBuf) {
         if let Kind::Bind { host, .. } = &mut self.kind {
@@ -393,5 +403,73 @@ impl Mounted {
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the cache mount `id` of this store as a zstd-compressed tar blob (`--cache-to
+/// ...,mounts=true`), holding a shared lock on it meanwhile; `None` when the store has no such
+/// folder. Returns the blob, its tar's diff ID and the tar's size.
+pub(super) fn export_cache_mount(
+    store: &Store,
+    id: &str,
+) -> Result<Option<(crate::image::Descriptor, crate::digest::DiffId, u64)>, BuildError> {
+    let dir = cache_mounts(store).join(hex::encode(Sha256::digest(id.as_bytes())));
+    let lock = match fs::File::open(&dir) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("open a cache mount")(e)),
+    };
+    rustix::fs::flock(&lock, FlockOperation::LockShared)
+        .map_err(|e| io("lock a cache mount")(e.into()))?;
+    let folder = Dir::open_ambient_dir(&dir, cap_std::ambient_authority())
+        .map_err(io("open a cache mount"))?;
+    let mut enc = zstd::stream::write::Encoder::new(store.blob_writer()?, 3)
+        .map_err(io("compress a cache mount"))?;
+    let tar = crate::layer::write_layer(&folder, None, &mut enc)?;
+    let w = enc.finish().map_err(io("compress a cache mount"))?;
+    let (digest, size) = w.commit()?;
+    Ok(Some((
+        crate::image::Descriptor::new(crate::image::media_types::OCI_LAYER_ZSTD, digest, size),
+        tar.diff_id,
+        tar.size,
+    )))
+}
+
+/// Makes the cache mount `id` from the stored tar blob `blob` when this store has no such
+/// folder yet (`--cache-from` of a cache exported with `mounts=true`); returns whether it did.
+pub(super) fn seed_cache_mount(
+    store: &Store,
+    id: &str,
+    (mode, uid, gid): (u32, u32, u32),
+    blob: &crate::digest::Digest,
+) -> Result<bool, BuildError> {
+    let base = cache_mounts(store);
+    crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
+    let dir = base.join(hex::encode(Sha256::digest(id.as_bytes())));
+    if dir.exists() {
+        return Ok(false);
+    }
+    let fresh = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(&base)
+        .map_err(io("create a cache mount"))?;
+    let path = fresh.path().join("d");
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&path)
+        .map_err(io("create a cache mount"))?;
+    let dest = Dir::open_ambient_dir(&path, cap_std::ambient_authority())
+        .map_err(io("create a cache mount"))?;
+    crate::layer::unpack_layer(
+        store.open_blob(blob)?,
+        &dest,
+        &crate::layer::UnpackOptions::archive(),
+    )?;
+    own(&path, mode, uid, gid)?;
+    match fs::rename(&path, &dir) {
+        Ok(()) => Ok(true),
+        // Another step made it first.
+        Err(_) if dir.is_dir() => Ok(false),
+        Err(e) => Err(io("create a cache mount")(e)),
     }
 }

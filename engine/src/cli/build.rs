@@ -135,6 +135,18 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
 
+    /// Take step results from this cache too: `type=registry,ref=NAME:TAG` (or just
+    /// `NAME:TAG`) or `type=local,src=DIR[,tag=TAG]` (an OCI layout); repeatable.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+
+    /// Write the build's step results to a cache: `type=registry,ref=NAME:TAG` or
+    /// `type=local,dest=DIR[,tag=TAG]`, with `mode=max` (every stage, the default) or `min`
+    /// (the target's stages), `compression=gzip|zstd`, `mounts=true` (also the `RUN
+    /// --mount=type=cache` folders) and `ignore-error=true`; repeatable.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
+
     /// When to pull FROM images: `missing` (the default), `always` (what `--pull` alone means:
     /// ask the registry what each tag names now) or `never`.
     #[arg(long, value_name = "WHEN", num_args = 0..=1, require_equals = true, default_missing_value = "always", value_parser = parse_pull)]
@@ -280,6 +292,22 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         pull: args.pull.unwrap_or_default(),
         registry: Some(&client),
         pull_room: None,
+        cache_from: args
+            .cache_from
+            .iter()
+            .map(|c| {
+                crate::build::remote_cache::parse_cache_from(c)
+                    .map_err(|e| UserError(format!("--cache-from {c:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
+        cache_to: args
+            .cache_to
+            .iter()
+            .map(|c| {
+                crate::build::remote_cache::parse_cache_to(c)
+                    .map_err(|e| UserError(format!("--cache-to {c:?}: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
     };
     let outputs = parse_outputs(&args.outputs, args.push)?;
     if outputs.iter().any(|o| matches!(o, Output::Push)) && req.tags.is_empty() {

@@ -58,8 +58,9 @@ pub fn run(args: &PruneArgs, store: &Store, out: &mut Printer) -> anyhow::Result
             // Whatever is still in the cache keeps its layers (all of it, without --all), and
             // containers keep their images.
             let mut roots = container_roots.take().unwrap_or_default();
-            for diff in cache.referenced_layers() {
-                roots.add_layer(&diff);
+            for l in cache.referenced_layers() {
+                roots.add_layer(&l.diff_id);
+                roots.blobs.insert(l.descriptor().digest);
             }
             roots
         },

@@ -56,7 +56,10 @@ impl Renderer {
             ProgressEvent::StepStarted {
                 index, total, text, ..
             } => format!("Step {index}/{total} : {text}"),
-            ProgressEvent::StepCached { .. } => " ---> Using cache".to_owned(),
+            ProgressEvent::StepCached { from: None, .. } => " ---> Using cache".to_owned(),
+            ProgressEvent::StepCached { from: Some(f), .. } => {
+                format!(" ---> Using cache from {f}")
+            }
             ProgressEvent::CacheMiss { reason, .. } => format!(" ---> Cache miss: {reason}"),
             ProgressEvent::Exec { id, executor, .. } => {
                 format!(" ---> Running in {id} ({executor})")
@@ -98,7 +101,7 @@ impl Renderer {
                 bar.enable_steady_tick(Duration::from_millis(100));
                 st.bars.push((*index, bar));
             }
-            ProgressEvent::StepCached { index } => {
+            ProgressEvent::StepCached { index, .. } => {
                 if let Some((_, b)) = st.bars.iter().find(|(i, _)| i == index) {
                     b.set_prefix(format!("CACHED {}", b.prefix()));
                 }

@@ -28,8 +28,8 @@ pub use auth::Credential;
 pub use creds::{Credentials, DockerConfig, NoCredentials, StaticCredentials};
 pub use egress::Egress;
 pub use platform::PlatformSpec;
-pub use pull::{pull, PullOptions, PullPolicy, Pulled};
-pub use push::{push, PushOptions, Pushed};
+pub use pull::{fetch_artifact, fetch_blobs, pull, Artifact, PullOptions, PullPolicy, Pulled};
+pub use push::{push, push_artifact, PushOptions, Pushed};
 pub use settings::Settings;
 
 use crate::digest::Digest;

@@ -749,3 +749,110 @@ mod tests {
         assert!(PullPolicy::parse("sometimes").is_err());
     }
 }
+
+/// A manifest fetched by reference with its config blob, neither stored: a kiln cache ref.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// The manifest.
+    pub manifest: ImageManifest,
+    /// Its digest.
+    pub digest: Digest,
+    /// The config blob's bytes (verified against the manifest).
+    pub config: Vec<u8>,
+}
+
+/// Fetches the image manifest `r` names and its config, which must be of media type
+/// `config_type` and at most `max_config` bytes. [`RegistryError::NotFound`] when the tag does
+/// not exist.
+pub fn fetch_artifact(
+    client: &Client,
+    store: &Store,
+    r: &ImageRef,
+    config_type: &str,
+    max_config: u64,
+) -> Result<Artifact, RegistryError> {
+    let ep = Endpoint {
+        host: super::registry_host(r.domain()).to_owned(),
+        path: r.path().to_owned(),
+    };
+    let session = client.session(&ep.host, r.domain())?;
+    let scopes = vec![format!("repository:{}:pull", ep.path)];
+    let reference = match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    };
+    let m = fetch_manifest(&session, store, &ep, &scopes, &reference, r.digest())?;
+    if !media_types::is_manifest(&m.media_type) || media_types::is_index(&m.media_type) {
+        return Err(RegistryError::Protocol {
+            what: r.familiar(),
+            why: format!("{:?} is not an image manifest", m.media_type),
+        });
+    }
+    let manifest: ImageManifest = parse_json(&m.bytes, "manifest")?;
+    if manifest.config.media_type != config_type {
+        return Err(RegistryError::Protocol {
+            what: r.familiar(),
+            why: format!(
+                "its config is {:?}, not {config_type:?}",
+                manifest.config.media_type
+            ),
+        });
+    }
+    if manifest.config.size > max_config {
+        return Err(RegistryError::TooLarge {
+            what: format!("config {}", manifest.config.digest),
+            limit: max_config,
+        });
+    }
+    let config = fetch_small_blob(&session, &ep, &scopes, &manifest.config, max_config)?;
+    Ok(Artifact {
+        manifest,
+        digest: m.digest,
+        config,
+    })
+}
+
+/// Downloads the blobs `blobs` of `r`'s repository that the store lacks, three at a time,
+/// each kept only if it hashes to its digest; refused when they would add more than
+/// `max_bytes` to the store.
+pub fn fetch_blobs(
+    client: &Client,
+    store: &Store,
+    r: &ImageRef,
+    blobs: &[Descriptor],
+    max_bytes: Option<u64>,
+    events: &(dyn Fn(Transfer) + Sync),
+) -> Result<(), RegistryError> {
+    if let Some(max) = max_bytes {
+        let need = blobs
+            .iter()
+            .filter(|l| !store.has_blob(&l.digest))
+            .map(|l| l.size)
+            .fold(0, u64::saturating_add);
+        if need > max {
+            return Err(RegistryError::TooLarge {
+                what: format!(
+                    "{}: its blobs ({need} bytes) do not fit in the store's room, which",
+                    r.familiar()
+                ),
+                limit: max,
+            });
+        }
+    }
+    let ep = Endpoint {
+        host: super::registry_host(r.domain()).to_owned(),
+        path: r.path().to_owned(),
+    };
+    let session = client.session(&ep.host, r.domain())?;
+    let scopes = vec![format!("repository:{}:pull", ep.path)];
+    download_layers(
+        &session,
+        store,
+        &ep,
+        &scopes,
+        blobs,
+        events,
+        &AtomicBool::new(false),
+    )
+}

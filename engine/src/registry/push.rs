@@ -94,48 +94,16 @@ pub fn push(
     for l in &state.layers {
         blobs.push(shippable(store, &all, l, opts.compression)?);
     }
-    let queue: Mutex<VecDeque<(String, Descriptor)>> = Mutex::new(
-        state
-            .layers
-            .iter()
-            .zip(&blobs)
-            .rev()
-            .map(|(l, b)| (l.diff_id.short(), b.clone()))
-            .collect(),
-    );
+    let items: Vec<(String, Descriptor)> = state
+        .layers
+        .iter()
+        .zip(&blobs)
+        .rev()
+        .map(|(l, b)| (l.diff_id.short(), b.clone()))
+        .collect();
     let stop = opts.cancel.clone().unwrap_or_default();
-    let failed: &AtomicBool = &stop;
-    let errors = Mutex::new(Vec::new());
     let sources = mount_sources(&all, target);
-    std::thread::scope(|scope| {
-        for _ in 0..PARALLEL_UPLOADS {
-            scope.spawn(|| loop {
-                if failed.load(Ordering::Relaxed) {
-                    return;
-                }
-                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
-                let Some((id, d)) = next else { return };
-                let from: Vec<String> = sources
-                    .iter()
-                    .filter(|(_, blobs)| blobs.contains(&d.digest))
-                    .map(|(repo, _)| repo.clone())
-                    .collect();
-                if let Err(e) = upload(&session, store, &ep, &id, &d, &from, events, failed) {
-                    failed.store(true, Ordering::Relaxed);
-                    if let Ok(mut v) = errors.lock() {
-                        v.push(e);
-                    }
-                    return;
-                }
-            });
-        }
-    });
-    if let Some(e) = errors.into_inner().ok().and_then(|v| v.into_iter().next()) {
-        return Err(e);
-    }
-    if failed.load(Ordering::Relaxed) {
-        return Err(RegistryError::Cancelled);
-    }
+    upload_all(&session, store, &ep, items, &sources, events, &stop)?;
     let quiet = |_: Transfer| {};
     upload(
         &session,
@@ -145,7 +113,7 @@ pub fn push(
         &img.manifest.config,
         &[],
         &quiet,
-        failed,
+        &stop,
     )?;
     let docker_types = img.manifest.config.media_type == media_types::DOCKER_CONFIG
         && blobs
@@ -169,6 +137,80 @@ pub fn push(
     };
     let (mdesc, bytes) = manifest_bytes(store, &img, manifest)?;
     store.put_blob_expect(&bytes[..], &mdesc.digest)?;
+    put_manifest(&session, &ep, &tag, &mdesc, &bytes, &target.familiar())?;
+    // The tag now names the manifest the registry has (same image ID; for an image pulled
+    // from an index, its platform's manifest), so its repo digest is the registry's and the
+    // next push finds every layer already compressed.
+    if mdesc.digest != img.descriptor.digest {
+        store.add_image(&mdesc, std::slice::from_ref(target))?;
+    }
+    events(Transfer::status(format!(
+        "{tag}: digest: {} size: {}",
+        mdesc.digest,
+        bytes.len()
+    )));
+    Ok(Pushed {
+        digest: mdesc.digest,
+        size: bytes.len() as u64,
+    })
+}
+
+/// Uploads `items` (an id for progress, and the blob) to the endpoint's repository,
+/// [`PARALLEL_UPLOADS`] at a time; `sources` are repositories of the same registry to try a
+/// cross-repository mount from, with the blobs each holds.
+pub(crate) fn upload_all(
+    session: &Session,
+    store: &Store,
+    ep: &Endpoint,
+    items: Vec<(String, Descriptor)>,
+    sources: &[(String, Vec<Digest>)],
+    events: &(dyn Fn(Transfer) + Sync),
+    stop: &AtomicBool,
+) -> Result<(), RegistryError> {
+    let queue: Mutex<VecDeque<(String, Descriptor)>> = Mutex::new(items.into());
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_UPLOADS {
+            scope.spawn(|| loop {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let next = queue.lock().ok().and_then(|mut q| q.pop_front());
+                let Some((id, d)) = next else { return };
+                let from: Vec<String> = sources
+                    .iter()
+                    .filter(|(_, blobs)| blobs.contains(&d.digest))
+                    .map(|(repo, _)| repo.clone())
+                    .collect();
+                if let Err(e) = upload(session, store, ep, &id, &d, &from, events, stop) {
+                    stop.store(true, Ordering::Relaxed);
+                    if let Ok(mut v) = errors.lock() {
+                        v.push(e);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    if let Some(e) = errors.into_inner().ok().and_then(|v| v.into_iter().next()) {
+        return Err(e);
+    }
+    if stop.load(Ordering::Relaxed) {
+        return Err(RegistryError::Cancelled);
+    }
+    Ok(())
+}
+
+/// PUTs a manifest under `tag` (a tag or a digest) and checks the digest the registry
+/// announces; `what` names the target in errors.
+pub(crate) fn put_manifest(
+    session: &Session,
+    ep: &Endpoint,
+    tag: &str,
+    mdesc: &Descriptor,
+    bytes: &[u8],
+    what: &str,
+) -> Result<(), RegistryError> {
     let url = format!("/v2/{}/manifests/{tag}", ep.path);
     let scopes = [format!("repository:{}:pull,push", ep.path)];
     let mut resp = session.call(
@@ -176,7 +218,7 @@ pub fn push(
         &url,
         &scopes,
         &[("Content-Type", mdesc.media_type.as_str())],
-        Body::Bytes(&bytes),
+        Body::Bytes(bytes),
     )?;
     if !resp.status().is_success() {
         let status = resp.status().as_u16();
@@ -194,26 +236,12 @@ pub fn push(
     {
         if d != mdesc.digest {
             return Err(RegistryError::DigestMismatch {
-                what: format!("manifest pushed to {}", target.familiar()),
+                what: format!("manifest pushed to {what}"),
                 expected: mdesc.digest,
             });
         }
     }
-    // The tag now names the manifest the registry has (same image ID; for an image pulled
-    // from an index, its platform's manifest), so its repo digest is the registry's and the
-    // next push finds every layer already compressed.
-    if mdesc.digest != img.descriptor.digest {
-        store.add_image(&mdesc, std::slice::from_ref(target))?;
-    }
-    events(Transfer::status(format!(
-        "{tag}: digest: {} size: {}",
-        mdesc.digest,
-        bytes.len()
-    )));
-    Ok(Pushed {
-        digest: mdesc.digest,
-        size: bytes.len() as u64,
-    })
+    Ok(())
 }
 
 /// The manifest to push: the stored one when it lists exactly these blobs (a pulled image
@@ -249,7 +277,7 @@ fn manifest_bytes(
 
 /// The blob that goes to the registry for a layer: a compressed blob as it is stored, else
 /// the compressed form the store already holds for that diff ID, else a new one.
-fn shippable(
+pub(crate) fn shippable(
     store: &Store,
     all: &[Image],
     l: &Layer,
@@ -266,14 +294,19 @@ fn shippable(
         Compression::Gzip => mt::OCI_LAYER_GZIP,
         Compression::Zstd => mt::OCI_LAYER_ZSTD,
     };
-    if let Some(d) = find_compressed(store, all, &l.diff_id, want) {
+    if let Some(d) = store
+        .compressed_form(&l.diff_id, want)
+        .or_else(|| find_compressed(store, all, &l.diff_id, want))
+    {
         return Ok(d);
     }
     let reader = io::BufReader::with_capacity(1 << 20, store.open_blob(&l.desc.digest)?);
     let mut w = store.blob_writer()?;
     let blob = crate::layer::compress_parallel(reader, &mut w, compression)?;
     w.commit_expect(&blob.digest)?;
-    Ok(Descriptor::new(want, blob.digest, blob.size))
+    let desc = Descriptor::new(want, blob.digest, blob.size);
+    store.remember_compressed(&l.diff_id, &desc)?;
+    Ok(desc)
 }
 
 /// A stored blob of media type `want` that some image uses for layer `diff`.
@@ -591,4 +624,72 @@ impl<R: Read> Read for Progress<'_, R> {
         }
         Ok(n)
     }
+}
+
+/// Pushes `manifest` as `target` (a tag): its config blob must be in the store; each layer
+/// blob is found in the repository, mounted from one of `sources` (repositories of the same
+/// registry, with the blobs each holds) or from a repository the store's images are tagged in,
+/// or uploaded from the store.
+pub fn push_artifact(
+    client: &Client,
+    store: &Store,
+    target: &ImageRef,
+    manifest: &ImageManifest,
+    sources: &[(String, Vec<Digest>)],
+    events: &(dyn Fn(Transfer) + Sync),
+) -> Result<Pushed, RegistryError> {
+    let _lease = store.lease()?;
+    let Some(tag) = target.tag().map(str::to_owned) else {
+        return Err(RegistryError::Config(format!(
+            "cannot push a digest reference: {}",
+            target.familiar()
+        )));
+    };
+    let ep = Endpoint {
+        host: registry_host(target.domain()).to_owned(),
+        path: target.path().to_owned(),
+    };
+    let session = client.session(&ep.host, target.domain())?;
+    let all = store.list_images()?.images;
+    let mut from = mount_sources(&all, target);
+    from.extend(
+        sources
+            .iter()
+            .filter(|(repo, _)| repo != target.path())
+            .cloned(),
+    );
+    let items: Vec<(String, Descriptor)> = manifest
+        .layers
+        .iter()
+        .map(|d| (short(&d.digest), d.clone()))
+        .collect();
+    let stop = AtomicBool::new(false);
+    upload_all(&session, store, &ep, items, &from, events, &stop)?;
+    let quiet = |_: Transfer| {};
+    upload(
+        &session,
+        store,
+        &ep,
+        &short(&manifest.config.digest),
+        &manifest.config,
+        &[],
+        &quiet,
+        &stop,
+    )?;
+    let bytes = manifest
+        .to_canonical_json()
+        .map_err(|e| RegistryError::Protocol {
+            what: "manifest".into(),
+            why: e.to_string(),
+        })?;
+    let mt = manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| media_types::OCI_MANIFEST.to_owned());
+    let mdesc = Descriptor::new(mt, Digest::of(&bytes), bytes.len() as u64);
+    put_manifest(&session, &ep, &tag, &mdesc, &bytes, &target.familiar())?;
+    Ok(Pushed {
+        digest: mdesc.digest,
+        size: bytes.len() as u64,
+    })
 }

@@ -312,7 +312,12 @@ impl ProgressSink for Sink {
             ProgressEvent::StepStarted {
                 index, total, text, ..
             } => self.stream(format!("Step {index}/{total} : {text}\n")),
-            ProgressEvent::StepCached { .. } => self.stream(" ---> Using cache\n".into()),
+            ProgressEvent::StepCached { from: None, .. } => {
+                self.stream(" ---> Using cache\n".into())
+            }
+            ProgressEvent::StepCached { from: Some(f), .. } => {
+                self.stream(format!(" ---> Using cache from {f}\n"))
+            }
             ProgressEvent::CacheMiss { .. } => {}
             ProgressEvent::Exec { id, .. } => {
                 self.stream(format!(" ---> Running in {id}\n"));
@@ -395,6 +400,8 @@ fn run(
         pull: p.pull,
         registry: Some(client),
         pull_room: tenant.quotas.store.map(|_| room),
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
     };
     match crate::build::build(&tenant.store, &req, &sink) {
         Ok(out) => {

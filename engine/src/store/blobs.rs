@@ -319,6 +319,50 @@ impl Store {
         Ok(Descriptor::new(media_type, digest, size))
     }
 
+    /// The compressed blob of media type `media_type` that was made for the layer `diff` and is
+    /// still stored, if any (see [`Store::remember_compressed`]).
+    pub fn compressed_form(
+        &self,
+        diff: &crate::digest::DiffId,
+        media_type: &str,
+    ) -> Option<Descriptor> {
+        let path = self.compressed_memo(diff, media_type)?;
+        let text = std::fs::read_to_string(path).ok()?;
+        let d = text.trim().parse::<Digest>().ok()?;
+        let size = self.blob_size(&d).ok()?;
+        Some(Descriptor::new(media_type, d, size))
+    }
+
+    /// Remembers that `desc` is a compressed form of the layer `diff`, so that pushes, cache
+    /// exports and `build --compression` compress each layer once.
+    pub fn remember_compressed(
+        &self,
+        diff: &crate::digest::DiffId,
+        desc: &Descriptor,
+    ) -> Result<(), StoreError> {
+        let Some(path) = self.compressed_memo(diff, &desc.media_type) else {
+            return Ok(());
+        };
+        let dir = self.cache_dir().join("compressed");
+        let rel = "kiln/cache/compressed";
+        crate::fsx::private_dir_all(&dir).map_err(self.io("create", rel))?;
+        std::fs::write(path, desc.digest.to_string()).map_err(self.io("write", rel))
+    }
+
+    fn compressed_memo(&self, diff: &crate::digest::DiffId, media_type: &str) -> Option<PathBuf> {
+        use crate::image::media_types as mt;
+        let tag = match media_type {
+            mt::OCI_LAYER_GZIP => "gzip",
+            mt::OCI_LAYER_ZSTD => "zstd",
+            _ => return None,
+        };
+        Some(
+            self.cache_dir()
+                .join("compressed")
+                .join(format!("{}-{tag}", diff.hex())),
+        )
+    }
+
     /// Whether the blob is present (not whether it is intact: [`Store::fsck`] checks that).
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.dir.is_file(blob_rel(digest))
