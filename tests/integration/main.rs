@@ -18,6 +18,7 @@ mod races;
 mod refusals;
 mod registries;
 mod registry;
+mod registry_cache;
 mod run;
 mod serve;
 mod serve_registry;

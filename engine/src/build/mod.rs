@@ -226,7 +226,10 @@ impl BuildError {
     /// Whether the user's input caused this (exit code 1) rather than kiln or the machine.
     pub fn is_user_error(&self) -> bool {
         match self {
-            Self::Parse { .. } | Self::Step { .. } | Self::Exit { .. } => true,
+            Self::Parse { .. }
+            | Self::Step { .. }
+            | Self::Exit { .. }
+            | Self::CacheExport { .. } => true,
             Self::Context(e) => e.is_user_error(),
             Self::Store(e) => e.is_user_error(),
             Self::Layer(_) => true,
