@@ -29,7 +29,7 @@ pub use creds::{Credentials, DockerConfig, NoCredentials, StaticCredentials};
 pub use egress::Egress;
 pub use platform::PlatformSpec;
 pub use pull::{fetch_artifact, fetch_blobs, pull, Artifact, PullOptions, PullPolicy, Pulled};
-pub use push::{push, push_artifact, PushOptions, Pushed};
+pub use push::{push, push_artifact, push_as, PushOptions, Pushed};
 pub use settings::Settings;
 
 use crate::digest::Digest;

@@ -64,6 +64,19 @@ pub fn push(
     opts: &PushOptions,
     events: &(dyn Fn(Transfer) + Sync),
 ) -> Result<Pushed, RegistryError> {
+    push_as(client, store, &target.to_string(), target, opts, events)
+}
+
+/// Pushes the local image `source` (a name or ID) to the registry as `target`. Only when
+/// `source` is `target` itself does the local tag then name the pushed manifest.
+pub fn push_as(
+    client: &Client,
+    store: &Store,
+    source: &str,
+    target: &ImageRef,
+    opts: &PushOptions,
+    events: &(dyn Fn(Transfer) + Sync),
+) -> Result<Pushed, RegistryError> {
     let _lease = store.lease()?;
     let Some(tag) = target.tag().map(str::to_owned) else {
         return Err(RegistryError::Config(format!(
@@ -72,8 +85,8 @@ pub fn push(
         )));
     };
     let img = store
-        .resolve(&target.to_string())
-        .map_err(|_| RegistryError::NoLocalImage(target.familiar()))?;
+        .resolve(source)
+        .map_err(|_| RegistryError::NoLocalImage(source.to_owned()))?;
     events(Transfer::status(format!(
         "The push refers to repository [{}]",
         target.name()
@@ -141,7 +154,7 @@ pub fn push(
     // The tag now names the manifest the registry has (same image ID; for an image pulled
     // from an index, its platform's manifest), so its repo digest is the registry's and the
     // next push finds every layer already compressed.
-    if mdesc.digest != img.descriptor.digest {
+    if mdesc.digest != img.descriptor.digest && source == target.to_string() {
         store.add_image(&mdesc, std::slice::from_ref(target))?;
     }
     events(Transfer::status(format!(

@@ -38,6 +38,11 @@ struct Params {
     network: Network,
     memory: u64,
     pull: crate::registry::PullPolicy,
+    /// The caches the build reads and writes.
+    caches: (
+        Vec<crate::build::remote_cache::CacheLocation>,
+        Vec<crate::build::remote_cache::CacheExport>,
+    ),
 }
 
 fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
@@ -81,6 +86,8 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
         &[][..] as &[(String, String)],
     )
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let cache_from: Vec<String> = q.json("cachefrom")?.unwrap_or_default();
+    let caches = tenant.build_caches(&tags, &cache_from)?;
     let memory = match q.number::<i64>("memory")? {
         Some(m) if m > 0 => (m as u64).min(tenant.quotas.step_memory),
         _ => tenant.quotas.step_memory,
@@ -104,6 +111,7 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
         } else {
             crate::registry::PullPolicy::Missing
         },
+        caches,
     })
 }
 
@@ -400,10 +408,23 @@ fn run(
         pull: p.pull,
         registry: Some(client),
         pull_room: tenant.quotas.store.map(|_| room),
-        cache_from: Vec::new(),
-        cache_to: Vec::new(),
+        cache_from: p.caches.0.clone(),
+        cache_to: p.caches.1.clone(),
     };
-    match crate::build::build(&tenant.store, &req, &sink) {
+    let built = crate::build::build(&tenant.store, &req, &sink).and_then(|out| {
+        let events = |t: crate::progress::Transfer| sink.emit(ProgressEvent::Transfer(t));
+        tenant
+            .push_tags(client, &p.tags, &events)
+            .map(|()| out)
+            .map_err(|e| BuildError::Step {
+                file: base.clone(),
+                line: 0,
+                message: format!(
+                    "built and tagged here, but the push to the tenant's registry failed: {e}"
+                ),
+            })
+    });
+    match built {
         Ok(out) => {
             if p.quiet {
                 sink.stream(format!("{}\n", out.image_id));

@@ -22,6 +22,16 @@
 //! registries = ["*"]         # registries builds and pulls may reach: `*` is any public
 //!                            # address; a listed host[:port] may also be private or loopback
 //!
+//! cache = "registry.internal:5000/alice/cache"  # a registry build cache: every build reads
+//!                            # and writes (mode=max) <cache>:<its first tag>; `cachefrom` may
+//!                            # name only refs in this repository or below it
+//! cache_mounts = false       # also keep RUN --mount=type=cache folders in it
+//! push = "registry.internal:5000/alice"  # push-on-tag: each tag a build or `docker tag`
+//!                            # makes is also pushed as <push>/<repository>:<tag>, and a pull
+//!                            # of a name looks there first: a lost replica loses no tag
+//! registry_auth = "/etc/kiln/alice-auth.json"  # docker config.json with the credentials for
+//!                            # those (the request's own credentials come first)
+//!
 //! [[tenants.registry]]       # this tenant's registry settings (the same keys as the
 //! host = "registry.internal" # server's own [[registry]] tables, which every tenant has)
 //! ca = "/etc/kiln/internal-ca.pem"
@@ -91,6 +101,20 @@ pub struct TenantConfig {
     pub token: String,
     pub quotas: Quotas,
     pub registry: TenantRegistry,
+    pub farm: FarmConfig,
+}
+
+/// What a tenant of a farm of replicas keeps in the shared registry.
+#[derive(Debug, Clone, Default)]
+pub struct FarmConfig {
+    /// The build cache repository (`host/path`, no tag).
+    pub cache: Option<String>,
+    /// Whether cache mounts go into the cache too.
+    pub cache_mounts: bool,
+    /// Where tags are pushed as they are made (`host/path`).
+    pub push: Option<String>,
+    /// A docker config file with the tenant's credentials for those.
+    pub registry_auth: Option<PathBuf>,
 }
 
 /// Where a tenant's pulls and pushes may go, and its own registry settings.
@@ -182,6 +206,10 @@ struct FileTenant {
     registries: Option<Vec<String>>,
     #[serde(default)]
     registry: Vec<RegistryEntry>,
+    cache: Option<String>,
+    cache_mounts: Option<bool>,
+    push: Option<String>,
+    registry_auth: Option<PathBuf>,
 }
 
 /// A configured tenant's defaults for what the implicit tenant has no limit on.
@@ -279,7 +307,36 @@ impl ServerConfig {
                     return Err(format!("tenant {}: {what} must be at least 1", t.name));
                 }
             }
-            let allow = t.registries.unwrap_or_else(|| vec!["*".to_owned()]);
+            let mut allow = t.registries.unwrap_or_else(|| vec!["*".to_owned()]);
+            let mut farm = FarmConfig {
+                cache_mounts: t.cache_mounts.unwrap_or(false),
+                registry_auth: t.registry_auth,
+                ..FarmConfig::default()
+            };
+            for (what, value, slot) in [
+                ("cache", t.cache, &mut farm.cache),
+                ("push", t.push, &mut farm.push),
+            ] {
+                let Some(v) = value else { continue };
+                let v = v.trim_end_matches('/').to_owned();
+                // A repository: it takes a tag, and a repository below it.
+                let r = crate::reference::ImageRef::parse(&format!("{v}/x:t"))
+                    .ok()
+                    .filter(|_| !v.contains([':', '@']) || v.split('/').count() > 1)
+                    .filter(|_| !v.rsplit('/').next().unwrap_or("").contains([':', '@']))
+                    .ok_or_else(|| {
+                        format!(
+                            "tenant {}: {what}: {v:?} is not a repository (host/path, no tag)",
+                            t.name
+                        )
+                    })?;
+                // The tenant's own registry is one it may reach.
+                let host = crate::registry::registry_host(r.domain()).to_owned();
+                if !allow.iter().any(|a| a == &host || a == r.domain()) {
+                    allow.push(r.domain().to_owned());
+                }
+                *slot = Some(v);
+            }
             if let Some(bad) = allow
                 .iter()
                 .find(|h| h.is_empty() || h.contains(['/', ' ']))
@@ -297,6 +354,7 @@ impl ServerConfig {
                     allow: Some(allow),
                     entries: t.registry,
                 },
+                farm,
             });
         }
         let mut limits = ServerLimits::default();

@@ -105,8 +105,13 @@ pub fn history(tenant: &Tenant, name: &str) -> Result<Resp, ApiError> {
     Ok(http::json(StatusCode::OK, &out))
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`.
-pub fn tag(tenant: &Tenant, req: &Request<Incoming>, name: &str) -> Result<Resp, ApiError> {
+/// `POST /images/{name}/tag?repo=&tag=`; with push-on-tag, the tag is also pushed to the
+/// tenant's registry before the answer (a failure there fails the request, the tag stays).
+pub async fn tag(
+    tenant: &std::sync::Arc<Tenant>,
+    req: &Request<Incoming>,
+    name: &str,
+) -> Result<Resp, ApiError> {
     let q = Query::parse(req.uri().query());
     let repo = q
         .get("repo")
@@ -115,6 +120,20 @@ pub fn tag(tenant: &Tenant, req: &Request<Incoming>, name: &str) -> Result<Resp,
     let tag = q.get("tag").filter(|t| !t.is_empty()).unwrap_or("latest");
     let target = ImageRef::parse(&format!("{repo}:{tag}"))?;
     tenant.store.tag(name, &target)?;
+    if tenant.farm.push.is_some() {
+        let t = tenant.clone();
+        let creds = super::registry::request_config(req.headers())?;
+        http::blocking(move || {
+            let client = t.registry_client(creds);
+            t.push_tags(&client, std::slice::from_ref(&target), &|_| {})
+        })
+        .await?
+        .map_err(|e| {
+            ApiError::internal(format!(
+                "tagged here, but the push to the tenant's registry failed: {e}"
+            ))
+        })?;
+    }
     Ok(http::empty(StatusCode::CREATED))
 }
 

@@ -15,6 +15,7 @@ mod config;
 mod conn;
 mod containers;
 mod http;
+mod farm;
 mod images;
 mod registry;
 
@@ -117,6 +118,8 @@ pub(crate) struct Tenant {
     pub registry_settings: Arc<crate::registry::Settings>,
     /// Where the tenant's pulls and pushes may connect (`None`: anywhere, the local tenant).
     pub egress: Option<Arc<dyn crate::registry::Egress>>,
+    /// Its build cache and push-on-tag in the shared registry.
+    pub farm: config::FarmConfig,
 }
 
 /// The server's shared state.
@@ -178,6 +181,7 @@ pub fn serve(
                 true,
                 &limits,
                 (Arc::new(settings), None),
+                config::FarmConfig::default(),
             )?);
         }
         Some(cfg) => {
@@ -205,6 +209,7 @@ pub fn serve(
                     false,
                     &limits,
                     (Arc::new(settings), egress),
+                    t.farm.clone(),
                 )?);
             }
         }
@@ -246,7 +251,10 @@ impl Tenant {
     ) -> crate::registry::Client {
         crate::registry::Client::new(
             self.registry_settings.clone(),
-            Arc::new(creds),
+            Arc::new(farm::FarmCredentials {
+                request: creds,
+                file: self.farm.registry_auth.clone(),
+            }),
             self.egress.clone(),
         )
     }
@@ -382,6 +390,7 @@ fn make_tenant(
     binds_allowed: bool,
     limits: &ServerLimits,
     (registry_settings, egress): RegistryAccess,
+    farm: config::FarmConfig,
 ) -> Result<Arc<Tenant>, ServeError> {
     let containers = Containers::new(&store)
         .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
@@ -407,6 +416,7 @@ fn make_tenant(
         usage: Mutex::new(None),
         registry_settings,
         egress,
+        farm,
     }))
 }
 
@@ -756,7 +766,7 @@ async fn route(
             images::history(tenant, &name.join("/"))
         }
         (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
-            images::tag(tenant, &req, &name.join("/"))
+            images::tag(tenant, &req, &name.join("/")).await
         }
         (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
             images::remove(tenant, &req, &name.join("/"))

@@ -216,6 +216,22 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
             max_bytes: limited.then_some(room),
             cancel: Some(stop),
         };
+        // A name the tenant pushed (push-on-tag) comes from its own registry first: a replica
+        // that replaces another finds the tags that one made.
+        if let Some(mine) = t.farm.pushed_name(&r).filter(|_| r.digest().is_none()) {
+            let had = t.store.resolve(&mine.to_string()).is_ok();
+            match pull(&client, &t.store, &mine, &opts, events) {
+                Ok(_) => {
+                    t.store.tag(&mine.to_string(), &r)?;
+                    if !had {
+                        t.store.untag(&mine)?;
+                    }
+                    return Ok(Vec::new());
+                }
+                Err(RegistryError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         pull(&client, &t.store, &r, &opts, events)?;
         Ok(Vec::new())
     }))
