@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Env, Pty};
 
 /// The docker CLI: `DOCKER_CLI` or `docker` on PATH (.ci/run installs Debian's when missing).
-fn docker_bin() -> String {
+pub(crate) fn docker_bin() -> String {
     let bin = std::env::var("DOCKER_CLI").unwrap_or_else(|_| "docker".to_owned());
     let found = Command::new(&bin)
         .arg("--version")
@@ -111,6 +111,14 @@ impl Server {
 
     fn docker(&self, args: &[&str]) -> Command {
         self.docker_as(None, args)
+    }
+
+    /// Kills the server with SIGKILL (a replica that dies), and reaps it.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Stops the server with SIGTERM; returns its exit status.

@@ -14,8 +14,8 @@ mod build;
 mod config;
 mod conn;
 mod containers;
-mod http;
 mod farm;
+mod http;
 mod images;
 mod registry;
 
