@@ -180,8 +180,7 @@ pub fn serve(
                 store,
                 true,
                 &limits,
-                (Arc::new(settings), None),
-                config::FarmConfig::default(),
+                (Arc::new(settings), None, config::FarmConfig::default()),
             )?);
         }
         Some(cfg) => {
@@ -208,8 +207,7 @@ pub fn serve(
                     store,
                     false,
                     &limits,
-                    (Arc::new(settings), egress),
-                    t.farm.clone(),
+                    (Arc::new(settings), egress, t.farm.clone()),
                 )?);
             }
         }
@@ -376,10 +374,11 @@ fn disk_usage(root: &std::path::Path) -> u64 {
     }
 }
 
-/// A tenant's registry settings and egress policy.
+/// A tenant's registry settings, egress policy, and what it keeps in its registry.
 type RegistryAccess = (
     Arc<crate::registry::Settings>,
     Option<Arc<dyn crate::registry::Egress>>,
+    config::FarmConfig,
 );
 
 fn make_tenant(
@@ -389,8 +388,7 @@ fn make_tenant(
     store: Store,
     binds_allowed: bool,
     limits: &ServerLimits,
-    (registry_settings, egress): RegistryAccess,
-    farm: config::FarmConfig,
+    (registry_settings, egress, farm): RegistryAccess,
 ) -> Result<Arc<Tenant>, ServeError> {
     let containers = Containers::new(&store)
         .map_err(|e| ServeError::Setup(format!("open tenant {name}'s containers: {e}")))?;
