@@ -285,6 +285,7 @@ fn make_config(args: &RunArgs, store: &Store) -> anyhow::Result<Config> {
         pids: args.pids_limit,
         binds: args.volume.clone(),
         disk: None,
+        wasi_only: false,
         log_limit: None,
         privileges: args.refused.privileges(),
     };

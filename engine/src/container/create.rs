@@ -35,6 +35,8 @@ pub struct CreateOptions {
     pub disk: Option<u64>,
     /// Bytes of log kept (`None`: all).
     pub log_limit: Option<u64>,
+    /// Only the WASI sandbox may run it.
+    pub wasi_only: bool,
     /// What the caller asked beyond kiln's defaults; [`make_config`] refuses all of it.
     pub privileges: Privileges,
 }
@@ -307,6 +309,7 @@ pub fn make_config(store: &Store, opts: &CreateOptions) -> Result<Config, Create
         stop_signal: ic.stop_signal.clone(),
         binds: opts.binds.clone(),
         disk: opts.disk,
+        wasi_only: opts.wasi_only,
         log_limit: opts.log_limit,
     })
 }

@@ -164,6 +164,9 @@ pub struct Config {
     /// Bytes of log kept (`None`: all of it).
     #[serde(default)]
     pub log_limit: Option<u64>,
+    /// Only the WASI sandbox may run it (a server started with `--isolation wasi`).
+    #[serde(default)]
+    pub wasi_only: bool,
 }
 
 /// Parses `HOST:TARGET[:ro|:rw]`: both absolute, the host folder existing (docker's `-v` with

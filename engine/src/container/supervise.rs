@@ -214,7 +214,11 @@ fn run_locked(
             disk: cfg.disk.unwrap_or(u64::MAX),
             log: u64::MAX,
         },
-        isolation: Isolation::Auto,
+        isolation: if cfg.wasi_only {
+            Isolation::Wasi
+        } else {
+            Isolation::Auto
+        },
         stdio: if attach.has_input() && cfg.open_stdin {
             StdioMode::CaptureWithStdin
         } else {

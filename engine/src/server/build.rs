@@ -402,7 +402,11 @@ fn run(
             disk: room,
             log: 64 << 20,
         },
-        isolation: crate::sandbox::Isolation::Auto,
+        isolation: if tenant.wasi_only {
+            crate::sandbox::Isolation::Wasi
+        } else {
+            crate::sandbox::Isolation::Auto
+        },
         sandbox: &tenant.sandbox,
         cancel: Some(cancel),
         pull: p.pull,

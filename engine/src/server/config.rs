@@ -4,6 +4,8 @@
 //! root = "/var/lib/kiln/tenants"     # optional; default $KILN_ROOT/tenants
 //! client_stall = "30s"   # a client that reads nothing of a response this long is dropped
 //! pending_connections = 128  # connections not yet past their first request; the oldest goes
+//! isolation = "auto"     # "wasi": builds and containers never run the native sandbox (a pod
+//!                        # with no privileges at all can then host the server)
 //!
 //! [[tenants]]
 //! name = "alice"
@@ -83,6 +85,8 @@ pub struct ServerLimits {
     /// Connections that have not yet sent an authenticated request: past this many, the
     /// oldest is closed.
     pub pending_connections: usize,
+    /// Only the WASI sandbox runs anything (`isolation = "wasi"`).
+    pub wasi_only: bool,
 }
 
 impl Default for ServerLimits {
@@ -90,6 +94,7 @@ impl Default for ServerLimits {
         ServerLimits {
             client_stall: Duration::from_secs(30),
             pending_connections: 128,
+            wasi_only: false,
         }
     }
 }
@@ -181,6 +186,7 @@ struct File {
     root: Option<PathBuf>,
     client_stall: Option<String>,
     pending_connections: Option<usize>,
+    isolation: Option<String>,
     #[serde(default)]
     tenants: Vec<FileTenant>,
     #[serde(default)]
@@ -371,6 +377,15 @@ impl ServerConfig {
             }
             limits.pending_connections = n;
         }
+        limits.wasi_only = match file.isolation.as_deref() {
+            None | Some("auto") => false,
+            Some("wasi") => true,
+            Some(other) => {
+                return Err(format!(
+                    "isolation = {other:?}: expected \"auto\" or \"wasi\""
+                ))
+            }
+        };
         Ok(ServerConfig {
             root: file.root,
             tenants,
@@ -383,6 +398,48 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn farm_settings_parse_and_their_registry_becomes_reachable() {
+        let c = ServerConfig::parse(
+            r#"
+isolation = "wasi"
+[[tenants]]
+name = "alice"
+token = "0123456789abcdef0123"
+registries = ["*"]
+cache = "reg.internal:5000/alice/cache/"
+cache_mounts = true
+push = "reg.internal:5000/alice"
+registry_auth = "/etc/kiln/alice.json"
+"#,
+        )
+        .unwrap();
+        assert!(c.limits.wasi_only);
+        let t = &c.tenants[0];
+        assert_eq!(
+            t.farm.cache.as_deref(),
+            Some("reg.internal:5000/alice/cache")
+        );
+        assert!(t.farm.cache_mounts);
+        assert_eq!(t.farm.push.as_deref(), Some("reg.internal:5000/alice"));
+        assert_eq!(
+            t.registry.allow.as_deref(),
+            Some(&["*".to_owned(), "reg.internal:5000".to_owned()][..])
+        );
+        for bad in [
+            "cache = \"reg:5000/a/cache:tag\"",
+            "push = \"reg:5000/a@sha256:00\"",
+        ] {
+            let text =
+                format!("[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\n{bad}\n");
+            assert!(ServerConfig::parse(&text).is_err(), "{bad}");
+        }
+        assert!(ServerConfig::parse(
+            "isolation = \"none\"\n[[tenants]]\nname = \"a\"\ntoken = \"0123456789abcdef0123\"\n"
+        )
+        .is_err());
+    }
 
     #[test]
     fn parses_tenants_and_quotas() {

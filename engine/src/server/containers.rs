@@ -420,6 +420,7 @@ pub async fn create(tenant: &Arc<Tenant>, req: Request<Incoming>) -> Result<Resp
         binds,
         disk,
         log_limit: tenant.quotas.container_log,
+        wasi_only: tenant.wasi_only,
         privileges,
     };
     let t = tenant.clone();

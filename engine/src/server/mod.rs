@@ -120,6 +120,8 @@ pub(crate) struct Tenant {
     pub egress: Option<Arc<dyn crate::registry::Egress>>,
     /// Its build cache and push-on-tag in the shared registry.
     pub farm: config::FarmConfig,
+    /// Only the WASI sandbox runs its builds' steps and its containers.
+    pub wasi_only: bool,
 }
 
 /// The server's shared state.
@@ -415,6 +417,7 @@ fn make_tenant(
         registry_settings,
         egress,
         farm,
+        wasi_only: limits.wasi_only,
     }))
 }
 
