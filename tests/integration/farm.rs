@@ -1,4 +1,4 @@
-//! The farm: three `kiln serve` replicas behind nginx (`deploy/nginx/kiln-proxy.conf`, the
+//! The farm: three `kiln serve` replicas behind nginx (`deploy/k8s/base/nginx/kiln-proxy.conf`, the
 //! router config kiln ships) sharing one `docker-registry`, driven by the real docker CLI. A
 //! replica is killed; its tenant's next build lands elsewhere and runs no step, its pushed tag
 //! still runs, and the tenants on the other replicas never notice.
@@ -84,7 +84,7 @@ fn run_detached(cli: &Path, router: &str, token: &str, name: &str, args: &[&str]
 /// nginx on `port` in front of `replicas`, with kiln's proxy settings.
 fn start_nginx(dir: &Path, port: u16, replicas: &[u16]) -> KillOnDrop {
     require_tool("nginx");
-    let include = workspace_root().join("deploy/nginx/kiln-proxy.conf");
+    let include = workspace_root().join("deploy/k8s/base/nginx/kiln-proxy.conf");
     assert!(include.is_file(), "{} is missing", include.display());
     let servers: String = replicas
         .iter()

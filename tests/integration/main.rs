@@ -8,6 +8,7 @@ mod conformance_shell;
 mod consumers;
 mod containers;
 mod context;
+mod deploy;
 mod farm;
 mod guest_tools;
 mod harness;

@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// The tenants, their tokens and quotas (see the server documentation).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// `wasi`: builds and containers never use the native sandbox (overrides the config's
+    /// `isolation`); `auto`: Linux binaries run natively.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub isolation: Option<super::build::IsolationArg>,
 }
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -34,7 +38,10 @@ pub fn run(args: &ServeArgs, root: Option<&std::path::Path>) -> anyhow::Result<u
         Some(p) => Some(ServerConfig::load(p).map_err(|e| UserError(e.to_string()))?),
         None => None,
     };
-    crate::server::serve(&root, &listen, config).map_err(|e| match e {
+    let wasi_only = args
+        .isolation
+        .map(|i| i == super::build::IsolationArg::Wasi);
+    crate::server::serve(&root, &listen, config, wasi_only).map_err(|e| match e {
         ServeError::Usage(m) => anyhow::Error::new(UserError(m)),
         e => e.into(),
     })?;

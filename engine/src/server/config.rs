@@ -442,6 +442,17 @@ registry_auth = "/etc/kiln/alice.json"
     }
 
     #[test]
+    fn the_shipped_farm_config_parses() {
+        let c =
+            ServerConfig::parse(include_str!("../../../deploy/k8s/base/kiln-serve.toml")).unwrap();
+        assert_eq!(c.tenants.len(), 2);
+        assert!(c
+            .tenants
+            .iter()
+            .all(|t| t.farm.cache.is_some() && t.farm.push.is_some()));
+    }
+
+    #[test]
     fn parses_tenants_and_quotas() {
         let c = ServerConfig::parse(
             r#"

@@ -151,6 +151,7 @@ pub fn serve(
     default_root: &std::path::Path,
     listen: &[Listen],
     config: Option<ServerConfig>,
+    wasi_only: Option<bool>,
 ) -> Result<(), ServeError> {
     let implicit = config.is_none();
     if implicit && listen.iter().any(|l| matches!(l, Listen::Tcp(_))) {
@@ -159,10 +160,13 @@ pub fn serve(
                 .into(),
         ));
     }
-    let limits = config
+    let mut limits = config
         .as_ref()
         .map(|c| c.limits.clone())
         .unwrap_or_default();
+    if let Some(w) = wasi_only {
+        limits.wasi_only = w;
+    }
     let mut tenants = Vec::new();
     match &config {
         None => {
