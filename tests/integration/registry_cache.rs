@@ -267,3 +267,28 @@ fn a_missing_or_foreign_cache_is_a_warning_and_unsupported_specs_are_refused() {
     ]);
     assert!(out.contains("failed (ignored)"), "{out}");
 }
+
+#[test]
+fn build_push_uploads_each_layer_while_the_build_goes_on() {
+    let reg = Registry::plain();
+    let env = Env::new();
+    env.write(
+        "ctx/Dockerfile",
+        "FROM scratch\nCOPY big.bin /big.bin\nRUN echo made > /made.txt\nCOPY small.txt /small.txt\n",
+    );
+    env.write("ctx/big.bin", vec![7u8; 3 << 20]);
+    env.write("ctx/small.txt", "small\n");
+    let name = format!("{}/early/app:1", reg.host);
+    let out = env.ok_stderr(&[
+        "build",
+        "--push",
+        "-t",
+        &name,
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    // By the time the image is built, its three layers are in the registry: the push at the
+    // end finds each there.
+    assert_eq!(out.matches("Layer already exists").count(), 3, "{out}");
+    assert_eq!(out.matches(": Pushed").count(), 0, "{out}");
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+}

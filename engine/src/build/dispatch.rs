@@ -133,13 +133,50 @@ struct Run<'a> {
     records: Vec<Record>,
     /// The ids of the cache mounts RUN steps name, for `--cache-to ...,mounts=true`.
     mount_ids: std::collections::BTreeSet<String>,
+    /// Where the layers of the target stage and the stages it is built FROM go as they are
+    /// made (`--push`).
+    early_push: Option<(std::sync::mpsc::Sender<Layer>, Vec<usize>)>,
 }
 
-/// Builds `req` into `store`, reporting progress to `progress`.
+/// Builds `req` into `store`, reporting progress to `progress`. With
+/// [`BuildRequest::push_as_made`], a second thread uploads the target stage's layers as the
+/// steps make them.
 pub fn build(
     store: &Store,
     req: &BuildRequest<'_>,
     progress: &dyn ProgressSink,
+) -> Result<BuildOutput, BuildError> {
+    let Some(client) = req.registry.filter(|_| !req.push_as_made.is_empty()) else {
+        return build_with(store, req, progress, None);
+    };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<Layer>();
+        let worker = scope.spawn(move || {
+            for layer in rx {
+                for target in &req.push_as_made {
+                    // A failure here is not the build's: the push at the end uploads what
+                    // is missing and reports what fails.
+                    let _ = crate::registry::push::push_layer(
+                        client,
+                        store,
+                        target,
+                        &layer,
+                        layer::Compression::Gzip,
+                    );
+                }
+            }
+        });
+        let out = build_with(store, req, progress, Some(tx));
+        let _ = worker.join();
+        out
+    })
+}
+
+fn build_with(
+    store: &Store,
+    req: &BuildRequest<'_>,
+    progress: &dyn ProgressSink,
+    early_push: Option<std::sync::mpsc::Sender<Layer>>,
 ) -> Result<BuildOutput, BuildError> {
     let _lease = store.lease()?;
     let file = req.dockerfile_name.to_owned();
@@ -184,6 +221,7 @@ pub fn build(
         imported: Imported::load(store, req.registry, &req.cache_from, progress),
         records: Vec::new(),
         mount_ids: std::collections::BTreeSet::new(),
+        early_push: early_push.map(|tx| (tx, stage_chain(&plan.stages, plan.target))),
     };
     for &i in &plan.needed {
         let r = run.stage(i, &scope)?;
@@ -633,6 +671,11 @@ impl Run<'_> {
             desc: l.descriptor(),
             diff_id: l.diff_id,
         });
+        if let (Some((tx, chain)), Some(l)) = (&self.early_push, &layer) {
+            if chain.contains(&cx.index) {
+                let _ = tx.send(l.clone());
+            }
+        }
         self.records.push(Record {
             stage: cx.index,
             key,

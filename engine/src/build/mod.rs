@@ -90,6 +90,9 @@ pub struct BuildRequest<'a> {
     pub cache_from: Vec<remote_cache::CacheLocation>,
     /// `--cache-to`: where to write the build's step results.
     pub cache_to: Vec<remote_cache::CacheExport>,
+    /// Names the result will be pushed as (`--push`): each layer of the target stage goes to
+    /// their repositories as soon as it is made, while the build goes on.
+    pub push_as_made: Vec<ImageRef>,
 }
 
 /// Cancels a running build from another thread: the RUN step in progress is killed and no

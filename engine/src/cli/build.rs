@@ -255,7 +255,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
 
     let sandbox = crate::sandbox::Sandbox::new();
     let client = super::registry_client()?;
-    let req = BuildRequest {
+    let mut req = BuildRequest {
         dockerfile: &dockerfile_text,
         dockerfile_name: &base_name,
         context: &context,
@@ -300,6 +300,7 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
                     .map_err(|e| UserError(format!("--cache-from {c:?}: {e}")))
             })
             .collect::<Result<_, _>>()?,
+        push_as_made: Vec::new(),
         cache_to: args
             .cache_to
             .iter()
@@ -310,6 +311,9 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             .collect::<Result<_, _>>()?,
     };
     let outputs = parse_outputs(&args.outputs, args.push)?;
+    if outputs.iter().any(|o| matches!(o, Output::Push)) {
+        req.push_as_made = req.tags.clone();
+    }
     if outputs.iter().any(|o| matches!(o, Output::Push)) && req.tags.is_empty() {
         return Err(
             UserError("tag is needed when pushing to registry: use -t NAME:TAG".into()).into(),

@@ -706,3 +706,38 @@ pub fn push_artifact(
         size: bytes.len() as u64,
     })
 }
+
+/// Uploads one layer of an image being built to `target`'s repository (compressed as `push`
+/// would, mounted or found there when it can be), so that the push at the end of the build
+/// finds it there already.
+pub fn push_layer(
+    client: &Client,
+    store: &Store,
+    target: &ImageRef,
+    layer: &Layer,
+    compression: Compression,
+) -> Result<(), RegistryError> {
+    let all = store.list_images()?.images;
+    let d = shippable(store, &all, layer, compression)?;
+    let ep = Endpoint {
+        host: registry_host(target.domain()).to_owned(),
+        path: target.path().to_owned(),
+    };
+    let session = client.session(&ep.host, target.domain())?;
+    let from: Vec<String> = mount_sources(&all, target)
+        .into_iter()
+        .filter(|(_, blobs)| blobs.contains(&d.digest))
+        .map(|(repo, _)| repo)
+        .collect();
+    let quiet = |_: Transfer| {};
+    upload(
+        &session,
+        store,
+        &ep,
+        &layer.diff_id.short(),
+        &d,
+        &from,
+        &quiet,
+        &AtomicBool::new(false),
+    )
+}

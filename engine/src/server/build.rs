@@ -414,6 +414,12 @@ fn run(
         pull_room: tenant.quotas.store.map(|_| room),
         cache_from: p.caches.0.clone(),
         cache_to: p.caches.1.clone(),
+        // Push-on-tag: the layers go to the tenant's registry while the build goes on.
+        push_as_made: p
+            .tags
+            .iter()
+            .filter_map(|t| tenant.farm.pushed_name(t))
+            .collect(),
     };
     let built = crate::build::build(&tenant.store, &req, &sink).and_then(|out| {
         let events = |t: crate::progress::Transfer| sink.emit(ProgressEvent::Transfer(t));
