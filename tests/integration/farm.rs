@@ -218,6 +218,24 @@ fn a_killed_replicas_tenant_lands_elsewhere_and_runs_no_step_while_other_tenants
     );
     let (b, c) = (others[0], others[1]);
 
+    // A tenant names only caches under its own repository.
+    let ctx0 = app_context(&work.path().join("probe"), &base, "probe");
+    let (ok, text) = run(docker(
+        &cli,
+        &router,
+        &token(a),
+        &[
+            "build",
+            "--cache-from",
+            &format!("{}/t{}/cache:x", reg.host, others[0]),
+            ctx0.to_str().unwrap(),
+        ],
+    ));
+    assert!(
+        !ok && text.contains("may use only build caches under"),
+        "{text}"
+    );
+
     // A builds through the router; every step runs once, the tag is pushed as it is made.
     let ctx = app_context(&work.path().join("app"), &base, "farm");
     let ctx_s = ctx.to_str().unwrap().to_owned();

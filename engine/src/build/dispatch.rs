@@ -103,6 +103,9 @@ struct CopyWork {
     add: bool,
 }
 
+/// Sends each new layer to the uploading thread, and whether it is one of the result's.
+type LayerSender = std::sync::mpsc::Sender<(bool, Layer)>;
+
 /// A prepared step: how to key it, what history says, and what to do on a miss.
 struct Prepared {
     parts: Vec<(String, Vec<u8>)>,
@@ -133,40 +136,66 @@ struct Run<'a> {
     records: Vec<Record>,
     /// The ids of the cache mounts RUN steps name, for `--cache-to ...,mounts=true`.
     mount_ids: std::collections::BTreeSet<String>,
+    /// How new layers are compressed while they are written, when the build will ship them
+    /// (a push, a cache export, `--compression`).
+    early_compression: Option<layer::Compression>,
     /// Where the layers of the target stage and the stages it is built FROM go as they are
     /// made (`--push`).
-    early_push: Option<(std::sync::mpsc::Sender<Layer>, Vec<usize>)>,
+    early_push: Option<(LayerSender, Vec<usize>)>,
 }
 
 /// Builds `req` into `store`, reporting progress to `progress`. With
-/// [`BuildRequest::push_as_made`], a second thread uploads the target stage's layers as the
-/// steps make them.
+/// [`BuildRequest::push_as_made`] or a registry `--cache-to`, a second thread uploads each
+/// layer as the steps make it (the target stage's and the stages it is built FROM for a
+/// push or `mode=min`, every stage's for `mode=max`), so that the push and the cache export
+/// at the end find them there.
 pub fn build(
     store: &Store,
     req: &BuildRequest<'_>,
     progress: &dyn ProgressSink,
 ) -> Result<BuildOutput, BuildError> {
-    let Some(client) = req.registry.filter(|_| !req.push_as_made.is_empty()) else {
+    use super::remote_cache::CacheLocation;
+    // Where layers go: the repository, the compression, whether only the result's layers.
+    let mut targets: Vec<(
+        &crate::reference::ImageRef,
+        Option<layer::Compression>,
+        bool,
+    )> = req
+        .push_as_made
+        .iter()
+        .map(|t| (t, Some(layer::Compression::Gzip), true))
+        .collect();
+    for exp in &req.cache_to {
+        if let CacheLocation::Registry(r) = &exp.to {
+            targets.push((r, exp.compression, exp.mode == CacheMode::Min));
+        }
+    }
+    let Some(client) = req.registry.filter(|_| !targets.is_empty()) else {
         return build_with(store, req, progress, None);
     };
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::channel::<Layer>();
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, Layer)>();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let worker = scope.spawn(move || {
-            for layer in rx {
-                for target in &req.push_as_made {
-                    // A failure here is not the build's: the push at the end uploads what
-                    // is missing and reports what fails.
+            let _done = done_tx;
+            for (in_result, layer) in rx {
+                for (target, compression, result_only) in &targets {
+                    if *result_only && !in_result {
+                        continue;
+                    }
+                    // A failure here is not the build's: the push or export at the end
+                    // uploads what is missing and reports what fails.
                     let _ = crate::registry::push::push_layer(
                         client,
                         store,
                         target,
                         &layer,
-                        layer::Compression::Gzip,
+                        *compression,
                     );
                 }
             }
         });
-        let out = build_with(store, req, progress, Some(tx));
+        let out = build_with(store, req, progress, Some((tx, done_rx)));
         let _ = worker.join();
         out
     })
@@ -176,8 +205,12 @@ fn build_with(
     store: &Store,
     req: &BuildRequest<'_>,
     progress: &dyn ProgressSink,
-    early_push: Option<std::sync::mpsc::Sender<Layer>>,
+    early_push: Option<(LayerSender, std::sync::mpsc::Receiver<()>)>,
 ) -> Result<BuildOutput, BuildError> {
+    let (early_push, uploads_done) = match early_push {
+        Some((tx, done)) => (Some(tx), Some(done)),
+        None => (None, None),
+    };
     let _lease = store.lease()?;
     let file = req.dockerfile_name.to_owned();
     let perr = |source| BuildError::Parse {
@@ -222,6 +255,15 @@ fn build_with(
         records: Vec::new(),
         mount_ids: std::collections::BTreeSet::new(),
         early_push: early_push.map(|tx| (tx, stage_chain(&plan.stages, plan.target))),
+        early_compression: if !req.push_as_made.is_empty() {
+            Some(layer::Compression::Gzip)
+        } else if req.compression.is_some() {
+            req.compression
+        } else {
+            req.cache_to
+                .first()
+                .map(|e| e.compression.unwrap_or(layer::Compression::Zstd))
+        },
     };
     for &i in &plan.needed {
         let r = run.stage(i, &scope)?;
@@ -277,6 +319,11 @@ fn build_with(
     });
     for t in &req.tags {
         progress.emit(ProgressEvent::Tagged { name: t.familiar() });
+    }
+    // The layers sent ahead are uploaded before the export looks for them.
+    run.early_push = None;
+    if let Some(done) = uploads_done {
+        let _ = done.recv();
     }
     for exp in &req.cache_to {
         let chain = stage_chain(&run.plan_stages, plan.target);
@@ -672,9 +719,7 @@ impl Run<'_> {
             diff_id: l.diff_id,
         });
         if let (Some((tx, chain)), Some(l)) = (&self.early_push, &layer) {
-            if chain.contains(&cx.index) {
-                let _ = tx.send(l.clone());
-            }
+            let _ = tx.send((chain.contains(&cx.index), l.clone()));
         }
         self.records.push(Record {
             stage: cx.index,
@@ -1658,7 +1703,8 @@ impl Run<'_> {
                 self.progress,
             )
             .and_then(|()| {
-                seed_cache_mount(self.store, id, owner, &blob.digest).map_err(|e| e.to_string())
+                seed_cache_mount(self.store, id, owner, &blob.digest, self.req.pull_room)
+                    .map_err(|e| e.to_string())
             });
         if let Err(e) = result {
             self.progress.emit(ProgressEvent::Warning {
@@ -1672,8 +1718,46 @@ impl Run<'_> {
         // The layer writer hashes its tar as it writes it: the store need not hash it again.
         let w = self.store.prehashed_blob_writer()?;
         let udir = open_dir(upper.path())?;
-        let (tar, w) = layer::write_layer_pipelined(&udir, self.req.epoch, w)?;
-        let size = w.commit(&tar.diff_id.as_uncompressed_digest())?;
+        let Some(c) = self.early_compression else {
+            let (tar, w) = layer::write_layer_pipelined(&udir, self.req.epoch, w)?;
+            let size = w.commit(&tar.diff_id.as_uncompressed_digest())?;
+            self.store.adopt_snapshot(&tar.diff_id, upper)?;
+            return Ok(CachedLayer {
+                diff_id: tar.diff_id,
+                size,
+                blob: None,
+            });
+        };
+        // The layer will leave the machine: it is compressed on another thread as it is
+        // written, rather than read back and hashed again later.
+        let (tar, size) = std::thread::scope(|scope| -> Result<_, BuildError> {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
+            let store = self.store;
+            let compressor = scope.spawn(move || -> Result<Descriptor, BuildError> {
+                let mut out = store.blob_writer()?;
+                let blob = layer::compress_parallel(layer::ChannelReader::new(rx), &mut out, c)?;
+                out.commit_expect(&blob.digest)?;
+                let mt = match c {
+                    layer::Compression::Gzip => media_types::OCI_LAYER_GZIP,
+                    layer::Compression::Zstd => media_types::OCI_LAYER_ZSTD,
+                };
+                Ok(Descriptor::new(mt, blob.digest, blob.size))
+            });
+            let (tar, tee) = layer::write_layer_pipelined(
+                &udir,
+                self.req.epoch,
+                layer::Tee { inner: w, copy: tx },
+            )?;
+            let layer::Tee { inner, copy } = tee;
+            drop(copy);
+            let size = inner.commit(&tar.diff_id.as_uncompressed_digest())?;
+            // Compressing is a head start, not the build's work: a failure leaves the
+            // layer to be compressed when it ships.
+            if let Ok(Ok(desc)) = compressor.join() {
+                self.store.remember_compressed(&tar.diff_id, &desc)?;
+            }
+            Ok((tar, size))
+        })?;
         self.store.adopt_snapshot(&tar.diff_id, upper)?;
         Ok(CachedLayer {
             diff_id: tar.diff_id,

@@ -436,12 +436,14 @@ pub(super) fn export_cache_mount(
 }
 
 /// Makes the cache mount `id` from the stored tar blob `blob` when this store has no such
-/// folder yet (`--cache-from` of a cache exported with `mounts=true`); returns whether it did.
+/// folder yet (`--cache-from` of a cache exported with `mounts=true`), unpacking at most
+/// `room` bytes of files; returns whether it did.
 pub(super) fn seed_cache_mount(
     store: &Store,
     id: &str,
     (mode, uid, gid): (u32, u32, u32),
     blob: &crate::digest::Digest,
+    room: Option<u64>,
 ) -> Result<bool, BuildError> {
     let base = cache_mounts(store);
     crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
@@ -460,11 +462,11 @@ pub(super) fn seed_cache_mount(
         .map_err(io("create a cache mount"))?;
     let dest = Dir::open_ambient_dir(&path, cap_std::ambient_authority())
         .map_err(io("create a cache mount"))?;
-    crate::layer::unpack_layer(
-        store.open_blob(blob)?,
-        &dest,
-        &crate::layer::UnpackOptions::archive(),
-    )?;
+    let mut opts = crate::layer::UnpackOptions::archive();
+    if let Some(r) = room {
+        opts.limits.max_total_bytes = opts.limits.max_total_bytes.min(r);
+    }
+    crate::layer::unpack_layer(store.open_blob(blob)?, &dest, &opts)?;
     own(&path, mode, uid, gid)?;
     match fs::rename(&path, &dir) {
         Ok(()) => Ok(true),

@@ -79,8 +79,9 @@ pub struct CacheExport {
     pub to: CacheLocation,
     /// Which steps.
     pub mode: CacheMode,
-    /// How layers stored uncompressed are compressed.
-    pub compression: Compression,
+    /// How layers stored uncompressed are compressed (`None`: a compressed form the store
+    /// already has, else zstd).
+    pub compression: Option<Compression>,
     /// Also export the `RUN --mount=type=cache` folders the build uses.
     pub mounts: bool,
     /// A failed export is a warning rather than a failed build.
@@ -122,7 +123,7 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
         return Ok(CacheExport {
             to: registry_ref(spec)?,
             mode: CacheMode::Max,
-            compression: Compression::Gzip,
+            compression: None,
             mounts: false,
             ignore_error: false,
         });
@@ -164,8 +165,9 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheExport, String> {
             Some(v) => return Err(format!("mode={v:?}: expected min or max")),
         },
         compression: match fields.get("compression").map(String::as_str) {
-            None | Some("gzip") => Compression::Gzip,
-            Some("zstd") => Compression::Zstd,
+            None => None,
+            Some("gzip") => Some(Compression::Gzip),
+            Some("zstd") => Some(Compression::Zstd),
             Some(v) => return Err(format!("compression={v:?}: expected gzip or zstd")),
         },
         mounts: flag("mounts")?,
@@ -567,7 +569,7 @@ pub(super) fn export(
                     let blob = if store.has_blob(&l.desc.digest)
                         && l.desc.media_type == media_types::OCI_LAYER
                     {
-                        crate::registry::push::shippable(store, &all, l, exp.compression)
+                        crate::registry::push::cache_blob(store, &all, l, exp.compression)
                             .map_err(|e| e.to_string())?
                     } else {
                         l.desc.clone()
@@ -784,7 +786,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.mode, CacheMode::Min);
-        assert_eq!(e.compression, Compression::Zstd);
+        assert_eq!(e.compression, Some(Compression::Zstd));
         assert!(e.mounts && !e.ignore_error);
         assert!(matches!(e.to, CacheLocation::Registry(ref r) if r.tag() == Some("main")));
         let bare = parse_cache_to("localhost:5000/c").unwrap();

@@ -287,3 +287,62 @@ pub fn decompress_auto<R: Read>(mut reader: R) -> Result<Decompressor<R>, LayerE
     };
     Ok(Decompressor { format, inner })
 }
+
+/// Reads the chunks a channel delivers, in order, until every sender is gone: the input of a
+/// compressor fed by another thread (a layer compressed while it is written).
+pub struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl ChannelReader {
+    /// Reads what `rx` receives.
+    pub fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> Self {
+        Self {
+            rx,
+            chunk: Vec::new(),
+            at: 0,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.at = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let rest = self.chunk.get(self.at..).unwrap_or_default();
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A writer that passes everything to `inner` and a copy of it to a channel (see
+/// [`ChannelReader`]); a receiver that went away is ignored.
+pub struct Tee<W> {
+    /// Where the bytes go.
+    pub inner: W,
+    /// Where their copy goes.
+    pub copy: std::sync::mpsc::SyncSender<Vec<u8>>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let _ = self.copy.send(buf.get(..n).unwrap_or_default().to_vec());
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

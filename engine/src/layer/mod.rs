@@ -28,7 +28,8 @@ mod write;
 use std::io;
 
 pub use compress::{
-    compress, compress_parallel, decompress_auto, CompressedBlob, Compression, Decompressor, Format,
+    compress, compress_parallel, decompress_auto, ChannelReader, CompressedBlob, Compression,
+    Decompressor, Format, Tee,
 };
 pub use override_stat::{container_owner, host_is_root, real_mode, OverrideStat, OverrideType};
 pub use reader::Limits;

@@ -124,7 +124,8 @@ impl Tenant {
             to.push(CacheExport {
                 to: CacheLocation::Registry(r),
                 mode: CacheMode::Max,
-                compression: crate::layer::Compression::Gzip,
+                // The blobs push-on-tag made when it has them, else zstd.
+                compression: None,
                 mounts: self.farm.cache_mounts,
                 // The image is built either way; the next build on another replica then
                 // runs more steps, which the warning says.
