@@ -38,7 +38,7 @@ bench_dockerd_stop() {
 
 # bench_debian_tarball: sets TARBALL to the Debian base that scripts/make-debian-base caches.
 bench_debian_tarball() {
-    TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase.tar.gz
+    TARBALL=${XDG_CACHE_HOME:-$HOME/.cache}/kiln/debian-bookworm-minbase-v2.tar.gz
     [ -f "$TARBALL" ] || { echo "bench: $TARBALL is missing: run scripts/make-debian-base --tarball" >&2; exit 1; }
 }
 

@@ -252,7 +252,7 @@ pub fn debian_tarball() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| std::env::home_dir().map(|h| h.join(".cache")))
         .expect("a home folder");
-    let tarball = cache.join("kiln/debian-bookworm-minbase.tar.gz");
+    let tarball = cache.join("kiln/debian-bookworm-minbase-v2.tar.gz");
     assert!(
         tarball.is_file(),
         "the Debian base tarball is missing: run scripts/make-debian-base --tarball (.ci/run does)"
@@ -262,7 +262,21 @@ pub fn debian_tarball() -> PathBuf {
 
 /// Imports the Debian base into the store at `root` as `debian:bookworm`.
 pub fn debian_base_in(root: &Path) {
-    let tarball = debian_tarball();
+    import_debian(root, &debian_tarball(), "debian:bookworm");
+}
+
+/// Imports the slim Debian base (beside the full one) into `env`'s store as
+/// `debian:bookworm-slim`.
+pub fn debian_slim(env: &Env) {
+    let slim = debian_tarball().with_file_name("debian-bookworm-slim-v2.tar.gz");
+    assert!(
+        slim.is_file(),
+        "the slim Debian base tarball is missing: run scripts/make-debian-base --tarball (.ci/run does)"
+    );
+    import_debian(&env.root(), &slim, "debian:bookworm-slim");
+}
+
+fn import_debian(root: &Path, tarball: &Path, name: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(root)
@@ -273,8 +287,8 @@ pub fn debian_base_in(root: &Path) {
             "--change",
             "CMD [\"bash\"]",
         ])
-        .arg(&tarball)
-        .arg("debian:bookworm")
+        .arg(tarball)
+        .arg(name)
         .stdin(Stdio::null())
         .output()
         .expect("spawn kiln");

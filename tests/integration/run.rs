@@ -891,6 +891,15 @@ fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
         tree.contains_key("usr/bin/redis-server"),
         "redis-server is installed"
     );
+    // As with the official image, apt leaves no packages or package caches in the layer.
+    let left: Vec<&String> = tree
+        .keys()
+        .filter(|p| {
+            (p.starts_with("var/cache/apt/") && (p.ends_with(".deb") || p.ends_with(".bin")))
+                || (p.starts_with("var/lib/apt/lists/") && p.ends_with("_Packages"))
+        })
+        .collect();
+    assert!(left.is_empty(), "apt left {left:?}");
     // `kiln run` starts it in the native sandbox; a client on the host gets PONG.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -932,6 +941,50 @@ fn redis_seed_builds_and_a_new_line_reuses_the_cache_above_it() {
     assert!(err.contains("Setting up gcc"), "only the new line runs");
     let tree = image_tree(&env.root(), "me/run");
     assert!(tree.contains_key("usr/bin/gcc-12") && tree.contains_key("usr/bin/redis-server"));
+}
+
+#[test]
+fn the_debian_bases_follow_the_official_images_conventions() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    crate::harness::debian_slim(&env);
+    let full = image_tree(&env.root(), "debian:bookworm");
+    let slim = image_tree(&env.root(), "debian:bookworm-slim");
+    for tree in [&full, &slim] {
+        for f in [
+            "etc/apt/apt.conf.d/docker-clean",
+            "etc/apt/apt.conf.d/docker-gzip-indexes",
+            "etc/apt/apt.conf.d/docker-no-languages",
+            "etc/dpkg/dpkg.cfg.d/docker-apt-speedup",
+        ] {
+            assert!(tree.contains_key(f), "{f} is missing");
+        }
+        assert!(
+            !tree.keys().any(|p| p.ends_with(".deb")),
+            "a .deb file is left in the base"
+        );
+    }
+    // slim: copyrights only, no man pages or translations, and dpkg keeps it so.
+    assert!(slim.contains_key("etc/dpkg/dpkg.cfg.d/docker"));
+    assert!(slim.contains_key("usr/share/doc/dpkg/copyright"));
+    assert!(full.keys().any(|p| p.starts_with("usr/share/man/man1/")));
+    assert!(!slim.keys().any(|p| p.starts_with("usr/share/man/man1/")
+        || (p.starts_with("usr/share/locale/") && p.ends_with(".mo"))
+        || (p.starts_with("usr/share/doc/") && p.ends_with("changelog.Debian.gz"))));
+    assert!(slim.len() < full.len());
+    // Packages installed later unpack no docs either: dpkg's path filters say so.
+    let cfg = env.ok(&[
+        "run",
+        "--rm",
+        "debian:bookworm-slim",
+        "cat",
+        "/etc/dpkg/dpkg.cfg.d/docker",
+    ]);
+    assert!(
+        cfg.contains("path-exclude /usr/share/man/*")
+            && cfg.contains("path-include /usr/share/doc/*/copyright"),
+        "{cfg}"
+    );
 }
 
 #[test]

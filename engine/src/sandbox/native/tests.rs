@@ -1,4 +1,4 @@
-//! Real runs of Debian binaries. They need root and `~/.cache/kiln/debian-bookworm-minbase.tar.gz`
+//! Real runs of Debian binaries. They need root and `~/.cache/kiln/debian-bookworm-minbase-v2.tar.gz`
 //! (made by `scripts/make-debian-base --tarball`, which `.ci/run` runs); without them they fail
 //! and say what is missing.
 
@@ -22,7 +22,7 @@ fn debian() -> PathBuf {
         let cache = std::env::home_dir()
             .expect("a home folder")
             .join(".cache/kiln");
-        let tarball = cache.join("debian-bookworm-minbase.tar.gz");
+        let tarball = cache.join("debian-bookworm-minbase-v2.tar.gz");
         let meta = fs::metadata(&tarball).unwrap_or_else(|_| {
             panic!(
                 "{} is missing: run scripts/make-debian-base --tarball (.ci/run does)",
