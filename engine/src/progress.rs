@@ -73,6 +73,13 @@ pub enum ProgressEvent {
         #[serde(serialize_with = "ser_millis")]
         duration: Duration,
     },
+    /// The base image's ONBUILD triggers run now, as part of the FROM step.
+    Triggers {
+        /// 1-based step number (the FROM's).
+        index: usize,
+        /// How many.
+        count: usize,
+    },
     /// A non-fatal finding worth showing.
     Warning {
         /// The message.

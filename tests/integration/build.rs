@@ -289,6 +289,7 @@ fn parse_errors_name_the_line_and_exit_1() {
         1,
         "{err}"
     );
+    assert_eq!(err.matches("unknown instruction").count(), 1, "{err}");
 }
 
 #[test]
@@ -436,6 +437,23 @@ fn onbuild_triggers_run_when_a_later_build_uses_the_image() {
     );
     let tree = image_tree(&env.root(), "me/child");
     assert_eq!(paths(&tree), ["from-trigger", "own"]);
+    // As docker says it, right under the FROM line.
+    let out = env.ok_stderr(&[
+        "build",
+        "--no-cache",
+        "--progress=plain",
+        env.path("ctx").to_str().unwrap(),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let from = lines
+        .iter()
+        .position(|l| l.starts_with("Step 1/2 : FROM me/base"))
+        .expect("the FROM line");
+    assert_eq!(
+        lines.get(from + 1),
+        Some(&"# Executing 1 build trigger"),
+        "{out}"
+    );
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "me/child"])).unwrap();
     assert!(
         v[0]["Config"]["OnBuild"].is_null(),

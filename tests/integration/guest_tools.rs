@@ -299,6 +299,13 @@ chmod 4755 run.sh
 stat -c %a run.sh > /out/chmod
 chmod g+w,o-r data.txt
 stat -c '%a %F' data.txt > /out/chmod-sym
+mkdir /out/gdir
+chmod =2775 /out/gdir
+cp run.sh /out/op-mode
+chmod 777 /out/op-mode
+chmod -022 /out/op-mode
+chmod +4000 /out/op-mode
+stat -c '%a' /out/gdir /out/op-mode > /out/chmod-op
 chown 1000:1000 data.txt
 chgrp 2000 data.txt
 stat -c '%u:%g' data.txt > /out/chown
@@ -381,6 +388,7 @@ EOF
         &[
             ("chmod", "4755\n"),
             ("chmod-sym", "660 regular file\n"),
+            ("chmod-op", "2775\n4755\n"),
             ("chown", "1000:2000\n"),
         ],
     );

@@ -213,9 +213,9 @@ fn build_with(
     };
     let _lease = store.lease()?;
     let file = req.dockerfile_name.to_owned();
-    let perr = |source| BuildError::Parse {
+    let perr = |error| BuildError::Parse {
         file: file.clone(),
-        source,
+        error,
     };
     let df = crate::dockerfile::parse(req.dockerfile).map_err(perr)?;
     for w in &df.warnings {
@@ -582,6 +582,14 @@ impl Run<'_> {
             key,
             scope,
         };
+        // docker announces the base image's ONBUILD triggers right under its FROM line.
+        let n_triggers = cx.state.config.config.on_build.len();
+        if n_triggers > 0 {
+            self.progress.emit(ProgressEvent::Triggers {
+                index: self.step,
+                count: n_triggers,
+            });
+        }
         let id = if cx.state.layers.is_empty() && cx.state.config.history.is_empty() {
             None
         } else {

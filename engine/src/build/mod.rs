@@ -154,12 +154,12 @@ pub struct BuildOutput {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The Dockerfile does not parse.
-    #[error("{file}:{}: {}", .source.line, .source.kind)]
+    #[error("{file}:{}: {}", .error.line, .error.kind)]
     Parse {
         /// The Dockerfile's name.
         file: String,
-        /// The parse error.
-        source: ParseError,
+        /// The parse error (its text is this error's: it is not repeated as a cause).
+        error: ParseError,
     },
     /// An instruction failed for a reason in the input.
     #[error("{file}:{line}: {message}")]

@@ -71,6 +71,7 @@ impl Renderer {
                 Some(id) => format!(" ---> {}", short(id)),
                 None => " ---> ".to_owned(),
             },
+            ProgressEvent::Triggers { count, .. } => triggers_line(*count),
             ProgressEvent::Warning { message } => format!("[WARNING]: {message}"),
             ProgressEvent::Built { image_id } => format!("Successfully built {}", short(image_id)),
             ProgressEvent::Tagged { name } => format!("Successfully tagged {name}"),
@@ -123,6 +124,9 @@ impl Renderer {
                         duration.as_secs_f64()
                     ));
                 }
+            }
+            ProgressEvent::Triggers { count, .. } => {
+                let _ = multi.println(triggers_line(*count));
             }
             ProgressEvent::Warning { message } => {
                 let _ = multi.println(format!("WARNING: {message}"));
@@ -191,4 +195,12 @@ impl ProgressSink for Renderer {
             }
         }
     }
+}
+
+/// docker's line before a base image's ONBUILD triggers run.
+pub(crate) fn triggers_line(count: usize) -> String {
+    format!(
+        "# Executing {count} build trigger{}",
+        if count == 1 { "" } else { "s" }
+    )
 }

@@ -343,6 +343,10 @@ impl ProgressSink for Sink {
                     None => " ---> \n".into(),
                 });
             }
+            ProgressEvent::Triggers { count, .. } => self.stream(format!(
+                "# Executing {count} build trigger{}\n",
+                if count == 1 { "" } else { "s" }
+            )),
             ProgressEvent::Warning { message } => self.stream(format!("[Warning] {message}\n")),
             ProgressEvent::Built { image_id } => {
                 self.send(json!({ "aux": { "ID": image_id } }));

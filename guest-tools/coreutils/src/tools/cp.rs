@@ -601,25 +601,6 @@ pub fn main(args: Vec<OsString>) -> i32 {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn last_components() {
-        for (p, want) in [
-            ("a/b", "b"),
-            ("a/b/", "b"),
-            ("a/.", "."),
-            ("b", "b"),
-            ("/", ""),
-            ("a//", "a"),
-        ] {
-            assert_eq!(last_component(OsStr::new(p)), OsStr::new(want), "{p}");
-        }
-    }
-}
-
 /// Copies `src` to `dst` as `cp -a --no-target-directory` does (the whole tree, symlinks as
 /// they are, modes, owners, times and hard links kept), for `mv` across file systems.
 /// Problems are reported under `tool`; `false` when any occurred.
@@ -647,4 +628,23 @@ pub fn copy_archive(src: &Path, dst: &Path) -> bool {
     };
     c.copy(src, dst, true);
     !c.errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_components() {
+        for (p, want) in [
+            ("a/b", "b"),
+            ("a/b/", "b"),
+            ("a/.", "."),
+            ("b", "b"),
+            ("/", ""),
+            ("a//", "a"),
+        ] {
+            assert_eq!(last_component(OsStr::new(p)), OsStr::new(want), "{p}");
+        }
+    }
 }

@@ -1,4 +1,5 @@
-//! chmod(1) mode strings: octal (`755`, `2775`) and symbolic (`u+x,go-w`, `a=rX`, `g=u`).
+//! chmod(1) mode strings: octal (`755`, `2775`), symbolic (`u+x,go-w`, `a=rX`, `g=u`), and an
+//! operator followed by octal bits (`=2775`, `+755`, `-022`), as GNU chmod takes them.
 
 /// A parsed mode operand.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,9 @@ enum Perm {
     Bits { bits: u32, cond_x: bool },
     /// Copy another class's bits: `u`, `g` or `o`.
     Copy(u8),
+    /// Octal bits after an operator (`=2775`): all of them, the umask not applied, and `=`
+    /// clears a directory's set-id bits unless they are given.
+    Octal(u32),
 }
 
 const WHO_U: u32 = 0o4700;
@@ -75,6 +79,23 @@ impl Mode {
                     return Err(invalid());
                 }
                 i += 1;
+                if !any_who && i < b.len() && b[i].is_ascii_digit() {
+                    // `[-+=][0-7]+`: the whole clause.
+                    let digits = &part[i..];
+                    if !digits.bytes().all(|d| (b'0'..=b'7').contains(&d)) {
+                        return Err(invalid());
+                    }
+                    let bits = u32::from_str_radix(digits, 8).map_err(|_| invalid())?;
+                    if bits > ALL {
+                        return Err(invalid());
+                    }
+                    actions.push(Action {
+                        op,
+                        perm: Perm::Octal(bits),
+                    });
+                    i = b.len();
+                    continue;
+                }
                 let perm = if i < b.len() && matches!(b[i], b'u' | b'g' | b'o') {
                     i += 1;
                     Perm::Copy(b[i - 1])
@@ -122,7 +143,16 @@ impl Mode {
                 let mut cur = old;
                 for c in clauses {
                     for a in &c.actions {
+                        if let Perm::Octal(bits) = a.perm {
+                            cur = match a.op {
+                                b'+' => cur | bits,
+                                b'-' => cur & !bits,
+                                _ => bits,
+                            };
+                            continue;
+                        }
                         let value = match a.perm {
+                            Perm::Octal(_) => 0,
                             Perm::Bits { bits, cond_x } => {
                                 let x = cond_x && (is_dir || cur & 0o111 != 0);
                                 bits | if x { 0o111 } else { 0 }
@@ -196,13 +226,15 @@ pub fn render(mode: u32) -> String {
     s
 }
 
-/// Whether `arg` is a mode that looks like an option (`-w`, `-rwx`), as `chmod -w f` allows.
+/// Whether `arg` is a mode that looks like an option (`-w`, `-rwx`, `-022`), as `chmod -w f`
+/// allows.
 pub fn is_negative_mode(arg: &str) -> bool {
-    arg.len() > 1
-        && arg.starts_with('-')
-        && arg[1..]
+    let rest = arg.strip_prefix('-').unwrap_or_default();
+    !rest.is_empty()
+        && (rest
             .bytes()
             .all(|b| matches!(b, b'r' | b'w' | b'x' | b'X' | b's' | b't'))
+            || rest.bytes().all(|b| (b'0'..=b'7').contains(&b)))
 }
 
 #[cfg(test)]
@@ -211,6 +243,19 @@ mod tests {
 
     fn sym(s: &str, old: u32, dir: bool) -> u32 {
         Mode::parse(s).expect("valid").apply(old, dir, 0o022)
+    }
+
+    #[test]
+    fn an_operator_with_octal_bits() {
+        assert_eq!(sym("=2775", 0o755, true), 0o2775);
+        assert_eq!(sym("=755", 0o2775, true), 0o755);
+        assert_eq!(sym("+755", 0o600, false), 0o755);
+        assert_eq!(sym("-022", 0o777, false), 0o755);
+        assert_eq!(sym("-6000", 0o6755, true), 0o755);
+        assert_eq!(sym("u+x,=640", 0o600, false), 0o640);
+        for bad in ["=8", "=7a", "u=755", "=17777"] {
+            assert!(Mode::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
