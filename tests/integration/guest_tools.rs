@@ -145,6 +145,8 @@ echo abc | tr a-z A-Z > /out/tr
 printf 'a b\nb c\n' | tsort > /out/tsort
 tty > /out/tty || true
 uname > /out/uname
+uname -m > /out/uname-m
+uname -srm > /out/uname-srm
 sort in | uniq -c > /out/uniq
 wc -l in > /out/wc
 yes | head -n 3 > /out/yes
@@ -278,7 +280,15 @@ EOF
         .trim()
         .parse::<u32>()
         .is_ok_and(|n| n > 0));
-    assert!(!text(&tree, "out/uname").trim().is_empty());
+    // The Linux host, as a Linux program sees it, not wasm32/wasi: scripts pick downloads by it.
+    assert_eq!(text(&tree, "out/uname"), "Linux\n");
+    let host = rustix::system::uname();
+    let machine = host.machine().to_string_lossy().into_owned();
+    assert_eq!(text(&tree, "out/uname-m"), format!("{machine}\n"));
+    assert_eq!(
+        text(&tree, "out/uname-srm"),
+        format!("Linux {} {machine}\n", host.release().to_string_lossy())
+    );
     assert!(text(&tree, "out/which").trim_end().ends_with("/sh"));
     assert!(err.contains("Step"), "{err}");
 }

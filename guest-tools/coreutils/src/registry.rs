@@ -136,7 +136,7 @@ pub static TOOLS: &[Tool] = &[
     uu!("truncate", uu_truncate),
     uu!("tsort", uu_tsort),
     uu!("tty", uu_tty),
-    uu!("uname", uu_uname),
+    ours!("uname", tools::uname::main),
     uu!("unexpand", uu_unexpand),
     uu!("uniq", uu_uniq),
     uu!("unlink", uu_unlink),

@@ -145,6 +145,17 @@ pub struct Identity {
     pub egid: u32,
 }
 
+/// What uname(2) says: the kernel and machine the program runs on, as Linux reports them (a
+/// WASI guest gets the host's, with the container's hostname, not `wasm32`/`wasi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uname {
+    pub sysname: String,
+    pub nodename: String,
+    pub release: String,
+    pub version: String,
+    pub machine: String,
+}
+
 /// Makes the process ready: on WASI, changes into the working directory the host started it in
 /// (wasi-libc starts every process in `/`). Call it first thing in `main`.
 pub fn init() {
@@ -223,4 +234,9 @@ pub fn umask(mask: Option<u32>) -> io::Result<u32> {
 /// uid/gid of this process.
 pub fn identity() -> io::Result<Identity> {
     sys::identity()
+}
+
+/// The system the process runs on (uname(2)).
+pub fn uname() -> io::Result<Uname> {
+    sys::uname()
 }

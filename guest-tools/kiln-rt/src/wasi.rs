@@ -35,6 +35,8 @@ extern "C" {
     fn kiln_dup2(from: u32, to: u32) -> i32;
     #[link_name = "getcwd"]
     fn kiln_getcwd(buf: *mut u8, buf_len: u32, len_out: *mut u32) -> i32;
+    #[link_name = "uname"]
+    fn kiln_uname(buf: *mut u8, buf_len: u32, len_out: *mut u32) -> i32;
     #[link_name = "chmod"]
     fn kiln_chmod(path: *const u8, path_len: u32, mode: u32, flags: u32) -> i32;
     #[link_name = "chown"]
@@ -73,6 +75,25 @@ fn strings(list: &[OsString]) -> Vec<u8> {
         out.push(0);
     }
     out
+}
+
+pub fn uname() -> io::Result<crate::Uname> {
+    let mut buf = vec![0u8; 1024];
+    let mut n = 0u32;
+    // SAFETY: the host writes at most `buf.len()` bytes into `buf` and one u32 into `n`.
+    check(unsafe { kiln_uname(buf.as_mut_ptr(), buf.len() as u32, &mut n) })?;
+    let data = buf.get(..n as usize).unwrap_or_default();
+    let mut fields = data
+        .split(|&b| b == 0)
+        .map(|f| String::from_utf8_lossy(f).into_owned());
+    let mut next = || fields.next().unwrap_or_default();
+    Ok(crate::Uname {
+        sysname: next(),
+        nodename: next(),
+        release: next(),
+        version: next(),
+        machine: next(),
+    })
 }
 
 pub fn init() {

@@ -43,6 +43,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Proc>) -> wasmtime::Result<()> {
     host_fn!(linker, MODULE, "fstat", fstat, (fd: u32, out: u32));
     host_fn!(linker, MODULE, "umask", umask, (mask: u32, out: u32));
     host_fn!(linker, MODULE, "identity", identity, (out: u32));
+    host_fn!(linker, MODULE, "uname", uname, (buf: u32, len: u32, out: u32));
     Ok(())
 }
 
@@ -278,6 +279,34 @@ fn umask(m: &mut Mem<'_>, p: &mut Proc, mask: u32, out: u32) -> HostResult {
     if mask != CLOSED {
         p.umask = mask & 0o777;
     }
+    Ok(())
+}
+
+/// The host's kernel and machine (the image's platform is the host's: kiln does not emulate),
+/// with the container's hostname: what uname(2) gives a Linux program in the native sandbox.
+fn uname(m: &mut Mem<'_>, p: &mut Proc, buf: u32, len: u32, out: u32) -> HostResult {
+    let u = rustix::system::uname();
+    let host = if p.step.hostname.is_empty() {
+        "localhost"
+    } else {
+        p.step.hostname.as_str()
+    };
+    let mut data = Vec::new();
+    for field in [
+        u.sysname().to_bytes(),
+        host.as_bytes(),
+        u.release().to_bytes(),
+        u.version().to_bytes(),
+        u.machine().to_bytes(),
+    ] {
+        data.extend_from_slice(field);
+        data.push(0);
+    }
+    if data.len() > len as usize {
+        return Err(Errno::RANGE.into());
+    }
+    m.put(buf, &data)?;
+    m.put_u32(out, data.len() as u32)?;
     Ok(())
 }
 

@@ -20,5 +20,6 @@ pub mod tac;
 pub mod tar;
 pub mod test;
 pub mod truth;
+pub mod uname;
 pub mod which;
 pub mod xargs;
