@@ -345,27 +345,42 @@ fn cache_dir(
     uid: u32,
     gid: u32,
 ) -> Result<PathBuf, BuildError> {
-    let base = cache_mounts(store);
-    crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
-    let dir = base.join(hex::encode(Sha256::digest(id.as_bytes())));
+    let dir = cache_path(store, id)?;
     if dir.is_dir() {
         return Ok(dir);
     }
-    // Made aside and renamed, so that a concurrent step never sees it half set up.
+    make_aside(&dir, |path| own(path, mode, uid, gid))?;
+    Ok(dir)
+}
+
+/// Where the cache mount `id` lives (its parent made).
+fn cache_path(store: &Store, id: &str) -> Result<PathBuf, BuildError> {
+    let base = cache_mounts(store);
+    crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
+    Ok(base.join(hex::encode(Sha256::digest(id.as_bytes()))))
+}
+
+/// Makes the folder `dir` aside, fills it with `fill` and renames it into place, so that a
+/// concurrent step never sees it half set up; returns whether this call made it (false:
+/// another step did first).
+fn make_aside(
+    dir: &std::path::Path,
+    fill: impl FnOnce(&std::path::Path) -> Result<(), BuildError>,
+) -> Result<bool, BuildError> {
+    let base = dir.parent().unwrap_or(std::path::Path::new("."));
     let fresh = tempfile::Builder::new()
         .prefix(".new-")
-        .tempdir_in(&base)
+        .tempdir_in(base)
         .map_err(io("create a cache mount"))?;
     let path = fresh.path().join("d");
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&path)
         .map_err(io("create a cache mount"))?;
-    own(&path, mode, uid, gid)?;
-    match fs::rename(&path, &dir) {
-        Ok(()) => Ok(dir),
-        // Another step made it first.
-        Err(_) if dir.is_dir() => Ok(dir),
+    fill(&path)?;
+    match fs::rename(&path, dir) {
+        Ok(()) => Ok(true),
+        Err(_) if dir.is_dir() => Ok(false),
         Err(e) => Err(io("create a cache mount")(e)),
     }
 }
@@ -413,7 +428,7 @@ pub(super) fn export_cache_mount(
     store: &Store,
     id: &str,
 ) -> Result<Option<(crate::image::Descriptor, crate::digest::DiffId, u64)>, BuildError> {
-    let dir = cache_mounts(store).join(hex::encode(Sha256::digest(id.as_bytes())));
+    let dir = cache_path(store, id)?;
     let lock = match fs::File::open(&dir) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -445,33 +460,18 @@ pub(super) fn seed_cache_mount(
     blob: &crate::digest::Digest,
     room: Option<u64>,
 ) -> Result<bool, BuildError> {
-    let base = cache_mounts(store);
-    crate::fsx::private_dir_all(&base).map_err(io("create the cache mount folder"))?;
-    let dir = base.join(hex::encode(Sha256::digest(id.as_bytes())));
+    let dir = cache_path(store, id)?;
     if dir.exists() {
         return Ok(false);
     }
-    let fresh = tempfile::Builder::new()
-        .prefix(".new-")
-        .tempdir_in(&base)
-        .map_err(io("create a cache mount"))?;
-    let path = fresh.path().join("d");
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&path)
-        .map_err(io("create a cache mount"))?;
-    let dest = Dir::open_ambient_dir(&path, cap_std::ambient_authority())
-        .map_err(io("create a cache mount"))?;
-    let mut opts = crate::layer::UnpackOptions::archive();
-    if let Some(r) = room {
-        opts.limits.max_total_bytes = opts.limits.max_total_bytes.min(r);
-    }
-    crate::layer::unpack_layer(store.open_blob(blob)?, &dest, &opts)?;
-    own(&path, mode, uid, gid)?;
-    match fs::rename(&path, &dir) {
-        Ok(()) => Ok(true),
-        // Another step made it first.
-        Err(_) if dir.is_dir() => Ok(false),
-        Err(e) => Err(io("create a cache mount")(e)),
-    }
+    make_aside(&dir, |path| {
+        let dest = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(io("create a cache mount"))?;
+        let mut opts = crate::layer::UnpackOptions::archive();
+        if let Some(r) = room {
+            opts.limits.max_total_bytes = opts.limits.max_total_bytes.min(r);
+        }
+        crate::layer::unpack_layer(store.open_blob(blob)?, &dest, &opts)?;
+        own(path, mode, uid, gid)
+    })
 }

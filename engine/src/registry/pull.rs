@@ -216,23 +216,7 @@ fn pull_from(
             ),
         });
     }
-    if let Some(max) = opts.max_bytes {
-        let need: u64 = manifest
-            .layers
-            .iter()
-            .filter(|l| !store.has_blob(&l.digest))
-            .map(|l| l.size)
-            .fold(0, u64::saturating_add);
-        if need > max {
-            return Err(RegistryError::TooLarge {
-                what: format!(
-                    "{}: its layers ({need} bytes) do not fit in the store's room, which",
-                    r.familiar()
-                ),
-                limit: max,
-            });
-        }
-    }
+    check_room(store, &manifest.layers, opts.max_bytes, r)?;
     let before = store.resolve(&r.to_string()).ok();
     let stop = opts.cancel.clone().unwrap_or_default();
     download_layers(
@@ -263,6 +247,31 @@ fn pull_from(
         digest: top.digest,
         updated,
     })
+}
+
+/// Refuses a download of the blobs the store lacks when they add more than `max` bytes.
+fn check_room(
+    store: &Store,
+    blobs: &[Descriptor],
+    max: Option<u64>,
+    r: &ImageRef,
+) -> Result<(), RegistryError> {
+    let Some(max) = max else { return Ok(()) };
+    let need = blobs
+        .iter()
+        .filter(|l| !store.has_blob(&l.digest))
+        .map(|l| l.size)
+        .fold(0, u64::saturating_add);
+    if need > max {
+        return Err(RegistryError::TooLarge {
+            what: format!(
+                "{}: its layers ({need} bytes) do not fit in the store's room, which",
+                r.familiar()
+            ),
+            limit: max,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses layers kiln cannot or must not fetch.
@@ -824,22 +833,7 @@ pub fn fetch_blobs(
     max_bytes: Option<u64>,
     events: &(dyn Fn(Transfer) + Sync),
 ) -> Result<(), RegistryError> {
-    if let Some(max) = max_bytes {
-        let need = blobs
-            .iter()
-            .filter(|l| !store.has_blob(&l.digest))
-            .map(|l| l.size)
-            .fold(0, u64::saturating_add);
-        if need > max {
-            return Err(RegistryError::TooLarge {
-                what: format!(
-                    "{}: its blobs ({need} bytes) do not fit in the store's room, which",
-                    r.familiar()
-                ),
-                limit: max,
-            });
-        }
-    }
+    check_room(store, blobs, max_bytes, r)?;
     let ep = Endpoint {
         host: super::registry_host(r.domain()).to_owned(),
         path: r.path().to_owned(),

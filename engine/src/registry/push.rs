@@ -91,11 +91,7 @@ pub fn push_as(
         "The push refers to repository [{}]",
         target.name()
     )));
-    let ep = Endpoint {
-        host: registry_host(target.domain()).to_owned(),
-        path: target.path().to_owned(),
-    };
-    let session = client.session(&ep.host, target.domain())?;
+    let (ep, session) = target_session(client, target)?;
     let state = ImageState::from_parts(&img.manifest, img.config.clone());
     let all = store.list_images()?.images;
     // Top layer first, as docker lists them.
@@ -255,6 +251,19 @@ pub(crate) fn put_manifest(
         }
     }
     Ok(())
+}
+
+/// The endpoint of `target`'s repository and the session with its registry.
+fn target_session(
+    client: &Client,
+    target: &ImageRef,
+) -> Result<(Endpoint, Arc<Session>), RegistryError> {
+    let ep = Endpoint {
+        host: registry_host(target.domain()).to_owned(),
+        path: target.path().to_owned(),
+    };
+    let session = client.session(&ep.host, target.domain())?;
+    Ok((ep, session))
 }
 
 /// The manifest to push: the stored one when it lists exactly these blobs (a pulled image
@@ -684,11 +693,7 @@ pub fn push_artifact(
             target.familiar()
         )));
     };
-    let ep = Endpoint {
-        host: registry_host(target.domain()).to_owned(),
-        path: target.path().to_owned(),
-    };
-    let session = client.session(&ep.host, target.domain())?;
+    let (ep, session) = target_session(client, target)?;
     let all = store.list_images()?.images;
     let mut from = mount_sources(&all, target);
     from.extend(
@@ -746,11 +751,7 @@ pub fn push_layer(
 ) -> Result<(), RegistryError> {
     let all = store.list_images()?.images;
     let d = cache_blob(store, &all, layer, compression)?;
-    let ep = Endpoint {
-        host: registry_host(target.domain()).to_owned(),
-        path: target.path().to_owned(),
-    };
-    let session = client.session(&ep.host, target.domain())?;
+    let (ep, session) = target_session(client, target)?;
     let from: Vec<String> = mount_sources(&all, target)
         .into_iter()
         .filter(|(_, blobs)| blobs.contains(&d.digest))
