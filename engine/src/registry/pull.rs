@@ -139,11 +139,7 @@ fn pull_from(
 ) -> Result<Pulled, RegistryError> {
     let session = client.session(&ep.host, r.domain())?;
     let scopes = vec![format!("repository:{}:pull", ep.path)];
-    let reference = match (r.digest(), r.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_owned(),
-        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
-    };
+    let reference = reference_of(r);
     let top = fetch_manifest(&session, store, ep, &scopes, &reference, r.digest())?;
     store.put_blob_expect(&top.bytes[..], &top.digest)?;
     let manifest_fetched = if media_types::is_index(&top.media_type) {
@@ -247,6 +243,15 @@ fn pull_from(
         digest: top.digest,
         updated,
     })
+}
+
+/// What a manifest request names: `r`'s digest, else its tag (`latest` when it has neither).
+fn reference_of(r: &ImageRef) -> String {
+    match (r.digest(), r.tag()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
+    }
 }
 
 /// Refuses a download of the blobs the store lacks when they add more than `max` bytes.
@@ -786,11 +791,7 @@ pub fn fetch_artifact(
     };
     let session = client.session(&ep.host, r.domain())?;
     let scopes = vec![format!("repository:{}:pull", ep.path)];
-    let reference = match (r.digest(), r.tag()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_owned(),
-        (None, None) => crate::reference::DEFAULT_TAG.to_owned(),
-    };
+    let reference = reference_of(r);
     let m = fetch_manifest(&session, store, &ep, &scopes, &reference, r.digest())?;
     if !media_types::is_manifest(&m.media_type) || media_types::is_index(&m.media_type) {
         return Err(RegistryError::Protocol {

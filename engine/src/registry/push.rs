@@ -78,12 +78,7 @@ pub fn push_as(
     events: &(dyn Fn(Transfer) + Sync),
 ) -> Result<Pushed, RegistryError> {
     let _lease = store.lease()?;
-    let Some(tag) = target.tag().map(str::to_owned) else {
-        return Err(RegistryError::Config(format!(
-            "cannot push a digest reference: {}",
-            target.familiar()
-        )));
-    };
+    let tag = push_tag(target)?;
     let img = store
         .resolve(source)
         .map_err(|_| RegistryError::NoLocalImage(source.to_owned()))?;
@@ -251,6 +246,16 @@ pub(crate) fn put_manifest(
         }
     }
     Ok(())
+}
+
+/// The tag a push names: a digest reference is refused.
+fn push_tag(target: &ImageRef) -> Result<String, RegistryError> {
+    target.tag().map(str::to_owned).ok_or_else(|| {
+        RegistryError::Config(format!(
+            "cannot push a digest reference: {}",
+            target.familiar()
+        ))
+    })
 }
 
 /// The endpoint of `target`'s repository and the session with its registry.
@@ -687,12 +692,7 @@ pub fn push_artifact(
     events: &(dyn Fn(Transfer) + Sync),
 ) -> Result<Pushed, RegistryError> {
     let _lease = store.lease()?;
-    let Some(tag) = target.tag().map(str::to_owned) else {
-        return Err(RegistryError::Config(format!(
-            "cannot push a digest reference: {}",
-            target.familiar()
-        )));
-    };
+    let tag = push_tag(target)?;
     let (ep, session) = target_session(client, target)?;
     let all = store.list_images()?.images;
     let mut from = mount_sources(&all, target);
