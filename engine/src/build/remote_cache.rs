@@ -675,8 +675,8 @@ pub(super) fn export(
     Ok(())
 }
 
-/// The uncompressed size of a layer stored compressed: from the cache that listed it, else
-/// from the snapshot's tar size as recorded nowhere, so 0 (the index then only lacks a hint).
+/// The uncompressed size of a layer: its tar's, when the store keeps the tar; else what the
+/// cache that listed it says; else 0 (the index then lacks only a hint).
 fn uncompressed_size(store: &Store, imported: &Imported, l: &Layer) -> u64 {
     if store.has_blob(&l.diff_id.as_uncompressed_digest()) {
         if let Ok(n) = store.blob_size(&l.diff_id.as_uncompressed_digest()) {
