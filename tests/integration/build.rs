@@ -1112,3 +1112,74 @@ fn copy_follows_a_symlink_source_and_keeps_its_name() {
     let l = &tree["d/l"];
     assert_eq!((l.kind, l.content.as_slice()), ('l', &b"../tool"[..]));
 }
+
+#[test]
+fn no_cache_filter_reruns_only_the_stages_it_names_and_a_syntax_line_is_noted() {
+    let env = Env::new();
+    env.write(
+        "ctx/Dockerfile",
+        "# syntax=docker/dockerfile:1\nFROM scratch AS one\nRUN echo one > /one\nFROM scratch AS two\nCOPY --from=one /one /one\nRUN echo two > /two\n",
+    );
+    let ctx = env.path("ctx").to_str().unwrap().to_owned();
+    let first = build_plain(&env, &[]);
+    assert!(
+        first.contains("# syntax=docker/dockerfile:1 is not run"),
+        "{first}"
+    );
+    let again = build_plain(&env, &["--no-cache-filter", "two"]);
+    assert_eq!(again.matches(" ---> Using cache").count(), 1, "{again}");
+    assert_eq!(again.matches(" ---> Running in").count(), 1, "{again}");
+    let by_number = build_plain(&env, &["--no-cache-filter", "0"]);
+    assert_eq!(
+        by_number.matches(" ---> Running in").count(),
+        1,
+        "{by_number}"
+    );
+    let err = env.fails(&["build", "--no-cache-filter", "three", &ctx], 1);
+    assert!(err.contains("no such stage"), "{err}");
+}
+
+#[test]
+fn platform_builds_for_this_machine_and_refuses_emulation() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    env.write("ctx/a", "a\n");
+    env.write("ctx/Dockerfile", "FROM scratch\nCOPY a /a\n");
+    let ctx = env.path("ctx").to_str().unwrap().to_owned();
+    // This machine's platform, by any of its names.
+    env.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/amd64",
+        "-t",
+        "here",
+        &ctx,
+    ]);
+    // FROM scratch holds no program: it is built for the platform asked, as BuildKit does.
+    env.ok(&[
+        "build",
+        "-q",
+        "--platform",
+        "linux/arm64",
+        "-t",
+        "arm",
+        &ctx,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["inspect", "arm"])).unwrap();
+    assert_eq!(v[0]["Architecture"], "arm64", "{}", v[0]);
+    // An image of another platform is not emulated.
+    env.write("ctx/Dockerfile", "FROM debian:bookworm\nRUN true\n");
+    let err = env.fails(&["build", "--platform", "linux/arm64", &ctx], 1);
+    assert!(
+        err.contains("debian:bookworm is linux/amd64, not linux/arm64")
+            && err.contains("does not emulate"),
+        "{err}"
+    );
+    let out = env.run(&["build", "--platform", "linux//x", &ctx]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("invalid platform"),
+        "{err}"
+    );
+}

@@ -218,6 +218,13 @@ fn build_with(
         error,
     };
     let df = crate::dockerfile::parse(req.dockerfile).map_err(perr)?;
+    if let Some(frontend) = &df.directives.syntax {
+        progress.emit(ProgressEvent::Warning {
+            message: format!(
+                "{file}: # syntax={frontend} is not run: kiln reads the Dockerfile itself (the current syntax) and runs no frontend image"
+            ),
+        });
+    }
     for w in &df.warnings {
         progress.emit(ProgressEvent::Warning {
             message: format!("{file}:{}: {}", w.line, w.message),
@@ -225,8 +232,16 @@ fn build_with(
     }
     let instructions = ins::instructions(&df).map_err(perr)?;
     let lexer = Lexer::new(df.escape);
-    let platform = Platform::host();
-    let mut scope = Scope::new(req.build_args.clone(), &platform, &platform);
+    let host = Platform::host();
+    let target = req.platform.as_ref().map_or_else(
+        || host.clone(),
+        |p| Platform {
+            os: p.os.clone(),
+            arch: p.architecture.clone(),
+            variant: p.variant.clone(),
+        },
+    );
+    let mut scope = Scope::new(req.build_args.clone(), &host, &target);
     let plan = Plan::new(instructions, req.target.as_deref(), &lexer, &mut scope).map_err(|e| {
         BuildError::Step {
             file: file.clone(),
@@ -234,6 +249,18 @@ fn build_with(
             message: e.to_string(),
         }
     })?;
+    if let Some(unknown) = req.no_cache_filter.iter().find(|f| {
+        !plan.stages.iter().any(|s| {
+            f.parse::<usize>().ok() == Some(s.index)
+                || s.name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(f))
+        })
+    }) {
+        return Err(BuildError::Step {
+            file: file.clone(),
+            line: 0,
+            message: format!("--no-cache-filter {unknown:?}: the Dockerfile has no such stage"),
+        });
+    }
     let stat_cache = match &req.stat_cache {
         Some(p) => load_stat_cache(p),
         None => StatCache::new(),
@@ -499,6 +526,33 @@ impl Run<'_> {
     /// the build was allowed (BuildKit's entitlements): `--network=host` only in a build with the
     /// host network (`kiln build --network=host`; a server tenant with `host_network`), and
     /// never `--security=insecure` or a device. A refusal is the message for the user.
+    /// The platform a stage is built for when it is not this machine's: its FROM's
+    /// `--platform`, else the build's; `None` for this machine's.
+    fn stage_platform(
+        &self,
+        st: &super::plan::Stage,
+    ) -> Result<Option<crate::registry::PlatformSpec>, BuildError> {
+        let p = match &st.platform {
+            Some(p) => {
+                crate::registry::PlatformSpec::parse(p).map_err(|e| self.fail(st.line, e))?
+            }
+            None => match &self.req.platform {
+                Some(p) => p.clone(),
+                None => return Ok(None),
+            },
+        };
+        Ok((p != crate::registry::PlatformSpec::host()).then_some(p))
+    }
+
+    /// Whether `--no-cache-filter` names stage `index` (by its name or its number).
+    fn no_cache_stage(&self, index: usize) -> bool {
+        let name = self.plan_stages.get(index).and_then(|s| s.name.as_deref());
+        self.req.no_cache_filter.iter().any(|f| {
+            f.parse::<usize>().ok() == Some(index)
+                || name.is_some_and(|n| n.eq_ignore_ascii_case(f))
+        })
+    }
+
     fn step_network(&self, run: &ins::RunArgs) -> Result<Network, String> {
         if run.security == ins::Security::Insecure {
             return Err("RUN --security=insecure is refused: kiln never runs a step with more than Docker's default capabilities".into());
@@ -546,7 +600,13 @@ impl Run<'_> {
         let state = if st.base.eq_ignore_ascii_case("scratch") {
             scope.begin_stage(&[]);
             kb.part("base", b"scratch");
-            ImageState::scratch()
+            let mut s = ImageState::scratch();
+            if let Some(p) = self.stage_platform(&st)? {
+                s.config.os = p.os;
+                s.config.architecture = p.architecture;
+                s.config.variant = p.variant;
+            }
+            s
         } else if let Some(dep) = find_stage(&self.plan_stages[..i], &st.base) {
             let r = self.stages[dep]
                 .as_ref()
@@ -555,7 +615,24 @@ impl Run<'_> {
             kb.part("base", r.key.hex().as_bytes());
             r.state.clone()
         } else {
-            let img = self.image(&st.base, st.platform.as_deref(), st.line)?;
+            let want = self.stage_platform(&st)?;
+            let img = self.image(&st.base, want.clone(), st.line)?;
+            if let Some(w) = want {
+                let c = &img.config;
+                let have = crate::registry::PlatformSpec::parse(
+                    format!("{}/{}/{}", c.os, c.architecture, c.variant).trim_end_matches('/'),
+                )
+                .map_err(|e| self.fail(st.line, e))?;
+                if have != w {
+                    return Err(self.fail(
+                        st.line,
+                        format!(
+                            "{} is {have}, not {w}: kiln builds each stage on its image's platform and does not emulate another",
+                            st.base
+                        ),
+                    ));
+                }
+            }
             let env: Vec<(String, String)> = img
                 .config
                 .config
@@ -666,7 +743,8 @@ impl Run<'_> {
                     .map(|c| c.0.to_owned()),
             );
         }
-        let hit = if self.req.no_cache {
+        let no_cache = self.req.no_cache || self.no_cache_stage(cx.index);
+        let hit = if no_cache {
             None
         } else {
             let local = self.cache.get(&key).filter(|e| {
@@ -689,7 +767,7 @@ impl Run<'_> {
                 e
             }
             None => {
-                if !self.req.no_cache {
+                if !no_cache {
                     if let Some(mut reason) = self.cache.explain_miss(&slot, &parts) {
                         if reason == "files changed" {
                             if let Some(f) = prepared.changed_files.first() {
@@ -1037,7 +1115,7 @@ impl Run<'_> {
                         paths: file_sources.clone(),
                     }
                 } else {
-                    let img = self.image(&f, None, line)?;
+                    let img = self.image(&f, self.req.platform.clone(), line)?;
                     parts.push(("from".into(), img.id().to_string().into_bytes()));
                     let st = ImageState::from_parts(&img.manifest, img.config);
                     CopyFrom::Image {
@@ -1070,7 +1148,7 @@ impl Run<'_> {
     fn image(
         &self,
         name: &str,
-        platform: Option<&str>,
+        platform: Option<crate::registry::PlatformSpec>,
         line: usize,
     ) -> Result<crate::store::Image, BuildError> {
         use crate::registry::{pull::ensure, PlatformSpec, PullOptions, PullPolicy};
@@ -1083,10 +1161,7 @@ impl Run<'_> {
                 }
             });
         };
-        let platform = match platform {
-            Some(p) => PlatformSpec::parse(p).map_err(|e| self.fail(line, e))?,
-            None => PlatformSpec::host(),
-        };
+        let platform = platform.unwrap_or_else(PlatformSpec::host);
         let policy = self.req.pull;
         let events = |t: crate::progress::Transfer| self.progress.emit(ProgressEvent::Transfer(t));
         ensure(
@@ -1163,7 +1238,7 @@ impl Run<'_> {
                 .ok_or_else(|| self.fail(line, format!("stage {f:?} was not built")))?;
             (r.state.layers.clone(), r.key.hex(), Some(i))
         } else {
-            let img = self.image(&f, None, line)?;
+            let img = self.image(&f, self.req.platform.clone(), line)?;
             let id = img.id().to_string();
             (
                 ImageState::from_parts(&img.manifest, img.config).layers,

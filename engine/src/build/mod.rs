@@ -60,8 +60,14 @@ pub struct BuildRequest<'a> {
     pub build_args: crate::dockerfile::scope::BuildArgs,
     /// `--target`.
     pub target: Option<String>,
+    /// `--platform`: the platform to build for (`None`: this machine's). kiln does not emulate:
+    /// another platform builds only when every stage's image is of it, and a Linux program of
+    /// it cannot run here.
+    pub platform: Option<crate::registry::PlatformSpec>,
     /// `--no-cache`.
     pub no_cache: bool,
+    /// `--no-cache-filter`: the stages (by name or number) whose steps ignore the cache.
+    pub no_cache_filter: Vec<String>,
     /// `--network`.
     pub network: Network,
     /// `--label` values, set on the result.

@@ -66,6 +66,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_cache: bool,
 
+    /// Don't use the cache for the steps of this stage (its name or number); repeatable, or
+    /// comma-separated.
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+
     /// Print only the image ID on stdout.
     #[arg(short, long)]
     pub quiet: bool,
@@ -134,6 +139,11 @@ pub struct BuildArgs {
     /// `image.name`), as buildx does.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
+
+    /// The platform to build for (`os/arch[/variant]`); this machine's by default. kiln does
+    /// not emulate: another platform builds only when every stage's image is of it.
+    #[arg(long, value_name = "PLATFORM", value_parser = crate::registry::PlatformSpec::parse)]
+    pub platform: Option<crate::registry::PlatformSpec>,
 
     /// Take step results from this cache too: `type=registry,ref=NAME:TAG` (or just
     /// `NAME:TAG`) or `type=local,src=DIR[,tag=TAG]` (an OCI layout); repeatable.
@@ -263,7 +273,9 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         tags,
         build_args,
         target: args.target.clone(),
+        platform: args.platform.clone(),
         no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.clone(),
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,

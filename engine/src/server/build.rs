@@ -38,6 +38,8 @@ struct Params {
     network: Network,
     memory: u64,
     pull: crate::registry::PullPolicy,
+    /// `platform` (docker build --platform).
+    platform: Option<crate::registry::PlatformSpec>,
     /// The caches the build reads and writes.
     caches: (
         Vec<crate::build::remote_cache::CacheLocation>,
@@ -112,6 +114,12 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
             crate::registry::PullPolicy::Missing
         },
         caches,
+        platform: match q.get("platform").filter(|p| !p.is_empty()) {
+            Some(p) => {
+                Some(crate::registry::PlatformSpec::parse(p).map_err(ApiError::bad_request)?)
+            }
+            None => None,
+        },
     })
 }
 
@@ -392,7 +400,9 @@ fn run(
         tags: p.tags.clone(),
         build_args: p.build_args.clone(),
         target: p.target.clone(),
+        platform: p.platform.clone(),
         no_cache: p.no_cache,
+        no_cache_filter: Vec::new(),
         network: p.network,
         labels: p.labels.clone(),
         epoch: None,
