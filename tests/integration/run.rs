@@ -1452,3 +1452,52 @@ fn a_bind_source_symlink_resolves_in_its_stage_never_on_the_host() {
     assert_eq!(tree["copied/escape"].content, b"/etc".to_vec());
     assert_eq!(tree["copied/root-link"].content, b"/".to_vec());
 }
+
+#[test]
+fn add_host_shm_size_and_ulimit_reach_native_run_steps() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let out = build_ok(
+        &env,
+        "FROM debian:bookworm\nRUN grep -w db /etc/hosts && df -k /dev/shm | tail -1 && ulimit -n && ulimit -p\n",
+        &[],
+        &[
+            "--add-host",
+            "db:10.1.2.3",
+            "--add-host",
+            "v6=::1",
+            "--shm-size",
+            "32m",
+            "--ulimit",
+            "nofile=512:2048",
+            "--ulimit",
+            "nproc=300",
+        ],
+    );
+    assert!(out.contains("10.1.2.3\tdb"), "{out}");
+    assert!(out.contains(" 32768 "), "/dev/shm is 32 MiB:\n{out}");
+    assert!(out.lines().any(|l| l == "2048"), "nofile:\n{out}");
+    // nproc is the step's process limit: a pids cgroup of 300 when the host has one (then
+    // RLIMIT_NPROC, which counts the shared host uid, is a backstop at twice that), else
+    // RLIMIT_NPROC itself. The default is 1024.
+    assert!(
+        out.lines().any(|l| l == "300" || l == "600"),
+        "nproc:\n{out}"
+    );
+    for (flag, value, why) in [
+        ("--add-host", "db", "expected NAME:IP"),
+        ("--add-host", "db:not-an-ip", "is not an IP address"),
+        ("--add-host", "db:host-gateway", "no host gateway"),
+        ("--ulimit", "stack=1024", "does not set stack"),
+        ("--ulimit", "nofile=9:3", "soft limit is above the hard one"),
+    ] {
+        let (code, err) = try_build(
+            &env,
+            "FROM debian:bookworm\nRUN true\n",
+            &[],
+            &[flag, value],
+        );
+        assert_eq!(code, 1, "{flag} {value}: {err}");
+        assert!(err.contains(why), "{flag} {value}: {err}");
+    }
+}

@@ -647,6 +647,45 @@ fn seed_redis_builds_and_runs_through_the_docker_cli() {
     assert_eq!(pong, "+PONG\r\n", "redis log:\n{logs}");
 }
 
+#[test]
+fn docker_build_flags_for_steps_reach_them_through_the_server() {
+    let env = Env::new();
+    crate::harness::debian_base(&env);
+    let socket = env.path("s.sock");
+    let srv = Server::start(
+        &env,
+        &socket,
+        &["-H", &format!("unix://{}", socket.display())],
+    );
+    let ctx = context(
+        &env,
+        "flags",
+        &[(
+            "Dockerfile",
+            "FROM debian:bookworm\nRUN grep -w db /etc/hosts && df -k /dev/shm | tail -1 && ulimit -n\n",
+        )],
+    );
+    let out = ok(srv.docker(&[
+        "build",
+        "--no-cache",
+        "--add-host",
+        "db:10.1.2.3",
+        "--shm-size",
+        "32m",
+        "--ulimit",
+        "nofile=512:2048",
+        ctx.to_str().unwrap(),
+    ]));
+    assert!(out.contains("10.1.2.3\tdb"), "{out}");
+    assert!(out.contains(" 32768 "), "{out}");
+    assert!(out.lines().any(|l| l == "2048"), "{out}");
+    // What kiln does not set is refused, not ignored.
+    let (code, out, err) =
+        output(srv.docker(&["build", "--ulimit", "stack=1024", ctx.to_str().unwrap()]));
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("does not set stack"), "{err}");
+}
+
 /// A config with tenants; returns its path.
 pub(crate) fn write_config(env: &Env, text: &str) -> PathBuf {
     env.write("kiln-server.toml", text)

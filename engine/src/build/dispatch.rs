@@ -1462,6 +1462,7 @@ impl Run<'_> {
                 Network::None => NetworkMode::None,
             },
             hostname: id.clone(),
+            extra_hosts: self.req.extra_hosts.clone(),
             control: match self.req.cancel {
                 Some(c) => Some(c.step().ok_or(BuildError::Cancelled)?),
                 None => None,

@@ -70,6 +70,8 @@ pub struct BuildRequest<'a> {
     pub no_cache_filter: Vec<String>,
     /// `--network`.
     pub network: Network,
+    /// `--add-host` lines for the `/etc/hosts` of RUN steps (`IP\tNAME`, see [`host_line`]).
+    pub extra_hosts: Vec<String>,
     /// `--label` values, set on the result.
     pub labels: BTreeMap<String, String>,
     /// `SOURCE_DATE_EPOCH`: clamps file times and history/config times.
@@ -99,6 +101,61 @@ pub struct BuildRequest<'a> {
     /// Names the result will be pushed as (`--push`): each layer of the target stage goes to
     /// their repositories as soon as it is made, while the build goes on.
     pub push_as_made: Vec<ImageRef>,
+}
+
+/// An `/etc/hosts` line for docker's `--add-host NAME:IP` (or `NAME=IP`, needed for IPv6).
+pub fn host_line(spec: &str) -> Result<String, String> {
+    let (name, ip) = spec
+        .split_once('=')
+        .or_else(|| spec.split_once(':'))
+        .ok_or_else(|| format!("invalid --add-host {spec:?}: expected NAME:IP"))?;
+    let valid_name = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if !valid_name {
+        return Err(format!(
+            "invalid --add-host {spec:?}: {name:?} is not a host name"
+        ));
+    }
+    if ip == "host-gateway" {
+        return Err(format!(
+            "--add-host {spec:?}: kiln has no host gateway (a step shares the host's network with --network=host, or has none)"
+        ));
+    }
+    let ip: std::net::IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| format!("invalid --add-host {spec:?}: {ip:?} is not an IP address"))?;
+    Ok(format!("{ip}\t{name}"))
+}
+
+/// Applies docker's `--ulimit NAME=SOFT[:HARD]` to the limits of RUN steps: `nofile` (open
+/// files per process) and `nproc` (processes) are kiln's own limits; kiln gives one value, the
+/// hard one. Others are refused.
+pub fn apply_ulimit(limits: &mut crate::sandbox::Limits, spec: &str) -> Result<(), String> {
+    let bad = || format!("invalid --ulimit {spec:?}: expected NAME=SOFT[:HARD]");
+    let (name, values) = spec.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = values.split_once(':').unwrap_or((values, values));
+    let soft: u32 = soft.parse().map_err(|_| bad())?;
+    let hard: u32 = hard.parse().map_err(|_| bad())?;
+    if soft > hard {
+        return Err(format!(
+            "--ulimit {spec:?}: the soft limit is above the hard one"
+        ));
+    }
+    match name {
+        "nofile" => limits.files = hard.max(4),
+        "nproc" => limits.pids = hard.max(1),
+        other => {
+            return Err(format!(
+                "--ulimit {other}: kiln sets nofile and nproc for RUN steps (and keeps core at 0); it does not set {other}"
+            ))
+        }
+    }
+    Ok(())
 }
 
 /// Cancels a running build from another thread: the RUN step in progress is killed and no

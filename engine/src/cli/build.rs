@@ -92,6 +92,19 @@ pub struct BuildArgs {
     #[arg(long, value_enum)]
     pub compression: Option<CompressionArg>,
 
+    /// Add a line to the `/etc/hosts` of RUN steps (`NAME:IP`, or `NAME=IP`); repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_hosts: Vec<String>,
+
+    /// Size of `/dev/shm` for RUN steps (default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE", value_parser = crate::sandbox::parse_size)]
+    pub shm_size: Option<u64>,
+
+    /// A resource limit for RUN steps, docker's `NAME=SOFT[:HARD]`: `nofile`, `nproc`;
+    /// repeatable.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
+
     /// Set metadata labels on the image (`KEY=VALUE`).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -276,6 +289,11 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
         platform: args.platform.clone(),
         no_cache: args.no_cache,
         no_cache_filter: args.no_cache_filter.clone(),
+        extra_hosts: args
+            .add_hosts
+            .iter()
+            .map(|h| crate::build::host_line(h).map_err(UserError))
+            .collect::<Result<_, _>>()?,
         network: match args.network {
             NetworkArg::None => Network::None,
             NetworkArg::Host => Network::Host,
@@ -294,6 +312,9 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             files: args.run_files.max(4),
             disk: args.run_disk,
             log: args.run_log,
+            shm: args
+                .shm_size
+                .unwrap_or(crate::sandbox::Limits::default().shm),
         },
         isolation: match args.isolation {
             IsolationArg::Auto => crate::sandbox::Isolation::Auto,
@@ -322,6 +343,9 @@ pub fn run(args: &BuildArgs, store: &Store, printer: &mut Printer) -> anyhow::Re
             })
             .collect::<Result<_, _>>()?,
     };
+    for u in &args.ulimits {
+        crate::build::apply_ulimit(&mut req.limits, u).map_err(UserError)?;
+    }
     let outputs = parse_outputs(&args.outputs, args.push)?;
     if outputs.iter().any(|o| matches!(o, Output::Push)) {
         req.push_as_made = req.tags.clone();

@@ -92,6 +92,7 @@ fn debug_sh(args: &[String]) -> anyhow::Result<u8> {
     let mut argv = vec!["kiln:sh".to_owned()];
     argv.extend(args.iter().cloned());
     let spec = RunSpec {
+        extra_hosts: Vec::new(),
         argv,
         env: std::env::vars().map(|(k, v)| format!("{k}={v}")).collect(),
         cwd: ContainerPath::parse(cwd),

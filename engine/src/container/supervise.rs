@@ -195,6 +195,7 @@ fn run_locked(
         env.push(format!("HOME={}", cfg.home));
     }
     let spec = RunSpec {
+        extra_hosts: Vec::new(),
         argv,
         env,
         cwd: ContainerPath::parse(if cfg.working_dir.is_empty() {
@@ -213,6 +214,7 @@ fn run_locked(
             files: 65_536,
             disk: cfg.disk.unwrap_or(u64::MAX),
             log: u64::MAX,
+            shm: crate::sandbox::Limits::default().shm,
         },
         isolation: if cfg.wasi_only {
             Isolation::Wasi

@@ -32,6 +32,8 @@ pub struct Limits {
     pub disk: u64,
     /// Output kept (`--run-log`, default 64m).
     pub log: u64,
+    /// Size of a native program's `/dev/shm` (`--shm-size`, default 64m, as docker's).
+    pub shm: u64,
 }
 
 impl Limits {
@@ -48,6 +50,7 @@ impl Default for Limits {
             files: 1024,
             disk: 10 << 30,
             log: 64 << 20,
+            shm: 64 << 20,
         }
     }
 }
@@ -226,6 +229,8 @@ pub struct RunSpec {
     pub network: NetworkMode,
     /// The hostname native programs see.
     pub hostname: String,
+    /// Lines added to the `/etc/hosts` native programs see (`IP\tNAME`, `--add-host`).
+    pub extra_hosts: Vec<String>,
     /// Where signals for the run's main program come from (`kiln stop`, `kiln kill`, a proxied
     /// Ctrl-C); none for a RUN step.
     pub control: Option<RunControl>,

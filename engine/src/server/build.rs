@@ -22,6 +22,8 @@ use crate::reference::ImageRef;
 
 /// Largest Dockerfile read.
 const MAX_DOCKERFILE: u64 = 16 << 20;
+/// Most open files a tenant's `--ulimit nofile` may give a RUN process.
+const MAX_STEP_FILES: u32 = 65_536;
 /// How often an idle build stream sends a blank line (it is how a client that went away is
 /// noticed: the write fails).
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -38,6 +40,12 @@ struct Params {
     network: Network,
     memory: u64,
     pull: crate::registry::PullPolicy,
+    /// `extrahosts`: `/etc/hosts` lines for RUN steps.
+    extra_hosts: Vec<String>,
+    /// `shmsize` (0: the default).
+    shm_size: u64,
+    /// `ulimits`, applied to the step limits.
+    ulimits: Vec<String>,
     /// `platform` (docker build --platform).
     platform: Option<crate::registry::PlatformSpec>,
     /// The caches the build reads and writes.
@@ -114,6 +122,39 @@ fn params(q: &Query, tenant: &Tenant) -> Result<Params, ApiError> {
             crate::registry::PullPolicy::Missing
         },
         caches,
+        extra_hosts: q
+            .get("extrahosts")
+            .unwrap_or("")
+            .split(',')
+            .filter(|h| !h.is_empty())
+            .map(|h| crate::build::host_line(h).map_err(ApiError::bad_request))
+            .collect::<Result<_, _>>()?,
+        shm_size: match q.number::<i64>("shmsize")? {
+            Some(n) if n > 0 => n as u64,
+            _ => 0,
+        },
+        ulimits: {
+            #[derive(serde::Deserialize)]
+            struct Ulimit {
+                #[serde(rename = "Name")]
+                name: String,
+                #[serde(rename = "Soft")]
+                soft: i64,
+                #[serde(rename = "Hard")]
+                hard: i64,
+            }
+            let list: Option<Vec<Ulimit>> = q.json("ulimits")?.flatten();
+            let specs: Vec<String> = list
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| format!("{}={}:{}", u.name, u.soft, u.hard))
+                .collect();
+            let mut check = crate::sandbox::Limits::default();
+            for s in &specs {
+                crate::build::apply_ulimit(&mut check, s).map_err(ApiError::bad_request)?;
+            }
+            specs
+        },
         platform: match q.get("platform").filter(|p| !p.is_empty()) {
             Some(p) => {
                 Some(crate::registry::PlatformSpec::parse(p).map_err(ApiError::bad_request)?)
@@ -403,6 +444,7 @@ fn run(
         platform: p.platform.clone(),
         no_cache: p.no_cache,
         no_cache_filter: Vec::new(),
+        extra_hosts: p.extra_hosts.clone(),
         network: p.network,
         labels: p.labels.clone(),
         epoch: None,
@@ -415,6 +457,11 @@ fn run(
             files: 1024,
             disk: room,
             log: 64 << 20,
+            shm: if p.shm_size > 0 {
+                p.shm_size
+            } else {
+                crate::sandbox::Limits::default().shm
+            },
         },
         isolation: if tenant.wasi_only {
             crate::sandbox::Isolation::Wasi
@@ -435,6 +482,14 @@ fn run(
             .filter_map(|t| tenant.farm.pushed_name(t))
             .collect(),
     };
+    // A tenant's --ulimit stays within its quotas.
+    let mut req = req;
+    for u in &p.ulimits {
+        if crate::build::apply_ulimit(&mut req.limits, u).is_ok() {
+            req.limits.pids = req.limits.pids.min(q.step_pids);
+            req.limits.files = req.limits.files.min(MAX_STEP_FILES);
+        }
+    }
     let built = crate::build::build(&tenant.store, &req, &sink).and_then(|out| {
         let events = |t: crate::progress::Transfer| sink.emit(ProgressEvent::Transfer(t));
         tenant

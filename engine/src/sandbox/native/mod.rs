@@ -124,6 +124,8 @@ pub struct NativeSpec {
     pub work: PathBuf,
     pub network: NativeNetwork,
     pub hostname: String,
+    /// Lines added to `/etc/hosts` (`IP\tNAME`).
+    pub extra_hosts: Vec<String>,
     pub limits: Limits,
     /// The program's stdin, stdout and stderr.
     pub stdio: [OwnedFd; 3],
@@ -439,6 +441,18 @@ fn rlimit(resource: libc::__rlimit_resource_t, want: u64) -> (libc::__rlimit_res
     (resource, want.min(cur.rlim_max))
 }
 
+/// `hosts` with `extra` lines after it (`--add-host`).
+fn with_extra(mut hosts: Vec<u8>, extra: &[String]) -> Vec<u8> {
+    if !extra.is_empty() && !hosts.ends_with(b"\n") && !hosts.is_empty() {
+        hosts.push(b'\n');
+    }
+    for line in extra {
+        hosts.extend_from_slice(line.as_bytes());
+        hosts.push(b'\n');
+    }
+    hosts
+}
+
 /// Runs one program in the native sandbox; see the module doc.
 pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
     available().map_err(NativeError::Unavailable)?;
@@ -454,6 +468,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         work,
         network,
         hostname,
+        extra_hosts,
         limits,
         stdio,
         extra_fds,
@@ -529,10 +544,13 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
         .map(|name| EtcFile {
             name,
             contents: match (name, network) {
-                ("hosts", NativeNetwork::None) => plan::loopback_hosts(&hostname),
-                ("hosts", NativeNetwork::Host) => {
-                    fs::read("/etc/hosts").unwrap_or_else(|_| plan::loopback_hosts(&hostname))
+                ("hosts", NativeNetwork::None) => {
+                    with_extra(plan::loopback_hosts(&hostname), &extra_hosts)
                 }
+                ("hosts", NativeNetwork::Host) => with_extra(
+                    fs::read("/etc/hosts").unwrap_or_else(|_| plan::loopback_hosts(&hostname)),
+                    &extra_hosts,
+                ),
                 ("resolv.conf", NativeNetwork::None) => plan::NO_RESOLV.to_vec(),
                 ("resolv.conf", NativeNetwork::Host) => {
                     fs::read("/etc/resolv.conf").unwrap_or_default()
@@ -578,6 +596,7 @@ pub fn run(spec: NativeSpec) -> Result<NativeOutcome, NativeError> {
             .collect(),
         network,
         hostname,
+        shm_size: limits.shm,
         cwd_dirs: dirs,
         binds: bind_fds
             .iter()

@@ -273,6 +273,8 @@ pub(crate) struct PlanInput {
     pub devices: Vec<&'static str>,
     pub network: NativeNetwork,
     pub hostname: String,
+    /// Bytes the `/dev/shm` tmpfs may hold.
+    pub shm_size: u64,
     /// The working directory and its ancestors, outermost first (`/a`, `/a/b`).
     pub cwd_dirs: Vec<String>,
     /// Bind mounts (`run -v`): the detached, idmapped host folder and the folders of its
@@ -500,7 +502,7 @@ pub(crate) fn build_plan(input: &PlanInput) -> Plan {
         "/dev/shm",
         "tmpfs",
         NOSUID | NODEV | NOEXEC,
-        "mode=1777,size=65536k",
+        &format!("mode=1777,size={}k", input.shm_size.div_ceil(1024).max(1)),
     ));
     steps.push(mkdir("/dev/mqueue", 0o755));
     steps.push(mount(

@@ -86,6 +86,7 @@ pub(crate) fn run(step: &Arc<Step>, path: &str, launch: Launch, main: bool) -> i
             NetworkMode::Host => NativeNetwork::Host,
         },
         hostname: step.hostname.clone(),
+        extra_hosts: step.extra_hosts.clone(),
         limits,
         stdio,
         extra_fds,

@@ -60,6 +60,8 @@ pub(crate) struct Step {
     pub rootfs: Rootfs,
     pub network: NetworkMode,
     pub hostname: String,
+    /// Lines added to native programs' `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
     /// Signals for the main program, if the run takes any.
     pub control: Option<RunControl>,
     /// The main program's stdio is a terminal (`run -t`).
@@ -108,6 +110,7 @@ impl Step {
             rootfs,
             network: spec.network,
             hostname: spec.hostname.clone(),
+            extra_hosts: spec.extra_hosts.clone(),
             control: spec.control.clone(),
             terminal: spec.terminal.is_some(),
             binds: spec.binds.clone(),
