@@ -633,6 +633,7 @@ mod tests {
             devices: DEVICES.to_vec(),
             network,
             hostname: "box".into(),
+            shm_size: 64 << 20,
             cwd_dirs: vec!["/app".into(), "/app/src".into()],
             binds: Vec::new(),
         }

@@ -99,6 +99,7 @@ fn run_with(
         work,
         network: NativeNetwork::None,
         hostname: "kiln-test".into(),
+        extra_hosts: Vec::new(),
         limits: Limits {
             timeout: Duration::from_secs(60),
             ..Limits::default()
