@@ -373,6 +373,11 @@ tar czf /out/a.tgz -C /src .
 mkdir /out/untar
 tar xzf /out/a.tgz -C /out/untar
 tar tzf /out/a.tgz | sort > /out/tar-list
+tar cJf /out/a.txz -C /src data.txt
+tar cjf /out/a.tbz -C /src data.txt
+mkdir /out/unxz /out/unbz
+tar xf /out/a.txz -C /out/unxz
+tar -x -j -f /out/a.tbz -C /out/unbz
 cp data.txt /out/gz && gzip /out/gz && gunzip -c /out/gz.gz > /out/gunzip
 zcat /out/gz.gz > /out/zcat
 find /src -name '*.txt' | sort > /out/find
@@ -531,6 +536,21 @@ EOF
     assert!(!tree.contains_key("out/hard2") && !tree.contains_key("out/gone"));
     assert!(!tree.contains_key("out/rm-me"));
     assert_eq!(text(&tree, "out/untar/run.sh"), "#!/bin/sh\necho ran\n");
+    // xz and bzip2: written and read back in the sandbox, and GNU's tools read them too.
+    for (archive, tool, copy) in [
+        ("out/a.txz", "xz", "out/unxz/data.txt"),
+        ("out/a.tbz", "bzip2", "out/unbz/data.txt"),
+    ] {
+        assert_eq!(file(&tree, copy).content, file(&tree, "src/data.txt").content);
+        let host = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(host.path(), &file(&tree, archive).content).unwrap();
+        let st = std::process::Command::new(tool)
+            .arg("-t")
+            .arg(host.path())
+            .status()
+            .unwrap_or_else(|e| panic!("{tool} is missing ({e}): .ci/run installs it"));
+        assert!(st.success(), "{tool} -t rejects {archive}");
+    }
     assert_eq!(mode("out/untar/run.sh") & 0o755, 0o755);
     assert_eq!(file(&tree, "out/untar/sub/link").kind, 'l');
 }

@@ -1,4 +1,5 @@
-//! tar: create, list and extract archives (`-c -t -x -f -z -C -v --strip-components`).
+//! tar: create, list and extract archives (`-c -t -x -f -z -j -J -C -v --strip-components`);
+//! gzip, bzip2 and xz archives are recognised by their first bytes when read.
 //!
 //! Reading and writing the format is the `tar` crate's job; extraction is ours, so that it
 //! never writes outside the target folder: member names with `..` are refused, leading `/` are
@@ -23,7 +24,8 @@ use crate::util::time::civil;
 use crate::util::{self, strerror, usage_error, users, warn};
 
 const TOOL: &str = "tar";
-const USAGE: &str = "tar {-c|-x|-t} [-zvp] [-f ARCHIVE] [-C DIR] [--strip-components=N] [FILE]...";
+const USAGE: &str =
+    "tar {-c|-x|-t} [-zjJvp] [-f ARCHIVE] [-C DIR] [--strip-components=N] [FILE]...";
 
 const OPTS: &[Opt] = &[
     Opt::flag("create", 'c', "create"),
@@ -316,7 +318,8 @@ impl Extract {
     }
 }
 
-/// The archive to read, gunzipped when it starts with gzip's magic (with or without `-z`).
+/// The archive to read, decompressed when it starts with gzip's, bzip2's or xz's magic (with or
+/// without `-z`, `-j`, `-J`, as GNU tar does).
 fn reader(file: Option<&Path>) -> Result<Box<dyn Read>, String> {
     let raw: Box<dyn Read> = match file {
         None => Box::new(io::stdin().lock()),
@@ -326,8 +329,12 @@ fn reader(file: Option<&Path>) -> Result<Box<dyn Read>, String> {
     };
     let mut buf = BufReader::new(raw);
     let head = buf.fill_buf().map_err(|e| strerror(&e))?;
-    if head.len() >= 2 && head[..2] == [0x1f, 0x8b] {
+    if head.starts_with(&[0x1f, 0x8b]) {
         Ok(Box::new(MultiGzDecoder::new(buf)))
+    } else if head.starts_with(b"BZh") {
+        Ok(Box::new(bzip2::read::MultiBzDecoder::new(buf)))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Ok(Box::new(lzma_rust2::XzReader::new(buf, true)))
     } else {
         Ok(Box::new(buf))
     }
@@ -591,10 +598,20 @@ fn create(p: &crate::util::args::Parsed, file: Option<&Path>) -> Result<bool, St
             })?))
         }
     };
-    let out: Box<dyn Write> = if p.has("gzip") {
-        Box::new(GzEncoder::new(out, Compression::default()))
+    let out = if p.has("gzip") {
+        Compressed::Gzip(GzEncoder::new(out, Compression::default()))
+    } else if p.has("bzip2") {
+        Compressed::Bzip2(bzip2::write::BzEncoder::new(
+            out,
+            bzip2::Compression::default(),
+        ))
+    } else if p.has("xz") {
+        Compressed::Xz(
+            lzma_rust2::XzWriter::new(out, lzma_rust2::XzOptions::default())
+                .map_err(|e| strerror(&e))?,
+        )
     } else {
-        out
+        Compressed::Plain(out)
     };
     let base = PathBuf::from(p.value("directory").unwrap_or(".".as_ref()));
     let mut c = Create {
@@ -623,11 +640,43 @@ fn create(p: &crate::util::args::Parsed, file: Option<&Path>) -> Result<bool, St
     Ok(!c.failed)
 }
 
-fn finish_writer(mut w: Box<dyn Write>) -> Result<(), String> {
-    // Dropping a GzEncoder writes its trailer; flush first so errors are seen.
-    w.flush().map_err(|e| strerror(&e))?;
-    drop(w);
-    Ok(())
+/// The archive being written, compressed as `-z`, `-j` or `-J` ask.
+enum Compressed {
+    Plain(Box<dyn Write>),
+    Gzip(GzEncoder<Box<dyn Write>>),
+    Bzip2(bzip2::write::BzEncoder<Box<dyn Write>>),
+    Xz(lzma_rust2::XzWriter<Box<dyn Write>>),
+}
+
+impl Write for Compressed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Gzip(w) => w.write(buf),
+            Self::Bzip2(w) => w.write(buf),
+            Self::Xz(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Gzip(w) => w.flush(),
+            Self::Bzip2(w) => w.flush(),
+            Self::Xz(w) => w.flush(),
+        }
+    }
+}
+
+/// Writes the compressor's trailer and flushes the file, so that errors are seen.
+fn finish_writer(w: Compressed) -> Result<(), String> {
+    let mut out = match w {
+        Compressed::Plain(w) => w,
+        Compressed::Gzip(w) => w.finish().map_err(|e| strerror(&e))?,
+        Compressed::Bzip2(w) => w.finish().map_err(|e| strerror(&e))?,
+        Compressed::Xz(w) => w.finish().map_err(|e| strerror(&e))?,
+    };
+    out.flush().map_err(|e| strerror(&e))
 }
 
 pub fn main(args: Vec<OsString>) -> i32 {
@@ -639,9 +688,13 @@ pub fn main(args: Vec<OsString>) -> i32 {
         Ok(p) => p,
         Err(e) => return usage_error(TOOL, e, 2),
     };
-    if p.has("bzip2") || p.has("xz") {
-        warn(TOOL, "only gzip compression is supported");
-        return 2;
+    if [p.has("gzip"), p.has("bzip2"), p.has("xz")]
+        .iter()
+        .filter(|&&c| c)
+        .count()
+        > 1
+    {
+        return usage_error(TOOL, "Conflicting compression options", 2);
     }
     let modes = ["create", "extract", "list"]
         .iter()
