@@ -541,7 +541,10 @@ EOF
         ("out/a.txz", "xz", "out/unxz/data.txt"),
         ("out/a.tbz", "bzip2", "out/unbz/data.txt"),
     ] {
-        assert_eq!(file(&tree, copy).content, file(&tree, "src/data.txt").content);
+        assert_eq!(
+            file(&tree, copy).content,
+            file(&tree, "src/data.txt").content
+        );
         let host = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(host.path(), &file(&tree, archive).content).unwrap();
         let st = std::process::Command::new(tool)
