@@ -108,17 +108,7 @@ pub fn push_as(
     let stop = opts.cancel.clone().unwrap_or_default();
     let sources = mount_sources(&all, target);
     upload_all(&session, store, &ep, items, &sources, events, &stop)?;
-    let quiet = |_: Transfer| {};
-    upload(
-        &session,
-        store,
-        &ep,
-        &short(&img.manifest.config.digest),
-        &img.manifest.config,
-        &[],
-        &quiet,
-        &stop,
-    )?;
+    upload_config(&session, store, &ep, &img.manifest.config, &stop)?;
     let docker_types = img.manifest.config.media_type == media_types::DOCKER_CONFIG
         && blobs
             .iter()
@@ -203,6 +193,27 @@ pub(crate) fn upload_all(
         return Err(RegistryError::Cancelled);
     }
     Ok(())
+}
+
+/// Makes sure the registry has the config blob `config` (no progress lines: docker shows none).
+fn upload_config(
+    session: &Session,
+    store: &Store,
+    ep: &Endpoint,
+    config: &Descriptor,
+    stop: &AtomicBool,
+) -> Result<(), RegistryError> {
+    let quiet = |_: Transfer| {};
+    upload(
+        session,
+        store,
+        ep,
+        &short(&config.digest),
+        config,
+        &[],
+        &quiet,
+        stop,
+    )
 }
 
 /// PUTs a manifest under `tag` (a tag or a digest) and checks the digest the registry
@@ -709,17 +720,7 @@ pub fn push_artifact(
         .collect();
     let stop = AtomicBool::new(false);
     upload_all(&session, store, &ep, items, &from, events, &stop)?;
-    let quiet = |_: Transfer| {};
-    upload(
-        &session,
-        store,
-        &ep,
-        &short(&manifest.config.digest),
-        &manifest.config,
-        &[],
-        &quiet,
-        &stop,
-    )?;
+    upload_config(&session, store, &ep, &manifest.config, &stop)?;
     let bytes = manifest
         .to_canonical_json()
         .map_err(|e| RegistryError::Protocol {
